@@ -1,0 +1,118 @@
+//! Rendering diagnostics as text with miette's graphical handler: `path:line:col`, the
+//! source lines, labelled carets, the code and the help line. The no-colour theme gives
+//! stable text for snapshot tests.
+
+use std::fmt;
+
+use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
+
+use super::Diagnostic;
+
+/// Whether to colour the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorChoice {
+    Always,
+    Never,
+}
+
+/// Renders one diagnostic about the file `path` with contents `src`.
+pub fn render(diag: &Diagnostic, path: &str, src: &str, color: ColorChoice) -> String {
+    let theme = match color {
+        ColorChoice::Always => GraphicalTheme::unicode(),
+        ColorChoice::Never => GraphicalTheme::unicode_nocolor(),
+    };
+    let mut handler = GraphicalReportHandler::new_themed(theme)
+        .with_width(100)
+        .with_context_lines(1);
+    if !diag.notes.is_empty() {
+        let notes: Vec<String> = diag.notes.iter().map(|n| format!("note: {n}")).collect();
+        handler = handler.with_footer(notes.join("\n"));
+    }
+    let report = Report {
+        diag,
+        source: NamedSource::new(path, src.to_string()),
+        src_len: src.len(),
+    };
+    let mut out = String::new();
+    if handler.render_report(&mut out, &report).is_err() {
+        out = format!("error[{}]: {}\n", diag.code, diag.message);
+    }
+    out
+}
+
+/// Renders several diagnostics of one file, separated by blank lines, followed by a
+/// summary line when there is more than one.
+pub fn render_all(diags: &[Diagnostic], path: &str, src: &str, color: ColorChoice) -> String {
+    let mut out = String::new();
+    for d in diags {
+        out.push_str(&render(d, path, src, color));
+        out.push('\n');
+    }
+    if diags.len() > 1 {
+        out.push_str(&format!("{}: {} errors\n", path, diags.len()));
+    }
+    out
+}
+
+struct Report<'a> {
+    diag: &'a Diagnostic,
+    source: NamedSource<String>,
+    src_len: usize,
+}
+
+impl fmt::Debug for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Report").field("diag", self.diag).finish()
+    }
+}
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.diag.message)
+    }
+}
+
+impl std::error::Error for Report<'_> {}
+
+impl miette::Diagnostic for Report<'_> {
+    fn code<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        Some(Box::new(format!("nnc::{}", self.diag.code)))
+    }
+
+    fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.diag
+            .help
+            .as_ref()
+            .map(|h| Box::new(h.clone()) as Box<dyn fmt::Display + 'b>)
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        if self.diag.labels.is_empty() {
+            None
+        } else {
+            Some(&self.source)
+        }
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        if self.diag.labels.is_empty() {
+            return None;
+        }
+        let len = self.src_len;
+        Some(Box::new(self.diag.labels.iter().enumerate().map(move |(i, l)| {
+            let start = (l.span.start as usize).min(len);
+            let end = (l.span.end as usize).clamp(start, len);
+            let span = SourceSpan::new(start.into(), end - start);
+            let text = if l.text.is_empty() {
+                None
+            } else {
+                Some(l.text.clone())
+            };
+            if i == 0 {
+                LabeledSpan::new_primary_with_span(text, span)
+            } else {
+                LabeledSpan::new_with_span(text, span)
+            }
+        })))
+    }
+}

@@ -1,0 +1,320 @@
+//! The output of semantic analysis: checked models as typed dataflow graphs, and checked
+//! training configurations. This is the contract between the front end and the graph IR
+//! (`ir::lower` consumes it); nothing here refers to the AST except spans for diagnostics.
+//!
+//! Invariants (established by `sema`, relied on downstream without re-checking):
+//! - `TypedModel::nodes` is in topological order: every operand id is smaller than the
+//!   node's own id; `output` is a valid id.
+//! - every node's `shape` is the shape its op produces from its operands' shapes;
+//!   element counts fit in `usize` (and in `i64`).
+//! - axes stored in ops are normalised to non-negative indices into `Shape::dims`
+//!   (the batch dimension is never an axis).
+//! - parameter names are unique within a model.
+
+use std::path::PathBuf;
+
+use crate::syntax::ast::Span;
+
+/// The shape of a value. `batched` values carry the implicit batch dimension `N` in front
+/// of `dims` (inputs and everything computed from them); parameters and constants do not.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Shape {
+    pub batched: bool,
+    pub dims: Vec<usize>,
+}
+
+impl Shape {
+    pub fn batched(dims: Vec<usize>) -> Shape {
+        Shape { batched: true, dims }
+    }
+
+    pub fn fixed(dims: Vec<usize>) -> Shape {
+        Shape {
+            batched: false,
+            dims,
+        }
+    }
+
+    pub fn scalar() -> Shape {
+        Shape::fixed(Vec::new())
+    }
+
+    /// Elements per sample (the product of `dims`).
+    pub fn elems(&self) -> usize {
+        self.dims.iter().product()
+    }
+}
+
+impl std::fmt::Display for Shape {
+    /// `[N, 28, 28]` for batched shapes, `[784, 128]` otherwise, `[]` for scalars.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        if self.batched {
+            parts.push("N".into());
+        }
+        parts.extend(self.dims.iter().map(|d| d.to_string()));
+        write!(f, "[{}]", parts.join(", "))
+    }
+}
+
+/// Index of a node in [`TypedModel::nodes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TNodeId(pub u32);
+
+/// Index of a parameter in [`TypedModel::params`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParamId(pub u32);
+
+/// A checked model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TypedModel {
+    pub name: String,
+    pub inputs: Vec<TypedInput>,
+    pub params: Vec<TypedParam>,
+    /// Non-learnable state updated in training (batch-norm running statistics).
+    pub buffers: Vec<TypedBuffer>,
+    pub nodes: Vec<TNode>,
+    pub output: TNodeId,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TypedInput {
+    pub name: String,
+    /// Per-sample dims (batched).
+    pub shape: Shape,
+    pub span: Span,
+}
+
+/// A learnable tensor: declared with `param` or created by a layer (`dense_0.w`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TypedParam {
+    pub name: String,
+    /// Never batched.
+    pub shape: Shape,
+    pub init: Init,
+    pub span: Span,
+}
+
+/// A non-learnable tensor of model state (`batch_norm_0.running_mean`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TypedBuffer {
+    pub name: String,
+    pub shape: Shape,
+    /// Initial value of every element.
+    pub fill: f32,
+}
+
+/// Initializers. Fan-in/fan-out are taken from the parameter's shape: for a shape
+/// `[.., fan_in, fan_out]` (dense `[in, units]`, conv `[k, k, c, f]` with receptive field
+/// `k·k`), see `ir::init`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Init {
+    Zeros,
+    Ones,
+    Normal { std: f64 },
+    Uniform { limit: f64 },
+    /// Xavier uniform: limit = sqrt(6 / (fan_in + fan_out)).
+    Glorot,
+    /// Kaiming normal: std = sqrt(2 / fan_in).
+    He,
+    /// A constant value (e.g. `param b: [1] = 0.5`).
+    Constant(f64),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TNode {
+    pub op: TOp,
+    pub operands: Vec<TNodeId>,
+    pub shape: Shape,
+    /// The source expression that produced this node.
+    pub span: Span,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryFn {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Abs,
+    Square,
+    Sigmoid,
+    Tanh,
+    Relu,
+    Softplus,
+    Gelu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryFn {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceFn {
+    Sum,
+    Mean,
+    Max,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PoolFn {
+    Max,
+    Avg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Padding {
+    Same,
+    Valid,
+}
+
+/// One operation of a typed model. Layers stay whole here (the graph IR lowers them to
+/// primitives); operands are listed in [`TNode::operands`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum TOp {
+    /// Operands: none. The model input with this index.
+    Input(usize),
+    /// Operands: none. A learnable parameter.
+    Param(ParamId),
+    /// Operands: none. A scalar literal used in a tensor expression (`x * 2`).
+    Const(f64),
+    /// Operands: `[x]`.
+    Unary(UnaryFn),
+    /// Operands: `[x]`.
+    LeakyRelu { alpha: f64 },
+    /// Operands: `[x]`; normalised axis.
+    Softmax { axis: usize },
+    /// Operands: `[a, b]`; NumPy broadcasting (batch dim broadcasts like a leading dim).
+    Binary(BinaryFn),
+    /// Operands: `[a, b]`; `[.., m, n] @ [.., n, k]`, batched over leading dims.
+    MatMul,
+    /// Operands: `[x]`; reduces `axis` away (no keepdims).
+    Reduce { func: ReduceFn, axis: usize },
+    /// Operands: `[x]`; per-sample target dims.
+    Reshape { dims: Vec<usize> },
+    /// Operands: `[x]`; swaps the last two dims (a rank-1 value is unchanged).
+    Transpose,
+    /// Operands: `[a, b, ..]`; normalised axis.
+    Concat { axis: usize },
+    /// Operands: `[x]`.
+    Flatten,
+    /// Operands: `[x]`; `x @ w + b`.
+    Dense { w: ParamId, b: ParamId, units: usize },
+    /// Operands: `[x]`; channels-last, `w: [k, k, c, filters]`.
+    Conv2d {
+        w: ParamId,
+        b: ParamId,
+        filters: usize,
+        kernel: usize,
+        stride: usize,
+        padding: Padding,
+    },
+    /// Operands: `[x]`; `[h, w, c]`, window `size`, `padding = valid`.
+    Pool {
+        func: PoolFn,
+        size: usize,
+        stride: usize,
+    },
+    /// Operands: `[x]`; identity outside training.
+    Dropout { rate: f64 },
+    /// Operands: `[x]`; normalises over the batch (and spatial dims for rank-3 inputs),
+    /// per channel (the last dim). `running_mean`/`running_var` index `TypedModel::buffers`.
+    BatchNorm {
+        gamma: ParamId,
+        beta: ParamId,
+        running_mean: usize,
+        running_var: usize,
+        momentum: f64,
+        eps: f64,
+    },
+}
+
+/// A checked `train` block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TypedTrain {
+    /// Index into [`Program::models`].
+    pub model: usize,
+    pub data: DataSpec,
+    pub loss: Loss,
+    pub optimizer: Optimizer,
+    pub batch: usize,
+    pub epochs: usize,
+    pub metrics: Vec<Metric>,
+    pub seed: u64,
+    pub shuffle: bool,
+    pub span: Span,
+    /// Span of each setting's value, for diagnostics raised later (e.g. data shapes).
+    pub data_span: Span,
+}
+
+/// Where training data comes from; paths are already resolved against the file's folder.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataSpec {
+    Idx {
+        dir: PathBuf,
+        scale: f64,
+    },
+    Csv {
+        path: PathBuf,
+        target: String,
+        standardize: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Loss {
+    /// Labels are class indices; the output is probabilities (final softmax) or logits.
+    CrossEntropy,
+    BinaryCrossEntropy,
+    Mse,
+    Mae,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Optimizer {
+    Sgd {
+        lr: f64,
+        momentum: f64,
+        nesterov: bool,
+    },
+    RmsProp {
+        lr: f64,
+        rho: f64,
+        eps: f64,
+    },
+    Adam {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+    },
+    AdamW {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Metric {
+    Accuracy,
+    Precision,
+    Recall,
+    F1,
+    Mae,
+    Mse,
+}
+
+/// Everything a file defines, checked.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Program {
+    pub models: Vec<TypedModel>,
+    pub trains: Vec<TypedTrain>,
+}
