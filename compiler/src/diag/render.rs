@@ -15,8 +15,18 @@ pub enum ColorChoice {
     Never,
 }
 
+/// Source lines longer than this are not shown (miette cannot draw carets that far right).
+const MAX_SHOWN_LINE: usize = 1000;
+
 /// Renders one diagnostic about the file `path` with contents `src`.
 pub fn render(diag: &Diagnostic, path: &str, src: &str, color: ColorChoice) -> String {
+    if diag
+        .labels
+        .iter()
+        .any(|l| line_len_at(src, l.span.start as usize) > MAX_SHOWN_LINE)
+    {
+        return render_without_source(diag, path, src);
+    }
     let theme = match color {
         ColorChoice::Always => GraphicalTheme::unicode(),
         ColorChoice::Never => GraphicalTheme::unicode_nocolor(),
@@ -36,6 +46,30 @@ pub fn render(diag: &Diagnostic, path: &str, src: &str, color: ColorChoice) -> S
     let mut out = String::new();
     if handler.render_report(&mut out, &report).is_err() {
         out = format!("error[{}]: {}\n", diag.code, diag.message);
+    }
+    out
+}
+
+fn line_len_at(src: &str, offset: usize) -> usize {
+    let offset = offset.min(src.len());
+    let start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = src[offset..].find('\n').map_or(src.len(), |i| offset + i);
+    end - start
+}
+
+/// The same information as the graphical form, without the source excerpt.
+fn render_without_source(diag: &Diagnostic, path: &str, src: &str) -> String {
+    let mut out = format!("nnc::{}\n\n  × {}\n", diag.code, diag.message);
+    for l in &diag.labels {
+        let (line, col) = super::line_col(src, l.span.start as usize);
+        out.push_str(&format!("   ╭─[{path}:{line}:{col}] {}\n", l.text));
+    }
+    out.push_str("   (the source line is too long to show)\n");
+    for n in &diag.notes {
+        out.push_str(&format!("  note: {n}\n"));
+    }
+    if let Some(h) = &diag.help {
+        out.push_str(&format!("  help: {h}\n"));
     }
     out
 }
@@ -99,20 +133,22 @@ impl miette::Diagnostic for Report<'_> {
             return None;
         }
         let len = self.src_len;
-        Some(Box::new(self.diag.labels.iter().enumerate().map(move |(i, l)| {
-            let start = (l.span.start as usize).min(len);
-            let end = (l.span.end as usize).clamp(start, len);
-            let span = SourceSpan::new(start.into(), end - start);
-            let text = if l.text.is_empty() {
-                None
-            } else {
-                Some(l.text.clone())
-            };
-            if i == 0 {
-                LabeledSpan::new_primary_with_span(text, span)
-            } else {
-                LabeledSpan::new_with_span(text, span)
-            }
-        })))
+        Some(Box::new(self.diag.labels.iter().enumerate().map(
+            move |(i, l)| {
+                let start = (l.span.start as usize).min(len);
+                let end = (l.span.end as usize).clamp(start, len);
+                let span = SourceSpan::new(start.into(), end - start);
+                let text = if l.text.is_empty() {
+                    None
+                } else {
+                    Some(l.text.clone())
+                };
+                if i == 0 {
+                    LabeledSpan::new_primary_with_span(text, span)
+                } else {
+                    LabeledSpan::new_with_span(text, span)
+                }
+            },
+        )))
     }
 }

@@ -72,8 +72,10 @@ impl Builder {
         Model { name, stmts, span }
     }
 
+    /// Statement spans end at their last token (pest's would include trailing space).
     fn stmt(&mut self, pair: Pair<'_, Rule>) -> Stmt {
-        let span = span_of(&pair);
+        let mut span = span_of(&pair);
+        let end;
         let rule = pair.as_rule();
         let mut inner = pair.into_inner();
         inner.next(); // keyword
@@ -81,17 +83,20 @@ impl Builder {
             Rule::input_stmt => {
                 let name = self.ident(inner.next().expect("input name"));
                 let shape = self.shape(inner.next().expect("input shape"));
+                end = shape.span.end;
                 StmtKind::Input { name, shape }
             }
             Rule::param_stmt => {
                 let name = self.ident(inner.next().expect("param name"));
                 let shape = self.shape(inner.next().expect("param shape"));
                 let init = inner.next().map(|p| self.expr(p));
+                end = init.as_ref().map_or(shape.span.end, |e| e.span.end);
                 StmtKind::Param { name, shape, init }
             }
             Rule::let_stmt => {
                 let name = self.ident(inner.next().expect("let name"));
                 let value = self.expr(inner.next().expect("let value"));
+                end = value.span.end;
                 StmtKind::Let { name, value }
             }
             _ => {
@@ -102,9 +107,11 @@ impl Builder {
                 } else {
                     (None, self.expr(first))
                 };
+                end = value.span.end;
                 StmtKind::Output { name, value }
             }
         };
+        span.end = end;
         Stmt { kind, span }
     }
 
@@ -139,6 +146,10 @@ impl Builder {
                 let mut parts = p.into_inner();
                 let name = self.ident(parts.next().expect("setting name"));
                 let value = self.expr(parts.next().expect("setting value"));
+                let span = Span {
+                    start: span.start,
+                    end: value.span.end,
+                };
                 Setting { name, value, span }
             })
             .collect();
@@ -381,9 +392,12 @@ fn syntax_error(src: &str, err: &pest::error::Error<Rule>) -> Diagnostic {
     let wants_name = expected.contains(&"a name");
     let found_number = src[pos..].starts_with(|c: char| c.is_ascii_digit());
     if wants_name && found_number {
-        return Diagnostic::new(Code::NumberForName, format!("expected a name, found {found}"))
-            .label(span, "a name is expected here")
-            .help("names start with a letter or `_`, like `layer1`");
+        return Diagnostic::new(
+            Code::NumberForName,
+            format!("expected a name, found {found}"),
+        )
+        .label(span, "a name is expected here")
+        .help("names start with a letter or `_`, like `layer1`");
     }
     let expected_text = match expected.len() {
         0 => "something else".to_string(),
@@ -398,12 +412,14 @@ fn syntax_error(src: &str, err: &pest::error::Error<Rule>) -> Diagnostic {
         format!("expected {expected_text}, found {found}"),
     )
     .label(span, "unexpected token");
-    let keyword = ["model", "train", "input", "param", "let", "output", "true", "false"]
-        .into_iter()
-        .find(|k| {
-            src[pos..].starts_with(k)
-                && !src[pos + k.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-        });
+    let keyword = [
+        "model", "train", "input", "param", "let", "output", "true", "false",
+    ]
+    .into_iter()
+    .find(|k| {
+        src[pos..].starts_with(k)
+            && !src[pos + k.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+    });
     if let Some(k) = keyword {
         if wants_name {
             d = d.help(format!("`{k}` is a keyword; choose another name"));
@@ -453,8 +469,10 @@ fn describe_token(src: &str, pos: usize) -> (String, usize) {
     } else if c.is_ascii_alphabetic() || c == '_' {
         let n = word_len(|c| c.is_ascii_alphanumeric() || c == '_');
         let word = &rest[..n];
-        let is_kw = ["model", "train", "input", "param", "let", "output", "true", "false"]
-            .contains(&word);
+        let is_kw = [
+            "model", "train", "input", "param", "let", "output", "true", "false",
+        ]
+        .contains(&word);
         if is_kw {
             (format!("keyword `{word}`"), n)
         } else {

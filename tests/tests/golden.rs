@@ -1,0 +1,61 @@
+//! Golden-file tests: each `tests/golden/<stage>/*.nn` is run through one stage and the
+//! printed result is compared with its committed insta snapshot.
+//!
+//! - `syntax/`: the printed AST (`nnc::syntax::print`), spans included.
+//! - `errors/`: the rendered diagnostics of `nnc check` without colour. Every file must
+//!   fail; its first line says which error code it pins (`# expect: E0301`), and the test
+//!   also asserts that code is reported, so a snapshot cannot drift to a different error.
+
+use std::path::Path;
+
+use nnc::diag::{render_all, ColorChoice};
+
+fn rel_name(path: &Path) -> String {
+    path.file_name()
+        .expect("golden files have names")
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn syntax_golden() {
+    insta::glob!("../golden/syntax", "*.nn", |path| {
+        let src = std::fs::read_to_string(path).expect("golden file is readable");
+        let out = match nnc::syntax::parse_file(&src) {
+            Ok(file) => nnc::syntax::print::print_file(&file),
+            Err(diags) => render_all(&diags, &rel_name(path), &src, ColorChoice::Never),
+        };
+        insta::assert_snapshot!(out);
+    });
+}
+
+#[test]
+fn errors_golden() {
+    insta::glob!("../golden/errors", "*.nn", |path| {
+        let bytes = std::fs::read(path).expect("golden file is readable");
+        let src = String::from_utf8_lossy(&bytes).into_owned();
+        let expect = src
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_else(|| panic!("{} lacks a `# expect: EXXXX` first line", path.display()));
+        let base = path.parent().expect("golden files live in a folder");
+        let diags = match nnc::check_bytes(&bytes, base) {
+            Ok(_) => panic!("{} was expected to fail with {expect}", path.display()),
+            Err(d) => d,
+        };
+        assert!(
+            diags.iter().any(|d| d.code.as_str() == expect),
+            "{}: expected {expect}, got {:?}",
+            path.display(),
+            diags.iter().map(|d| d.code.as_str()).collect::<Vec<_>>()
+        );
+        insta::assert_snapshot!(render_all(
+            &diags,
+            &rel_name(path),
+            &src,
+            ColorChoice::Never
+        ));
+    });
+}
