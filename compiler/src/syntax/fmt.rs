@@ -513,6 +513,47 @@ impl<'a> Printer<'a> {
     }
 }
 
+/// A short diff for `nnc fmt --check`: the first region where `old` and `new` differ, as
+/// `line N:` followed by at most `max_lines` `-` lines and `+` lines; `None` when equal.
+pub fn short_diff(old: &str, new: &str, max_lines: usize) -> Option<String> {
+    if old == new {
+        return None;
+    }
+    let old_lines: Vec<&str> = old.lines().collect();
+    let new_lines: Vec<&str> = new.lines().collect();
+    let prefix = old_lines
+        .iter()
+        .zip(&new_lines)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let suffix = old_lines[prefix..]
+        .iter()
+        .rev()
+        .zip(new_lines[prefix..].iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let removed = &old_lines[prefix..old_lines.len() - suffix];
+    let added = &new_lines[prefix..new_lines.len() - suffix];
+    if removed.is_empty() && added.is_empty() {
+        return Some("only line endings or the final newline differ\n".to_string());
+    }
+    let mut out = format!("line {}:\n", prefix + 1);
+    for (sign, lines) in [('-', removed), ('+', added)] {
+        for line in lines.iter().take(max_lines) {
+            out.push(sign);
+            out.push_str(line);
+            out.push('\n');
+        }
+        if lines.len() > max_lines {
+            out.push_str(&format!(
+                "{sign}… ({} more lines)\n",
+                lines.len() - max_lines
+            ));
+        }
+    }
+    Some(out)
+}
+
 /// A string literal for `value`, escaping `"` and `\`.
 fn quote(value: &str) -> String {
     let mut s = String::with_capacity(value.len() + 2);

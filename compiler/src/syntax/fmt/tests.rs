@@ -678,3 +678,22 @@ proptest! {
         check(&w.out);
     }
 }
+
+#[test]
+fn short_diff_shows_the_first_differing_region() {
+    let old = "a\nb\nc\nd\n";
+    let new = "a\nB\nC\nd\n";
+    assert_eq!(
+        super::short_diff(old, new, 5).as_deref(),
+        Some("line 2:\n-b\n-c\n+B\n+C\n")
+    );
+    assert_eq!(
+        super::short_diff("a\nb\nc\n", "a\n", 1).as_deref(),
+        Some("line 2:\n-b\n-… (1 more lines)\n")
+    );
+    assert_eq!(
+        super::short_diff("a\r\n", "a\n", 5).as_deref(),
+        Some("only line endings or the final newline differ\n")
+    );
+    assert_eq!(super::short_diff("same", "same", 5), None);
+}
