@@ -368,11 +368,17 @@ fn strings_are_re_escaped() {
 
 #[test]
 fn parentheses_are_kept_as_written() {
-    let src = "model M { input x: [1] output ((x + 1)) * (2) |> (f) }";
-    // `(f)` is not a valid pipe stage; check only the first two.
-    let src = src.replace(" |> (f)", "");
+    let out = check("model M { input x: [1] output ((x + 1)) * (2) - (-(x)) }");
+    assert!(out.contains("output ((x + 1)) * (2) - (-(x))\n"), "{out}");
+}
+
+#[test]
+fn deep_sums_and_long_pipelines_format_without_trouble() {
+    let sum = vec!["x"; 150].join(" + ");
+    let pipe = vec!["relu"; 150].join(" |> ");
+    let src = format!("model M {{ input x: [1] let s = {sum} output x |> {pipe} }}");
     let out = check(&src);
-    assert!(out.contains("output ((x + 1)) * (2)\n"), "{out}");
+    assert_eq!(out.matches("\n        |> relu").count(), 150, "{out}");
 }
 
 #[test]
