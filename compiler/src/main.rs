@@ -37,6 +37,14 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Rewrite programs in the canonical layout (files with syntax errors are left alone).
+    Fmt {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Change nothing; list the files that would change and exit 1 if any would.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +57,7 @@ fn main() -> ExitCode {
     };
     let ok = match cli.command {
         Command::Check { files } => files.iter().all_ok(|f| check(f, color)),
+        Command::Fmt { files, check } => files.iter().all_ok(|f| fmt(f, check, color)),
     };
     if ok {
         ExitCode::SUCCESS
@@ -92,4 +101,58 @@ fn check(path: &Path, color: ColorChoice) -> bool {
             false
         }
     }
+}
+
+/// Formats one file in place (through a temporary file and a rename), or with `check_only`
+/// reports whether it would change. Returns false on errors and on files `--check` finds
+/// unformatted.
+fn fmt(path: &Path, check_only: bool, color: ColorChoice) -> bool {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read `{}`: {e}", path.display());
+            return false;
+        }
+    };
+    let source = Source::from_bytes(&path.display().to_string(), &bytes);
+    let parsed = match std::str::from_utf8(&bytes) {
+        Ok(text) => nnc::syntax::parse_file(text),
+        // `check_bytes` reports invalid UTF-8 without looking further.
+        Err(_) => Err(nnc::check_bytes(&bytes, &base_dir(path)).err().unwrap_or_default()),
+    };
+    let file = match parsed {
+        Ok(file) => file,
+        Err(diags) => {
+            eprint!("{}", diag::render_all(&diags, &source.path, &source.text, color));
+            return false;
+        }
+    };
+    let formatted = nnc::syntax::fmt::format_file(&file, &source.text);
+    let Some(diff) = nnc::syntax::fmt::short_diff(&source.text, &formatted, 6) else {
+        return true;
+    };
+    if check_only {
+        println!("would reformat {}, {diff}", path.display());
+        return false;
+    }
+    match replace_file(path, &formatted) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("error: cannot write `{}`: {e}", path.display());
+            false
+        }
+    }
+}
+
+/// Replaces `path`'s contents atomically: a temporary file in the same folder, renamed over it.
+fn replace_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    let name = path.file_name().map_or_else(Default::default, |n| n.to_string_lossy());
+    let tmp = base_dir(path).join(format!(".{name}.nnc-fmt.tmp"));
+    let result = std::fs::write(&tmp, contents)
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::metadata(path)?.permissions()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }

@@ -3,6 +3,7 @@
 //! Entry point: [`parse_file`]. Only this module sees pest.
 
 pub mod ast;
+pub mod fmt;
 mod lex;
 mod parse;
 pub mod print;
