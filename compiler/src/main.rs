@@ -118,12 +118,17 @@ fn fmt(path: &Path, check_only: bool, color: ColorChoice) -> bool {
     let parsed = match std::str::from_utf8(&bytes) {
         Ok(text) => nnc::syntax::parse_file(text),
         // `check_bytes` reports invalid UTF-8 without looking further.
-        Err(_) => Err(nnc::check_bytes(&bytes, &base_dir(path)).err().unwrap_or_default()),
+        Err(_) => Err(nnc::check_bytes(&bytes, &base_dir(path))
+            .err()
+            .unwrap_or_default()),
     };
     let file = match parsed {
         Ok(file) => file,
         Err(diags) => {
-            eprint!("{}", diag::render_all(&diags, &source.path, &source.text, color));
+            eprint!(
+                "{}",
+                diag::render_all(&diags, &source.path, &source.text, color)
+            );
             return false;
         }
     };
@@ -146,7 +151,9 @@ fn fmt(path: &Path, check_only: bool, color: ColorChoice) -> bool {
 
 /// Replaces `path`'s contents atomically: a temporary file in the same folder, renamed over it.
 fn replace_file(path: &Path, contents: &str) -> std::io::Result<()> {
-    let name = path.file_name().map_or_else(Default::default, |n| n.to_string_lossy());
+    let name = path
+        .file_name()
+        .map_or_else(Default::default, |n| n.to_string_lossy());
     let tmp = base_dir(path).join(format!(".{name}.nnc-fmt.tmp"));
     let result = std::fs::write(&tmp, contents)
         .and_then(|()| std::fs::set_permissions(&tmp, std::fs::metadata(path)?.permissions()))

@@ -30,19 +30,30 @@ train M {\n    data = idx(\"no/such/folder\")\n    loss = cross_entropy\n    opt
 fn check_accepts_a_valid_file_without_opening_its_data() {
     let path = temp_file("valid.nn", VALID);
     let out = nnc(&["check", path.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.stderr.is_empty());
 }
 
 #[test]
 fn check_reports_errors_with_location_and_exits_1() {
-    let path = temp_file("bad.nn", "model M {\n    input x: [4]\n    output y = x |> dens(2)\n}\n");
+    let path = temp_file(
+        "bad.nn",
+        "model M {\n    input x: [4]\n    output y = x |> dens(2)\n}\n",
+    );
     let out = nnc(&["check", "--color", "never", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.nn:3:21"), "{err}");
     assert!(err.contains("did you mean `dense`?"), "{err}");
-    assert!(!err.contains('\u{1b}'), "no colour with --color never: {err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "no colour with --color never: {err}"
+    );
 }
 
 #[test]
@@ -81,7 +92,10 @@ fn usage_errors_exit_2() {
     assert_eq!(nnc(&[]).status.code(), Some(2));
     assert_eq!(nnc(&["check"]).status.code(), Some(2));
     assert_eq!(nnc(&["frobnicate"]).status.code(), Some(2));
-    assert_eq!(nnc(&["check", "--color", "purple", "x.nn"]).status.code(), Some(2));
+    assert_eq!(
+        nnc(&["check", "--color", "purple", "x.nn"]).status.code(),
+        Some(2)
+    );
 }
 
 #[test]

@@ -46,9 +46,38 @@ pub fn parse_file(src: &str) -> Result<File, Vec<Diagnostic>> {
     }
 }
 
+/// The span of a pair without the whitespace and comments pest lets trail into it.
 fn span_of(pair: &Pair<'_, Rule>) -> Span {
     let s = pair.as_span();
-    Span::new(s.start(), s.end())
+    Span::new(s.start(), s.start() + trim_trivia(s.as_str()).len())
+}
+
+/// `text` without trailing whitespace and `#` comments.
+fn trim_trivia(mut text: &str) -> &str {
+    loop {
+        text = text.trim_end();
+        let line_start = text.rfind('\n').map_or(0, |i| i + 1);
+        match comment_start(&text[line_start..]) {
+            Some(at) => text = &text[..line_start + at],
+            None => return text,
+        }
+    }
+}
+
+/// Byte offset of a `#` that starts a comment in `line` (not inside a string).
+fn comment_start(line: &str) -> Option<usize> {
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '#' if !in_string => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 struct Builder {
@@ -485,5 +514,39 @@ fn describe_token(src: &str, pos: usize) -> (String, usize) {
         ("`|>`".to_string(), 2)
     } else {
         (format!("`{}`", c.escape_default()), c.len_utf8())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first_output_span(src: &str) -> (Span, Span) {
+        let file = parse_file(src).expect("parses");
+        let Item::Model(m) = &file.items[0] else {
+            panic!("a model")
+        };
+        let stmt = m.stmts.last().expect("a statement");
+        let StmtKind::Output { value, .. } = &stmt.kind else {
+            panic!("an output")
+        };
+        (stmt.span, value.span)
+    }
+
+    #[test]
+    fn spans_exclude_trailing_whitespace_and_comments() {
+        let src = "model M {\n  input x: [1]\n  output y = x |> relu   # done\n   # more\n}\n";
+        let (stmt, value) = first_output_span(src);
+        assert_eq!(
+            &src[stmt.start as usize..stmt.end as usize],
+            "output y = x |> relu"
+        );
+        assert_eq!(&src[value.start as usize..value.end as usize], "x |> relu");
+    }
+
+    #[test]
+    fn hash_inside_a_string_is_not_a_comment() {
+        assert_eq!(trim_trivia("f(\"a#b\")  # c\n  "), "f(\"a#b\")");
+        assert_eq!(trim_trivia("\"x\\\"#\" "), "\"x\\\"#\"");
     }
 }
