@@ -154,12 +154,16 @@ pub fn bind<'e>(
     let mut first_named: Option<&Arg> = None;
     for arg in args {
         match (&arg.name, first_named) {
-            (None, Some(named)) => diags.push(
-                Diagnostic::new(Code::ArgumentOrder, "positional argument after a named one")
-                    .label(arg.span, "positional argument")
-                    .label(named.span, "named argument given before it")
-                    .help("put positional arguments first, or name this one"),
-            ),
+            (None, Some(named)) => {
+                diags.push(
+                    Diagnostic::new(Code::ArgumentOrder, "positional argument after a named one")
+                        .label(arg.span, "positional argument")
+                        .label(named.span, "named argument given before it")
+                        .help("put positional arguments first, or name this one"),
+                );
+                // Bound anyway, so that its parameter is not reported missing as well.
+                positional.push(Slot::Expr(&arg.value));
+            }
             (None, None) => positional.push(Slot::Expr(&arg.value)),
             (Some(_), None) => first_named = Some(arg),
             (Some(_), Some(_)) => {}

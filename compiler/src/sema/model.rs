@@ -111,11 +111,11 @@ pub fn check_model(model: &ast::Model, diags: &mut Vec<Diagnostic>) -> Option<Ty
         }
     }
 
-    if !model
+    let has_input = model
         .stmts
         .iter()
-        .any(|s| matches!(s.kind, StmtKind::Input { .. }))
-    {
+        .any(|s| matches!(s.kind, StmtKind::Input { .. }));
+    if !has_input {
         c.diags.push(
             Diagnostic::new(
                 Code::ModelStructure,
@@ -137,7 +137,7 @@ pub fn check_model(model: &ast::Model, diags: &mut Vec<Diagnostic>) -> Option<Ty
             );
             None
         }
-        Some((Some(id), span)) if !c.nodes[id.0 as usize].shape.batched => {
+        Some((Some(id), span)) if has_input && !c.nodes[id.0 as usize].shape.batched => {
             c.diags.push(
                 Diagnostic::new(
                     Code::ModelStructure,

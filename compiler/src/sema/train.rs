@@ -73,6 +73,8 @@ pub fn check_train(
             );
             continue;
         }
+        // The parsed setting span may run into the following whitespace.
+        let span = setting.name.span.to(setting.value.span);
         if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
             diags.push(
                 Diagnostic::new(
@@ -84,7 +86,7 @@ pub fn check_train(
             );
             continue;
         }
-        seen.push((name, setting.span));
+        seen.push((name, span));
         s.check(name, &setting.value, base_dir, diags);
     }
 
