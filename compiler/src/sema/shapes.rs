@@ -110,7 +110,7 @@ pub fn matmul(a: &Shape, b: &Shape) -> Result<Shape, String> {
 pub fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
     let r = i64::try_from(rank).ok()?;
     let a = if axis < 0 { axis.checked_add(r)? } else { axis };
-    (0..r).contains(&a).then(|| a as usize)
+    (0..r).contains(&a).then_some(a as usize)
 }
 
 /// Output side of a convolution or pooling window, or `None` when the window does not fit.

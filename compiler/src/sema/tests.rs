@@ -94,7 +94,11 @@ fn one_err(src: &str, code: Code, at: &str) -> Diagnostic {
     let span = d.primary_span().unwrap();
     // Parsed expression spans can run into the whitespace after them (a syntax-stage
     // matter); the label's text is what matters here.
-    assert_eq!(src[span.start as usize..span.end as usize].trim_end(), at, "{d:#?}");
+    assert_eq!(
+        src[span.start as usize..span.end as usize].trim_end(),
+        at,
+        "{d:#?}"
+    );
     d
 }
 
@@ -103,7 +107,10 @@ fn model_src(body: &str) -> String {
 }
 
 fn param_names(m: &TypedModel) -> Vec<(&str, Vec<usize>)> {
-    m.params.iter().map(|p| (p.name.as_str(), p.shape.dims.clone())).collect()
+    m.params
+        .iter()
+        .map(|p| (p.name.as_str(), p.shape.dims.clone()))
+        .collect()
 }
 
 fn output_shape(m: &TypedModel) -> &Shape {
@@ -129,7 +136,10 @@ fn mnist_reference_program_checks_with_shapes_params_and_settings() {
     assert_eq!(m.params[0].init, Init::He);
     assert_eq!(m.params[1].init, Init::Zeros);
     assert_eq!(output_shape(m), &Shape::batched(vec![10]));
-    assert!(matches!(m.nodes[m.output.0 as usize].op, TOp::Softmax { axis: 0 }));
+    assert!(matches!(
+        m.nodes[m.output.0 as usize].op,
+        TOp::Softmax { axis: 0 }
+    ));
 
     let t = &p.trains[0];
     assert_eq!(t.model, 0);
@@ -150,7 +160,10 @@ fn mnist_reference_program_checks_with_shapes_params_and_settings() {
         }
     );
     assert_eq!((t.batch, t.epochs, t.seed, t.shuffle), (64, 5, 7, true));
-    assert_eq!(t.metrics, vec![Metric::Accuracy, Metric::Precision, Metric::Recall]);
+    assert_eq!(
+        t.metrics,
+        vec![Metric::Accuracy, Metric::Precision, Metric::Recall]
+    );
 }
 
 #[test]
@@ -188,7 +201,17 @@ fn residual_graph_counts_dense_layers_in_source_order() {
     let p = ok(RESIDUAL);
     let m = &p.models[0];
     let names: Vec<&str> = m.params.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["dense_0.w", "dense_0.b", "dense_1.w", "dense_1.b", "dense_2.w", "dense_2.b"]);
+    assert_eq!(
+        names,
+        [
+            "dense_0.w",
+            "dense_0.b",
+            "dense_1.w",
+            "dense_1.b",
+            "dense_2.w",
+            "dense_2.b"
+        ]
+    );
     assert_eq!(m.params[4].shape.dims, vec![64, 10]);
     assert_eq!(output_shape(m), &Shape::batched(vec![10]));
     assert!(p.trains.is_empty());
@@ -214,8 +237,17 @@ fn lenet_convolutions_and_pools_infer_shapes() {
         ]
     );
     let shapes: Vec<String> = m.nodes.iter().map(|n| n.shape.to_string()).collect();
-    for expected in ["[N, 28, 28, 6]", "[N, 14, 14, 6]", "[N, 10, 10, 16]", "[N, 5, 5, 16]", "[N, 400]"] {
-        assert!(shapes.iter().any(|s| s == expected), "{expected} not in {shapes:?}");
+    for expected in [
+        "[N, 28, 28, 6]",
+        "[N, 14, 14, 6]",
+        "[N, 10, 10, 16]",
+        "[N, 5, 5, 16]",
+        "[N, 400]",
+    ] {
+        assert!(
+            shapes.iter().any(|s| s == expected),
+            "{expected} not in {shapes:?}"
+        );
     }
 }
 
@@ -230,11 +262,29 @@ fn nested_direct_calls_number_layers_in_source_order() {
 
 #[test]
 fn batch_norm_creates_parameters_and_buffers() {
-    let p = ok(&model_src("input x: [8, 8, 3]\noutput y = x |> batch_norm(momentum = 0.9) |> flatten"));
+    let p = ok(&model_src(
+        "input x: [8, 8, 3]\noutput y = x |> batch_norm(momentum = 0.9) |> flatten",
+    ));
     let m = &p.models[0];
-    assert_eq!(param_names(m), vec![("batch_norm_0.gamma", vec![3]), ("batch_norm_0.beta", vec![3])]);
-    let bufs: Vec<(&str, f32)> = m.buffers.iter().map(|b| (b.name.as_str(), b.fill)).collect();
-    assert_eq!(bufs, vec![("batch_norm_0.running_mean", 0.0), ("batch_norm_0.running_var", 1.0)]);
+    assert_eq!(
+        param_names(m),
+        vec![
+            ("batch_norm_0.gamma", vec![3]),
+            ("batch_norm_0.beta", vec![3])
+        ]
+    );
+    let bufs: Vec<(&str, f32)> = m
+        .buffers
+        .iter()
+        .map(|b| (b.name.as_str(), b.fill))
+        .collect();
+    assert_eq!(
+        bufs,
+        vec![
+            ("batch_norm_0.running_mean", 0.0),
+            ("batch_norm_0.running_var", 1.0)
+        ]
+    );
     assert_eq!(m.params[0].init, Init::Ones);
 }
 
@@ -252,12 +302,46 @@ fn tensor_functions_infer_shapes_and_normalise_axes() {
     );
     let p = ok(&src);
     let m = &p.models[0];
-    let by_op = |want: fn(&TOp) -> bool| m.nodes.iter().find(|n| want(&n.op)).map(|n| n.shape.to_string());
-    assert_eq!(by_op(|o| matches!(o, TOp::Concat { axis: 1 })).as_deref(), Some("[N, 2, 8]"));
-    assert_eq!(by_op(|o| matches!(o, TOp::Transpose)).as_deref(), Some("[N, 2, 11]"));
-    assert_eq!(by_op(|o| matches!(o, TOp::Reduce { func: ReduceFn::Sum, axis: 0 })).as_deref(), Some("[N, 11]"));
-    assert_eq!(by_op(|o| matches!(o, TOp::Reduce { func: ReduceFn::Max, axis: 0 })).as_deref(), Some("[N, 8]"));
-    assert!(m.nodes.iter().any(|n| n.op == TOp::Const(-1.0) || n.op == TOp::Const(1.0)));
+    let by_op = |want: fn(&TOp) -> bool| {
+        m.nodes
+            .iter()
+            .find(|n| want(&n.op))
+            .map(|n| n.shape.to_string())
+    };
+    assert_eq!(
+        by_op(|o| matches!(o, TOp::Concat { axis: 1 })).as_deref(),
+        Some("[N, 2, 8]")
+    );
+    assert_eq!(
+        by_op(|o| matches!(o, TOp::Transpose)).as_deref(),
+        Some("[N, 2, 11]")
+    );
+    assert_eq!(
+        by_op(|o| matches!(
+            o,
+            TOp::Reduce {
+                func: ReduceFn::Sum,
+                axis: 0
+            }
+        ))
+        .as_deref(),
+        Some("[N, 11]")
+    );
+    assert_eq!(
+        by_op(|o| matches!(
+            o,
+            TOp::Reduce {
+                func: ReduceFn::Max,
+                axis: 0
+            }
+        ))
+        .as_deref(),
+        Some("[N, 8]")
+    );
+    assert!(m
+        .nodes
+        .iter()
+        .any(|n| n.op == TOp::Const(-1.0) || n.op == TOp::Const(1.0)));
     assert_eq!(output_shape(m), &Shape::batched(vec![11]));
 }
 
@@ -274,7 +358,9 @@ fn constant_expressions_are_folded_in_arguments_and_tensors() {
 
 #[test]
 fn param_without_initializer_defaults_by_rank() {
-    let p = ok(&model_src("input x: [2]\nparam w: [2, 2]\nparam b: [2]\noutput y = x @ w + b"));
+    let p = ok(&model_src(
+        "input x: [2]\nparam w: [2, 2]\nparam b: [2]\noutput y = x @ w + b",
+    ));
     assert_eq!(p.models[0].params[0].init, Init::Glorot);
     assert_eq!(p.models[0].params[1].init, Init::Zeros);
 }
@@ -288,31 +374,49 @@ fn several_models_and_trains_in_one_file() {
     assert_eq!(p.trains[1].model, 1);
     assert_eq!(p.trains[2].model, 0);
     assert!(!p.trains[2].shuffle);
-    assert!(matches!(p.trains[2].optimizer, Optimizer::AdamW { lr, weight_decay, .. } if lr == 0.01 && weight_decay == 0.01));
+    assert!(
+        matches!(p.trains[2].optimizer, Optimizer::AdamW { lr, weight_decay, .. } if lr == 0.01 && weight_decay == 0.01)
+    );
 }
 
 // Names.
 
 #[test]
 fn unknown_layer_suggests_the_closest_name() {
-    let d = one_err(&model_src("input x: [4]\noutput y = x |> dens(10)"), Code::UnknownFunction, "dens");
+    let d = one_err(
+        &model_src("input x: [4]\noutput y = x |> dens(10)"),
+        Code::UnknownFunction,
+        "dens",
+    );
     assert_eq!(d.help.as_deref(), Some("did you mean `dense`?"));
 }
 
 #[test]
 fn loss_called_in_a_model_is_an_unknown_function() {
-    one_err(&model_src("input x: [4]\noutput y = mse(x)"), Code::UnknownFunction, "mse");
+    one_err(
+        &model_src("input x: [4]\noutput y = mse(x)"),
+        Code::UnknownFunction,
+        "mse",
+    );
 }
 
 #[test]
 fn undefined_name_suggests_names_in_scope() {
-    let d = one_err(&model_src("input image: [4]\noutput y = imgae |> relu"), Code::UndefinedName, "imgae");
+    let d = one_err(
+        &model_src("input image: [4]\noutput y = imgae |> relu"),
+        Code::UndefinedName,
+        "imgae",
+    );
     assert_eq!(d.help.as_deref(), Some("did you mean `image`?"));
 }
 
 #[test]
 fn name_used_before_its_definition_points_at_both() {
-    let d = one_err(&model_src("input x: [4]\nlet a = h + x\nlet h = x\noutput y = a"), Code::UndefinedName, "h");
+    let d = one_err(
+        &model_src("input x: [4]\nlet a = h + x\nlet h = x\noutput y = a"),
+        Code::UndefinedName,
+        "h",
+    );
     assert_eq!(d.labels.len(), 2);
 }
 
@@ -327,7 +431,11 @@ fn rebinding_a_name_points_at_the_first_definition() {
 
 #[test]
 fn bare_activation_outside_a_pipe_is_not_a_tensor() {
-    one_err(&model_src("input x: [4]\noutput y = relu + x"), Code::NotATensor, "relu");
+    one_err(
+        &model_src("input x: [4]\noutput y = relu + x"),
+        Code::NotATensor,
+        "relu",
+    );
 }
 
 #[test]
@@ -345,35 +453,68 @@ fn duplicate_model_names_are_reported() {
 
 #[test]
 fn model_structure_needs_one_output_and_an_input() {
-    let d = one_err("model M {\n param w: [2] = ones\n output z = w\n}", Code::ModelStructure, "M");
+    let d = one_err(
+        "model M {\n param w: [2] = ones\n output z = w\n}",
+        Code::ModelStructure,
+        "M",
+    );
     assert!(d.message.contains("no `input`"));
     let diags = errs("model M {\n input x: [2]\n}");
     assert_eq!(diags[0].code, Code::ModelStructure);
     assert!(diags[0].message.contains("no `output`"));
-    one_err(&model_src("input x: [2]\noutput a = x\noutput b = x"), Code::ModelStructure, "output b = x");
+    one_err(
+        &model_src("input x: [2]\noutput a = x\noutput b = x"),
+        Code::ModelStructure,
+        "output b = x",
+    );
 }
 
 // Arguments.
 
 #[test]
 fn unknown_argument_suggests_a_parameter_name() {
-    let d = one_err(&model_src("input x: [4]\noutput y = x |> dense(10, int = he)"), Code::UnknownArgument, "int");
+    let d = one_err(
+        &model_src("input x: [4]\noutput y = x |> dense(10, int = he)"),
+        Code::UnknownArgument,
+        "int",
+    );
     assert_eq!(d.help.as_deref(), Some("did you mean `init`?"));
 }
 
 #[test]
 fn missing_required_argument_shows_the_signature() {
-    let d = one_err(&model_src("input x: [4]\noutput y = x |> dropout()"), Code::MissingArgument, "dropout()");
-    assert_eq!(d.help.as_deref(), Some("the signature is `dropout(x, rate)`"));
-    let src = format!("{RESIDUAL}\ntrain Residual {{ data = idx(\"d\") loss = cross_entropy optimizer = sgd }}");
+    let d = one_err(
+        &model_src("input x: [4]\noutput y = x |> dropout()"),
+        Code::MissingArgument,
+        "dropout()",
+    );
+    assert_eq!(
+        d.help.as_deref(),
+        Some("the signature is `dropout(x, rate)`")
+    );
+    let src = format!(
+        "{RESIDUAL}\ntrain Residual {{ data = idx(\"d\") loss = cross_entropy optimizer = sgd }}"
+    );
     one_err(&src, Code::MissingArgument, "sgd");
 }
 
 #[test]
 fn repeated_surplus_and_misordered_arguments_are_e0206() {
-    one_err(&model_src("input x: [4]\noutput y = x |> dense(10, units = 10)"), Code::ArgumentOrder, "units = 10");
-    one_err(&model_src("input x: [4]\noutput y = x |> dense(10, he, 3)"), Code::ArgumentOrder, "3");
-    one_err(&model_src("input x: [4, 4, 1]\noutput y = x |> conv2d(kernel = 3, 8) |> flatten"), Code::ArgumentOrder, "8");
+    one_err(
+        &model_src("input x: [4]\noutput y = x |> dense(10, units = 10)"),
+        Code::ArgumentOrder,
+        "units = 10",
+    );
+    one_err(
+        &model_src("input x: [4]\noutput y = x |> dense(10, he, 3)"),
+        Code::ArgumentOrder,
+        "3",
+    );
+    one_err(
+        &model_src("input x: [4, 4, 1]\noutput y = x |> conv2d(kernel = 3, 8) |> flatten"),
+        Code::ArgumentOrder,
+        "8",
+    );
 }
 
 #[test]
@@ -388,7 +529,11 @@ fn arguments_of_the_wrong_type_or_range_are_e0207() {
         let src = model_src(&format!("input x: [4]\noutput y = x |> {call}"));
         let diags = errs(&src);
         assert_eq!(diags.len(), 1, "{call}: {diags:#?}");
-        let code = if call.contains("xavier") { Code::UnknownFunction } else { Code::InvalidArgument };
+        let code = if call.contains("xavier") {
+            Code::UnknownFunction
+        } else {
+            Code::InvalidArgument
+        };
         assert_eq!(diags[0].code, code, "{call}");
         let span = diags[0].primary_span().unwrap();
         assert_eq!(&src[span.start as usize..span.end as usize], at, "{call}");
@@ -399,62 +544,120 @@ fn arguments_of_the_wrong_type_or_range_are_e0207() {
         "\"valdi\"",
     );
     assert_eq!(d.help.as_deref(), Some("did you mean `valid`?"));
-    one_err(&model_src("input x: [4, 4, 1]\noutput y = x |> conv2d(2, padding = \"full\") |> flatten"), Code::InvalidArgument, "\"full\"");
+    one_err(
+        &model_src("input x: [4, 4, 1]\noutput y = x |> conv2d(2, padding = \"full\") |> flatten"),
+        Code::InvalidArgument,
+        "\"full\"",
+    );
 }
 
 // Shapes.
 
 #[test]
 fn dense_on_an_image_suggests_flatten() {
-    let d = one_err(&model_src("input x: [28, 28, 1]\noutput y = x |> dense(10)"), Code::DenseRank, "dense(10)");
+    let d = one_err(
+        &model_src("input x: [28, 28, 1]\noutput y = x |> dense(10)"),
+        Code::DenseRank,
+        "dense(10)",
+    );
     assert!(d.help.unwrap().contains("flatten"));
     assert!(d.message.contains("[N, 28, 28, 1]"));
 }
 
 #[test]
 fn matmul_mismatch_shows_both_shapes() {
-    let d = one_err(&model_src("input x: [3]\nparam w: [4, 5]\noutput y = x @ w"), Code::MatMulMismatch, "x");
-    assert!(d.message.contains("[N, 3]") && d.message.contains("[4, 5]"), "{}", d.message);
+    let d = one_err(
+        &model_src("input x: [3]\nparam w: [4, 5]\noutput y = x @ w"),
+        Code::MatMulMismatch,
+        "x",
+    );
+    assert!(
+        d.message.contains("[N, 3]") && d.message.contains("[4, 5]"),
+        "{}",
+        d.message
+    );
     assert_eq!(d.labels[1].text, "shape [4, 5]");
 }
 
 #[test]
 fn broadcast_failure_shows_both_shapes() {
-    let d = one_err(&model_src("input x: [3]\ninput z: [4]\noutput y = x + z"), Code::Broadcast, "x");
+    let d = one_err(
+        &model_src("input x: [3]\ninput z: [4]\noutput y = x + z"),
+        Code::Broadcast,
+        "x",
+    );
     assert!(d.message.contains("[N, 3]") && d.message.contains("[N, 4]"));
 }
 
 #[test]
 fn windows_larger_than_their_input_are_e0304() {
-    one_err(&model_src("input x: [1, 1, 3]\noutput y = x |> max_pool(2) |> flatten"), Code::PoolTooLarge, "max_pool(2)");
+    one_err(
+        &model_src("input x: [1, 1, 3]\noutput y = x |> max_pool(2) |> flatten"),
+        Code::PoolTooLarge,
+        "max_pool(2)",
+    );
     one_err(&model_src("input x: [4, 4, 3]\noutput y = x |> conv2d(2, kernel = 5, padding = \"valid\") |> flatten"), Code::PoolTooLarge, "conv2d(2, kernel = 5, padding = \"valid\")");
     // "same" padding accepts a kernel larger than the image.
-    ok(&model_src("input x: [4, 4, 3]\noutput y = x |> conv2d(2, kernel = 5) |> flatten"));
+    ok(&model_src(
+        "input x: [4, 4, 3]\noutput y = x |> conv2d(2, kernel = 5) |> flatten",
+    ));
 }
 
 #[test]
 fn pooling_needs_an_image() {
-    let d = one_err(&model_src("input x: [28, 28]\noutput y = x |> max_pool |> flatten"), Code::RankMismatch, "max_pool");
+    let d = one_err(
+        &model_src("input x: [28, 28]\noutput y = x |> max_pool |> flatten"),
+        Code::RankMismatch,
+        "max_pool",
+    );
     assert!(d.help.unwrap().contains("reshape([28, 28, 1])"));
 }
 
 #[test]
 fn axis_out_of_range_is_e0305() {
-    one_err(&model_src("input x: [3]\noutput y = x |> softmax(axis = 1)"), Code::InvalidAxis, "1");
-    one_err(&model_src("input x: [3, 2]\noutput y = sum(x, axis = -3)"), Code::InvalidAxis, "-3");
+    one_err(
+        &model_src("input x: [3]\noutput y = x |> softmax(axis = 1)"),
+        Code::InvalidAxis,
+        "1",
+    );
+    one_err(
+        &model_src("input x: [3, 2]\noutput y = sum(x, axis = -3)"),
+        Code::InvalidAxis,
+        "-3",
+    );
 }
 
 #[test]
 fn reshape_to_another_element_count_shows_both_counts() {
-    let d = one_err(&model_src("input x: [28, 28]\noutput y = reshape(x, [10, 10])"), Code::ReshapeMismatch, "[10, 10]");
-    assert!(d.message.contains("784") && d.message.contains("100"), "{}", d.message);
+    let d = one_err(
+        &model_src("input x: [28, 28]\noutput y = reshape(x, [10, 10])"),
+        Code::ReshapeMismatch,
+        "[10, 10]",
+    );
+    assert!(
+        d.message.contains("784") && d.message.contains("100"),
+        "{}",
+        d.message
+    );
 }
 
 #[test]
 fn huge_and_zero_shapes_are_errors_not_panics() {
-    one_err(&model_src("input x: [100000000000, 100000000000]\noutput y = x"), Code::ShapeOverflow, "[100000000000, 100000000000]");
-    one_err(&model_src("input x: [4]\noutput y = x |> dense(4611686018427387904)"), Code::ShapeOverflow, "dense(4611686018427387904)");
-    one_err(&model_src("input x: [4, 0]\noutput y = x"), Code::EmptyShape, "0");
+    one_err(
+        &model_src("input x: [100000000000, 100000000000]\noutput y = x"),
+        Code::ShapeOverflow,
+        "[100000000000, 100000000000]",
+    );
+    one_err(
+        &model_src("input x: [4]\noutput y = x |> dense(4611686018427387904)"),
+        Code::ShapeOverflow,
+        "dense(4611686018427387904)",
+    );
+    one_err(
+        &model_src("input x: [4, 0]\noutput y = x"),
+        Code::EmptyShape,
+        "0",
+    );
 }
 
 // Training.
@@ -470,11 +673,21 @@ fn unknown_and_duplicate_settings() {
 
 #[test]
 fn missing_required_settings_point_at_the_train_name() {
-    let src = format!("{RESIDUAL}\ntrain Residual {{ data = idx(\"d\") optimizer = adam(lr = 0.001) }}");
+    let src =
+        format!("{RESIDUAL}\ntrain Residual {{ data = idx(\"d\") optimizer = adam(lr = 0.001) }}");
     let d = one_err(&src, Code::MissingSetting, "Residual");
-    assert_eq!(d.help.as_deref(), Some("add a line such as `loss = cross_entropy`"));
+    assert_eq!(
+        d.help.as_deref(),
+        Some("add a line such as `loss = cross_entropy`")
+    );
     let diags = errs(&format!("{RESIDUAL}\ntrain Residual {{ }}"));
-    assert_eq!(diags.iter().filter(|d| d.code == Code::MissingSetting).count(), 3);
+    assert_eq!(
+        diags
+            .iter()
+            .filter(|d| d.code == Code::MissingSetting)
+            .count(),
+        3
+    );
 }
 
 #[test]
@@ -499,10 +712,22 @@ fn non_positive_batch_epochs_and_lr_are_e0405() {
 
 #[test]
 fn metrics_must_fit_the_loss() {
-    let d = one_err(&LINE.replace("[mae, mse]", "[accuracy]"), Code::MetricLossMismatch, "accuracy");
+    let d = one_err(
+        &LINE.replace("[mae, mse]", "[accuracy]"),
+        Code::MetricLossMismatch,
+        "accuracy",
+    );
     assert!(d.help.unwrap().contains("mae"));
-    one_err(&MNIST.replace("[accuracy, precision, recall]", "[accuracy, mse]"), Code::MetricLossMismatch, "mse");
-    one_err(&MNIST.replace("[accuracy, precision, recall]", "[acuracy]"), Code::UnknownFunction, "acuracy");
+    one_err(
+        &MNIST.replace("[accuracy, precision, recall]", "[accuracy, mse]"),
+        Code::MetricLossMismatch,
+        "mse",
+    );
+    one_err(
+        &MNIST.replace("[accuracy, precision, recall]", "[acuracy]"),
+        Code::UnknownFunction,
+        "acuracy",
+    );
 }
 
 #[test]
