@@ -45,6 +45,11 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Show the reference of a layer, function, loss, optimizer, setting..., or the index.
+    Doc {
+        /// The name to describe; without it, every name grouped by kind.
+        name: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
     let ok = match cli.command {
         Command::Check { files } => files.iter().all_ok(|f| check(f, color)),
         Command::Fmt { files, check } => files.iter().all_ok(|f| fmt(f, check, color)),
+        Command::Doc { name } => doc(name.as_deref()),
     };
     if ok {
         ExitCode::SUCCESS
@@ -74,6 +80,33 @@ trait AllOk<T> {
 impl<T, I: Iterator<Item = T>> AllOk<T> for I {
     fn all_ok(self, mut f: impl FnMut(T) -> bool) -> bool {
         self.fold(true, |ok, x| f(x) & ok)
+    }
+}
+
+/// Prints the registry's index or the reference of one name; unknown names fail with a
+/// suggestion.
+fn doc(name: Option<&str>) -> bool {
+    use nnc::sema::registry;
+    match name {
+        None => {
+            print!("{}", registry::index());
+            true
+        }
+        Some(name) => match registry::reference(name) {
+            Some(text) => {
+                print!("{text}");
+                true
+            }
+            None => {
+                let names = registry::all_names();
+                eprintln!("error: nothing called `{name}` is documented");
+                match diag::did_you_mean(name, names.iter().copied()) {
+                    Some(help) => eprintln!("help: {help}"),
+                    None => eprintln!("help: run `nnc doc` to list every name"),
+                }
+                false
+            }
+        },
     }
 }
 

@@ -68,6 +68,7 @@ codes! {
     NonPositive = "E0405": "setting that must be positive",
     AmbiguousTrain = "E0406": "several `train` blocks and none chosen",
     Data = "E0407": "unreadable or malformed data file",
+    MetricLossMismatch = "E0408": "metric that does not fit the loss",
 }
 
 impl fmt::Display for Code {

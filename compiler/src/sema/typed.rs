@@ -199,6 +199,9 @@ pub enum TOp {
     /// Operands: `[a, b]`; NumPy broadcasting (batch dim broadcasts like a leading dim).
     Binary(BinaryFn),
     /// Operands: `[a, b]`; `[.., m, n] @ [.., n, k]`, batched over leading dims.
+    /// NumPy `matmul` on the per-sample dims: a rank-1 left operand is a row vector and a
+    /// rank-1 right operand a column vector, that dim being dropped from the result
+    /// (`x: [N, 1] @ w: [1, 1] → [N, 1]` has per-sample dims `[1] @ [1, 1] → [1]`).
     MatMul,
     /// Operands: `[x]`; reduces `axis` away (no keepdims).
     Reduce { func: ReduceFn, axis: usize },

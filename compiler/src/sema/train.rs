@@ -1,0 +1,397 @@
+//! Checking one `train` block: the model it names, its settings (against the registry's
+//! setting table and ops), and the fit between loss, metrics and the model's output.
+//!
+//! Data paths are resolved against the file's folder but never opened; checks that need
+//! the data (sample shapes) happen when the data is loaded. A train block whose model
+//! failed its own checks still has its settings checked, but no shape-dependent checks.
+
+use std::path::Path;
+
+use crate::diag::{did_you_mean, Code, Diagnostic};
+use crate::sema::args::{self, Args};
+use crate::sema::registry::{self, OpKind};
+use crate::sema::typed::*;
+use crate::syntax::ast::{self, Expr, ExprKind, Span};
+
+/// A model of the file as a train block sees it: its name and, when it checked cleanly,
+/// its typed form and index in [`Program::models`].
+pub struct ModelRef<'a> {
+    pub name: &'a str,
+    pub typed: Option<(usize, &'a TypedModel)>,
+}
+
+/// Checks a train block, pushing diagnostics; returns it only when it has none.
+pub fn check_train(
+    train: &ast::Train,
+    models: &[ModelRef<'_>],
+    base_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<TypedTrain> {
+    let before = diags.len();
+    let model = models.iter().find(|m| m.name == train.model.name);
+    if model.is_none() {
+        let names: Vec<&str> = models.iter().map(|m| m.name).collect();
+        diags.push(
+            Diagnostic::new(
+                Code::UnknownModel,
+                format!("no model named `{}`", train.model.name),
+            )
+            .label(train.model.span, "not a model of this file")
+            .help(
+                did_you_mean(&train.model.name, names.iter().copied()).unwrap_or_else(|| {
+                    if names.is_empty() {
+                        format!("define it: `model {} {{ .. }}`", train.model.name)
+                    } else {
+                        format!("models in this file: {}", names.join(", "))
+                    }
+                }),
+            ),
+        );
+    }
+
+    let mut seen: Vec<(&str, Span)> = Vec::new();
+    let mut s = Settings::default();
+    for setting in &train.settings {
+        let name = setting.name.name.as_str();
+        if registry::setting(name).is_none() {
+            let names = registry::settings().iter().map(|s| s.name);
+            let help = if name == "lr" || name == "learning_rate" {
+                Some(
+                    "the learning rate is an optimizer argument: `optimizer = sgd(lr = 0.01)`"
+                        .to_string(),
+                )
+            } else {
+                did_you_mean(name, names)
+            };
+            diags.push(
+                Diagnostic::new(
+                    Code::UnknownSetting,
+                    format!("unknown training setting `{name}`"),
+                )
+                .label(setting.name.span, "unknown setting")
+                .maybe_help(help),
+            );
+            continue;
+        }
+        // The parsed setting span may run into the following whitespace.
+        let span = setting.name.span.to(setting.value.span);
+        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+            diags.push(
+                Diagnostic::new(
+                    Code::DuplicateSetting,
+                    format!("training setting `{name}` given twice"),
+                )
+                .label(setting.span, "given again here")
+                .label(*first, "first given here"),
+            );
+            continue;
+        }
+        seen.push((name, span));
+        s.check(name, &setting.value, base_dir, diags);
+    }
+
+    for required in ["data", "loss", "optimizer"] {
+        if !seen.iter().any(|(n, _)| *n == required) {
+            let example = registry::setting(required).map_or("", |s| s.example);
+            diags.push(
+                Diagnostic::new(
+                    Code::MissingSetting,
+                    format!("`train {}` has no `{required}`", train.model.name),
+                )
+                .label(train.model.span, format!("`{required}` is required"))
+                .help(format!("add a line such as `{example}`")),
+            );
+        }
+    }
+
+    if let (Some((index, typed)), Some((loss, loss_span))) = (model.and_then(|m| m.typed), s.loss) {
+        check_fit(train, typed, loss, loss_span, &s.metrics, diags);
+        Some(index)
+            .filter(|_| diags.len() == before)
+            .and_then(|model| {
+                let (data, data_span) = s.data?;
+                Some(TypedTrain {
+                    model,
+                    data,
+                    loss,
+                    optimizer: s.optimizer?,
+                    batch: s.batch,
+                    epochs: s.epochs,
+                    metrics: s.metrics.iter().map(|m| m.0).collect(),
+                    seed: s.seed,
+                    shuffle: s.shuffle,
+                    span: train.span,
+                    data_span,
+                })
+            })
+    } else {
+        None
+    }
+}
+
+/// Settings read so far; invalid ones stay at their defaults (their error is reported).
+struct Settings {
+    data: Option<(DataSpec, Span)>,
+    loss: Option<(Loss, Span)>,
+    optimizer: Option<Optimizer>,
+    batch: usize,
+    epochs: usize,
+    metrics: Vec<(Metric, Span)>,
+    seed: u64,
+    shuffle: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            data: None,
+            loss: None,
+            optimizer: None,
+            batch: 32,
+            epochs: 1,
+            metrics: Vec::new(),
+            seed: 0,
+            shuffle: true,
+        }
+    }
+}
+
+impl Settings {
+    fn check(&mut self, name: &str, value: &Expr, base_dir: &Path, diags: &mut Vec<Diagnostic>) {
+        match name {
+            "data" => {
+                if let Some((op, a)) = args::eval_op_value(value, OpKind::Data, diags) {
+                    self.data = Some((data_spec(op.name, &a, base_dir), value.span));
+                }
+            }
+            "loss" => {
+                if let Some((op, _)) = args::eval_op_value(value, OpKind::Loss, diags) {
+                    let loss = match op.name {
+                        "cross_entropy" => Loss::CrossEntropy,
+                        "binary_cross_entropy" => Loss::BinaryCrossEntropy,
+                        "mse" => Loss::Mse,
+                        _ => Loss::Mae,
+                    };
+                    self.loss = Some((loss, value.span));
+                }
+            }
+            "optimizer" => {
+                let mut local = Vec::new();
+                if let Some((op, a)) = args::eval_op_value(value, OpKind::Optimizer, &mut local) {
+                    self.optimizer = Some(optimizer(op.name, &a));
+                }
+                // A learning rate that is not positive has its own code, like `batch`.
+                for d in &mut local {
+                    if d.code == Code::InvalidArgument && d.message.starts_with("`lr` of") {
+                        d.code = Code::NonPositive;
+                    }
+                }
+                diags.append(&mut local);
+            }
+            "batch" | "epochs" => {
+                if let Some(n) = positive(name, value, diags) {
+                    if name == "batch" {
+                        self.batch = n;
+                    } else {
+                        self.epochs = n;
+                    }
+                }
+            }
+            "metrics" => self.metrics = metrics(value, diags),
+            "seed" => match args::eval_int(value) {
+                Ok(i) if i >= 0 => self.seed = i as u64,
+                Ok(i) => diags.push(
+                    Diagnostic::new(Code::InvalidArgument, "`seed` must be an integer ≥ 0")
+                        .label(value.span, format!("found {i}")),
+                ),
+                Err(d) => diags.push(retitled(d, "`seed` must be an integer ≥ 0")),
+            },
+            "shuffle" => match strip(value).kind {
+                ExprKind::Bool(b) => self.shuffle = b,
+                _ => diags.push(
+                    Diagnostic::new(Code::InvalidArgument, "`shuffle` must be `true` or `false`")
+                        .label(value.span, format!("found {}", args::describe(value))),
+                ),
+            },
+            _ => {}
+        }
+    }
+}
+
+fn strip(mut e: &Expr) -> &Expr {
+    while let ExprKind::Paren(inner) = &e.kind {
+        e = inner;
+    }
+    e
+}
+
+fn retitled(mut d: Diagnostic, message: &str) -> Diagnostic {
+    d.message = message.to_string();
+    d
+}
+
+/// `batch` and `epochs`: positive integers (E0405 when zero or negative).
+fn positive(name: &str, value: &Expr, diags: &mut Vec<Diagnostic>) -> Option<usize> {
+    match args::eval_int(value) {
+        Ok(i) if i >= 1 => usize::try_from(i).ok(),
+        Ok(i) => {
+            diags.push(
+                Diagnostic::new(
+                    Code::NonPositive,
+                    format!("`{name}` must be a positive integer"),
+                )
+                .label(value.span, format!("found {i}"))
+                .maybe_help(
+                    registry::setting(name).map(|s| format!("for example `{}`", s.example)),
+                ),
+            );
+            None
+        }
+        Err(d) => {
+            diags.push(retitled(d, &format!("`{name}` must be a positive integer")));
+            None
+        }
+    }
+}
+
+fn metrics(value: &Expr, diags: &mut Vec<Diagnostic>) -> Vec<(Metric, Span)> {
+    let ExprKind::List(items) = &strip(value).kind else {
+        diags.push(
+            Diagnostic::new(Code::InvalidArgument, "`metrics` must be a list of metrics")
+                .label(value.span, format!("found {}", args::describe(value)))
+                .help("write a list, e.g. `metrics = [accuracy]`"),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in items {
+        if let Some((op, _)) = args::eval_op_value(item, OpKind::Metric, diags) {
+            let m = match op.name {
+                "accuracy" => Metric::Accuracy,
+                "precision" => Metric::Precision,
+                "recall" => Metric::Recall,
+                "f1" => Metric::F1,
+                "mae" => Metric::Mae,
+                _ => Metric::Mse,
+            };
+            out.push((m, item.span));
+        }
+    }
+    out
+}
+
+fn data_spec(name: &str, a: &Args, base_dir: &Path) -> DataSpec {
+    match name {
+        "idx" => DataSpec::Idx {
+            dir: base_dir.join(a.str("dir")),
+            scale: a.float("scale"),
+        },
+        _ => DataSpec::Csv {
+            path: base_dir.join(a.str("path")),
+            target: a.str("target").to_string(),
+            standardize: a.bool("standardize"),
+        },
+    }
+}
+
+fn optimizer(name: &str, a: &Args) -> Optimizer {
+    let lr = a.float("lr");
+    match name {
+        "sgd" => Optimizer::Sgd {
+            lr,
+            momentum: a.float("momentum"),
+            nesterov: a.bool("nesterov"),
+        },
+        "rmsprop" => Optimizer::RmsProp {
+            lr,
+            rho: a.float("rho"),
+            eps: a.float("eps"),
+        },
+        "adam" => Optimizer::Adam {
+            lr,
+            beta1: a.float("beta1"),
+            beta2: a.float("beta2"),
+            eps: a.float("eps"),
+        },
+        _ => Optimizer::AdamW {
+            lr,
+            beta1: a.float("beta1"),
+            beta2: a.float("beta2"),
+            eps: a.float("eps"),
+            weight_decay: a.float("weight_decay"),
+        },
+    }
+}
+
+/// Checks the model against what training needs: one input, a loss that fits the output,
+/// metrics that fit the loss.
+fn check_fit(
+    train: &ast::Train,
+    model: &TypedModel,
+    loss: Loss,
+    loss_span: Span,
+    metrics: &[(Metric, Span)],
+    diags: &mut Vec<Diagnostic>,
+) {
+    if model.inputs.len() != 1 {
+        diags.push(
+            Diagnostic::new(
+                Code::ModelStructure,
+                format!(
+                    "a trained model needs exactly one input; `{}` has {}",
+                    model.name,
+                    model.inputs.len()
+                ),
+            )
+            .label(train.model.span, "trained here")
+            .label(
+                model.inputs.get(1).map_or(model.span, |i| i.span),
+                "second input",
+            ),
+        );
+    }
+    let out = &model.nodes[model.output.0 as usize];
+    if loss == Loss::CrossEntropy {
+        match out.shape.dims.last() {
+            Some(1) => diags.push(
+                Diagnostic::new(
+                    Code::LossOutputMismatch,
+                    "`cross_entropy` on an output with one unit",
+                )
+                .label(loss_span, "needs one score per class")
+                .label(out.span, format!("output has shape {}", out.shape))
+                .help("use `binary_cross_entropy` for two classes with one output unit"),
+            ),
+            None => diags.push(
+                Diagnostic::new(
+                    Code::LossOutputMismatch,
+                    "`cross_entropy` on a scalar output",
+                )
+                .label(loss_span, "needs one score per class")
+                .label(out.span, format!("output has shape {}", out.shape))
+                .help("end the model with `dense(classes) |> softmax`"),
+            ),
+            Some(_) => {}
+        }
+    }
+    let classification = matches!(loss, Loss::CrossEntropy | Loss::BinaryCrossEntropy);
+    for &(m, span) in metrics {
+        let fits = match m {
+            Metric::Accuracy | Metric::Precision | Metric::Recall | Metric::F1 => classification,
+            Metric::Mae | Metric::Mse => loss != Loss::CrossEntropy,
+        };
+        if !fits {
+            let help = if classification {
+                "`cross_entropy` labels are class indices; use `accuracy`, `precision`, `recall` or `f1`"
+            } else {
+                "classification metrics need `cross_entropy` or `binary_cross_entropy`; use `mae` or `mse`"
+            };
+            diags.push(
+                Diagnostic::new(Code::MetricLossMismatch, "metric does not fit the loss")
+                    .label(span, "this metric")
+                    .label(loss_span, "the loss")
+                    .help(help),
+            );
+        }
+    }
+}
