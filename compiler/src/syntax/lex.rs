@@ -25,6 +25,9 @@ pub fn scan(src: &str) -> Scan {
     let mut errors = Vec::new();
     let mut stack: Vec<(u8, usize)> = Vec::new();
     let mut too_deep_reported = false;
+    // After an unterminated string, delimiters no longer pair up reliably: report only
+    // the string, not the cascade of delimiter errors it causes.
+    let mut broken_string = false;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -59,6 +62,7 @@ pub fn scan(src: &str) -> Scan {
                     }
                 }
                 if !closed {
+                    broken_string = true;
                     errors.push(
                         Diagnostic::new(Code::UnterminatedString, "unterminated string")
                             .label(Span::new(start, start + 1), "string starts here")
@@ -89,18 +93,23 @@ pub fn scan(src: &str) -> Scan {
                 };
                 match stack.pop() {
                     Some((open, _)) if open == want => {}
+                    _ if broken_string => return Scan { comments, errors },
                     Some((open, at)) => {
                         errors.push(
                             Diagnostic::new(
-                                Code::UnclosedDelimiter,
-                                format!("mismatched closing delimiter `{}`", char::from(b)),
+                                Code::UnmatchedClose,
+                                format!("unexpected closing delimiter `{}`", char::from(b)),
                             )
-                            .label(Span::new(i, i + 1), "mismatched closing delimiter")
+                            .label(Span::new(i, i + 1), "does not match the open delimiter")
                             .label(
                                 Span::new(at, at + 1),
-                                format!("this `{}` is not closed", char::from(open)),
+                                format!("this `{}` is still open", char::from(open)),
                             )
-                            .help(format!("close it with `{}`", closing(open))),
+                            .help(format!(
+                                "remove it, or close the `{}` with `{}` first",
+                                char::from(open),
+                                closing(open)
+                            )),
                         );
                         return Scan { comments, errors };
                     }
@@ -137,7 +146,7 @@ pub fn scan(src: &str) -> Scan {
         }
         i += 1;
     }
-    if let Some(&(open, at)) = stack.last() {
+    if let Some(&(open, at)) = stack.last().filter(|_| !broken_string) {
         let what = match open {
             b'{' => "brace",
             b'[' => "bracket",

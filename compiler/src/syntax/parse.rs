@@ -453,6 +453,10 @@ fn syntax_error(src: &str, err: &pest::error::Error<Rule>) -> Diagnostic {
         if wants_name {
             d = d.help(format!("`{k}` is a keyword; choose another name"));
         }
+    } else if expected.contains(&"`|>`") && found.starts_with('`') && !found.contains('(') {
+        d = d.help(format!(
+            "to apply {found} to the value before it, write `|>` before it"
+        ));
     } else if src[pos..].starts_with('=') && expected.contains(&"`:`") {
         d = d.help("declare a shape with `:`, like `input x: [784]`");
     }
