@@ -61,8 +61,14 @@ pub fn write_curves(
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let areas = root.split_evenly((rows, cols));
     let last_epoch = history.iter().map(|r| r.epoch).max().unwrap_or(1).max(1) as f64;
-    for (panel, area) in panels.iter().zip(areas.iter()) {
-        draw_panel(area, panel, last_epoch).map_err(|e| e.to_string())?;
+    for (i, (panel, area)) in panels.iter().zip(areas.iter()).enumerate() {
+        // The loss falls and the metrics mostly rise: keep the legend out of their way.
+        let legend = if i == 0 {
+            SeriesLabelPosition::UpperRight
+        } else {
+            SeriesLabelPosition::LowerRight
+        };
+        draw_panel(area, panel, last_epoch, legend).map_err(|e| e.to_string())?;
     }
     root.present().map_err(|e| e.to_string())
 }
@@ -71,6 +77,7 @@ fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     panel: &Panel,
     last_epoch: f64,
+    legend: SeriesLabelPosition,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let values = panel.train.iter().chain(&panel.test).map(|p| p.1);
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
@@ -127,7 +134,7 @@ fn draw_panel<DB: DrawingBackend>(
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK.mix(0.3))
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend)
         .draw()
 }
 
@@ -138,7 +145,7 @@ pub fn write_confusion(path: &Path, cm: &ConfusionMatrix) -> Result<(), String> 
     let cell = (560 / k.max(1)).clamp(24, 64) as i32;
     let (left, top) = (90, 70);
     let side = cell * k as i32;
-    let size = ((left + side + 30) as u32, (top + side + 60) as u32);
+    let size = ((left + side + 30) as u32, (top + side + 24) as u32);
     let root = SVGBackend::new(path, size).into_drawing_area();
     let draw = || -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
         root.fill(&WHITE)?;

@@ -188,7 +188,8 @@ fn an_infinite_loss_stops_training() {
         b: 0.0,
         lr: 0.1,
     };
-    let mut cfg = TrainConfig::new(TaskKind::Regression { outputs: 1 }, temp_dir("inf-lin"));
+    let lin_out = temp_dir("inf-lin");
+    let mut cfg = TrainConfig::new(TaskKind::Regression { outputs: 1 }, lin_out.to_path_buf());
     cfg.progress = ProgressMode::Quiet;
     let err = train_loop(
         &mut lin,
@@ -346,7 +347,8 @@ fn resuming_with_another_batch_size_is_refused() {
     let out = temp_dir("batch");
     let mut exec = Softmax::new(2, 3, 0.1);
     train_loop(&mut exec, splits(), &config(&out, 1), None).unwrap();
-    let mut cfg = config(&temp_dir("batch2"), 2);
+    let out2 = temp_dir("batch2");
+    let mut cfg = config(&out2, 2);
     cfg.batch = 16;
     let err = train_loop(
         &mut Softmax::new(2, 3, 0.1),
@@ -365,7 +367,8 @@ fn resuming_with_another_batch_size_is_refused() {
 #[test]
 fn the_same_seed_gives_the_same_weights_and_another_seed_does_not() {
     let run = |seed: u64| {
-        let mut cfg = config(&temp_dir("seed"), 1);
+        let out = temp_dir("seed");
+        let mut cfg = config(&out, 1);
         cfg.seed = seed;
         let mut exec = Softmax::new(2, 3, 0.1);
         train_loop(&mut exec, splits(), &cfg, None).unwrap();
@@ -377,7 +380,8 @@ fn the_same_seed_gives_the_same_weights_and_another_seed_does_not() {
 
 #[test]
 fn a_metric_that_does_not_fit_the_task_is_refused() {
-    let mut cfg = config(&temp_dir("metric"), 1);
+    let out = temp_dir("metric");
+    let mut cfg = config(&out, 1);
     cfg.metrics = vec![Metric::Mae];
     let err = train_loop(&mut Softmax::new(2, 3, 0.1), splits(), &cfg, None).unwrap_err();
     assert_eq!(
@@ -397,7 +401,7 @@ fn regression_reports_test_mae_and_mse_only() {
     )
     .unwrap();
     let out = temp_dir("regression");
-    let mut cfg = TrainConfig::new(TaskKind::Regression { outputs: 1 }, &out);
+    let mut cfg = TrainConfig::new(TaskKind::Regression { outputs: 1 }, out.to_path_buf());
     cfg.epochs = 200;
     cfg.batch = 5;
     cfg.progress = ProgressMode::Quiet;

@@ -9,8 +9,29 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use nnc_runtime::executor::{EvalOutput, StepOutput};
 use nnc_runtime::{ExecError, Executor, StateKind, StateTensor, Tensor};
 
-/// A fresh, empty folder under the system temp dir, unique per test.
-pub fn temp_dir(name: &str) -> PathBuf {
+/// A fresh, empty folder under the system temp dir, unique per test, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn temp_dir(name: &str) -> TempDir {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "nnc-runtime-{name}-{}-{}",
@@ -19,7 +40,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 /// `p = softmax(x W + b)`, cross-entropy loss, SGD with momentum.
