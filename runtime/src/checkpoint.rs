@@ -498,6 +498,7 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
         let err = Checkpoint::load(&path).unwrap_err();
         assert!(err.message.contains("checksum does not match"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -544,5 +545,6 @@ mod tests {
         assert_eq!(w[1].1.data, vec![1.0, -2.0, 3.5, 0.25]);
         let err = Checkpoint::load(&path).unwrap_err();
         assert!(err.message.contains("not an nnc checkpoint"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

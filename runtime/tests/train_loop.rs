@@ -444,3 +444,36 @@ fn pictures_are_written_for_a_classifier() {
     );
     assert_eq!(summary.files.len(), 5);
 }
+
+#[test]
+fn softmax_regression_learns_real_mnist() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data/mnist-10k");
+    let data = nnc_runtime::data::load_idx(&dir, 1.0 / 255.0).unwrap();
+    let out = temp_dir("mnist");
+    let mut cfg = TrainConfig::new(TaskKind::Classification { classes: 10 }, out.to_path_buf());
+    cfg.batch = 64;
+    cfg.progress = ProgressMode::Quiet;
+    cfg.metrics = vec![Metric::Accuracy, Metric::F1];
+    // The executor takes flat vectors; the data are [28, 28]: that must be refused.
+    let mut flat = Softmax::new(784, 10, 0.05);
+    let err = train_loop(&mut flat, data.clone(), &cfg, None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("samples have shape [28, 28], the model input is [784]"),
+        "{err}"
+    );
+    // Flattened by the caller, it trains.
+    let flatten = |mut d: Dataset| {
+        d.x.shape = vec![d.len(), 784];
+        d.sample_shape = vec![784];
+        d
+    };
+    let data = Splits {
+        train: flatten(data.train),
+        test: flatten(data.test),
+    };
+    let summary = train_loop(&mut flat, data, &cfg, None).unwrap();
+    let acc = summary.history[0].test_metric(Metric::Accuracy).unwrap();
+    assert!(acc > 0.8, "test accuracy after one epoch: {acc}");
+    assert_eq!(summary.confusion.unwrap().total(), 2000);
+}
