@@ -485,6 +485,7 @@ mod tests {
             1,
             "temporary files left behind: {leftovers:?}"
         );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -515,6 +516,7 @@ mod tests {
                 "cut at {cut}: {err}"
             );
         }
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
