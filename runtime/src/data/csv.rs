@@ -1,0 +1,292 @@
+//! CSV files with a header row: every column but the target is a feature, the target
+//! column is chosen by name.
+//!
+//! Format accepted: comma-separated, one header line, fields optionally in double quotes
+//! (`""` inside quotes is a quote), surrounding spaces ignored, `\n` or `\r\n` line ends,
+//! blank lines skipped. Every value must be a finite number; an error names the line and
+//! the 1-based character column of the field.
+//!
+//! Splitting: a CSV file has no separate test file, so every [`TEST_EVERY`]-th data row
+//! (the 5th, 10th, ...) forms the test split and the others the training split — a fixed
+//! rule, independent of the seed, so the same file always splits the same way. A file
+//! with fewer than [`TEST_EVERY`] data rows has no such rows; then the test split is a copy
+//! of the training split (evaluation on the training data).
+//!
+//! `standardize` takes each feature's mean and standard deviation from the training split
+//! only and applies them to both splits; targets are never standardized.
+
+use std::fs;
+use std::path::Path;
+
+use super::{DataError, DataErrorKind, Dataset, Location, Source, Splits, Standardizer};
+use crate::tensor::Tensor;
+
+/// One data row in `TEST_EVERY` goes to the test split.
+pub const TEST_EVERY: usize = 5;
+
+/// A field's text and its 1-based character column.
+struct Field {
+    text: String,
+    column: usize,
+}
+
+/// Splits one line into fields; an unterminated quote is an error at its column.
+fn split_fields(line: &str, path: &Path, line_no: usize) -> Result<Vec<Field>, DataError> {
+    let chars: Vec<char> = line.chars().collect();
+    let mut fields = Vec::new();
+    let mut i = 0;
+    loop {
+        while matches!(chars.get(i), Some(' ' | '\t')) {
+            i += 1;
+        }
+        let column = i + 1;
+        let mut text = String::new();
+        if i < chars.len() && chars[i] == '"' {
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => {
+                        return Err(DataError::new(
+                            DataErrorKind::Parse,
+                            path,
+                            Location::LineCol(line_no, column),
+                            "this quoted field has no closing quote",
+                        ))
+                    }
+                    Some('"') if chars.get(i + 1) == Some(&'"') => {
+                        text.push('"');
+                        i += 2;
+                    }
+                    Some('"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(&c) => {
+                        text.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            while i < chars.len() && chars[i] != ',' {
+                if !chars[i].is_whitespace() {
+                    return Err(DataError::new(
+                        DataErrorKind::Parse,
+                        path,
+                        Location::LineCol(line_no, i + 1),
+                        format!("unexpected `{}` after a quoted field", chars[i]),
+                    ));
+                }
+                i += 1;
+            }
+        } else {
+            while i < chars.len() && chars[i] != ',' {
+                text.push(chars[i]);
+                i += 1;
+            }
+            text = text.trim_end().to_string();
+        }
+        fields.push(Field { text, column });
+        if i >= chars.len() {
+            return Ok(fields);
+        }
+        i += 1; // the comma
+    }
+}
+
+/// Loads `path`, using the column named `target` as the label or target and every other
+/// column as a feature.
+pub fn load_csv(path: &Path, target: &str, standardize: bool) -> Result<Splits, DataError> {
+    let bytes = fs::read(path).map_err(|e| {
+        DataError::new(
+            DataErrorKind::Io,
+            path,
+            Location::File,
+            format!("cannot read the file: {e}"),
+        )
+    })?;
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let line = 1 + bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            return Err(DataError::new(
+                DataErrorKind::Parse,
+                path,
+                Location::Byte(e.valid_up_to() as u64),
+                format!("line {line} is not valid UTF-8 text"),
+            ));
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut lines = text
+        .split('\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
+    let lines_left = lines.by_ref().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines_left = lines_left.peekable();
+    let Some((header_line, header_text)) = lines_left.next() else {
+        return Err(DataError::new(
+            DataErrorKind::Parse,
+            path,
+            Location::File,
+            "the file is empty; a CSV file needs a header line",
+        ));
+    };
+    let header = split_fields(header_text, path, header_line)?;
+    for (i, f) in header.iter().enumerate() {
+        if let Some(prev) = header[..i].iter().find(|p| p.text == f.text) {
+            return Err(DataError::new(
+                DataErrorKind::Parse,
+                path,
+                Location::LineCol(header_line, f.column),
+                format!(
+                    "the column name `{}` appears twice (also at column {})",
+                    f.text, prev.column
+                ),
+            ));
+        }
+    }
+    let names: Vec<&str> = header.iter().map(|f| f.text.as_str()).collect();
+    let Some(target_index) = names.iter().position(|n| *n == target) else {
+        return Err(DataError::new(
+            DataErrorKind::Parse,
+            path,
+            Location::Line(header_line),
+            format!("the header has no column named `{target}`"),
+        )
+        .with_help(format!("the columns are: {}", names.join(", "))));
+    };
+    if header.len() < 2 {
+        return Err(DataError::new(
+            DataErrorKind::Parse,
+            path,
+            Location::Line(header_line),
+            format!("the only column is the target `{target}`; there are no feature columns"),
+        ));
+    }
+    let features = header.len() - 1;
+    let mut xs: Vec<f32> = Vec::new();
+    let mut ys: Vec<f32> = Vec::new();
+    let mut line_numbers = Vec::new();
+    let mut target_cols = Vec::new();
+    for (line_no, line) in lines_left {
+        let fields = split_fields(line, path, line_no)?;
+        if fields.len() != header.len() {
+            let column = fields
+                .get(header.len())
+                .or(fields.last())
+                .map_or(1, |f| f.column);
+            return Err(DataError::new(
+                DataErrorKind::Parse,
+                path,
+                Location::LineCol(line_no, column),
+                format!(
+                    "this row has {} fields, the header has {}",
+                    fields.len(),
+                    header.len()
+                ),
+            ));
+        }
+        for (j, f) in fields.iter().enumerate() {
+            let value = parse_value(f, names[j], path, line_no)?;
+            if j == target_index {
+                ys.push(value);
+                target_cols.push(f.column);
+            } else {
+                xs.push(value);
+            }
+        }
+        line_numbers.push(line_no);
+    }
+    let n = ys.len();
+    if n == 0 {
+        return Err(DataError::new(
+            DataErrorKind::Parse,
+            path,
+            Location::Line(header_line),
+            "the file has a header but no data rows",
+        ));
+    }
+    let all = Dataset {
+        x: Tensor {
+            shape: vec![n, features],
+            data: xs,
+        },
+        y: Tensor {
+            shape: vec![n, 1],
+            data: ys,
+        },
+        sample_shape: vec![features],
+        source: Source::Csv {
+            path: path.to_path_buf(),
+            lines: line_numbers,
+            target_cols,
+        },
+    };
+    let (train_rows, test_rows): (Vec<usize>, Vec<usize>) =
+        (0..n).partition(|i| (i + 1) % TEST_EVERY != 0);
+    let mut train = subset(&all, &train_rows);
+    let mut test = if test_rows.is_empty() {
+        train.clone()
+    } else {
+        subset(&all, &test_rows)
+    };
+    if standardize {
+        let s = Standardizer::fit(&train);
+        s.apply(&mut train);
+        s.apply(&mut test);
+    }
+    Ok(Splits { train, test })
+}
+
+fn parse_value(f: &Field, name: &str, path: &Path, line_no: usize) -> Result<f32, DataError> {
+    let at = Location::LineCol(line_no, f.column);
+    let text = f.text.trim();
+    if text.is_empty() {
+        return Err(DataError::new(
+            DataErrorKind::Parse,
+            path,
+            at,
+            format!("empty value in column `{name}`"),
+        ));
+    }
+    match text.parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err(DataError::new(
+            DataErrorKind::Parse,
+            path,
+            at,
+            format!("`{text}` in column `{name}` is not a finite number"),
+        )),
+        Err(_) => Err(DataError::new(
+            DataErrorKind::Parse,
+            path,
+            at,
+            format!("cannot read `{text}` in column `{name}` as a number"),
+        )),
+    }
+}
+
+/// The rows `rows` of `all`, keeping their source lines for messages.
+fn subset(all: &Dataset, rows: &[usize]) -> Dataset {
+    let source = match &all.source {
+        Source::Csv {
+            path,
+            lines,
+            target_cols,
+        } => Source::Csv {
+            path: path.clone(),
+            lines: rows.iter().map(|&i| lines[i]).collect(),
+            target_cols: rows.iter().map(|&i| target_cols[i]).collect(),
+        },
+        other => other.clone(),
+    };
+    Dataset {
+        x: all.x.gather_rows(rows),
+        y: all.y.gather_rows(rows),
+        sample_shape: all.sample_shape.clone(),
+        source,
+    }
+}

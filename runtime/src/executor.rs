@@ -1,0 +1,168 @@
+//! The interface every backend implements so that one training loop drives them all:
+//! the reference interpreter (`interp`), and later the compiled `cpu` and `cuda` backends.
+//!
+//! Contract (the loop relies on it, executors must keep it):
+//! - A batch is `x` of shape `[b, ..input_shape]` and `y` of shape `[b]` (class indices as
+//!   `f32`) for [`TaskKind::Classification`], `[b, 1]` (0.0 or 1.0) for [`TaskKind::Binary`],
+//!   and `[b, ..output_shape]` for [`TaskKind::Regression`]. `b` is the configured batch
+//!   size except for the last batch of an epoch, which may be smaller and is trained.
+//! - `loss` in [`StepOutput`] and [`EvalOutput`] is the **mean** loss over the `b` samples
+//!   of that batch (the quantity whose gradient a training step follows). The loop turns
+//!   it into a sum with `loss * b` so that a partial batch weighs only its own samples.
+//! - `output` is the model output for the batch, `[b, ..output_shape]`, from the same
+//!   parameters the loss was computed with (before the update, for a training step). The
+//!   runtime computes every metric from it itself.
+//! - [`Executor::state`] returns every tensor that determines future steps (parameters
+//!   and optimizer state, including step counters) in a fixed order with stable names;
+//!   `set_state(state())` must change nothing, so a checkpoint resumes bit-exactly.
+
+use std::fmt;
+
+use crate::tensor::Tensor;
+
+/// What the model predicts, which decides how outputs become metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskKind {
+    /// `classes` outputs per sample (probabilities or scores); the prediction is the
+    /// index of the largest (the first one on ties); labels are class indices.
+    Classification { classes: usize },
+    /// One output per sample, a probability; the prediction is 1 when it is above 0.5;
+    /// labels are 0 or 1.
+    Binary,
+    /// `outputs` real values per sample, compared with targets of the same count.
+    Regression { outputs: usize },
+}
+
+impl TaskKind {
+    /// The number of classes a confusion matrix has, if this task has one.
+    pub fn classes(self) -> Option<usize> {
+        match self {
+            TaskKind::Classification { classes } => Some(classes),
+            TaskKind::Binary => Some(2),
+            TaskKind::Regression { .. } => None,
+        }
+    }
+
+    /// The number of model outputs per sample.
+    pub fn outputs_per_sample(self) -> usize {
+        match self {
+            TaskKind::Classification { classes } => classes,
+            TaskKind::Binary => 1,
+            TaskKind::Regression { outputs } => outputs,
+        }
+    }
+}
+
+/// Whether a state tensor is a trained parameter (it goes into `weights.safetensors`)
+/// or optimizer state (only in full checkpoints).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateKind {
+    Param,
+    Optimizer,
+}
+
+/// One named piece of executor state. Parameter names are the model's (`dense_0.w`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateTensor {
+    pub name: String,
+    pub kind: StateKind,
+    pub tensor: Tensor,
+}
+
+/// The result of one training step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepOutput {
+    /// Mean loss over the batch, computed before the update.
+    pub loss: f32,
+    /// The model output before the update, `[b, ..output_shape]`, when the backend has it
+    /// at no extra cost; the loop then reports training metrics too.
+    pub output: Option<Tensor>,
+}
+
+/// The result of evaluating one batch (no state changes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalOutput {
+    /// Mean loss over the batch.
+    pub loss: f32,
+    /// The model output, `[b, ..output_shape]`.
+    pub output: Tensor,
+}
+
+/// A failure inside an executor, with a message written for the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecError {
+    pub message: String,
+}
+
+impl ExecError {
+    pub fn new(message: impl Into<String>) -> ExecError {
+        ExecError {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ExecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ExecError {}
+
+/// A backend that holds a model's state and trains it one batch at a time.
+pub trait Executor {
+    /// The backend's name for messages: `interp`, `cpu`, `cuda`.
+    fn backend(&self) -> &str;
+
+    /// A fingerprint of the model and its training setup (loss, optimizer and its
+    /// settings). Checkpoints store it and refuse to load into a different fingerprint.
+    fn model_hash(&self) -> String;
+
+    /// The shape of one input sample (without the batch dimension).
+    fn input_shape(&self) -> Vec<usize>;
+
+    /// The shape of one output sample (without the batch dimension).
+    fn output_shape(&self) -> Vec<usize>;
+
+    /// Every state tensor, parameters and optimizer state, in a fixed order.
+    fn state(&self) -> Result<Vec<StateTensor>, ExecError>;
+
+    /// Replaces the state with `state`, which has exactly the names, kinds and shapes that
+    /// [`Executor::state`] returns (the runtime checks this before calling).
+    fn set_state(&mut self, state: &[StateTensor]) -> Result<(), ExecError>;
+
+    /// One optimizer step on the batch.
+    fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput, ExecError>;
+
+    /// The loss and output on a batch, without changing any state.
+    fn eval_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<EvalOutput, ExecError>;
+
+    /// The name of the first parameter holding a NaN or infinity, checked after every
+    /// step. The default reads the whole state; a device backend can override it with a
+    /// check that runs on the device.
+    fn first_non_finite_param(&self) -> Result<Option<NonFiniteParam>, ExecError> {
+        for entry in self.state()? {
+            if entry.kind != StateKind::Param {
+                continue;
+            }
+            if let Some((index, value)) = entry.tensor.first_non_finite() {
+                return Ok(Some(NonFiniteParam {
+                    name: entry.name,
+                    index,
+                    value,
+                }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A parameter element that became NaN or infinite.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NonFiniteParam {
+    pub name: String,
+    /// Flat (row-major) index of the first bad element.
+    pub index: usize,
+    pub value: f32,
+}

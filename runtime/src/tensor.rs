@@ -1,0 +1,143 @@
+//! The tensor that passes between the runtime and executors: a row-major `f32` buffer
+//! with its shape.
+//!
+//! Invariant: `data.len()` equals the product of `shape` (1 for a scalar, shape `[]`).
+//! The constructors that take user-controlled input check it and return an error.
+
+use std::fmt;
+
+/// A dense row-major `f32` tensor owned on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// A shape and a buffer length that disagree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShapeMismatch {
+    pub shape: Vec<usize>,
+    pub len: usize,
+}
+
+impl fmt::Display for ShapeMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "shape {} needs {} values, the buffer has {}",
+            format_shape(&self.shape),
+            element_count(&self.shape),
+            self.len
+        )
+    }
+}
+
+impl std::error::Error for ShapeMismatch {}
+
+impl Tensor {
+    /// A tensor from a shape and data; fails when the lengths disagree.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor, ShapeMismatch> {
+        if element_count(&shape) != data.len() {
+            return Err(ShapeMismatch {
+                len: data.len(),
+                shape,
+            });
+        }
+        Ok(Tensor { shape, data })
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(shape: Vec<usize>) -> Tensor {
+        let n = element_count(&shape);
+        Tensor {
+            shape,
+            data: vec![0.0; n],
+        }
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The size of the leading (batch) dimension; 1 for a scalar.
+    pub fn rows(&self) -> usize {
+        self.shape.first().copied().unwrap_or(1)
+    }
+
+    /// The number of elements in one row (everything after the leading dimension).
+    pub fn row_len(&self) -> usize {
+        element_count(self.shape.get(1..).unwrap_or(&[]))
+    }
+
+    /// The same data under another shape with the same element count.
+    pub fn reshaped(self, shape: Vec<usize>) -> Result<Tensor, ShapeMismatch> {
+        Tensor::new(shape, self.data)
+    }
+
+    /// The first element that is NaN or infinite, as (flat index, value).
+    pub fn first_non_finite(&self) -> Option<(usize, f32)> {
+        self.data
+            .iter()
+            .copied()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+    }
+
+    /// The rows `indices` of this tensor stacked into a new tensor (a batch).
+    ///
+    /// Every index must be below [`Tensor::rows`]; callers pass indices from a permutation
+    /// of `0..rows`, so a bad index is a bug in the runtime and panics.
+    pub fn gather_rows(&self, indices: &[usize]) -> Tensor {
+        let row = self.row_len();
+        let mut data = Vec::with_capacity(indices.len() * row);
+        for &i in indices {
+            data.extend_from_slice(&self.data[i * row..(i + 1) * row]);
+        }
+        let mut shape = self.shape.clone();
+        if shape.is_empty() {
+            shape.push(indices.len());
+        } else {
+            shape[0] = indices.len();
+        }
+        Tensor { shape, data }
+    }
+}
+
+/// The product of the dimensions (1 for the empty shape).
+pub fn element_count(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// A shape as `[28, 28]`.
+pub fn format_shape(shape: &[usize]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_rejects_a_buffer_of_the_wrong_length() {
+        let err = Tensor::new(vec![2, 3], vec![0.0; 5]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "shape [2, 3] needs 6 values, the buffer has 5"
+        );
+    }
+
+    #[test]
+    fn gather_rows_stacks_the_chosen_rows_in_order() {
+        let t = Tensor::new(vec![3, 2], vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+        let b = t.gather_rows(&[2, 0]);
+        assert_eq!(b.shape, vec![2, 2]);
+        assert_eq!(b.data, vec![4.0, 5.0, 0.0, 1.0]);
+    }
+}
