@@ -10,7 +10,11 @@ use nnc::diag::{self, ColorChoice};
 use nnc::Source;
 
 #[derive(Parser)]
-#[command(name = "nnc", version, about = "A compiler for neural-network models (.nn files)")]
+#[command(
+    name = "nnc",
+    version,
+    about = "A compiler for neural-network models (.nn files)"
+)]
 struct Cli {
     /// When to colour diagnostics.
     #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
@@ -65,7 +69,8 @@ impl<T, I: Iterator<Item = T>> AllOk<T> for I {
 }
 
 fn base_dir(path: &Path) -> PathBuf {
-    path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    path.parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 fn check(path: &Path, color: ColorChoice) -> bool {
@@ -80,7 +85,10 @@ fn check(path: &Path, color: ColorChoice) -> bool {
     match nnc::check_bytes(&bytes, &base_dir(path)) {
         Ok(_) => true,
         Err(diags) => {
-            eprint!("{}", diag::render_all(&diags, &source.path, &source.text, color));
+            eprint!(
+                "{}",
+                diag::render_all(&diags, &source.path, &source.text, color)
+            );
             false
         }
     }
