@@ -29,7 +29,10 @@ use crate::sema::typed::{self, BinaryFn, PoolFn, ReduceFn, TOp, TypedModel, Unar
 #[derive(Clone, Copy, Debug)]
 pub enum Mode {
     /// `step` is the scalar step-counter input that keys dropout's random numbers.
-    Train { seed: u64, step: NodeId },
+    Train {
+        seed: u64,
+        step: NodeId,
+    },
     Eval,
 }
 
@@ -257,12 +260,16 @@ impl Cx<'_> {
                 let mut parts = Vec::new();
                 for &a in args {
                     let mut s = self.want.clone();
-                    s.0[axis + self.per_sample_offset] = self.g.shape(a).0
-                        [self.g.shape(a).rank() - (self.want.rank() - axis - self.per_sample_offset)];
+                    s.0[axis + self.per_sample_offset] = self.g.shape(a).0[self.g.shape(a).rank()
+                        - (self.want.rank() - axis - self.per_sample_offset)];
                     parts.push(self.g.broadcast_to(a, s)?);
                 }
-                self.g
-                    .push(Op::Concat { axis: axis + self.per_sample_offset }, &parts)?
+                self.g.push(
+                    Op::Concat {
+                        axis: axis + self.per_sample_offset,
+                    },
+                    &parts,
+                )?
             }
             TOp::Dense { w, b, .. } => {
                 let x = arg(0)?;
@@ -308,7 +315,13 @@ impl Cx<'_> {
                 let cols = g.push(Op::Im2col(win), &[x])?;
                 let split = g.reshape(
                     cols,
-                    Shape(vec![xs.0[0], Dim::K(oh), Dim::K(ow), Dim::K(size * size), Dim::K(c)]),
+                    Shape(vec![
+                        xs.0[0],
+                        Dim::K(oh),
+                        Dim::K(ow),
+                        Dim::K(size * size),
+                        Dim::K(c),
+                    ]),
                 )?;
                 let r = match func {
                     PoolFn::Max => g.reduce(ReduceOp::Max, split, &[3])?,

@@ -62,3 +62,6 @@ macro_rules! ir_bail {
     };
 }
 pub(crate) use ir_bail;
+
+#[cfg(test)]
+mod tests;

@@ -69,7 +69,7 @@ pub fn eval(func: ReduceOp, axes: &[usize], x: &Tensor, out: &[usize]) -> Tensor
     let inner_stride = map[rank - 1];
     let mut idx = vec![0usize; rank - 1];
     let mut pos = 0;
-    let outer = if inner == 0 { 0 } else { x.data.len() / inner };
+    let outer = x.data.len().checked_div(inner).unwrap_or(0);
     for _ in 0..outer {
         let base: usize = idx.iter().zip(&map).map(|(i, s)| i * s).sum();
         for j in 0..inner {

@@ -34,7 +34,7 @@ pub fn eval(op: &Op, args: &[&Tensor], ctx: &EvalCtx) -> IrResult<Tensor> {
         },
         Op::Rand { seed, key, .. } => {
             let step = args[0].data[0];
-            if !(step >= 0.0) {
+            if step.is_nan() || step < 0.0 {
                 ir_bail!("`rand` step must be a non-negative number, got {step}");
             }
             let n: usize = ctx.out_shape.iter().product();
