@@ -1,4 +1,4 @@
-//! The `nnc` command line: `check`, `fmt`, `doc` (and, as they land, `build`, `train`).
+//! The `nnc` command line: `check`, `build`, `fmt`, `doc` (and, as it lands, `train`).
 //! Exit codes: 0 success, 1 user error (diagnostics on stderr), 2 usage error.
 
 use std::io::IsTerminal;
@@ -37,6 +37,13 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Compile a program and print the requested pipeline stages.
+    Build {
+        file: PathBuf,
+        /// Stages to print, comma-separated: ast, graph, train-graph, eval-graph.
+        #[arg(long, value_delimiter = ',', default_value = "graph")]
+        emit: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +56,22 @@ fn main() -> ExitCode {
     };
     let ok = match cli.command {
         Command::Check { files } => files.iter().all_ok(|f| check(f, color)),
+        Command::Build { file, emit } => {
+            let mut stages = Vec::new();
+            for name in &emit {
+                match nnc::ir::emit::Stage::from_name(name.trim()) {
+                    Some(s) => stages.push(s),
+                    None => {
+                        let known: Vec<&str> =
+                            nnc::ir::emit::Stage::ALL.iter().map(|(_, n)| *n).collect();
+                        eprintln!("error: unknown stage `{name}` for `--emit`");
+                        eprintln!("help: stages are {}", known.join(", "));
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            build(&file, &stages, color)
+        }
     };
     if ok {
         ExitCode::SUCCESS
@@ -89,6 +112,44 @@ fn check(path: &Path, color: ColorChoice) -> bool {
                 "{}",
                 diag::render_all(&diags, &source.path, &source.text, color)
             );
+            false
+        }
+    }
+}
+
+fn build(path: &Path, stages: &[nnc::ir::emit::Stage], color: ColorChoice) -> bool {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read `{}`: {e}", path.display());
+            return false;
+        }
+    };
+    let source = Source::from_bytes(&path.display().to_string(), &bytes);
+    let checked = std::str::from_utf8(&bytes)
+        .map_err(|_| ())
+        .and_then(|text| nnc::syntax::parse_file(text).map_err(|_| ()));
+    let (file, program) = match (checked, nnc::check_bytes(&bytes, &base_dir(path))) {
+        (Ok(file), Ok(program)) => (file, program),
+        (_, Err(diags)) => {
+            eprint!(
+                "{}",
+                diag::render_all(&diags, &source.path, &source.text, color)
+            );
+            return false;
+        }
+        (Err(()), Ok(_)) => {
+            eprintln!("error: `{}` does not parse", path.display());
+            return false;
+        }
+    };
+    match nnc::ir::emit::emit(&file, &program, stages) {
+        Ok(text) => {
+            print!("{text}");
+            true
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             false
         }
     }

@@ -443,12 +443,19 @@ pub fn element_count(g: &mut Graph, shape: &Shape, axes: &[usize]) -> IrResult<N
             Dim::K(k) => fixed *= k,
         }
     }
-    let mut count = g.constant(fixed as f32);
+    let mut count = None;
     for _ in 0..batches {
         let n = g.batch_size();
-        count = g.mul(n, count)?;
+        count = Some(match count {
+            None => n,
+            Some(c) => g.mul(c, n)?,
+        });
     }
-    Ok(count)
+    match count {
+        None => Ok(g.constant(fixed as f32)),
+        Some(c) if fixed == 1 => Ok(c),
+        Some(c) => g.scale(c, fixed as f32),
+    }
 }
 
 fn unary(g: &mut Graph, f: UnaryFn, x: NodeId) -> IrResult<NodeId> {

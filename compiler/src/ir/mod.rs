@@ -13,6 +13,7 @@
 //! Every value is an f32 tensor (comparisons produce 0.0 / 1.0), so the side table holds
 //! shapes only; there is no dtype table to keep in sync.
 
+pub mod emit;
 pub mod graph;
 pub mod init;
 pub mod interp;

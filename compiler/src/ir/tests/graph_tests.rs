@@ -334,3 +334,88 @@ fn reductions_keep_axes_and_max_ignores_order() {
     assert_eq!(out["m"].data, vec![3.0, 0.0]);
     assert_eq!(out["gt"].data, vec![0.0; 6]);
 }
+
+fn opt_adam() -> Optimizer {
+    Optimizer::Adam {
+        lr: 0.001,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    }
+}
+
+#[test]
+fn emit_prints_requested_stages_with_node_counts() {
+    use crate::ir::emit::{emit, Stage};
+    let text = "model Line {\n    input x: [1]\n    param w: [1, 1] = zeros\n    param b: [1] = zeros\n    output y = x @ w + b\n}\n";
+    let file = crate::syntax::parse_file(text).unwrap();
+    let opt = Optimizer::Sgd {
+        lr: 0.05,
+        momentum: 0.0,
+        nesterov: false,
+    };
+    let program = crate::sema::typed::Program {
+        models: vec![models::line()],
+        trains: vec![models::train_block(Loss::Mse, opt)],
+    };
+    let out = emit(
+        &file,
+        &program,
+        &[
+            Stage::Ast,
+            Stage::Graph,
+            Stage::TrainGraph,
+            Stage::EvalGraph,
+        ],
+    )
+    .unwrap();
+    let headers: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("# ==") || l.starts_with("graph "))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            "# == ast ==",
+            "# == graph ==",
+            "graph Line  # 5 nodes",
+            "# == train-graph ==",
+            "graph Line_train_step  # 29 nodes",
+            "# == eval-graph ==",
+            "graph Line_eval  # 12 nodes",
+        ]
+    );
+    assert_eq!(Stage::from_name("train-graph"), Some(Stage::TrainGraph));
+    assert_eq!(Stage::from_name("kernels"), None);
+}
+
+/// Snapshots of the printed step graphs of the hand-built models: any change to
+/// lowering, autodiff or an optimizer shows up as a reviewable diff.
+#[test]
+fn step_graph_snapshots() {
+    let sgd = Optimizer::Sgd {
+        lr: 0.05,
+        momentum: 0.9,
+        nesterov: false,
+    };
+    let cases = [
+        ("line_sgd_mse", models::line(), Loss::Mse, sgd.clone()),
+        (
+            "mlp_adam_cross_entropy",
+            models::mlp(4, 3, 2),
+            Loss::CrossEntropy,
+            opt_adam(),
+        ),
+        (
+            "conv_net_sgd_cross_entropy",
+            models::conv_net(),
+            Loss::CrossEntropy,
+            sgd,
+        ),
+    ];
+    for (name, model, loss, opt) in cases {
+        let sg = build_step_graphs(&model, &models::train_block(loss, opt)).unwrap();
+        insta::assert_snapshot!(format!("{name}_train"), print_graph(&sg.train));
+        insta::assert_snapshot!(format!("{name}_eval"), print_graph(&sg.eval));
+    }
+}

@@ -491,3 +491,45 @@ fn initializers_follow_fan_in_and_fan_out_formulas() {
     let z = init::init_tensor(&Init::Constant(0.5), &[2], 0, "c");
     assert_eq!(z.data, vec![0.5, 0.5]);
 }
+
+/// Speed of the oracle on the MNIST-sized model (784-128-64-10, batch 64, 125 steps =
+/// 8000 samples): run with `cargo test --release -- --ignored mnist_sized`.
+#[test]
+#[ignore = "timing; run in release mode"]
+fn mnist_sized_epoch_runs_in_seconds_in_release() {
+    let model = models::mnist(128, 64);
+    let opt = sgd(0.05, 0.9, false);
+    let sg = build_step_graphs(&model, &models::train_block(Loss::CrossEntropy, opt)).unwrap();
+    let mut vals = initial_inputs(&sg, &model, 7);
+    let mut rng = SplitMix64::new(1);
+    // Sparse like MNIST: about a fifth of the pixels lit.
+    let x: Vec<f32> = (0..64 * 784)
+        .map(|_| {
+            if rng.next_f64() < 0.2 {
+                rng.next_f64() as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    vals.insert("x".into(), Tensor::new(vec![64, 28, 28], x).unwrap());
+    vals.insert(
+        "y".into(),
+        Tensor::new(vec![64], (0..64).map(|i| (i % 10) as f32).collect()).unwrap(),
+    );
+    let start = std::time::Instant::now();
+    for _ in 0..125 {
+        let out = interp::run(&sg.train, &vals, 64).unwrap();
+        for (name, t) in out {
+            if name != "loss" && name != "output" {
+                vals.insert(name, t);
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "one MNIST-sized epoch: {secs:.2} s, {} nodes per step",
+        sg.train.len()
+    );
+    assert!(secs < 30.0, "an epoch took {secs:.1} s");
+}
