@@ -91,18 +91,17 @@ impl Shape {
     }
 
     /// Number of `N` dims and the product of the known dims: two shapes hold the same
-    /// number of elements for every batch size exactly when these agree.
-    pub fn volume(&self) -> (usize, usize) {
+    /// number of elements for every batch size exactly when these agree. `None` when the
+    /// product overflows.
+    pub fn volume(&self) -> Option<(usize, usize)> {
         let n = self.0.iter().filter(|d| **d == Dim::N).count();
-        let k = self
-            .0
-            .iter()
-            .map(|d| match d {
-                Dim::N => 1,
-                Dim::K(k) => *k,
-            })
-            .product();
-        (n, k)
+        let mut k: usize = 1;
+        for d in &self.0 {
+            if let Dim::K(x) = d {
+                k = k.checked_mul(*x)?;
+            }
+        }
+        Some((n, k))
     }
 
     pub fn has_batch(&self) -> bool {
@@ -329,6 +328,22 @@ impl Graph {
             ir_bail!("expected node %{}, found %{id}", self.nodes.len());
         }
         Ok(())
+    }
+
+    /// Breaks a graph on purpose, so tests can check that the verifier notices.
+    #[cfg(test)]
+    pub(crate) fn corrupt_for_test(
+        &mut self,
+        id: NodeId,
+        shape: Option<Shape>,
+        args: Option<Vec<NodeId>>,
+    ) {
+        if let Some(s) = shape {
+            self.shapes[id.index()] = s;
+        }
+        if let Some(a) = args {
+            self.nodes[id.index()].args = a;
+        }
     }
 
     /// Raw parts, for the verifier.

@@ -10,6 +10,9 @@ use super::op::{EvalCtx, Op};
 use super::tensor::Tensor;
 use super::{ir_bail, IrResult};
 
+/// The most elements one value may hold (2³¹, 8 GiB of f32).
+pub const MAX_ELEMENTS: usize = 1 << 31;
+
 /// Runs `graph` for a batch of `batch` samples and returns its named outputs. Every input
 /// must be given, with its declared shape (`N` = `batch`).
 pub fn run(
@@ -77,6 +80,10 @@ fn eval(
             continue;
         }
         let shape = graph.shape(id).resolve(batch);
+        match shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)) {
+            Some(n) if n <= MAX_ELEMENTS => {}
+            _ => ir_bail!("node {id} of shape {shape:?} is too large to evaluate"),
+        }
         let value = match graph.op(id) {
             Op::Input { name } => {
                 let Some(t) = inputs.get(name) else {

@@ -12,7 +12,7 @@ pub fn shape(op: &Op, args: &[&Shape]) -> IrResult<Shape> {
     let x = args[0];
     match op {
         Op::Reshape { shape } => {
-            if shape.volume() != x.volume() {
+            if shape.volume().is_none() || shape.volume() != x.volume() {
                 ir_bail!("cannot reshape {x} to {shape}: different number of elements");
             }
             Ok(shape.clone())
@@ -47,7 +47,12 @@ pub fn shape(op: &Op, args: &[&Shape]) -> IrResult<Shape> {
                     ir_bail!("cannot concatenate {x} and {a} along axis {axis}");
                 }
                 match a.0[axis] {
-                    Dim::K(k) => total += k,
+                    Dim::K(k) => {
+                        total = match usize::checked_add(total, k) {
+                            Some(t) => t,
+                            None => ir_bail!("concatenated size overflows"),
+                        }
+                    }
                     Dim::N => ir_bail!("cannot concatenate along the batch dimension"),
                 }
             }

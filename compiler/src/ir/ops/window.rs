@@ -44,8 +44,8 @@ impl Window {
     /// `same` windows: `ceil(h / stride)` positions, padding split with the extra row or
     /// column at the bottom/right (as TensorFlow does).
     pub fn same(h: usize, w: usize, kernel: usize, stride: usize) -> IrResult<Window> {
-        if kernel == 0 || stride == 0 {
-            ir_bail!("window {kernel} with stride {stride} is empty");
+        if kernel == 0 || stride == 0 || h == 0 || w == 0 {
+            ir_bail!("window {kernel} with stride {stride} over a {h}×{w} image is empty");
         }
         let oh = h.div_ceil(stride);
         let ow = w.div_ceil(stride);
@@ -99,6 +99,20 @@ impl Window {
     /// Every window position must start inside the padded image and end within the
     /// image plus at most `kernel - 1` padding, and no size may be zero.
     fn check(&self) -> IrResult<()> {
+        const LIMIT: usize = 1 << 20;
+        let fields = [
+            self.kernel,
+            self.stride,
+            self.pad_top,
+            self.pad_left,
+            self.h,
+            self.w,
+            self.oh,
+            self.ow,
+        ];
+        if fields.iter().any(|&f| f > LIMIT) {
+            ir_bail!("window geometry {self:?} is too large");
+        }
         let ok = self.kernel > 0
             && self.stride > 0
             && self.oh > 0
@@ -135,11 +149,14 @@ pub fn im2col_shape(win: &Window, x: &Shape) -> IrResult<Shape> {
         );
     }
     let c = known(x.0[3], "channels")?;
+    let Some(cols) = (win.kernel * win.kernel).checked_mul(c) else {
+        ir_bail!("`im2col` column count overflows");
+    };
     Ok(Shape(vec![
         x.0[0],
         Dim::K(win.oh),
         Dim::K(win.ow),
-        Dim::K(win.kernel * win.kernel * c),
+        Dim::K(cols),
     ]))
 }
 

@@ -419,3 +419,79 @@ fn step_graph_snapshots() {
         insta::assert_snapshot!(format!("{name}_eval"), print_graph(&sg.eval));
     }
 }
+
+mod parser_robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample_text() -> String {
+        let sg = build_step_graphs(
+            &models::conv_net(),
+            &models::train_block(Loss::CrossEntropy, opt_adam()),
+        )
+        .unwrap();
+        print_graph(&sg.eval)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any edit of a valid text either fails with an error or yields a graph that
+        /// verifies and round-trips; it never panics.
+        #[test]
+        fn edited_graph_text_never_panics(pos in 0usize..10_000, len in 0usize..8, insert in "[ -~]{0,6}") {
+            let text = sample_text();
+            let chars: Vec<char> = text.chars().collect();
+            let at = pos % chars.len();
+            let end = (at + len).min(chars.len());
+            let edited: String = chars[..at].iter().chain(insert.chars().collect::<Vec<_>>().iter()).chain(&chars[end..]).collect();
+            if let Ok(g) = parse_graph(&edited) {
+                prop_assert!(verify(&g).is_ok());
+                let again = print_graph(&g);
+                prop_assert_eq!(print_graph(&parse_graph(&again).unwrap()), again);
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "(graph g\n)?([ -~]{0,40}\n){0,5}") {
+            let _ = parse_graph(&text);
+        }
+    }
+
+    #[test]
+    fn huge_dimensions_are_errors_not_overflows() {
+        let text = "graph g\n  %0: [N, 18446744073709551615] = input name=\"x\"\n  %1: [18446744073709551615, 18446744073709551615] = reshape shape=[18446744073709551615, 18446744073709551615] %0\n";
+        assert!(parse_graph(text).is_err());
+        let text = "graph g\n  %0: [N, 4, 4, 18446744073709551615] = input name=\"x\"\n  %1: [N, 2, 2, 1] = im2col kernel=3 stride=1 pad=[0, 0] image=[4, 4] out=[2, 2] %0\n";
+        assert!(parse_graph(text).is_err());
+    }
+}
+
+#[test]
+fn verifier_rejects_wrong_shapes_forward_references_and_bad_arity() {
+    let build = || {
+        let mut g = Graph::new("v");
+        let x = g.input("x", Shape::batched(&[3])).unwrap();
+        let y = g
+            .unary(crate::ir::ops::elementwise::UnaryOp::Exp, x)
+            .unwrap();
+        let z = g.add(y, x).unwrap();
+        g.set_output("z", z).unwrap();
+        (g, x, y, z)
+    };
+    let (g, ..) = build();
+    verify(&g).unwrap();
+    let (mut g, _, y, _) = build();
+    g.corrupt_for_test(y, Some(Shape::batched(&[4])), None);
+    assert!(verify(&g).unwrap_err().message.contains("recorded as"));
+    let (mut g, _, y, z) = build();
+    g.corrupt_for_test(y, None, Some(vec![z]));
+    assert!(verify(&g)
+        .unwrap_err()
+        .message
+        .contains("does not come before"));
+    let (mut g, x, _, z) = build();
+    g.corrupt_for_test(z, None, Some(vec![x]));
+    // z is now `add x` with one operand: the shape rule reports the arity.
+    assert!(verify(&g).unwrap_err().message.contains("operand"));
+}
