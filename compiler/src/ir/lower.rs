@@ -227,7 +227,8 @@ impl Cx<'_> {
                     BinaryFn::Mul => BinaryOp::Mul,
                     BinaryFn::Div => BinaryOp::Div,
                 };
-                g.binary(op, arg(0)?, arg(1)?)?
+                let (a, b) = align_per_sample(g, arg(0)?, arg(1)?)?;
+                g.binary(op, a, b)?
             }
             TOp::MatMul => self.matmul(arg(0)?, arg(1)?)?,
             TOp::Reduce { func, axis } => {
@@ -430,6 +431,26 @@ impl Cx<'_> {
         let y = g.matmul(a2, b2)?;
         g.reshape(y, self.want.clone())
     }
+}
+
+/// Makes NumPy broadcasting of graph shapes agree with per-sample broadcasting: a batched
+/// operand whose per-sample rank is lower than the other operand's gets size-1 dims
+/// inserted after `N` (`[N] + [N, 3]` means a per-sample scalar plus a vector, i.e.
+/// `[N, 1] + [N, 3]`, not a right-aligned `N` against `3`).
+fn align_per_sample(g: &mut Graph, a: NodeId, b: NodeId) -> IrResult<(NodeId, NodeId)> {
+    let per_sample = |s: &Shape| s.rank() - usize::from(s.has_batch());
+    let (sa, sb) = (g.shape(a).clone(), g.shape(b).clone());
+    let target = per_sample(&sa).max(per_sample(&sb));
+    let lift = |g: &mut Graph, x: NodeId, s: &Shape| -> IrResult<NodeId> {
+        if !s.has_batch() || per_sample(s) >= target {
+            return Ok(x);
+        }
+        let mut dims = vec![Dim::N];
+        dims.extend(std::iter::repeat_n(Dim::K(1), target - per_sample(s)));
+        dims.extend_from_slice(&s.0[1..]);
+        g.reshape(x, Shape(dims))
+    };
+    Ok((lift(g, a, &sa)?, lift(g, b, &sb)?))
 }
 
 /// The number of elements reduced over `axes` of `shape`, as a scalar node (it involves

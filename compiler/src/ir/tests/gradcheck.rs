@@ -540,3 +540,36 @@ fn cross_entropy_on_logits_matches_finite_differences() {
         check_model(&model, Loss::CrossEntropy, seed);
     }
 }
+
+#[test]
+fn per_sample_scalars_broadcast_against_vectors() {
+    // x − mean(x) and max(x) · (x − mean(x)), with per-sample results of rank 0 against rank 1, and a
+    // per-sample vector plus a fixed matrix.
+    let mut b = ModelBuilder::new("Centre");
+    let bs = |d: &[usize]| typed::Shape::batched(d.to_vec());
+    let x = b.input("x", &[4]);
+    let m = b.node(
+        TOp::Reduce {
+            func: typed::ReduceFn::Mean,
+            axis: 0,
+        },
+        vec![x],
+        bs(&[]),
+    );
+    let c = b.binary(BinaryFn::Sub, x, m, bs(&[4]));
+    let mx = b.node(
+        TOp::Reduce {
+            func: typed::ReduceFn::Max,
+            axis: 0,
+        },
+        vec![x],
+        bs(&[]),
+    );
+    let q = b.binary(BinaryFn::Mul, mx, c, bs(&[4]));
+    let w = b.param("w", &[2, 4], typed::Init::Ones);
+    let out = b.binary(BinaryFn::Mul, q, w, bs(&[2, 4]));
+    let model = b.finish(out);
+    for seed in 0..3 {
+        check_model(&model, Loss::Mse, seed);
+    }
+}
