@@ -389,7 +389,7 @@ impl Cx<'_> {
                         {
                             let batch = g.reshape(batch, channel.clone())?;
                             let keep = g.scale(old, m)?;
-                            let new = g.scale(batch, 1.0 - m)?;
+                            let new = g.scale(batch, (1.0 - momentum) as f32)?;
                             buffer_updates.push((buffer, g.add(keep, new)?));
                         }
                         (centered, var)
