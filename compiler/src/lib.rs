@@ -26,8 +26,7 @@ pub struct Source {
 impl Source {
     /// Reads a file; invalid UTF-8 becomes a diagnostic pointing at the first bad byte.
     pub fn read(path: &Path) -> Result<Source, String> {
-        let bytes =
-            std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
         Ok(Source::from_bytes(&path.display().to_string(), &bytes))
     }
 
@@ -53,15 +52,12 @@ pub fn check_bytes(bytes: &[u8], base_dir: &Path) -> Result<sema::typed::Program
         Ok(text) => check_source(text, base_dir),
         Err(e) => {
             let valid = e.valid_up_to();
-            Err(vec![Diagnostic::new(
-                Code::InvalidUtf8,
-                "file is not valid UTF-8",
-            )
-            .label(
-                syntax::ast::Span::new(valid, valid + 1),
-                format!("invalid byte at offset {valid}"),
-            )
-            .help("save the file as UTF-8")])
+            Err(vec![Diagnostic::new(Code::InvalidUtf8, "file is not valid UTF-8")
+                .label(
+                    syntax::ast::Span::new(valid, valid + 1),
+                    format!("invalid byte at offset {valid}"),
+                )
+                .help("save the file as UTF-8")])
         }
     }
 }

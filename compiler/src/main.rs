@@ -10,11 +10,7 @@ use nnc::diag::{self, ColorChoice};
 use nnc::Source;
 
 #[derive(Parser)]
-#[command(
-    name = "nnc",
-    version,
-    about = "A compiler for neural-network models (.nn files)"
-)]
+#[command(name = "nnc", version, about = "A compiler for neural-network models (.nn files)")]
 struct Cli {
     /// When to colour diagnostics.
     #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
@@ -92,8 +88,7 @@ impl<T, I: Iterator<Item = T>> AllOk<T> for I {
 }
 
 fn base_dir(path: &Path) -> PathBuf {
-    path.parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 fn check(path: &Path, color: ColorChoice) -> bool {
@@ -108,15 +103,13 @@ fn check(path: &Path, color: ColorChoice) -> bool {
     match nnc::check_bytes(&bytes, &base_dir(path)) {
         Ok(_) => true,
         Err(diags) => {
-            eprint!(
-                "{}",
-                diag::render_all(&diags, &source.path, &source.text, color)
-            );
+            eprint!("{}", diag::render_all(&diags, &source.path, &source.text, color));
             false
         }
     }
 }
 
+/// Parses, checks and prints the requested stages of one file.
 fn build(path: &Path, stages: &[nnc::ir::emit::Stage], color: ColorChoice) -> bool {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -126,20 +119,18 @@ fn build(path: &Path, stages: &[nnc::ir::emit::Stage], color: ColorChoice) -> bo
         }
     };
     let source = Source::from_bytes(&path.display().to_string(), &bytes);
-    let checked = std::str::from_utf8(&bytes)
-        .map_err(|_| ())
-        .and_then(|text| nnc::syntax::parse_file(text).map_err(|_| ()));
-    let (file, program) = match (checked, nnc::check_bytes(&bytes, &base_dir(path))) {
-        (Ok(file), Ok(program)) => (file, program),
-        (_, Err(diags)) => {
-            eprint!(
-                "{}",
-                diag::render_all(&diags, &source.path, &source.text, color)
-            );
+    let program = match nnc::check_bytes(&bytes, &base_dir(path)) {
+        Ok(program) => program,
+        Err(diags) => {
+            eprint!("{}", diag::render_all(&diags, &source.path, &source.text, color));
             return false;
         }
-        (Err(()), Ok(_)) => {
-            eprintln!("error: `{}` does not parse", path.display());
+    };
+    // Checking succeeded, so the text is UTF-8 and parses.
+    let file = match nnc::syntax::parse_file(&source.text) {
+        Ok(file) => file,
+        Err(diags) => {
+            eprint!("{}", diag::render_all(&diags, &source.path, &source.text, color));
             return false;
         }
     };

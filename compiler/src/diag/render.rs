@@ -99,22 +99,20 @@ impl miette::Diagnostic for Report<'_> {
             return None;
         }
         let len = self.src_len;
-        Some(Box::new(self.diag.labels.iter().enumerate().map(
-            move |(i, l)| {
-                let start = (l.span.start as usize).min(len);
-                let end = (l.span.end as usize).clamp(start, len);
-                let span = SourceSpan::new(start.into(), end - start);
-                let text = if l.text.is_empty() {
-                    None
-                } else {
-                    Some(l.text.clone())
-                };
-                if i == 0 {
-                    LabeledSpan::new_primary_with_span(text, span)
-                } else {
-                    LabeledSpan::new_with_span(text, span)
-                }
-            },
-        )))
+        Some(Box::new(self.diag.labels.iter().enumerate().map(move |(i, l)| {
+            let start = (l.span.start as usize).min(len);
+            let end = (l.span.end as usize).clamp(start, len);
+            let span = SourceSpan::new(start.into(), end - start);
+            let text = if l.text.is_empty() {
+                None
+            } else {
+                Some(l.text.clone())
+            };
+            if i == 0 {
+                LabeledSpan::new_primary_with_span(text, span)
+            } else {
+                LabeledSpan::new_with_span(text, span)
+            }
+        })))
     }
 }

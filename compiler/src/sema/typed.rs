@@ -25,10 +25,7 @@ pub struct Shape {
 
 impl Shape {
     pub fn batched(dims: Vec<usize>) -> Shape {
-        Shape {
-            batched: true,
-            dims,
-        }
+        Shape { batched: true, dims }
     }
 
     pub fn fixed(dims: Vec<usize>) -> Shape {
@@ -115,12 +112,8 @@ pub struct TypedBuffer {
 pub enum Init {
     Zeros,
     Ones,
-    Normal {
-        std: f64,
-    },
-    Uniform {
-        limit: f64,
-    },
+    Normal { std: f64 },
+    Uniform { limit: f64 },
     /// Xavier uniform: limit = sqrt(6 / (fan_in + fan_out)).
     Glorot,
     /// Kaiming normal: std = sqrt(2 / fan_in).
@@ -211,11 +204,7 @@ pub enum TOp {
     /// Operands: `[x]`.
     Flatten,
     /// Operands: `[x]`; `x @ w + b`.
-    Dense {
-        w: ParamId,
-        b: ParamId,
-        units: usize,
-    },
+    Dense { w: ParamId, b: ParamId, units: usize },
     /// Operands: `[x]`; channels-last, `w: [k, k, c, filters]`.
     Conv2d {
         w: ParamId,

@@ -180,19 +180,13 @@ impl BinOp {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExprKind {
     /// A numeric literal; `text` is the source spelling, `value` its value.
-    Number {
-        value: f64,
-        text: String,
-    },
+    Number { value: f64, text: String },
     /// A string literal, escapes resolved.
     Str(String),
     Bool(bool),
     List(Vec<Expr>),
     Name(Ident),
-    Call {
-        callee: Ident,
-        args: Vec<Arg>,
-    },
+    Call { callee: Ident, args: Vec<Arg> },
     Neg(Box<Expr>),
     Binary {
         op: BinOp,
@@ -200,10 +194,7 @@ pub enum ExprKind {
         rhs: Box<Expr>,
     },
     /// `input |> stage`, where `stage` is a [`ExprKind::Call`] or a [`ExprKind::Name`].
-    Pipe {
-        input: Box<Expr>,
-        stage: Box<Expr>,
-    },
+    Pipe { input: Box<Expr>, stage: Box<Expr> },
     Paren(Box<Expr>),
 }
 

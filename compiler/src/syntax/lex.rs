@@ -93,7 +93,10 @@ pub fn scan(src: &str) -> Scan {
                         errors.push(
                             Diagnostic::new(
                                 Code::UnclosedDelimiter,
-                                format!("mismatched closing delimiter `{}`", char::from(b)),
+                                format!(
+                                    "mismatched closing delimiter `{}`",
+                                    char::from(b)
+                                ),
                             )
                             .label(Span::new(i, i + 1), "mismatched closing delimiter")
                             .label(
@@ -145,10 +148,7 @@ pub fn scan(src: &str) -> Scan {
         };
         errors.push(
             Diagnostic::new(Code::UnclosedDelimiter, format!("unclosed {what}"))
-                .label(
-                    Span::new(at, at + 1),
-                    format!("this `{}` is never closed", char::from(open)),
-                )
+                .label(Span::new(at, at + 1), format!("this `{}` is never closed", char::from(open)))
                 .help(format!("add `{}` where it should end", closing(open))),
         );
     }

@@ -381,12 +381,9 @@ fn syntax_error(src: &str, err: &pest::error::Error<Rule>) -> Diagnostic {
     let wants_name = expected.contains(&"a name");
     let found_number = src[pos..].starts_with(|c: char| c.is_ascii_digit());
     if wants_name && found_number {
-        return Diagnostic::new(
-            Code::NumberForName,
-            format!("expected a name, found {found}"),
-        )
-        .label(span, "a name is expected here")
-        .help("names start with a letter or `_`, like `layer1`");
+        return Diagnostic::new(Code::NumberForName, format!("expected a name, found {found}"))
+            .label(span, "a name is expected here")
+            .help("names start with a letter or `_`, like `layer1`");
     }
     let expected_text = match expected.len() {
         0 => "something else".to_string(),
@@ -401,14 +398,12 @@ fn syntax_error(src: &str, err: &pest::error::Error<Rule>) -> Diagnostic {
         format!("expected {expected_text}, found {found}"),
     )
     .label(span, "unexpected token");
-    let keyword = [
-        "model", "train", "input", "param", "let", "output", "true", "false",
-    ]
-    .into_iter()
-    .find(|k| {
-        src[pos..].starts_with(k)
-            && !src[pos + k.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-    });
+    let keyword = ["model", "train", "input", "param", "let", "output", "true", "false"]
+        .into_iter()
+        .find(|k| {
+            src[pos..].starts_with(k)
+                && !src[pos + k.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        });
     if let Some(k) = keyword {
         if wants_name {
             d = d.help(format!("`{k}` is a keyword; choose another name"));
@@ -458,10 +453,8 @@ fn describe_token(src: &str, pos: usize) -> (String, usize) {
     } else if c.is_ascii_alphabetic() || c == '_' {
         let n = word_len(|c| c.is_ascii_alphanumeric() || c == '_');
         let word = &rest[..n];
-        let is_kw = [
-            "model", "train", "input", "param", "let", "output", "true", "false",
-        ]
-        .contains(&word);
+        let is_kw = ["model", "train", "input", "param", "let", "output", "true", "false"]
+            .contains(&word);
         if is_kw {
             (format!("keyword `{word}`"), n)
         } else {

@@ -37,15 +37,11 @@ impl Printer {
         self.line(0, &format!("(model {} @{}", m.name.name, m.span));
         for s in &m.stmts {
             match &s.kind {
-                StmtKind::Input { name, shape } => self.line(
-                    1,
-                    &format!("(input {} {} @{})", name.name, shape_text(shape), s.span),
-                ),
+                StmtKind::Input { name, shape } => {
+                    self.line(1, &format!("(input {} {} @{})", name.name, shape_text(shape), s.span))
+                }
                 StmtKind::Param { name, shape, init } => {
-                    self.line(
-                        1,
-                        &format!("(param {} {} @{}", name.name, shape_text(shape), s.span),
-                    );
+                    self.line(1, &format!("(param {} {} @{}", name.name, shape_text(shape), s.span));
                     if let Some(e) = init {
                         self.expr(2, e);
                     }
