@@ -4,7 +4,10 @@
 //! source → [`syntax`] (AST) → [`sema`] (typed models and training settings) → graph IR
 //! → training-step graph → passes → kernels → code. This file is the straight-line driver.
 
+pub mod autodiff;
 pub mod diag;
+pub mod ir;
+pub mod optim;
 pub mod sema;
 pub mod syntax;
 

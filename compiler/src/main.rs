@@ -1,4 +1,4 @@
-//! The `nnc` command line: `check`, `fmt`, `doc` (and, as they land, `build`, `train`).
+//! The `nnc` command line: `check`, `build`, `fmt`, `doc` (and, as it lands, `train`).
 //! Exit codes: 0 success, 1 user error (diagnostics on stderr), 2 usage error.
 
 use std::io::IsTerminal;
@@ -50,6 +50,13 @@ enum Command {
         /// The name to describe; without it, every name grouped by kind.
         name: Option<String>,
     },
+    /// Compile a program and print the requested pipeline stages.
+    Build {
+        file: PathBuf,
+        /// Stages to print, comma-separated: ast, graph, train-graph, eval-graph.
+        #[arg(long, value_delimiter = ',', default_value = "graph")]
+        emit: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +71,22 @@ fn main() -> ExitCode {
         Command::Check { files } => files.iter().all_ok(|f| check(f, color)),
         Command::Fmt { files, check } => files.iter().all_ok(|f| fmt(f, check, color)),
         Command::Doc { name } => doc(name.as_deref()),
+        Command::Build { file, emit } => {
+            let mut stages = Vec::new();
+            for name in &emit {
+                match nnc::ir::emit::Stage::from_name(name.trim()) {
+                    Some(s) => stages.push(s),
+                    None => {
+                        let known: Vec<&str> =
+                            nnc::ir::emit::Stage::ALL.iter().map(|(_, n)| *n).collect();
+                        eprintln!("error: unknown stage `{name}` for `--emit`");
+                        eprintln!("help: stages are {}", known.join(", "));
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            build(&file, &stages, color)
+        }
     };
     if ok {
         ExitCode::SUCCESS
@@ -195,4 +218,41 @@ fn replace_file(path: &Path, contents: &str) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Parses, checks and prints the requested stages of one file.
+fn build(path: &Path, stages: &[nnc::ir::emit::Stage], color: ColorChoice) -> bool {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read `{}`: {e}", path.display());
+            return false;
+        }
+    };
+    let source = Source::from_bytes(&path.display().to_string(), &bytes);
+    let program = match nnc::check_bytes(&bytes, &base_dir(path)) {
+        Ok(program) => program,
+        Err(diags) => {
+            eprint!("{}", diag::render_all(&diags, &source.path, &source.text, color));
+            return false;
+        }
+    };
+    // Checking succeeded, so the text is UTF-8 and parses.
+    let file = match nnc::syntax::parse_file(&source.text) {
+        Ok(file) => file,
+        Err(diags) => {
+            eprint!("{}", diag::render_all(&diags, &source.path, &source.text, color));
+            return false;
+        }
+    };
+    match nnc::ir::emit::emit(&file, &program, stages) {
+        Ok(text) => {
+            print!("{text}");
+            true
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            false
+        }
+    }
 }

@@ -1,0 +1,74 @@
+//! `nnc build --emit`: the text of each requested pipeline stage for a checked file.
+//! Every section starts with a `# == <stage> ==` line (a comment to the graph parser);
+//! graph stages print each graph with its node count in the header.
+
+use super::lower::lower_forward;
+use super::print::print_graph;
+use super::train::build_step_graphs;
+use super::{ir_bail, IrResult};
+use crate::sema::typed::Program;
+use crate::syntax::ast::File;
+
+/// A printable stage of the pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The parsed file, pretty-printed.
+    Ast,
+    /// Each model's forward graph (inference form).
+    Graph,
+    /// Each `train` block's training-step graph.
+    TrainGraph,
+    /// Each `train` block's evaluation graph.
+    EvalGraph,
+}
+
+impl Stage {
+    pub const ALL: [(Stage, &'static str); 4] = [
+        (Stage::Ast, "ast"),
+        (Stage::Graph, "graph"),
+        (Stage::TrainGraph, "train-graph"),
+        (Stage::EvalGraph, "eval-graph"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Stage::ALL
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map_or("?", |(_, n)| n)
+    }
+
+    pub fn from_name(name: &str) -> Option<Stage> {
+        Stage::ALL.iter().find(|(_, n)| *n == name).map(|(s, _)| *s)
+    }
+}
+
+/// The text of the requested stages, in the order given.
+pub fn emit(file: &File, program: &Program, stages: &[Stage]) -> IrResult<String> {
+    let mut out = String::new();
+    for &stage in stages {
+        out.push_str(&format!("# == {} ==\n", stage.name()));
+        match stage {
+            Stage::Ast => out.push_str(&crate::syntax::print::print_file(file)),
+            Stage::Graph => {
+                for model in &program.models {
+                    out.push_str(&print_graph(&lower_forward(model, false, 0)?));
+                }
+            }
+            Stage::TrainGraph | Stage::EvalGraph => {
+                for train in &program.trains {
+                    let Some(model) = program.models.get(train.model) else {
+                        ir_bail!("a train block refers to a missing model");
+                    };
+                    let sg = build_step_graphs(model, train)?;
+                    let g = if stage == Stage::TrainGraph {
+                        &sg.train
+                    } else {
+                        &sg.eval
+                    };
+                    out.push_str(&print_graph(g));
+                }
+            }
+        }
+    }
+    Ok(out)
+}

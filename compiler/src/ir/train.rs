@@ -1,0 +1,294 @@
+//! The training-step graph and the evaluation graph of a `train` block.
+//!
+//! Contract with the runtime (names are the interface; see [`StepGraphs`]):
+//!
+//! | train-step inputs | shape |
+//! | --- | --- |
+//! | `x` | `[N, ..]`, the model input |
+//! | `y` | `cross_entropy`: `[N]`, class indices stored as f32; other losses: the model output's shape `[N, ..]` (so `[N, 1]` for one output) |
+//! | each parameter, by name (`dense_0.w`) | its shape |
+//! | each buffer, by name (`batch_norm_0.running_mean`) | its shape |
+//! | `step` | `[]`, the number of steps taken so far (0 before the first) |
+//! | each optimizer state tensor, `<param>.<slot>` (`dense_0.w.m`) | the parameter's shape |
+//!
+//! Train-step outputs: every parameter, buffer and state tensor under its input name (the
+//! new value), `step` (+1), `loss` (`[]`, the mean over the `N` samples actually given,
+//! so a partial last batch is right), and `output` (the model output, for metrics).
+//! The evaluation graph takes `x`, `y`, parameters and buffers and returns `loss` and
+//! `output`, with `dropout` the identity and `batch_norm` using its running statistics.
+//!
+//! Losses: `cross_entropy` applies a stable log-softmax to the logits (the input of a
+//! final softmax, or the output itself when the model ends in logits), so its gradient
+//! is `(softmax − onehot)/N`; it averages over samples. `binary_cross_entropy` uses the
+//! stable logits form after a final sigmoid and clips probabilities to `[1e-7, 1−1e-7]`
+//! otherwise; it, `mse` and `mae` average over every output element (samples × outputs).
+
+use super::graph::{Dim, Graph, NodeId, Shape};
+use super::lower::{bind_state, full_shape, log_softmax, lower_model, Bindings, Forward, Mode};
+use super::op::Op;
+use super::ops::elementwise::{BinaryOp, UnaryOp};
+use super::ops::reduce::ReduceOp;
+use super::tensor::Tensor;
+use super::{init, ir_bail, IrResult};
+use crate::sema::typed::{Loss, TypedModel, TypedTrain};
+
+pub const INPUT: &str = "x";
+pub const LABELS: &str = "y";
+pub const STEP: &str = "step";
+pub const LOSS: &str = "loss";
+pub const OUTPUT: &str = "output";
+
+/// A named tensor of state and the value every element starts at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub fill: f32,
+}
+
+/// Both graphs of a `train` block and the tensors they carry between steps.
+#[derive(Clone, Debug)]
+pub struct StepGraphs {
+    pub train: Graph,
+    pub eval: Graph,
+    /// Learnable parameters: name and shape, in declaration order.
+    pub params: Vec<(String, Vec<usize>)>,
+    /// Model buffers (batch-norm running statistics).
+    pub buffers: Vec<StateSpec>,
+    /// Optimizer state, then `step`.
+    pub state: Vec<StateSpec>,
+    /// The shape of `y` (with `N`).
+    pub label_shape: Shape,
+}
+
+impl StepGraphs {
+    /// Every tensor carried between steps at its starting value: parameters initialised
+    /// from `seed`, buffers and optimizer state filled.
+    pub fn initial_values(&self, model: &TypedModel, seed: u64) -> Vec<(String, Tensor)> {
+        let mut out = init::init_params(model, seed);
+        for s in self.buffers.iter().chain(&self.state) {
+            out.push((s.name.clone(), Tensor::full(s.shape.clone(), s.fill)));
+        }
+        out
+    }
+}
+
+pub fn build_step_graphs(model: &TypedModel, train: &TypedTrain) -> IrResult<StepGraphs> {
+    if model.inputs.len() != 1 {
+        ir_bail!(
+            "a trained model needs exactly one input, `{}` has {}",
+            model.name,
+            model.inputs.len()
+        );
+    }
+    let reserved = [INPUT, LABELS, STEP, LOSS, OUTPUT];
+    for name in model
+        .params
+        .iter()
+        .map(|p| &p.name)
+        .chain(model.buffers.iter().map(|b| &b.name))
+    {
+        if reserved.contains(&name.as_str()) {
+            ir_bail!("parameter `{name}` has a name the training step reserves; rename it");
+        }
+    }
+    let out_node = model
+        .nodes
+        .get(model.output.0 as usize)
+        .ok_or_else(|| super::IrError::new("the model output refers to a missing node"))?;
+    let out_shape = full_shape(&out_node.shape);
+    let label_shape = match train.loss {
+        Loss::CrossEntropy => Shape(vec![Dim::N]),
+        _ => out_shape.clone(),
+    };
+
+    // The training step.
+    let mut g = Graph::new(&format!("{}_train_step", model.name));
+    let x = g.input(INPUT, full_shape(&model.inputs[0].shape))?;
+    let y = g.input(LABELS, label_shape.clone())?;
+    let (params, buffers) = bind_state(&mut g, model)?;
+    let step = g.input(STEP, Shape::scalar())?;
+    let slots = crate::optim::state_names(&train.optimizer);
+    let mut state_inputs = Vec::new();
+    let mut state = Vec::new();
+    for p in &model.params {
+        let mut ids = Vec::new();
+        for slot in slots {
+            let name = format!("{}.{slot}", p.name);
+            ids.push(g.input(&name, full_shape(&p.shape))?);
+            state.push(StateSpec {
+                name,
+                shape: p.shape.dims.clone(),
+                fill: 0.0,
+            });
+        }
+        state_inputs.push(ids);
+    }
+    state.push(StateSpec {
+        name: STEP.into(),
+        shape: Vec::new(),
+        fill: 0.0,
+    });
+    let fwd = lower_model(
+        &mut g,
+        model,
+        Mode::Train {
+            seed: train.seed,
+            step,
+        },
+        &Bindings {
+            inputs: &[x],
+            params: &params,
+            buffers: &buffers,
+        },
+    )?;
+    let loss = build_loss(&mut g, &fwd, train.loss, y)?;
+    let grads = crate::autodiff::grad(&mut g, loss, &params)?;
+    let one = g.constant(1.0);
+    let t = g.add(step, one)?;
+    let mut updates = Vec::new();
+    for (i, p) in model.params.iter().enumerate() {
+        let (new_p, new_state) = crate::optim::update(
+            &mut g,
+            &train.optimizer,
+            params[i],
+            grads[i],
+            &state_inputs[i],
+            t,
+        )?;
+        updates.push((p.name.clone(), new_p));
+        for (slot, id) in slots.iter().zip(new_state) {
+            updates.push((format!("{}.{slot}", p.name), id));
+        }
+    }
+    for (name, id) in updates {
+        g.set_output(&name, id)?;
+    }
+    for (b, id) in &fwd.buffer_updates {
+        g.set_output(&model.buffers[*b].name, *id)?;
+    }
+    g.set_output(STEP, t)?;
+    g.set_output(LOSS, loss)?;
+    g.set_output(OUTPUT, fwd.output)?;
+    let train_graph = g.compact();
+
+    // The evaluation graph.
+    let mut e = Graph::new(&format!("{}_eval", model.name));
+    let x = e.input(INPUT, full_shape(&model.inputs[0].shape))?;
+    let y = e.input(LABELS, label_shape.clone())?;
+    let (params, buffers) = bind_state(&mut e, model)?;
+    let fwd = lower_model(
+        &mut e,
+        model,
+        Mode::Eval,
+        &Bindings {
+            inputs: &[x],
+            params: &params,
+            buffers: &buffers,
+        },
+    )?;
+    let loss = build_loss(&mut e, &fwd, train.loss, y)?;
+    e.set_output(LOSS, loss)?;
+    e.set_output(OUTPUT, fwd.output)?;
+    let eval_graph = e.compact();
+
+    Ok(StepGraphs {
+        train: train_graph,
+        eval: eval_graph,
+        params: model
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.shape.dims.clone()))
+            .collect(),
+        buffers: model
+            .buffers
+            .iter()
+            .map(|b| StateSpec {
+                name: b.name.clone(),
+                shape: b.shape.dims.clone(),
+                fill: b.fill,
+            })
+            .collect(),
+        state,
+        label_shape,
+    })
+}
+
+/// The scalar loss of a forward pass against labels `y` (see the module doc).
+pub fn build_loss(g: &mut Graph, fwd: &Forward, loss: Loss, y: NodeId) -> IrResult<NodeId> {
+    let out = fwd.output;
+    let total = match loss {
+        Loss::CrossEntropy => {
+            let z = fwd.softmax_logits.unwrap_or(out);
+            let zs = g.shape(z).clone();
+            let classes = match zs.0.as_slice() {
+                [Dim::N, Dim::K(k)] => *k,
+                _ => ir_bail!("`cross_entropy` needs an output of one vector per sample, got {zs}"),
+            };
+            let lsm = log_softmax(g, z, 1)?;
+            let labels = g.reshape(y, Shape(vec![Dim::N, Dim::K(1)]))?;
+            let classes_iota = g.push(Op::Iota { len: classes }, &[])?;
+            let onehot = g.binary(BinaryOp::Eq, labels, classes_iota)?;
+            let picked = g.mul(onehot, lsm)?;
+            let sum = g.reduce(ReduceOp::Sum, picked, &[0, 1])?;
+            let n = g.batch_size();
+            let mean = g.div(sum, n)?;
+            g.unary(UnaryOp::Neg, mean)?
+        }
+        Loss::BinaryCrossEntropy => {
+            let per_elem = match fwd.sigmoid_logits {
+                Some(z) => {
+                    // max(z, 0) − z·y + log(1 + exp(−|z|))
+                    let zero = g.constant(0.0);
+                    let pos = g.binary(BinaryOp::Max, z, zero)?;
+                    let zy = g.mul(z, y)?;
+                    let a = g.sub(pos, zy)?;
+                    let abs = g.unary(UnaryOp::Abs, z)?;
+                    let nabs = g.unary(UnaryOp::Neg, abs)?;
+                    let ex = g.unary(UnaryOp::Exp, nabs)?;
+                    let one = g.constant(1.0);
+                    let ope = g.add(one, ex)?;
+                    let l = g.unary(UnaryOp::Log, ope)?;
+                    g.add(a, l)?
+                }
+                None => {
+                    let lo = g.constant(1e-7);
+                    let hi = g.constant(1.0 - 1e-7);
+                    let above = g.binary(BinaryOp::Gt, out, hi)?;
+                    let capped = g.select(above, hi, out)?;
+                    let p = g.binary(BinaryOp::Max, capped, lo)?;
+                    let one = g.constant(1.0);
+                    let lp = g.unary(UnaryOp::Log, p)?;
+                    let omp = g.sub(one, p)?;
+                    let lomp = g.unary(UnaryOp::Log, omp)?;
+                    let omy = g.sub(one, y)?;
+                    let a = g.mul(y, lp)?;
+                    let b = g.mul(omy, lomp)?;
+                    let s = g.add(a, b)?;
+                    g.unary(UnaryOp::Neg, s)?
+                }
+            };
+            mean_all(g, per_elem)?
+        }
+        Loss::Mse => {
+            let d = g.sub(out, y)?;
+            let sq = g.mul(d, d)?;
+            mean_all(g, sq)?
+        }
+        Loss::Mae => {
+            let d = g.sub(out, y)?;
+            let a = g.unary(UnaryOp::Abs, d)?;
+            mean_all(g, a)?
+        }
+    };
+    g.reshape(total, Shape::scalar())
+}
+
+/// The mean of every element (the count includes the runtime batch size).
+fn mean_all(g: &mut Graph, x: NodeId) -> IrResult<NodeId> {
+    let s = g.shape(x).clone();
+    let axes: Vec<usize> = (0..s.rank()).collect();
+    let sum = g.reduce(ReduceOp::Sum, x, &axes)?;
+    let count = super::lower::element_count(g, &s, &axes)?;
+    g.div(sum, count)
+}
