@@ -6,6 +6,7 @@
 
 pub mod autodiff;
 pub mod diag;
+pub mod driver;
 pub mod ir;
 pub mod optim;
 pub mod sema;

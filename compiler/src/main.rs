@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use nnc::diag::{self, ColorChoice};
+use nnc::driver::{self, DriverError, EvalOptions, Target, TrainOptions};
 use nnc::Source;
 
 #[derive(Parser)]
@@ -30,6 +31,40 @@ enum Color {
     Never,
 }
 
+/// Flags shared by `train` and `eval`.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The model whose `train` block to use, when the file has several.
+    #[arg(long)]
+    model: Option<String>,
+    /// Where the training step runs.
+    #[arg(long, value_enum, default_value_t = TargetArg::Interp)]
+    target: TargetArg,
+    /// Data to use instead of the file's (a folder for `idx`, a file for `csv`).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Batch size (overrides the file).
+    #[arg(long)]
+    batch: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TargetArg {
+    Interp,
+    Cpu,
+    Cuda,
+}
+
+impl TargetArg {
+    fn target(self) -> Target {
+        match self {
+            TargetArg::Interp => Target::Interp,
+            TargetArg::Cpu => Target::Cpu,
+            TargetArg::Cuda => Target::Cuda,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check programs for errors without running them (data files are not opened).
@@ -49,6 +84,39 @@ enum Command {
     Doc {
         /// The name to describe; without it, every name grouped by kind.
         name: Option<String>,
+    },
+    /// Train a model: the file's only `train` block, or the one of `--model`.
+    Train {
+        file: PathBuf,
+        #[command(flatten)]
+        common: RunArgs,
+        /// Number of epochs (overrides the file).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Seed of initial weights and shuffles (overrides the file).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Output folder for weights, checkpoint, metrics and plots [default: runs/<file>].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from the checkpoint in this output folder.
+        #[arg(long)]
+        resume: Option<PathBuf>,
+        /// Also write the per-epoch metrics to this JSON-lines file.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Print nothing but the final summary.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Evaluate saved weights on the test split: loss, metrics, confusion matrix.
+    Eval {
+        file: PathBuf,
+        #[command(flatten)]
+        common: RunArgs,
+        /// A `weights.safetensors` written by `nnc train`.
+        #[arg(long)]
+        weights: PathBuf,
     },
     /// Compile a program and print the requested pipeline stages.
     Build {
@@ -71,6 +139,62 @@ fn main() -> ExitCode {
         Command::Check { files } => files.iter().all_ok(|f| check(f, color)),
         Command::Fmt { files, check } => files.iter().all_ok(|f| fmt(f, check, color)),
         Command::Doc { name } => doc(name.as_deref()),
+        Command::Train {
+            file,
+            common,
+            epochs,
+            seed,
+            out,
+            resume,
+            log,
+            quiet,
+        } => {
+            let opts = TrainOptions {
+                model: common.model,
+                target: common.target.target(),
+                data: common.data,
+                epochs,
+                batch: common.batch,
+                seed,
+                out,
+                resume,
+                log,
+                quiet,
+            };
+            with_program(&file, color, |program, source| {
+                match driver::run_train(program, &file, &opts) {
+                    Ok(summary) => {
+                        println!("{summary}");
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| report(e, source, color))
+            })
+        }
+        Command::Eval {
+            file,
+            common,
+            weights,
+        } => {
+            let opts = EvalOptions {
+                model: common.model,
+                target: common.target.target(),
+                weights,
+                data: common.data,
+                batch: common.batch,
+            };
+            with_program(&file, color, |program, source| {
+                match driver::run_eval(program, &opts) {
+                    Ok(report) => {
+                        print!("{report}");
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| report(e, source, color))
+            })
+        }
         Command::Build { file, emit } => {
             let mut stages = Vec::new();
             for name in &emit {
@@ -254,5 +378,43 @@ fn build(path: &Path, stages: &[nnc::ir::emit::Stage], color: ColorChoice) -> bo
             eprintln!("error: {e}");
             false
         }
+    }
+}
+
+/// Reads and checks `path`, then runs `f` on the checked program; diagnostics of the
+/// check are printed here. Returns whether everything succeeded.
+fn with_program(
+    path: &Path,
+    color: ColorChoice,
+    f: impl FnOnce(&nnc::sema::typed::Program, &Source) -> Result<(), ()>,
+) -> bool {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read `{}`: {e}", path.display());
+            return false;
+        }
+    };
+    let source = Source::from_bytes(&path.display().to_string(), &bytes);
+    match nnc::check_bytes(&bytes, &base_dir(path)) {
+        Ok(program) => f(&program, &source).is_ok(),
+        Err(diags) => {
+            eprint!(
+                "{}",
+                diag::render_all(&diags, &source.path, &source.text, color)
+            );
+            false
+        }
+    }
+}
+
+/// Prints a driver error: diagnostics against the source, messages as `error: ..`.
+fn report(e: DriverError, source: &Source, color: ColorChoice) {
+    match e {
+        DriverError::Diagnostics(diags) => eprint!(
+            "{}",
+            diag::render_all(&diags, &source.path, &source.text, color)
+        ),
+        DriverError::Message(m) => eprintln!("error: {m}"),
     }
 }

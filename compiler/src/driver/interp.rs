@@ -1,0 +1,165 @@
+//! The `interp` executor: runs the train-step and eval graphs with the reference
+//! interpreter. Slow but obviously correct; it is the oracle the compiled targets are
+//! checked against, and it trains the small examples in tests.
+//!
+//! State is kept by name exactly as the graphs' inputs and outputs name it
+//! (`ir::train`'s contract): parameters and buffers, then optimizer state and `step`.
+
+use std::collections::HashMap;
+
+use nnc_runtime::executor::{
+    EvalOutput, ExecError, Executor, StateKind, StateTensor, StepOutput,
+};
+use nnc_runtime::tensor::Tensor as RtTensor;
+
+use crate::ir::tensor::Tensor;
+use crate::ir::train::{StepGraphs, INPUT, LABELS, LOSS, OUTPUT};
+use crate::ir::{interp, print};
+use crate::sema::typed::TypedModel;
+
+/// The reference-interpreter backend of one `train` block.
+pub struct InterpExecutor {
+    graphs: StepGraphs,
+    /// Every carried tensor by name.
+    values: HashMap<String, Tensor>,
+    /// The order and kind of [`Executor::state`].
+    order: Vec<(String, StateKind)>,
+    input_shape: Vec<usize>,
+    output_shape: Vec<usize>,
+    hash: String,
+}
+
+impl InterpExecutor {
+    /// An executor with parameters initialised from `seed` and zero optimizer state.
+    pub fn new(graphs: StepGraphs, model: &TypedModel, seed: u64) -> InterpExecutor {
+        let values: HashMap<String, Tensor> =
+            graphs.initial_values(model, seed).into_iter().collect();
+        let mut order: Vec<(String, StateKind)> = graphs
+            .params
+            .iter()
+            .map(|(n, _)| (n.clone(), StateKind::Param))
+            .collect();
+        order.extend(graphs.buffers.iter().map(|b| (b.name.clone(), StateKind::Param)));
+        order.extend(graphs.state.iter().map(|s| (s.name.clone(), StateKind::Optimizer)));
+        let input_shape = model.inputs[0].shape.dims.clone();
+        let output_shape = model.nodes[model.output.0 as usize].shape.dims.clone();
+        let hash = model_hash(&graphs);
+        InterpExecutor {
+            graphs,
+            values,
+            order,
+            input_shape,
+            output_shape,
+            hash,
+        }
+    }
+
+    fn inputs(&self, x: &RtTensor, y: &RtTensor) -> Result<HashMap<String, Tensor>, ExecError> {
+        let mut inputs = self.values.clone();
+        inputs.insert(INPUT.to_string(), to_ir(x)?);
+        inputs.insert(LABELS.to_string(), to_ir(y)?);
+        Ok(inputs)
+    }
+}
+
+/// A fingerprint of the training step: the printed train graph holds the model, the
+/// loss and the optimizer with its hyper-parameters.
+pub fn model_hash(graphs: &StepGraphs) -> String {
+    let mut h = nnc_runtime::checkpoint::Fnv64::default();
+    h.update(print::print_graph(&graphs.train).as_bytes());
+    format!("{:016x}", h.finish())
+}
+
+fn to_ir(t: &RtTensor) -> Result<Tensor, ExecError> {
+    Tensor::new(t.shape.clone(), t.data.clone()).map_err(|e| ExecError::new(e.to_string()))
+}
+
+fn to_rt(t: &Tensor) -> RtTensor {
+    RtTensor {
+        shape: t.shape.clone(),
+        data: t.data.clone(),
+    }
+}
+
+fn take(outputs: &mut HashMap<String, Tensor>, name: &str) -> Result<Tensor, ExecError> {
+    outputs
+        .remove(name)
+        .ok_or_else(|| ExecError::new(format!("the step graph has no output `{name}`")))
+}
+
+fn scalar(t: &Tensor) -> f32 {
+    t.data.first().copied().unwrap_or(f32::NAN)
+}
+
+impl Executor for InterpExecutor {
+    fn backend(&self) -> &str {
+        "interp"
+    }
+
+    fn model_hash(&self) -> String {
+        self.hash.clone()
+    }
+
+    fn input_shape(&self) -> Vec<usize> {
+        self.input_shape.clone()
+    }
+
+    fn output_shape(&self) -> Vec<usize> {
+        self.output_shape.clone()
+    }
+
+    fn state(&self) -> Result<Vec<StateTensor>, ExecError> {
+        self.order
+            .iter()
+            .map(|(name, kind)| {
+                let t = self
+                    .values
+                    .get(name)
+                    .ok_or_else(|| ExecError::new(format!("no state tensor `{name}`")))?;
+                Ok(StateTensor {
+                    name: name.clone(),
+                    kind: *kind,
+                    tensor: to_rt(t),
+                })
+            })
+            .collect()
+    }
+
+    fn set_state(&mut self, state: &[StateTensor]) -> Result<(), ExecError> {
+        for s in state {
+            if !self.values.contains_key(&s.name) {
+                return Err(ExecError::new(format!("unknown state tensor `{}`", s.name)));
+            }
+            self.values.insert(s.name.clone(), to_ir(&s.tensor)?);
+        }
+        Ok(())
+    }
+
+    fn train_step(&mut self, x: &RtTensor, y: &RtTensor) -> Result<StepOutput, ExecError> {
+        let batch = x.shape.first().copied().unwrap_or(0);
+        let inputs = self.inputs(x, y)?;
+        let mut outputs = interp::run(&self.graphs.train, &inputs, batch)
+            .map_err(|e| ExecError::new(e.to_string()))?;
+        let loss = scalar(&take(&mut outputs, LOSS)?);
+        let output = to_rt(&take(&mut outputs, OUTPUT)?);
+        for (name, _) in &self.order {
+            let v = take(&mut outputs, name)?;
+            self.values.insert(name.clone(), v);
+        }
+        Ok(StepOutput {
+            loss,
+            output: Some(output),
+        })
+    }
+
+    fn eval_batch(&mut self, x: &RtTensor, y: &RtTensor) -> Result<EvalOutput, ExecError> {
+        let batch = x.shape.first().copied().unwrap_or(0);
+        let inputs = self.inputs(x, y)?;
+        let mut outputs = interp::run(&self.graphs.eval, &inputs, batch)
+            .map_err(|e| ExecError::new(e.to_string()))?;
+        Ok(EvalOutput {
+            loss: scalar(&take(&mut outputs, LOSS)?),
+            output: to_rt(&take(&mut outputs, OUTPUT)?),
+        })
+    }
+}

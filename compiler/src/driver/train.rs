@@ -1,0 +1,303 @@
+//! `nnc train` and `nnc eval`: from a checked program to a trained (or evaluated) model.
+
+use std::path::{Path, PathBuf};
+
+use nnc_runtime::checkpoint::read_weights;
+use nnc_runtime::data::{load_csv, load_idx, DataError, Splits};
+use nnc_runtime::executor::{Executor, StateKind, StateTensor, TaskKind};
+use nnc_runtime::metrics::Metric as RtMetric;
+use nnc_runtime::train::{evaluate, train_loop, EvalReport, ProgressMode, Summary, TrainConfig};
+
+use super::interp::InterpExecutor;
+use super::DriverError;
+use crate::diag::{did_you_mean, Code, Diagnostic};
+use crate::ir::train::build_step_graphs;
+use crate::sema::typed::{DataSpec, Loss, Metric, Program, TypedModel, TypedTrain};
+use crate::syntax::ast::Span;
+
+/// Where the training step runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The reference interpreter of the graph IR.
+    Interp,
+    /// Native code for this CPU.
+    Cpu,
+    /// PTX on an NVIDIA GPU.
+    Cuda,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Interp => "interp",
+            Target::Cpu => "cpu",
+            Target::Cuda => "cuda",
+        }
+    }
+}
+
+/// Command-line settings of `nnc train`; `None` keeps the file's value.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub model: Option<String>,
+    pub target: Target,
+    /// Replaces the data source's path (relative to the working directory).
+    pub data: Option<PathBuf>,
+    pub epochs: Option<usize>,
+    pub batch: Option<usize>,
+    pub seed: Option<u64>,
+    pub out: Option<PathBuf>,
+    pub resume: Option<PathBuf>,
+    pub log: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+/// Command-line settings of `nnc eval`.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    pub model: Option<String>,
+    pub target: Target,
+    pub weights: PathBuf,
+    pub data: Option<PathBuf>,
+    pub batch: Option<usize>,
+}
+
+/// Trains the selected `train` block of `program` (checked from the file at `path`).
+pub fn run_train(
+    program: &Program,
+    path: &Path,
+    opts: &TrainOptions,
+) -> Result<Summary, DriverError> {
+    let train = select_train(program, opts.model.as_deref())?;
+    let model = &program.models[train.model];
+    let seed = opts.seed.unwrap_or(train.seed);
+    let mut exec = make_executor(opts.target, model, train, seed)?;
+    let data = load_data(train, opts.data.as_deref(), model, exec.as_ref())?;
+    let task = task_kind(model, train.loss);
+    let out_dir = opts.out.clone().unwrap_or_else(|| default_out_dir(program, path, model));
+    let mut config = TrainConfig::new(task, out_dir);
+    config.epochs = opts.epochs.unwrap_or(train.epochs);
+    config.batch = opts.batch.unwrap_or(train.batch);
+    config.seed = seed;
+    config.shuffle = train.shuffle;
+    config.log = opts.log.clone();
+    config.progress = if opts.quiet {
+        ProgressMode::Quiet
+    } else {
+        ProgressMode::Auto
+    };
+    config.metrics = train.metrics.iter().map(|m| runtime_metric(*m)).collect();
+    if config.epochs == 0 || config.batch == 0 {
+        return Err(DriverError::Message(
+            "`--epochs` and `--batch` must be positive".into(),
+        ));
+    }
+    let resume = opts
+        .resume
+        .as_ref()
+        .map(|dir| dir.join(nnc_runtime::train::CHECKPOINT_FILE));
+    train_loop(exec.as_mut(), data, &config, resume.as_deref())
+        .map_err(|e| DriverError::Message(e.to_string()))
+}
+
+/// Evaluates saved weights on the test split of the selected block's data.
+pub fn run_eval(program: &Program, opts: &EvalOptions) -> Result<EvalReport, DriverError> {
+    let train = select_train(program, opts.model.as_deref())?;
+    let model = &program.models[train.model];
+    let mut exec = make_executor(opts.target, model, train, train.seed)?;
+    load_weights(exec.as_mut(), &opts.weights)?;
+    let data = load_data(train, opts.data.as_deref(), model, exec.as_ref())?;
+    let metrics: Vec<RtMetric> = train.metrics.iter().map(|m| runtime_metric(*m)).collect();
+    let batch = opts.batch.unwrap_or(train.batch).max(1);
+    evaluate(exec.as_mut(), data.test, batch, task_kind(model, train.loss), &metrics)
+        .map_err(|e| DriverError::Message(e.to_string()))
+}
+
+/// The `train` block to run: the only one, or the one for `--model NAME`.
+fn select_train<'p>(program: &'p Program, model: Option<&str>) -> Result<&'p TypedTrain, Diagnostic> {
+    let name_of = |t: &TypedTrain| program.models[t.model].name.as_str();
+    match model {
+        Some(name) => program
+            .trains
+            .iter()
+            .find(|t| name_of(t) == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = program.trains.iter().map(name_of).collect();
+                let help = did_you_mean(name, names.iter().copied()).unwrap_or_else(|| {
+                    if names.is_empty() {
+                        "this file has no `train` block".to_string()
+                    } else {
+                        format!("the trained models are {}", quoted(&names))
+                    }
+                });
+                Diagnostic::new(
+                    Code::UnknownModel,
+                    format!("no `train` block for a model named `{name}`"),
+                )
+                .help(help)
+            }),
+        None => match program.trains.as_slice() {
+            [only] => Ok(only),
+            [] => {
+                let mut d = Diagnostic::new(Code::NoTrainBlock, "no `train` block in this file");
+                if let Some(m) = program.models.first() {
+                    d = d
+                        .label(m.span, "this model is never trained")
+                        .help(format!(
+                            "add `train {} {{ data = .., loss = .., optimizer = .. }}`",
+                            m.name
+                        ));
+                }
+                Err(d)
+            }
+            several => {
+                let names: Vec<&str> = several.iter().map(name_of).collect();
+                let mut d = Diagnostic::new(
+                    Code::AmbiguousTrain,
+                    format!("{} `train` blocks and no `--model` to choose one", several.len()),
+                );
+                for t in several {
+                    d = d.label(t.span, format!("trains `{}`", name_of(t)));
+                }
+                Err(d.help(format!("choose with `--model NAME`: {}", quoted(&names))))
+            }
+        },
+    }
+}
+
+fn quoted(names: &[&str]) -> String {
+    let q: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    q.join(", ")
+}
+
+fn make_executor(
+    target: Target,
+    model: &TypedModel,
+    train: &TypedTrain,
+    seed: u64,
+) -> Result<Box<dyn Executor>, DriverError> {
+    let graphs = build_step_graphs(model, train).map_err(|e| {
+        DriverError::Message(format!("cannot build the training step of `{}`: {e}", model.name))
+    })?;
+    match target {
+        Target::Interp => Ok(Box::new(InterpExecutor::new(graphs, model, seed))),
+        Target::Cpu => Err(DriverError::Message(
+            "the `cpu` target is not available in this build yet\nhelp: use `--target interp`"
+                .into(),
+        )),
+        Target::Cuda => Err(DriverError::Message(
+            "the `cuda` target is not available in this build\nhelp: use `--target interp`"
+                .into(),
+        )),
+    }
+}
+
+/// The runtime's view of what the model predicts.
+fn task_kind(model: &TypedModel, loss: Loss) -> TaskKind {
+    let out = &model.nodes[model.output.0 as usize].shape;
+    match loss {
+        Loss::CrossEntropy => TaskKind::Classification {
+            classes: out.dims.last().copied().unwrap_or(1),
+        },
+        Loss::BinaryCrossEntropy if out.elems() == 1 => TaskKind::Binary,
+        _ => TaskKind::Regression {
+            outputs: out.elems(),
+        },
+    }
+}
+
+fn runtime_metric(m: Metric) -> RtMetric {
+    match m {
+        Metric::Accuracy => RtMetric::Accuracy,
+        Metric::Precision => RtMetric::Precision,
+        Metric::Recall => RtMetric::Recall,
+        Metric::F1 => RtMetric::F1,
+        Metric::Mae => RtMetric::Mae,
+        Metric::Mse => RtMetric::Mse,
+    }
+}
+
+/// `runs/<file stem>`, or `runs/<file stem>-<model>` when the file trains several models.
+fn default_out_dir(program: &Program, path: &Path, model: &TypedModel) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned());
+    if program.trains.len() > 1 {
+        PathBuf::from("runs").join(format!("{stem}-{}", model.name.to_lowercase()))
+    } else {
+        PathBuf::from("runs").join(stem)
+    }
+}
+
+/// Loads the block's data (or `--data`), and checks that its samples fit the model input.
+fn load_data(
+    train: &TypedTrain,
+    data_override: Option<&Path>,
+    model: &TypedModel,
+    exec: &dyn Executor,
+) -> Result<Splits, DriverError> {
+    let loaded = match &train.data {
+        DataSpec::Idx { dir, scale } => {
+            load_idx(data_override.unwrap_or(dir), *scale as f32)
+        }
+        DataSpec::Csv {
+            path,
+            target,
+            standardize,
+        } => load_csv(data_override.unwrap_or(path), target, *standardize),
+    };
+    let mut splits = loaded.map_err(|e| data_diagnostic(Code::Data, &e, train.data_span))?;
+    let input = exec.input_shape();
+    for split in [&mut splits.train, &mut splits.test] {
+        split.fit_input(&input).map_err(|e| {
+            data_diagnostic(Code::DataShapeMismatch, &e, train.data_span).note(format!(
+                "the model `{}` takes `{}` of shape {}",
+                model.name,
+                model.inputs[0].name,
+                nnc_runtime::tensor::format_shape(&input)
+            ))
+        })?;
+    }
+    Ok(splits)
+}
+
+fn data_diagnostic(code: Code, e: &DataError, span: Span) -> Diagnostic {
+    let text = e.to_string();
+    let (message, help) = match text.split_once("\nhelp: ") {
+        Some((m, h)) => (m.to_string(), Some(h.to_string())),
+        None => (text, e.help.clone()),
+    };
+    Diagnostic::new(code, message)
+        .label(span, "data loaded from here")
+        .maybe_help(help)
+}
+
+/// Replaces the parameters (and buffers) with the tensors of a weights file.
+fn load_weights(exec: &mut dyn Executor, path: &Path) -> Result<(), DriverError> {
+    let weights = read_weights(path).map_err(|e| DriverError::Message(e.to_string()))?;
+    let mut state = exec.state().map_err(|e| DriverError::Message(e.to_string()))?;
+    state.retain(|s| s.kind == StateKind::Param);
+    let mut updated: Vec<StateTensor> = Vec::new();
+    for mut s in state {
+        let Some((_, t)) = weights.iter().find(|(n, _)| *n == s.name) else {
+            return Err(DriverError::Message(format!(
+                "`{}` has no tensor `{}`\nhelp: pass the weights written by `nnc train` for this model",
+                path.display(),
+                s.name
+            )));
+        };
+        if t.shape != s.tensor.shape {
+            return Err(DriverError::Message(format!(
+                "`{}`: `{}` has shape {}, the model needs {}",
+                path.display(),
+                s.name,
+                nnc_runtime::tensor::format_shape(&t.shape),
+                nnc_runtime::tensor::format_shape(&s.tensor.shape)
+            )));
+        }
+        s.tensor = t.clone();
+        updated.push(s);
+    }
+    exec.set_state(&updated)
+        .map_err(|e| DriverError::Message(e.to_string()))
+}
