@@ -357,7 +357,10 @@ fn build(path: &Path, stages: &[nnc::ir::emit::Stage], color: ColorChoice) -> bo
     let program = match nnc::check_bytes(&bytes, &base_dir(path)) {
         Ok(program) => program,
         Err(diags) => {
-            eprint!("{}", diag::render_all(&diags, &source.path, &source.text, color));
+            eprint!(
+                "{}",
+                diag::render_all(&diags, &source.path, &source.text, color)
+            );
             return false;
         }
     };
@@ -365,7 +368,10 @@ fn build(path: &Path, stages: &[nnc::ir::emit::Stage], color: ColorChoice) -> bo
     let file = match nnc::syntax::parse_file(&source.text) {
         Ok(file) => file,
         Err(diags) => {
-            eprint!("{}", diag::render_all(&diags, &source.path, &source.text, color));
+            eprint!(
+                "{}",
+                diag::render_all(&diags, &source.path, &source.text, color)
+            );
             return false;
         }
     };

@@ -7,9 +7,7 @@
 
 use std::collections::HashMap;
 
-use nnc_runtime::executor::{
-    EvalOutput, ExecError, Executor, StateKind, StateTensor, StepOutput,
-};
+use nnc_runtime::executor::{EvalOutput, ExecError, Executor, StateKind, StateTensor, StepOutput};
 use nnc_runtime::tensor::Tensor as RtTensor;
 
 use crate::ir::tensor::Tensor;
@@ -39,8 +37,18 @@ impl InterpExecutor {
             .iter()
             .map(|(n, _)| (n.clone(), StateKind::Param))
             .collect();
-        order.extend(graphs.buffers.iter().map(|b| (b.name.clone(), StateKind::Param)));
-        order.extend(graphs.state.iter().map(|s| (s.name.clone(), StateKind::Optimizer)));
+        order.extend(
+            graphs
+                .buffers
+                .iter()
+                .map(|b| (b.name.clone(), StateKind::Param)),
+        );
+        order.extend(
+            graphs
+                .state
+                .iter()
+                .map(|s| (s.name.clone(), StateKind::Optimizer)),
+        );
         let input_shape = model.inputs[0].shape.dims.clone();
         let output_shape = model.nodes[model.output.0 as usize].shape.dims.clone();
         let hash = model_hash(&graphs);

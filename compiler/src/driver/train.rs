@@ -74,7 +74,10 @@ pub fn run_train(
     let mut exec = make_executor(opts.target, model, train, seed)?;
     let data = load_data(train, opts.data.as_deref(), model, exec.as_ref())?;
     let task = task_kind(model, train.loss);
-    let out_dir = opts.out.clone().unwrap_or_else(|| default_out_dir(program, path, model));
+    let out_dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out_dir(program, path, model));
     let mut config = TrainConfig::new(task, out_dir);
     config.epochs = opts.epochs.unwrap_or(train.epochs);
     config.batch = opts.batch.unwrap_or(train.batch);
@@ -109,12 +112,21 @@ pub fn run_eval(program: &Program, opts: &EvalOptions) -> Result<EvalReport, Dri
     let data = load_data(train, opts.data.as_deref(), model, exec.as_ref())?;
     let metrics: Vec<RtMetric> = train.metrics.iter().map(|m| runtime_metric(*m)).collect();
     let batch = opts.batch.unwrap_or(train.batch).max(1);
-    evaluate(exec.as_mut(), data.test, batch, task_kind(model, train.loss), &metrics)
-        .map_err(|e| DriverError::Message(e.to_string()))
+    evaluate(
+        exec.as_mut(),
+        data.test,
+        batch,
+        task_kind(model, train.loss),
+        &metrics,
+    )
+    .map_err(|e| DriverError::Message(e.to_string()))
 }
 
 /// The `train` block to run: the only one, or the one for `--model NAME`.
-fn select_train<'p>(program: &'p Program, model: Option<&str>) -> Result<&'p TypedTrain, Diagnostic> {
+fn select_train<'p>(
+    program: &'p Program,
+    model: Option<&str>,
+) -> Result<&'p TypedTrain, Diagnostic> {
     let name_of = |t: &TypedTrain| program.models[t.model].name.as_str();
     match model {
         Some(name) => program
@@ -142,7 +154,13 @@ fn select_train<'p>(program: &'p Program, model: Option<&str>) -> Result<&'p Typ
                 let mut d = Diagnostic::new(Code::NoTrainBlock, "no `train` block in this file");
                 if let Some(m) = program.models.first() {
                     d = d
-                        .label(m.span, "this model is never trained")
+                        .label(
+                            Span {
+                                start: m.span.start,
+                                end: m.span.start + "model".len() as u32,
+                            },
+                            format!("model `{}` is never trained", m.name),
+                        )
                         .help(format!(
                             "add `train {} {{ data = .., loss = .., optimizer = .. }}`",
                             m.name
@@ -154,11 +172,12 @@ fn select_train<'p>(program: &'p Program, model: Option<&str>) -> Result<&'p Typ
                 let names: Vec<&str> = several.iter().map(name_of).collect();
                 let mut d = Diagnostic::new(
                     Code::AmbiguousTrain,
-                    format!("{} `train` blocks and no `--model` to choose one", several.len()),
+                    format!(
+                        "{} `train` blocks and no `--model` to choose one",
+                        several.len()
+                    ),
                 );
-                for t in several {
-                    d = d.label(t.span, format!("trains `{}`", name_of(t)));
-                }
+                d = d.label(several[0].name_span, "the first of them");
                 Err(d.help(format!("choose with `--model NAME`: {}", quoted(&names))))
             }
         },
@@ -177,7 +196,10 @@ fn make_executor(
     seed: u64,
 ) -> Result<Box<dyn Executor>, DriverError> {
     let graphs = build_step_graphs(model, train).map_err(|e| {
-        DriverError::Message(format!("cannot build the training step of `{}`: {e}", model.name))
+        DriverError::Message(format!(
+            "cannot build the training step of `{}`: {e}",
+            model.name
+        ))
     })?;
     match target {
         Target::Interp => Ok(Box::new(InterpExecutor::new(graphs, model, seed))),
@@ -186,8 +208,7 @@ fn make_executor(
                 .into(),
         )),
         Target::Cuda => Err(DriverError::Message(
-            "the `cuda` target is not available in this build\nhelp: use `--target interp`"
-                .into(),
+            "the `cuda` target is not available in this build\nhelp: use `--target interp`".into(),
         )),
     }
 }
@@ -237,9 +258,7 @@ fn load_data(
     exec: &dyn Executor,
 ) -> Result<Splits, DriverError> {
     let loaded = match &train.data {
-        DataSpec::Idx { dir, scale } => {
-            load_idx(data_override.unwrap_or(dir), *scale as f32)
-        }
+        DataSpec::Idx { dir, scale } => load_idx(data_override.unwrap_or(dir), *scale as f32),
         DataSpec::Csv {
             path,
             target,
@@ -275,7 +294,9 @@ fn data_diagnostic(code: Code, e: &DataError, span: Span) -> Diagnostic {
 /// Replaces the parameters (and buffers) with the tensors of a weights file.
 fn load_weights(exec: &mut dyn Executor, path: &Path) -> Result<(), DriverError> {
     let weights = read_weights(path).map_err(|e| DriverError::Message(e.to_string()))?;
-    let mut state = exec.state().map_err(|e| DriverError::Message(e.to_string()))?;
+    let mut state = exec
+        .state()
+        .map_err(|e| DriverError::Message(e.to_string()))?;
     state.retain(|s| s.kind == StateKind::Param);
     let mut updated: Vec<StateTensor> = Vec::new();
     for mut s in state {

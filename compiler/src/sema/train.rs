@@ -121,6 +121,7 @@ pub fn check_train(
                     seed: s.seed,
                     shuffle: s.shuffle,
                     span: train.span,
+                    name_span: train.model.span,
                     data_span,
                 })
             })

@@ -262,6 +262,8 @@ pub struct TypedTrain {
     pub seed: u64,
     pub shuffle: bool,
     pub span: Span,
+    /// Span of the model name after `train`.
+    pub name_span: Span,
     /// Span of each setting's value, for diagnostics raised later (e.g. data shapes).
     pub data_span: Span,
 }

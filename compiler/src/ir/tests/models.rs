@@ -275,6 +275,7 @@ pub fn train_block(loss: Loss, optimizer: Optimizer) -> TypedTrain {
         metrics: vec![],
         seed: 7,
         shuffle: false,
+        name_span: sp(),
         span: sp(),
         data_span: sp(),
     }
