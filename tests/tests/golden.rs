@@ -59,3 +59,32 @@ fn errors_golden() {
         ));
     });
 }
+
+/// The forward, train-step and eval graphs of a file, as `nnc build --emit` prints them.
+fn graphs_of(path: &Path) -> String {
+    let src = std::fs::read_to_string(path).expect("golden file is readable");
+    let file = nnc::syntax::parse_file(&src).expect("golden IR programs parse");
+    let base = path.parent().expect("files live in a folder");
+    let program = nnc::sema::check_file(&file, base).expect("golden IR programs check");
+    use nnc::ir::emit::{emit, Stage};
+    emit(
+        &file,
+        &program,
+        &[Stage::Graph, Stage::TrainGraph, Stage::EvalGraph],
+    )
+    .expect("graphs build")
+}
+
+#[test]
+fn ir_golden() {
+    insta::glob!("../golden/ir", "*.nn", |path| {
+        insta::assert_snapshot!(graphs_of(path));
+    });
+}
+
+#[test]
+fn examples_graph_golden() {
+    insta::glob!("../../examples", "*.nn", |path| {
+        insta::assert_snapshot!(graphs_of(path));
+    });
+}
