@@ -573,3 +573,96 @@ fn per_sample_scalars_broadcast_against_vectors() {
         check_model(&model, Loss::Mse, seed);
     }
 }
+
+/// A small model that exercises registry op `name`, as `.nn` source (a model `M` with
+/// input `x`), and the loss to check it under; `None` for ops the table does not cover.
+fn registry_probe(name: &str) -> Option<(&'static str, Loss)> {
+    let mse = Loss::Mse;
+    Some(match name {
+        "dense" => ("input x: [3]\n output y = x |> dense(2)", mse),
+        "conv2d" => (
+            "input x: [5, 5, 2]\n output y = x |> conv2d(2, kernel = 3, stride = 2) |> flatten",
+            mse,
+        ),
+        "max_pool" => (
+            "input x: [4, 4, 2]\n output y = x |> max_pool(2) |> flatten",
+            mse,
+        ),
+        "avg_pool" => (
+            "input x: [4, 4, 2]\n output y = x |> avg_pool(2, stride = 1) |> flatten",
+            mse,
+        ),
+        "flatten" => ("input x: [2, 3]\n output y = x |> flatten |> dense(2)", mse),
+        "dropout" => (
+            "input x: [6]\n output y = x |> dropout(0.3) |> dense(2)",
+            mse,
+        ),
+        "batch_norm" => ("input x: [3]\n output y = x |> dense(3) |> batch_norm", mse),
+        "sigmoid" | "tanh" | "relu" | "softplus" | "gelu" | "exp" | "abs" | "square" => {
+            // Probed below with the name substituted.
+            return Some(("input x: [4]\n output y = x |> dense(3) |> NAME", mse));
+        }
+        "leaky_relu" => (
+            "input x: [4]\n output y = x |> leaky_relu(alpha = 0.2) |> dense(2)",
+            mse,
+        ),
+        "softmax" => (
+            "input x: [4]\n output y = x |> dense(3) |> softmax(axis = -1)",
+            mse,
+        ),
+        "log" => ("input x: [3]\n output y = log(exp(x) + 1) |> dense(2)", mse),
+        "sqrt" => (
+            "input x: [3]\n output y = sqrt(square(x) + 1) |> dense(2)",
+            mse,
+        ),
+        "sum" => ("input x: [2, 3]\n output y = sum(x, axis = 0)", mse),
+        "mean" => ("input x: [2, 3]\n output y = mean(x, axis = -1)", mse),
+        "max" => ("input x: [2, 3]\n output y = max(x, axis = -1)", mse),
+        "reshape" => (
+            "input x: [2, 3]\n output y = reshape(x, [3, 2]) |> flatten",
+            mse,
+        ),
+        "transpose" => ("input x: [2, 3]\n output y = transpose(x) |> flatten", mse),
+        "concat" => ("input x: [3]\n output y = concat(x, x * x, axis = -1)", mse),
+        "cross_entropy" => (
+            "input x: [4]\n output y = x |> dense(3) |> softmax",
+            Loss::CrossEntropy,
+        ),
+        "binary_cross_entropy" => (
+            "input x: [4]\n output y = x |> dense(1) |> sigmoid",
+            Loss::BinaryCrossEntropy,
+        ),
+        "mse" => ("input x: [4]\n output y = x |> dense(2)", Loss::Mse),
+        "mae" => ("input x: [4]\n output y = x |> dense(2)", Loss::Mae),
+        _ => return None,
+    })
+}
+
+#[test]
+fn every_registry_op_has_a_gradient_check() {
+    use crate::sema::registry::{ops, OpKind};
+    let mut missing = Vec::new();
+    for op in ops() {
+        if !matches!(
+            op.kind,
+            OpKind::Layer | OpKind::Function | OpKind::Activation | OpKind::Loss
+        ) {
+            continue;
+        }
+        let Some((body, loss)) = registry_probe(op.name) else {
+            missing.push(op.name);
+            continue;
+        };
+        let body = body.replace("NAME", op.name);
+        let src = format!("model M {{\n {body}\n}}\n");
+        let program = crate::check_source(&src, std::path::Path::new("."))
+            .unwrap_or_else(|d| panic!("probe for `{}` does not check: {d:?}", op.name));
+        for seed in 0..2 {
+            check_model(&program.models[0], loss, seed);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "ops without a gradient check: {missing:?}"
+    );
+}
