@@ -12,8 +12,16 @@
 //!   strings re-escaped (`\"` and `\\`);
 //! - the value of a statement or setting that is a pipeline of more than
 //!   [`MAX_FLAT_STAGES`] stages, or that would pass column [`MAX_WIDTH`], or that holds a
-//!   comment, breaks before each `|>`, one level deeper than the statement. Other long lines
-//!   are not broken.
+//!   comment, breaks before each `|>`, one level deeper than the statement, except that a
+//!   stage that is a bare name (`|> relu`) stays on the line of the call stage before it
+//!   (`|> dense(128) |> relu`) when no comment sits between them and the line stays within
+//!   [`MAX_WIDTH`]; the first stage after the head always starts a line. Other long lines
+//!   are not broken;
+//! - trailing comments on consecutive lines (no blank line, own-line comment or line
+//!   without a trailing comment between them) that are all indented, or all not, are
+//!   aligned to one column: two spaces after the longest code of the run, leaving out lines
+//!   whose comment would then start past column [`MAX_COMMENT_COLUMN`]; those keep two
+//!   spaces (as `gofmt` aligns comments).
 //!
 //! Comments: every comment is printed, in source order, in the same gap between tokens as
 //! in the source. Before each token the printer emits the comments that start before it,
@@ -28,7 +36,8 @@
 //! `parse(format(x))` equals `parse(x)` modulo spans, and `format` is idempotent. Both
 //! hold because every layout choice depends only on the AST, on which token gap each
 //! comment sits in, on whether it is trailing, and on blank lines between lines, all of
-//! which the output preserves.
+//! which the output preserves; comment alignment is a last pass over the printed lines that
+//! changes only the spaces before trailing comments, which no other choice looks at.
 
 use super::ast::*;
 
@@ -38,6 +47,9 @@ const INDENT: usize = 4;
 pub const MAX_FLAT_STAGES: usize = 3;
 /// A statement's pipeline that would end past this column is broken one stage per line.
 pub const MAX_WIDTH: usize = 92;
+/// Aligned trailing comments start at this column (counted from 1) or before; a line whose
+/// code is too long for that keeps its comment two spaces after the code.
+pub const MAX_COMMENT_COLUMN: usize = 60;
 
 /// Formats a parsed file. `src` must be the text `file` was parsed from: comments are
 /// placed and blank lines kept by looking at it.
@@ -57,7 +69,68 @@ pub fn format_file(file: &File, src: &str) -> String {
     if !p.at_line_start {
         p.newline();
     }
-    p.out
+    align_comments(&p.out, &p.trailing)
+}
+
+/// A printed line that ends with a trailing comment.
+struct Trailing {
+    /// The line's index in the output (from 0).
+    line: usize,
+    /// The byte length of the code before the comment, without the spaces.
+    code_len: usize,
+}
+
+/// Rewrites the spaces before the trailing comments of `out` (listed in `trailing`, in
+/// line order) so that each run of them is aligned; see the module documentation.
+fn align_comments(out: &str, trailing: &[Trailing]) -> String {
+    if trailing.is_empty() {
+        return out.to_string();
+    }
+    let lines: Vec<&str> = out.split('\n').collect();
+    let indented = |t: &Trailing| lines[t.line].starts_with(' ');
+    let width = |t: &Trailing| lines[t.line][..t.code_len].chars().count();
+    // The number of characters before each trailing comment's `#`.
+    let mut columns = vec![0; lines.len()];
+    let mut start = 0;
+    while start < trailing.len() {
+        let mut end = start + 1;
+        while end < trailing.len()
+            && trailing[end].line == trailing[end - 1].line + 1
+            && indented(&trailing[end]) == indented(&trailing[start])
+        {
+            end += 1;
+        }
+        let run = &trailing[start..end];
+        let limit = MAX_COMMENT_COLUMN - 1;
+        let column = run
+            .iter()
+            .map(|t| width(t) + 2)
+            .filter(|&c| c <= limit)
+            .max()
+            .unwrap_or(0);
+        for t in run {
+            columns[t.line] = column.max(width(t) + 2);
+        }
+        start = end;
+    }
+    let mut aligned = String::with_capacity(out.len() + 16 * trailing.len());
+    let mut next = trailing.iter().peekable();
+    for (i, line) in lines.iter().enumerate() {
+        if i > 0 {
+            aligned.push('\n');
+        }
+        match next.next_if(|t| t.line == i) {
+            Some(t) => {
+                let code = &line[..t.code_len];
+                aligned.push_str(code);
+                let pad = columns[i] - code.chars().count();
+                aligned.extend(std::iter::repeat_n(' ', pad));
+                aligned.push_str(line[t.code_len..].trim_start_matches(' '));
+            }
+            None => aligned.push_str(line),
+        }
+    }
+    aligned
 }
 
 struct Printer<'a> {
@@ -73,6 +146,11 @@ struct Printer<'a> {
     at_block_start: bool,
     /// A space is due before the next token on this line.
     pending_space: bool,
+    /// The lines that end with a trailing comment, in order.
+    trailing: Vec<Trailing>,
+    /// The number of newlines in `out[..counted]` (`out` only grows past `counted`).
+    lines: usize,
+    counted: usize,
 }
 
 impl<'a> Printer<'a> {
@@ -86,6 +164,9 @@ impl<'a> Printer<'a> {
             at_line_start: true,
             at_block_start: true,
             pending_space: false,
+            trailing: Vec::new(),
+            lines: 0,
+            counted: 0,
         }
     }
 
@@ -175,6 +256,13 @@ impl<'a> Printer<'a> {
     fn trailing_comment(&mut self, text: &str) {
         let trimmed = self.out.trim_end_matches(' ').len();
         self.out.truncate(trimmed);
+        self.lines += self.out[self.counted..].matches('\n').count();
+        self.counted = self.out.len();
+        let line_start = self.out.rfind('\n').map_or(0, |i| i + 1);
+        self.trailing.push(Trailing {
+            line: self.lines,
+            code_len: self.out.len() - line_start,
+        });
         self.out.push_str("  ");
         self.out.push_str(text);
         self.newline();
@@ -413,16 +501,34 @@ impl<'a> Printer<'a> {
         stages.reverse();
         self.expr(head);
         let mut prev_end = head.span.end;
+        let mut prev_is_call = false;
         for stage in stages {
-            self.flush_inline(self.find(prev_end, "|>"));
-            if !self.at_line_start {
-                self.newline();
+            let bar = self.find(prev_end, "|>");
+            if !(prev_is_call && self.joins_line(stage)) {
+                self.flush_inline(bar);
+                if !self.at_line_start {
+                    self.newline();
+                }
             }
-            self.write("|>");
+            self.space();
+            self.tok(bar, "|>");
             self.space();
             self.expr(stage);
             prev_end = stage.span.end;
+            prev_is_call = matches!(stage.kind, ExprKind::Call { .. });
         }
+    }
+
+    /// Whether `stage`, which follows a call stage of a broken pipeline, stays on the
+    /// current line: it is a bare name, no comment precedes it, and the line stays within
+    /// [`MAX_WIDTH`].
+    fn joins_line(&self, stage: &Expr) -> bool {
+        let ExprKind::Name(id) = &stage.kind else {
+            return false;
+        };
+        !self.at_line_start
+            && !self.comment_before(stage.span.start)
+            && self.column() + " |> ".len() + id.name.chars().count() <= MAX_WIDTH
     }
 
     /// Whether the pipeline `e` of `stages` stages is printed one stage per line.

@@ -133,12 +133,9 @@ model Mnist {
     input image: [28, 28]  # grayscale pixels, batch dimension implicit
     output probs = image
         |> flatten  # 28 × 28 → 784
-        |> dense(128)
-        |> relu
-        |> dense(64)
-        |> relu
-        |> dense(10)
-        |> softmax
+        |> dense(128) |> relu
+        |> dense(64) |> relu
+        |> dense(10) |> softmax
 }
 
 train Mnist {
@@ -152,6 +149,23 @@ train Mnist {
 }
 "#;
     assert_eq!(check(MNIST), expected);
+}
+
+#[test]
+fn mnist_example_differs_from_the_reference_only_in_spacing() {
+    // Equal once runs of spaces are collapsed and `1/255` gets its spaces: the formatter
+    // keeps the textbook line structure of the language reference.
+    let squash = |s: &str| {
+        s.split(' ')
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let formatted = check(MNIST);
+    assert_eq!(formatted.lines().count(), MNIST.lines().count());
+    for (got, want) in formatted.lines().zip(MNIST.lines()) {
+        assert_eq!(squash(got), squash(&want.replace("1/255", "1 / 255")));
+    }
 }
 
 #[test]
@@ -287,8 +301,8 @@ fn comments_inside_expressions_end_their_line() {
     let expected = "model M {
     input x: [1]
     output y = f(x,  # about x
-        a = 1  # about a
-        ) +  # plus
+        a = 1        # about a
+        ) +          # plus
         -
         # own line
         2
@@ -328,6 +342,95 @@ fn a_pipeline_with_a_comment_is_broken() {
         |> relu  # why relu
         |> softmax
 }
+";
+    assert_eq!(check(src), expected);
+}
+
+#[test]
+fn bare_name_stages_join_the_call_stage_before_them() {
+    let src = "model M { input x: [1] output y = x |> relu |> dense(4) |> relu |> tanh |> dense(2) |> dense(3) |> softmax }";
+    let expected = "model M {
+    input x: [1]
+    output y = x
+        |> relu
+        |> dense(4) |> relu
+        |> tanh
+        |> dense(2)
+        |> dense(3) |> softmax
+}
+";
+    assert_eq!(check(src), expected);
+}
+
+#[test]
+fn a_comment_keeps_a_bare_name_stage_on_its_own_line() {
+    let src = "model M { input x: [1] output y = x |> dense(4) # hidden\n |> relu |> dense(2) |> # why\n softmax |> dense(1)\n # own line\n |> relu }";
+    let expected = "model M {
+    input x: [1]
+    output y = x
+        |> dense(4)  # hidden
+        |> relu
+        |> dense(2)
+        |>  # why
+        softmax
+        |> dense(1)
+        # own line
+        |> relu
+}
+";
+    assert_eq!(check(src), expected);
+}
+
+#[test]
+fn a_bare_name_stage_that_would_pass_the_width_starts_a_line() {
+    let call = format!("dense({})", "1".repeat(80));
+    let src = format!("model M {{ input x: [1] output y = x |> {call} |> relu }}");
+    let expected = format!(
+        "model M {{\n    input x: [1]\n    output y = x\n        |> {call}\n        |> relu\n}}\n"
+    );
+    assert_eq!(check(&src), expected);
+}
+
+#[test]
+fn trailing_comments_on_consecutive_lines_are_aligned() {
+    let src = "train M {\n  data = csv(\"a.csv\") # where\n  loss = mse # what\n  optimizer = sgd(lr = 0.1) # how\n\n  epochs = 3 # after a blank line\n  seed = 1 # so a new run\n  # own line\n  batch = 8 # alone\n}\n";
+    let expected = "train M {
+    data      = csv(\"a.csv\")   # where
+    loss      = mse            # what
+    optimizer = sgd(lr = 0.1)  # how
+
+    epochs    = 3  # after a blank line
+    seed      = 1  # so a new run
+    # own line
+    batch     = 8  # alone
+}
+";
+    assert_eq!(check(src), expected);
+}
+
+#[test]
+fn aligned_comments_start_by_column_sixty_unless_the_code_is_longer() {
+    let long = format!("csv(\"{}\")", "a".repeat(60));
+    let src = format!("train M {{\n  a = 1 # one\n  bb = {long} # long\n  c = 22 # two\n}}\n");
+    let out = check(&src);
+    let columns: Vec<usize> = out
+        .lines()
+        .filter_map(|line| line.find('#'))
+        .map(|at| at + 1)
+        .collect();
+    let c = out.lines().nth(3).unwrap_or("");
+    assert_eq!(c, "    c  = 22  # two", "{out}");
+    assert_eq!(columns[0], columns[2], "{out}");
+    assert!(out.contains(&format!("{long}  # long")), "{out}");
+}
+
+#[test]
+fn comments_on_block_braces_are_not_aligned_with_the_body() {
+    let src = "model M { # head\n input x: [1] # in\n output x # out\n} # tail\n";
+    let expected = "model M {  # head
+    input x: [1]  # in
+    output x      # out
+}  # tail
 ";
     assert_eq!(check(src), expected);
 }
