@@ -118,3 +118,22 @@ fn every_example_checks() {
         );
     }
 }
+
+#[test]
+fn every_example_is_in_canonical_format() {
+    let mut args = vec!["fmt".to_string(), "--check".to_string()];
+    for e in std::fs::read_dir(root().join("examples")).expect("examples/") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "nn") {
+            args.push(p.display().to_string());
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = nnc(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
