@@ -1,5 +1,12 @@
-//! nnc-kernels: the kernel IR (loop nests over buffers), the operator library that says
-//! how each op becomes loops, and an interpreter of kernel IR.
-//!
-//! Status: the crate exists so that the workspace has its final shape; the kernel IR is
-//! built by the fusion/codegen work (see the README's status section).
+//! nnc-kernels: the kernel IR (loop nests over flat f32 buffers, with library GEMM calls),
+//! its printer, constructors and reference interpreter. The compiler lowers fused graph
+//! groups into this IR (`compiler/src/lower`); the CPU and GPU backends translate it 1:1;
+//! the runtime uses its buffer declarations to allocate and bind memory.
+
+pub mod build;
+pub mod interp;
+pub mod ir;
+pub mod print;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+//! Ergonomic, simplifying constructors for kernel IR: `Idx` arithmetic with operators
+//! (constant-folded, so printed indices stay short) and small `Expr` helpers.
+
+use std::ops::{Add, Mul, Sub};
+
+use crate::ir::{BinOp, BufId, CmpOp, Expr, Idx, LocalId, UnOp, VarId};
+
+impl From<i64> for Idx {
+    fn from(c: i64) -> Idx {
+        Idx::Const(c)
+    }
+}
+
+impl From<usize> for Idx {
+    fn from(c: usize) -> Idx {
+        Idx::Const(c as i64)
+    }
+}
+
+impl From<VarId> for Idx {
+    fn from(v: VarId) -> Idx {
+        Idx::Var(v)
+    }
+}
+
+impl Add for Idx {
+    type Output = Idx;
+    fn add(self, rhs: Idx) -> Idx {
+        match (self, rhs) {
+            (Idx::Const(0), x) | (x, Idx::Const(0)) => x,
+            (Idx::Const(a), Idx::Const(b)) => Idx::Const(a + b),
+            (a, b) => Idx::Add(Box::new(a), Box::new(b)),
+        }
+    }
+}
+
+impl Sub for Idx {
+    type Output = Idx;
+    fn sub(self, rhs: Idx) -> Idx {
+        match (self, rhs) {
+            (x, Idx::Const(0)) => x,
+            (Idx::Const(a), Idx::Const(b)) => Idx::Const(a - b),
+            (a, b) => Idx::Sub(Box::new(a), Box::new(b)),
+        }
+    }
+}
+
+impl Mul for Idx {
+    type Output = Idx;
+    fn mul(self, rhs: Idx) -> Idx {
+        match (self, rhs) {
+            (Idx::Const(0), _) | (_, Idx::Const(0)) => Idx::Const(0),
+            (Idx::Const(1), x) | (x, Idx::Const(1)) => x,
+            (Idx::Const(a), Idx::Const(b)) => Idx::Const(a * b),
+            (a, b) => Idx::Mul(Box::new(a), Box::new(b)),
+        }
+    }
+}
+
+impl Add<i64> for Idx {
+    type Output = Idx;
+    fn add(self, rhs: i64) -> Idx {
+        self + Idx::Const(rhs)
+    }
+}
+
+impl Mul<i64> for Idx {
+    type Output = Idx;
+    fn mul(self, rhs: i64) -> Idx {
+        self * Idx::Const(rhs)
+    }
+}
+
+impl Idx {
+    pub fn div(self, c: i64) -> Idx {
+        match self {
+            _ if c == 1 => self,
+            Idx::Const(a) => Idx::Const(a.div_euclid(c)),
+            x => Idx::Div(Box::new(x), c),
+        }
+    }
+
+    pub fn rem(self, c: i64) -> Idx {
+        match self {
+            _ if c == 1 => Idx::Const(0),
+            Idx::Const(a) => Idx::Const(a.rem_euclid(c)),
+            x => Idx::Rem(Box::new(x), c),
+        }
+    }
+}
+
+/// `buf[index]`.
+pub fn load(buf: BufId, index: Idx) -> Expr {
+    Expr::Load { buf, index }
+}
+
+pub fn local(l: LocalId) -> Expr {
+    Expr::Local(l)
+}
+
+pub fn constant(c: f32) -> Expr {
+    Expr::Const(c)
+}
+
+pub fn unary(op: UnOp, a: Expr) -> Expr {
+    Expr::Unary(op, Box::new(a))
+}
+
+pub fn binary(op: BinOp, a: Expr, b: Expr) -> Expr {
+    Expr::Binary(op, Box::new(a), Box::new(b))
+}
+
+pub fn fma(a: Expr, b: Expr, c: Expr) -> Expr {
+    Expr::Fma(Box::new(a), Box::new(b), Box::new(c))
+}
+
+/// `if a op b { then } else { otherwise }`.
+pub fn select(op: CmpOp, a: Expr, b: Expr, then: Expr, otherwise: Expr) -> Expr {
+    Expr::Select {
+        op,
+        a: Box::new(a),
+        b: Box::new(b),
+        then: Box::new(then),
+        otherwise: Box::new(otherwise),
+    }
+}

@@ -1,0 +1,212 @@
+//! The reference interpreter of kernel IR: runs a program on `Vec<f32>` buffers for a
+//! batch size `N`, with the same f32 semantics as compiled code (a `Gemm` accumulates in
+//! f64, so it is at least as accurate as any library). Every index is bounds-checked: an
+//! out-of-range access is an error naming the kernel, the buffer and the index.
+//!
+//! Parallel loops run sequentially here; since their iterations write disjoint elements
+//! (an IR invariant) the result is the same as any split between threads.
+
+use std::fmt;
+
+use crate::ir::{rand_uniform, BufId, Expr, Gemm, Idx, Kernel, Program, Stmt};
+
+/// A runtime failure of a kernel program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterpError(pub String);
+
+impl fmt::Display for InterpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InterpError {}
+
+/// Runs every kernel of `program` in order over `buffers` (one per `Program::buffers`
+/// entry, each at least its declared length for batch size `n`).
+pub fn run(program: &Program, buffers: &mut [Vec<f32>], n: usize) -> Result<(), InterpError> {
+    if buffers.len() != program.buffers.len() {
+        return Err(InterpError(format!(
+            "{} buffers given, the program has {}",
+            buffers.len(),
+            program.buffers.len()
+        )));
+    }
+    for (i, (decl, b)) in program.buffers.iter().zip(buffers.iter()).enumerate() {
+        if b.len() < decl.len.resolve(n) {
+            return Err(InterpError(format!(
+                "buffer b{i} `{}` holds {} floats, needs {}",
+                decl.name,
+                b.len(),
+                decl.len.resolve(n)
+            )));
+        }
+    }
+    for k in &program.kernels {
+        run_kernel(k, buffers, n)?;
+    }
+    Ok(())
+}
+
+/// Runs one kernel.
+pub fn run_kernel(k: &Kernel, buffers: &mut [Vec<f32>], n: usize) -> Result<(), InterpError> {
+    let mut st = State {
+        kernel: k,
+        vars: vec![0; k.num_vars as usize],
+        locals: vec![0.0; k.num_locals as usize],
+        n: n as i64,
+    };
+    for s in &k.body {
+        st.stmt(s, buffers)?;
+    }
+    Ok(())
+}
+
+struct State<'k> {
+    kernel: &'k Kernel,
+    vars: Vec<i64>,
+    locals: Vec<f32>,
+    n: i64,
+}
+
+impl State<'_> {
+    fn err<T>(&self, msg: String) -> Result<T, InterpError> {
+        Err(InterpError(format!("kernel `{}`: {msg}", self.kernel.name)))
+    }
+
+    fn stmt(&mut self, s: &Stmt, bufs: &mut [Vec<f32>]) -> Result<(), InterpError> {
+        match s {
+            Stmt::Loop {
+                var, extent, body, ..
+            } => {
+                let extent = self.idx(extent)?;
+                for i in 0..extent.max(0) {
+                    self.vars[var.0 as usize] = i;
+                    for s in body {
+                        self.stmt(s, bufs)?;
+                    }
+                }
+            }
+            Stmt::Store { buf, index, value } => {
+                let v = self.expr(value, bufs)?;
+                let i = self.idx(index)?;
+                let slot = self.slot(*buf, i, bufs)?;
+                bufs[buf.0 as usize][slot] = v;
+            }
+            Stmt::Assign { local, value } => {
+                let v = self.expr(value, bufs)?;
+                self.locals[local.0 as usize] = v;
+            }
+            Stmt::Gemm(g) => self.gemm(g, bufs)?,
+        }
+        Ok(())
+    }
+
+    fn slot(&self, buf: BufId, i: i64, bufs: &[Vec<f32>]) -> Result<usize, InterpError> {
+        let len = bufs.get(buf.0 as usize).map_or(0, Vec::len);
+        if i < 0 || i as usize >= len {
+            return self.err(format!(
+                "index {i} out of bounds of b{} (length {len})",
+                buf.0
+            ));
+        }
+        Ok(i as usize)
+    }
+
+    fn idx(&self, i: &Idx) -> Result<i64, InterpError> {
+        Ok(match i {
+            Idx::Const(c) => *c,
+            Idx::Var(v) => self.vars[v.0 as usize],
+            Idx::N => self.n,
+            Idx::Add(a, b) => self.idx(a)?.wrapping_add(self.idx(b)?),
+            Idx::Sub(a, b) => self.idx(a)?.wrapping_sub(self.idx(b)?),
+            Idx::Mul(a, b) => self.idx(a)?.wrapping_mul(self.idx(b)?),
+            Idx::Div(a, c) if *c > 0 => self.idx(a)?.div_euclid(*c),
+            Idx::Rem(a, c) if *c > 0 => self.idx(a)?.rem_euclid(*c),
+            Idx::Div(_, c) | Idx::Rem(_, c) => return self.err(format!("index division by {c}")),
+            Idx::Min(a, b) => self.idx(a)?.min(self.idx(b)?),
+            Idx::Max(a, b) => self.idx(a)?.max(self.idx(b)?),
+        })
+    }
+
+    fn expr(&self, e: &Expr, bufs: &[Vec<f32>]) -> Result<f32, InterpError> {
+        Ok(match e {
+            Expr::Const(c) => *c,
+            Expr::Load { buf, index } => {
+                let i = self.idx(index)?;
+                bufs[buf.0 as usize][self.slot(*buf, i, bufs)?]
+            }
+            Expr::Local(l) => self.locals[l.0 as usize],
+            Expr::Unary(op, a) => op.apply(self.expr(a, bufs)?),
+            Expr::Binary(op, a, b) => op.apply(self.expr(a, bufs)?, self.expr(b, bufs)?),
+            Expr::Fma(a, b, c) => self
+                .expr(a, bufs)?
+                .mul_add(self.expr(b, bufs)?, self.expr(c, bufs)?),
+            Expr::Select {
+                op,
+                a,
+                b,
+                then,
+                otherwise,
+            } => {
+                if op.apply(self.expr(a, bufs)?, self.expr(b, bufs)?) {
+                    self.expr(then, bufs)?
+                } else {
+                    self.expr(otherwise, bufs)?
+                }
+            }
+            Expr::FromIdx(i) => self.idx(i)? as f32,
+            Expr::Rand {
+                seed,
+                key,
+                step,
+                counter,
+            } => {
+                let step = self.expr(step, bufs)?.max(0.0) as u64;
+                rand_uniform(*seed, *key, step, self.idx(counter)? as u64)
+            }
+        })
+    }
+
+    fn gemm(&self, g: &Gemm, bufs: &mut [Vec<f32>]) -> Result<(), InterpError> {
+        let (m, n, k) = (self.idx(&g.m)?, self.idx(&g.n)?, self.idx(&g.k)?);
+        let (count, strides) = match &g.batch {
+            Some((c, s)) => (
+                self.idx(c)?,
+                [self.idx(&s[0])?, self.idx(&s[1])?, self.idx(&s[2])?],
+            ),
+            None => (1, [0, 0, 0]),
+        };
+        let at = |r: &crate::ir::MatRef| -> Result<[i64; 3], InterpError> {
+            Ok([
+                self.idx(&r.offset)?,
+                self.idx(&r.row_stride)?,
+                self.idx(&r.col_stride)?,
+            ])
+        };
+        let (a, b, c) = (at(&g.a)?, at(&g.b)?, at(&g.c)?);
+        for p in 0..count {
+            for i in 0..m {
+                for j in 0..n {
+                    let mut acc = 0.0f64;
+                    for l in 0..k {
+                        let ai = a[0] + p * strides[0] + i * a[1] + l * a[2];
+                        let bi = b[0] + p * strides[1] + l * b[1] + j * b[2];
+                        let av = bufs[g.a.buf.0 as usize][self.slot(g.a.buf, ai, bufs)?];
+                        let bv = bufs[g.b.buf.0 as usize][self.slot(g.b.buf, bi, bufs)?];
+                        acc += f64::from(av) * f64::from(bv);
+                    }
+                    let ci = c[0] + p * strides[2] + i * c[1] + j * c[2];
+                    let slot = self.slot(g.c.buf, ci, bufs)?;
+                    let old = if g.beta == 0.0 {
+                        0.0
+                    } else {
+                        g.beta * bufs[g.c.buf.0 as usize][slot]
+                    };
+                    bufs[g.c.buf.0 as usize][slot] = (g.alpha as f64 * acc) as f32 + old;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,522 @@
+//! The kernel IR: loop nests over flat f32 buffers.
+//!
+//! A [`Program`] is the whole training (or evaluation) step: global buffers and kernels
+//! run in order. A kernel is straight-line statements and loops; loop variables and
+//! index arithmetic are `i64`, values are `f32`, and the only mutable scalars are
+//! [`Stmt::Assign`]ed locals (accumulators). Matrix products are one [`Stmt::Gemm`]
+//! statement: the CPU backend calls a tuned library for it, the GPU backend emits a tiled
+//! kernel. Everything a backend needs is explicit here; backends decide nothing.
+//!
+//! Invariants (checked by [`Program::validate`], relied on by backends):
+//! - every `BufId` is an index into `Program::buffers` and is listed in the kernel's
+//!   `params`; every `VarId` is bound by an enclosing `Loop`; every `LocalId` is below
+//!   `Kernel::num_locals` and assigned before it is read (backends zero-initialise).
+//! - a `parallel` loop appears only at the top level of a kernel body, at most once per
+//!   kernel, and its iterations write disjoint elements; the runtime may split its range
+//!   between threads.
+
+use std::fmt;
+
+/// Index of a buffer in [`Program::buffers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufId(pub u32);
+
+/// A loop variable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VarId(pub u32);
+
+/// A mutable scalar local of one kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LocalId(pub u32);
+
+/// An element count `per_batch · N + fixed`, `N` being the runtime batch size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Size {
+    pub per_batch: usize,
+    pub fixed: usize,
+}
+
+impl Size {
+    pub fn fixed(n: usize) -> Size {
+        Size {
+            per_batch: 0,
+            fixed: n,
+        }
+    }
+
+    pub fn per_batch(n: usize) -> Size {
+        Size {
+            per_batch: n,
+            fixed: 0,
+        }
+    }
+
+    /// Elements for batch size `n` (saturating; sizes are validated when compiled).
+    pub fn resolve(self, n: usize) -> usize {
+        self.per_batch.saturating_mul(n).saturating_add(self.fixed)
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.per_batch, self.fixed) {
+            (0, c) => write!(f, "{c}"),
+            (1, 0) => write!(f, "N"),
+            (p, 0) => write!(f, "{p}*N"),
+            (1, c) => write!(f, "N+{c}"),
+            (p, c) => write!(f, "{p}*N+{c}"),
+        }
+    }
+}
+
+/// What a buffer is to the step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BufferKind {
+    /// Given by the runtime, read only (the batch, labels).
+    Input,
+    /// Given by the runtime, read and updated in place (parameters, optimizer state).
+    InOut,
+    /// Written by the step and read by the runtime (loss, model output).
+    Output,
+    /// Scratch space inside the step; lives in the arena at `offset`.
+    Temp { offset: Size },
+}
+
+/// A global f32 buffer of the step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BufferDecl {
+    pub name: String,
+    pub len: Size,
+    pub kind: BufferKind,
+}
+
+/// Integer index arithmetic.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Idx {
+    Const(i64),
+    Var(VarId),
+    /// The runtime batch size.
+    N,
+    Add(Box<Idx>, Box<Idx>),
+    Sub(Box<Idx>, Box<Idx>),
+    Mul(Box<Idx>, Box<Idx>),
+    /// Floor division by a positive constant.
+    Div(Box<Idx>, i64),
+    /// Remainder of a non-negative value by a positive constant.
+    Rem(Box<Idx>, i64),
+    Min(Box<Idx>, Box<Idx>),
+    Max(Box<Idx>, Box<Idx>),
+}
+
+/// Elementwise functions of one f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnOp {
+    Neg,
+    Abs,
+    Sqrt,
+    Exp,
+    Log,
+    Tanh,
+    /// `1 / x`.
+    Recip,
+    Floor,
+}
+
+impl UnOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            UnOp::Neg => "neg",
+            UnOp::Abs => "abs",
+            UnOp::Sqrt => "sqrt",
+            UnOp::Exp => "exp",
+            UnOp::Log => "log",
+            UnOp::Tanh => "tanh",
+            UnOp::Recip => "recip",
+            UnOp::Floor => "floor",
+        }
+    }
+
+    /// The reference semantics (f32 in, f32 out).
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            UnOp::Neg => -x,
+            UnOp::Abs => x.abs(),
+            UnOp::Sqrt => x.sqrt(),
+            UnOp::Exp => x.exp(),
+            UnOp::Log => x.ln(),
+            UnOp::Tanh => x.tanh(),
+            UnOp::Recip => 1.0 / x,
+            UnOp::Floor => x.floor(),
+        }
+    }
+}
+
+/// Elementwise functions of two f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    /// `a^b`.
+    Pow,
+}
+
+impl BinOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+            BinOp::Max => "max",
+            BinOp::Min => "min",
+            BinOp::Pow => "pow",
+        }
+    }
+
+    /// Infix operators print between their operands; the rest as calls.
+    pub fn is_infix(self) -> bool {
+        matches!(self, BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div)
+    }
+
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            BinOp::Add => a + b,
+            BinOp::Sub => a - b,
+            BinOp::Mul => a * b,
+            BinOp::Div => a / b,
+            BinOp::Max => a.max(b),
+            BinOp::Min => a.min(b),
+            BinOp::Pow => a.powf(b),
+        }
+    }
+}
+
+/// Comparisons; NaN compares false except with `Ne`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CmpOp {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+}
+
+impl CmpOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            CmpOp::Lt => "<",
+            CmpOp::Le => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::Ge => ">=",
+            CmpOp::Eq => "==",
+            CmpOp::Ne => "!=",
+        }
+    }
+
+    pub fn apply(self, a: f32, b: f32) -> bool {
+        match self {
+            CmpOp::Lt => a < b,
+            CmpOp::Le => a <= b,
+            CmpOp::Gt => a > b,
+            CmpOp::Ge => a >= b,
+            CmpOp::Eq => a == b,
+            CmpOp::Ne => a != b,
+        }
+    }
+}
+
+/// Scalar f32 expressions.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    Const(f32),
+    Load {
+        buf: BufId,
+        index: Idx,
+    },
+    Local(LocalId),
+    Unary(UnOp, Box<Expr>),
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+    /// `a * b + c`, fused (one rounding).
+    Fma(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// `if a op b { then } else { otherwise }`.
+    Select {
+        op: CmpOp,
+        a: Box<Expr>,
+        b: Box<Expr>,
+        then: Box<Expr>,
+        otherwise: Box<Expr>,
+    },
+    /// An index converted to f32.
+    FromIdx(Idx),
+    /// Uniform in `[0, 1)` from [`rand_uniform`]`(seed, key, step, counter)`, where
+    /// `step` is the f32 value of `step` truncated to an integer.
+    Rand {
+        seed: u64,
+        key: u64,
+        step: Box<Expr>,
+        counter: Idx,
+    },
+}
+
+/// `C = alpha·A·B + beta·C` with `A: [m, k]`, `B: [k, n]`, `C: [m, n]`, each operand
+/// addressed as `buf[offset + row·row_stride + col·col_stride]` (so transposes are
+/// strides). With `batch = Some((count, [sa, sb, sc]))`, `count` products with the
+/// operands' offsets advanced by `sa`, `sb`, `sc` each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gemm {
+    pub m: Idx,
+    pub n: Idx,
+    pub k: Idx,
+    pub a: MatRef,
+    pub b: MatRef,
+    pub c: MatRef,
+    pub alpha: f32,
+    pub beta: f32,
+    pub batch: Option<(Idx, [Idx; 3])>,
+}
+
+/// A strided matrix inside a buffer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatRef {
+    pub buf: BufId,
+    pub offset: Idx,
+    pub row_stride: Idx,
+    pub col_stride: Idx,
+}
+
+/// Statements.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stmt {
+    /// `for var in 0..extent { body }`.
+    Loop {
+        var: VarId,
+        extent: Idx,
+        body: Vec<Stmt>,
+        parallel: bool,
+    },
+    Store {
+        buf: BufId,
+        index: Idx,
+        value: Expr,
+    },
+    Assign {
+        local: LocalId,
+        value: Expr,
+    },
+    Gemm(Gemm),
+}
+
+/// One kernel: the buffers it touches and its body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    pub name: String,
+    /// Buffers this kernel reads or writes, in a fixed order (the backend's argument
+    /// order).
+    pub params: Vec<BufId>,
+    pub body: Vec<Stmt>,
+    pub num_vars: u32,
+    pub num_locals: u32,
+    /// What the kernel does, for `nnc explain` and the printer's header comment.
+    pub note: String,
+}
+
+/// A whole step: buffers and kernels, run in order.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Program {
+    pub name: String,
+    pub buffers: Vec<BufferDecl>,
+    pub kernels: Vec<Kernel>,
+    /// Size of the scratch arena holding every `Temp` buffer.
+    pub arena: Size,
+}
+
+/// The counter-based random number of [`Expr::Rand`]: a splitmix64-style finaliser of
+/// the four words, its top 24 bits scaled into `[0, 1)`. Pure, so every backend and the
+/// interpreter agree bit for bit.
+pub fn rand_uniform(seed: u64, key: u64, step: u64, counter: u64) -> f32 {
+    let mut z = seed
+        ^ key.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ step.wrapping_mul(0xbf58_476d_1ce4_e5b9)
+        ^ counter.wrapping_mul(0x94d0_49bb_1331_11eb);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 40) as f32 / (1u64 << 24) as f32
+}
+
+/// Why a program breaks an invariant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidProgram(pub String);
+
+impl fmt::Display for InvalidProgram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid kernel program: {}", self.0)
+    }
+}
+
+impl std::error::Error for InvalidProgram {}
+
+impl Program {
+    /// Checks the invariants listed in the module doc.
+    pub fn validate(&self) -> Result<(), InvalidProgram> {
+        for k in &self.kernels {
+            let mut bound = Vec::new();
+            let mut parallel = 0;
+            for (i, s) in k.body.iter().enumerate() {
+                if let Stmt::Loop { parallel: true, .. } = s {
+                    parallel += 1;
+                    let _ = i;
+                }
+                self.validate_stmt(k, s, &mut bound, true)?;
+            }
+            if parallel > 1 {
+                return Err(InvalidProgram(format!(
+                    "kernel `{}` has {parallel} parallel loops",
+                    k.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_stmt(
+        &self,
+        k: &Kernel,
+        s: &Stmt,
+        bound: &mut Vec<VarId>,
+        top: bool,
+    ) -> Result<(), InvalidProgram> {
+        let err = |m: String| Err(InvalidProgram(format!("kernel `{}`: {m}", k.name)));
+        match s {
+            Stmt::Loop {
+                var,
+                extent,
+                body,
+                parallel,
+            } => {
+                if *parallel && !top {
+                    return err(format!("parallel loop {var:?} is not at the top level"));
+                }
+                if var.0 >= k.num_vars || bound.contains(var) {
+                    return err(format!("loop variable {var:?} is out of range or rebound"));
+                }
+                self.validate_idx(k, extent, bound)?;
+                bound.push(*var);
+                for s in body {
+                    self.validate_stmt(k, s, bound, false)?;
+                }
+                bound.pop();
+            }
+            Stmt::Store { buf, index, value } => {
+                self.validate_buf(k, *buf)?;
+                self.validate_idx(k, index, bound)?;
+                self.validate_expr(k, value, bound)?;
+            }
+            Stmt::Assign { local, value } => {
+                if local.0 >= k.num_locals {
+                    return err(format!("local {local:?} out of range"));
+                }
+                self.validate_expr(k, value, bound)?;
+            }
+            Stmt::Gemm(g) => {
+                for i in [&g.m, &g.n, &g.k] {
+                    self.validate_idx(k, i, bound)?;
+                }
+                for r in [&g.a, &g.b, &g.c] {
+                    self.validate_buf(k, r.buf)?;
+                    for i in [&r.offset, &r.row_stride, &r.col_stride] {
+                        self.validate_idx(k, i, bound)?;
+                    }
+                }
+                if let Some((count, strides)) = &g.batch {
+                    self.validate_idx(k, count, bound)?;
+                    for i in strides {
+                        self.validate_idx(k, i, bound)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_buf(&self, k: &Kernel, buf: BufId) -> Result<(), InvalidProgram> {
+        if buf.0 as usize >= self.buffers.len() || !k.params.contains(&buf) {
+            return Err(InvalidProgram(format!(
+                "kernel `{}` uses buffer {} it does not list",
+                k.name, buf.0
+            )));
+        }
+        Ok(())
+    }
+
+    fn validate_idx(&self, k: &Kernel, i: &Idx, bound: &[VarId]) -> Result<(), InvalidProgram> {
+        match i {
+            Idx::Const(_) | Idx::N => Ok(()),
+            Idx::Var(v) if bound.contains(v) => Ok(()),
+            Idx::Var(v) => Err(InvalidProgram(format!(
+                "kernel `{}` reads unbound loop variable {v:?}",
+                k.name
+            ))),
+            Idx::Add(a, b) | Idx::Sub(a, b) | Idx::Mul(a, b) | Idx::Min(a, b) | Idx::Max(a, b) => {
+                self.validate_idx(k, a, bound)?;
+                self.validate_idx(k, b, bound)
+            }
+            Idx::Div(a, c) | Idx::Rem(a, c) => {
+                if *c <= 0 {
+                    return Err(InvalidProgram(format!(
+                        "kernel `{}` divides an index by {c}",
+                        k.name
+                    )));
+                }
+                self.validate_idx(k, a, bound)
+            }
+        }
+    }
+
+    fn validate_expr(&self, k: &Kernel, e: &Expr, bound: &[VarId]) -> Result<(), InvalidProgram> {
+        match e {
+            Expr::Const(_) => Ok(()),
+            Expr::Local(l) if l.0 < k.num_locals => Ok(()),
+            Expr::Local(l) => Err(InvalidProgram(format!(
+                "kernel `{}` reads local {l:?} out of range",
+                k.name
+            ))),
+            Expr::Load { buf, index } => {
+                self.validate_buf(k, *buf)?;
+                self.validate_idx(k, index, bound)
+            }
+            Expr::Unary(_, a) => self.validate_expr(k, a, bound),
+            Expr::Binary(_, a, b) => {
+                self.validate_expr(k, a, bound)?;
+                self.validate_expr(k, b, bound)
+            }
+            Expr::Fma(a, b, c) => {
+                self.validate_expr(k, a, bound)?;
+                self.validate_expr(k, b, bound)?;
+                self.validate_expr(k, c, bound)
+            }
+            Expr::Select {
+                a,
+                b,
+                then,
+                otherwise,
+                ..
+            } => {
+                for x in [a, b, then, otherwise] {
+                    self.validate_expr(k, x, bound)?;
+                }
+                Ok(())
+            }
+            Expr::FromIdx(i) => self.validate_idx(k, i, bound),
+            Expr::Rand { step, counter, .. } => {
+                self.validate_expr(k, step, bound)?;
+                self.validate_idx(k, counter, bound)
+            }
+        }
+    }
+}
