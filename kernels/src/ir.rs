@@ -11,9 +11,9 @@
 //! - every `BufId` is an index into `Program::buffers` and is listed in the kernel's
 //!   `params`; every `VarId` is bound by an enclosing `Loop`; every `LocalId` is below
 //!   `Kernel::num_locals` and assigned before it is read (backends zero-initialise).
-//! - a `parallel` loop appears only at the top level of a kernel body, at most once per
-//!   kernel, and its iterations write disjoint elements; the runtime may split its range
-//!   between threads.
+//! - a `parallel` loop is the only top-level statement of its kernel, and its iterations
+//!   write disjoint elements: the runtime may split its range between threads and run the
+//!   kernel once per part.
 
 use std::fmt;
 
@@ -367,16 +367,15 @@ impl Program {
         for k in &self.kernels {
             let mut bound = Vec::new();
             let mut parallel = 0;
-            for (i, s) in k.body.iter().enumerate() {
+            for s in &k.body {
                 if let Stmt::Loop { parallel: true, .. } = s {
                     parallel += 1;
-                    let _ = i;
                 }
                 self.validate_stmt(k, s, &mut bound, true)?;
             }
-            if parallel > 1 {
+            if parallel > 0 && k.body.len() > 1 {
                 return Err(InvalidProgram(format!(
-                    "kernel `{}` has {parallel} parallel loops",
+                    "kernel `{}` has a parallel loop beside other top-level statements",
                     k.name
                 )));
             }

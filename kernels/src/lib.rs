@@ -6,6 +6,7 @@
 pub mod build;
 pub mod interp;
 pub mod ir;
+pub mod manifest;
 pub mod print;
 
 #[cfg(test)]
