@@ -3,6 +3,7 @@
 //! groups into this IR (`compiler/src/lower`); the CPU and GPU backends translate it 1:1;
 //! the runtime uses its buffer declarations to allocate and bind memory.
 
+pub mod abi;
 pub mod build;
 pub mod interp;
 pub mod ir;

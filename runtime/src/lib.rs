@@ -8,9 +8,11 @@
 //! - [`train::train_loop`] drives an executor through epochs, logs, checkpoints and plots;
 //! - [`metrics`] computes accuracy, macro precision/recall/F1, MAE and MSE exactly;
 //! - [`checkpoint`] writes `weights.safetensors` and full, checksummed checkpoints;
-//! - [`plot`] draws `curves.svg` and `confusion.svg`.
+//! - [`plot`] draws `curves.svg` and `confusion.svg`;
+//! - [`cpu`] runs a compiled artifact (native kernels + manifests) as an executor.
 
 pub mod checkpoint;
+pub mod cpu;
 pub mod data;
 pub mod executor;
 pub mod metrics;

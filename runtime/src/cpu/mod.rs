@@ -1,0 +1,351 @@
+//! The `cpu` executor: runs a compiled artifact — `kernels.so` (native code emitted by the
+//! compiler through cranelift) plus a manifest per program (`train.manifest`,
+//! `eval.manifest`) — on host memory, with a two-lane thread pool for parallel loops.
+//!
+//! ABI (defined in `nnc_kernels::abi`): every kernel is
+//! `extern "C" fn(ctx: *const KernelCtx, bufs: *const *mut f32, n: i64, start: i64, end: i64)`
+//! where `bufs` holds the base pointers of the kernel's buffers in manifest order and
+//! `start..end` is the part of its parallel loop to run. Matrix products call back into
+//! the runtime through `KernelCtx::sgemm`.
+//!
+//! Memory: named state (parameters, buffers, optimizer state, `step`) lives in one
+//! `Vec<f32>` per name, updated in place by the train program (`inout` buffers); the batch
+//! is copied into `x`/`y` buffers; temporaries live in one arena sized for the batch.
+
+mod pool;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use nnc_kernels::abi::KernelCtx;
+use nnc_kernels::ir::BufferKind;
+use nnc_kernels::manifest::Manifest;
+
+use crate::executor::{EvalOutput, ExecError, Executor, StateKind, StateTensor, StepOutput};
+use crate::tensor::Tensor;
+pub use pool::Pool;
+
+type KernelFn = unsafe extern "C" fn(*const KernelCtx, *const *mut f32, i64, i64, i64);
+
+/// File names inside an artifact folder.
+pub const LIBRARY_FILE: &str = "kernels.so";
+pub const TRAIN_MANIFEST: &str = "train.manifest";
+pub const EVAL_MANIFEST: &str = "eval.manifest";
+
+/// Names the step programs use for the batch and their results.
+pub const INPUT: &str = "x";
+pub const LABELS: &str = "y";
+pub const LOSS: &str = "loss";
+pub const OUTPUT: &str = "output";
+
+/// What the runtime must know about the model besides the artifact.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub input_shape: Vec<usize>,
+    pub output_shape: Vec<usize>,
+    /// Every carried tensor in state order: name, kind, shape, initial value.
+    pub state: Vec<(String, StateKind, Tensor)>,
+    pub hash: String,
+}
+
+struct LoadedProgram {
+    manifest: Manifest,
+    kernels: Vec<KernelFn>,
+}
+
+/// The compiled executor.
+pub struct CpuExecutor {
+    // Field order matters: the functions point into `_library`, which drops last.
+    train: LoadedProgram,
+    eval: LoadedProgram,
+    info: ModelInfo,
+    state: HashMap<String, Vec<f32>>,
+    batch_bufs: HashMap<&'static str, Vec<f32>>,
+    arena: Vec<f32>,
+    pool: Pool,
+    ctx: KernelCtx,
+    _library: libloading::Library,
+}
+
+fn load_program(
+    lib: &libloading::Library,
+    dir: &Path,
+    file: &str,
+) -> Result<LoadedProgram, ExecError> {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ExecError::new(format!("cannot read `{}`: {e}", path.display())))?;
+    let manifest =
+        Manifest::parse(&text).map_err(|e| ExecError::new(format!("`{}`: {e}", path.display())))?;
+    let mut kernels = Vec::new();
+    for k in &manifest.kernels {
+        // SAFETY: the symbol was emitted by the compiler with exactly this signature.
+        let f: libloading::Symbol<KernelFn> =
+            unsafe { lib.get(k.symbol.as_bytes()) }.map_err(|e| {
+                ExecError::new(format!(
+                    "`{}` lacks kernel `{}`: {e}",
+                    dir.join(LIBRARY_FILE).display(),
+                    k.symbol
+                ))
+            })?;
+        kernels.push(*f);
+    }
+    Ok(LoadedProgram { manifest, kernels })
+}
+
+impl CpuExecutor {
+    /// Loads the artifact in `dir` with `threads` threads (1 or 2 are used).
+    pub fn load(dir: &Path, info: ModelInfo, threads: usize) -> Result<CpuExecutor, ExecError> {
+        let lib_path = dir.join(LIBRARY_FILE);
+        // SAFETY: loading our own artifact; its initialisers are cranelift code with none.
+        let library = unsafe { libloading::Library::new(&lib_path) }
+            .map_err(|e| ExecError::new(format!("cannot load `{}`: {e}", lib_path.display())))?;
+        let train = load_program(&library, dir, TRAIN_MANIFEST)?;
+        let eval = load_program(&library, dir, EVAL_MANIFEST)?;
+        let state = info
+            .state
+            .iter()
+            .map(|(n, _, t)| (n.clone(), t.data.clone()))
+            .collect();
+        for prog in [&train, &eval] {
+            for b in &prog.manifest.buffers {
+                let known = matches!(b.kind, BufferKind::Temp { .. })
+                    || [INPUT, LABELS, LOSS, OUTPUT].contains(&b.name.as_str())
+                    || info.state.iter().any(|(n, ..)| *n == b.name);
+                if !known {
+                    return Err(ExecError::new(format!(
+                        "artifact buffer `{}` is neither state nor a step input or output",
+                        b.name
+                    )));
+                }
+            }
+        }
+        Ok(CpuExecutor {
+            train,
+            eval,
+            info,
+            state,
+            batch_bufs: HashMap::new(),
+            arena: Vec::new(),
+            pool: Pool::new(threads.clamp(1, 2)),
+            ctx: KernelCtx { sgemm: host_sgemm },
+            _library: library,
+        })
+    }
+
+    /// Runs one program for a batch of `n` with `x`, `y` bound; results stay in
+    /// `batch_bufs` (`loss`, `output`) and in the state.
+    fn run(&mut self, train: bool, x: &Tensor, y: &Tensor) -> Result<(), ExecError> {
+        let n = x.shape.first().copied().unwrap_or(0);
+        let prog = if train { &self.train } else { &self.eval };
+        let arena_len = prog.manifest.arena.resolve(n);
+        if self.arena.len() < arena_len {
+            self.arena.resize(arena_len, 0.0);
+        }
+        for (name, data) in [(INPUT, &x.data), (LABELS, &y.data)] {
+            let b = self.batch_bufs.entry(name).or_default();
+            b.clear();
+            b.extend_from_slice(data);
+        }
+        let mut ptrs: Vec<*mut f32> = Vec::with_capacity(prog.manifest.buffers.len());
+        for b in &prog.manifest.buffers {
+            let need = b.len.resolve(n);
+            let ptr = match (b.kind, b.name.as_str()) {
+                (BufferKind::Temp { offset }, _) => {
+                    let at = offset.resolve(n);
+                    if at + need > self.arena.len() {
+                        return Err(ExecError::new(format!(
+                            "temporary `{}` overruns the arena",
+                            b.name
+                        )));
+                    }
+                    // SAFETY: in bounds, checked above.
+                    unsafe { self.arena.as_mut_ptr().add(at) }
+                }
+                (_, name @ (INPUT | LABELS | LOSS | OUTPUT)) => {
+                    let key = [INPUT, LABELS, LOSS, OUTPUT]
+                        .into_iter()
+                        .find(|k| *k == name)
+                        .unwrap_or(OUTPUT);
+                    let v = self.batch_bufs.entry(key).or_default();
+                    if v.len() < need {
+                        if matches!(b.kind, BufferKind::Input) {
+                            return Err(ExecError::new(format!(
+                                "`{name}` holds {} values, the step needs {need}",
+                                v.len()
+                            )));
+                        }
+                        v.resize(need, 0.0);
+                    }
+                    v.as_mut_ptr()
+                }
+                (_, name) => {
+                    let v = self
+                        .state
+                        .get_mut(name)
+                        .ok_or_else(|| ExecError::new(format!("no state tensor `{name}`")))?;
+                    if v.len() < need {
+                        return Err(ExecError::new(format!(
+                            "state `{name}` holds {} values, the step needs {need}",
+                            v.len()
+                        )));
+                    }
+                    v.as_mut_ptr()
+                }
+            };
+            ptrs.push(ptr);
+        }
+        let ctx = CtxPtr(&self.ctx);
+        for (entry, f) in prog.manifest.kernels.iter().zip(&prog.kernels) {
+            let args: Vec<*mut f32> = entry.params.iter().map(|&i| ptrs[i]).collect();
+            let args = SendPtrs(args);
+            let n64 = n as i64;
+            let call = |start: i64, end: i64| {
+                // SAFETY: the arguments point at buffers at least as long as the manifest
+                // declares for this batch size, and parts of a parallel loop write
+                // disjoint elements (a kernel IR invariant).
+                unsafe { f(ctx.get(), args.get(), n64, start, end) }
+            };
+            let extent = entry.parallel.map_or(0, |e| e.resolve(n)) as i64;
+            if extent >= 2 && self.pool.lanes() > 1 {
+                let mid = extent / 2;
+                self.pool.join(&|| call(0, mid), &|| call(mid, extent));
+            } else {
+                call(0, extent);
+            }
+        }
+        Ok(())
+    }
+
+    fn take_results(&mut self, n: usize) -> (f32, Tensor) {
+        let loss = self
+            .batch_bufs
+            .get(LOSS)
+            .and_then(|v| v.first().copied())
+            .unwrap_or(f32::NAN);
+        let per = self.info.output_shape.iter().product::<usize>();
+        let mut shape = vec![n];
+        shape.extend_from_slice(&self.info.output_shape);
+        let data = self
+            .batch_bufs
+            .get(OUTPUT)
+            .map(|v| v[..(n * per).min(v.len())].to_vec())
+            .unwrap_or_default();
+        (loss, Tensor { shape, data })
+    }
+}
+
+/// The runtime's GEMM for kernels: `matrixmultiply`'s single-threaded sgemm (threads come
+/// from splitting the kernel's parallel loop, so the two never oversubscribe the cores).
+unsafe extern "C" fn host_sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+) {
+    // SAFETY: the kernel passes pointers and strides describing matrices inside its
+    // buffers, as the kernel IR's `Gemm` statement declares them.
+    unsafe { matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+}
+
+#[derive(Clone, Copy)]
+struct CtxPtr(*const KernelCtx);
+// SAFETY: `KernelCtx` holds only function pointers and is never written while kernels run.
+unsafe impl Sync for CtxPtr {}
+unsafe impl Send for CtxPtr {}
+
+impl CtxPtr {
+    /// A method, so that closures capture the whole (`Sync`) wrapper.
+    fn get(self) -> *const KernelCtx {
+        self.0
+    }
+}
+
+impl SendPtrs {
+    fn get(&self) -> *const *mut f32 {
+        self.0.as_ptr()
+    }
+}
+
+/// Raw pointers shared by the two lanes of one kernel call.
+struct SendPtrs(Vec<*mut f32>);
+// SAFETY: the lanes write disjoint elements; the caller waits for both before moving on.
+unsafe impl Sync for SendPtrs {}
+
+impl Executor for CpuExecutor {
+    fn backend(&self) -> &str {
+        "cpu"
+    }
+
+    fn model_hash(&self) -> String {
+        self.info.hash.clone()
+    }
+
+    fn input_shape(&self) -> Vec<usize> {
+        self.info.input_shape.clone()
+    }
+
+    fn output_shape(&self) -> Vec<usize> {
+        self.info.output_shape.clone()
+    }
+
+    fn state(&self) -> Result<Vec<StateTensor>, ExecError> {
+        Ok(self
+            .info
+            .state
+            .iter()
+            .map(|(name, kind, init)| StateTensor {
+                name: name.clone(),
+                kind: *kind,
+                tensor: Tensor {
+                    shape: init.shape.clone(),
+                    data: self.state[name].clone(),
+                },
+            })
+            .collect())
+    }
+
+    fn set_state(&mut self, state: &[StateTensor]) -> Result<(), ExecError> {
+        for s in state {
+            let slot = self
+                .state
+                .get_mut(&s.name)
+                .ok_or_else(|| ExecError::new(format!("unknown state tensor `{}`", s.name)))?;
+            if slot.len() != s.tensor.data.len() {
+                return Err(ExecError::new(format!(
+                    "state `{}` has the wrong size",
+                    s.name
+                )));
+            }
+            slot.copy_from_slice(&s.tensor.data);
+        }
+        Ok(())
+    }
+
+    fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput, ExecError> {
+        let n = x.shape.first().copied().unwrap_or(0);
+        self.run(true, x, y)?;
+        let (loss, output) = self.take_results(n);
+        Ok(StepOutput {
+            loss,
+            output: Some(output),
+        })
+    }
+
+    fn eval_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<EvalOutput, ExecError> {
+        let n = x.shape.first().copied().unwrap_or(0);
+        self.run(false, x, y)?;
+        let (loss, output) = self.take_results(n);
+        Ok(EvalOutput { loss, output })
+    }
+}
