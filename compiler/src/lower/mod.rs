@@ -18,6 +18,7 @@
 pub mod expr;
 pub mod kernel;
 pub mod memory;
+pub mod report;
 
 #[cfg(test)]
 mod tests;

@@ -178,3 +178,27 @@ fn every_compiled_step_matches_the_interpreter() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn kernel_rand_is_the_graph_rand() {
+    for (seed, key, step, i) in [(0, 0, 0, 0), (7, 3, 1, 42), (u64::MAX, 9, 1000, 123_456)] {
+        assert_eq!(
+            nnc_kernels::ir::rand_uniform(seed, key, step, i),
+            crate::ir::ops::source::counter_uniform(seed, key, step, i)
+        );
+    }
+}
+
+/// The MNIST MLP train step: 3 forward `Gemm` + bias/ReLU epilogue kernels (the last one
+/// without epilogue, its bias add joins the row kernel); softmax / log-softmax /
+/// cross-entropy forward and backward as 6 row kernels and 1 batch reduction (the loss);
+/// 2 backward `Gemm` kernels with the ReLU-gradient epilogue; 3 weight-gradient `Gemm`
+/// kernels and 3 bias-gradient reductions, each with its parameter's whole momentum-SGD
+/// update as epilogue; `step + 1`. Transposes feeding products are strides (no kernel).
+#[test]
+fn mnist_mlp_train_step_has_at_most_19_kernels() {
+    let path = repo().join("examples/mnist_mlp.nn");
+    let (label, g, batch, classes) = steps_of(&path).remove(0);
+    let kernels = check_graph(&label, &g, batch, classes).expect("lowers and agrees");
+    assert!(kernels <= 19, "{kernels} kernels");
+}

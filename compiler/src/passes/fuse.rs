@@ -12,7 +12,8 @@
 //!
 //! Rules, applied in reverse topological order (each decision is recorded as a note for
 //! `nnc explain`):
-//! 1. inputs are buffers; scalar constants, `iota` and the batch size are inlined where
+//! 1. inputs are buffers; constants, `iota`, the batch size and short elementwise
+//!    chains over inputs and constants (one-hot labels, `-1/N`) are recomputed where
 //!    used; transposes and reshapes read only by matrix products are *views* (strides of
 //!    the `Gemm`, no copy);
 //! 2. a node joins the group of its users when all of them are in one group and the
@@ -93,20 +94,40 @@ pub fn same_modulo_ones(a: &Shape, b: &Shape) -> bool {
 /// The base and the chain of a transpose/reshape view, when a `Gemm` can read it as
 /// strides: transposes of anything, reshapes only of a contiguous (untransposed) value.
 pub fn view_base(g: &Graph, id: NodeId) -> Option<NodeId> {
+    // Walking from the consumer down: a reshape must not be applied to a transposed
+    // value, so once a reshape is seen no transpose may follow below it.
     let mut cur = id;
-    let mut transposed = false;
+    let mut seen_reshape = false;
     let mut steps = 0;
     loop {
         match g.op(cur) {
-            Op::Transpose { .. } => transposed = true,
-            Op::Reshape { .. } if !transposed => {}
-            Op::Reshape { .. } => return None,
+            Op::Transpose { .. } if seen_reshape => return None,
+            Op::Transpose { .. } => {}
+            Op::Reshape { .. } => seen_reshape = true,
             Op::Const(_) | Op::Iota { .. } | Op::BatchSize => return None,
             _ => return if steps > 0 { Some(cur) } else { None },
         }
         cur = g.args(cur)[0];
         steps += 1;
     }
+}
+
+/// Whether a node is cheap to recompute in every kernel that needs it: an elementwise
+/// or layout op over inputs and constants only (the one-hot labels, `-1/N`), at most a
+/// few ops deep.
+fn recomputable(g: &Graph, id: NodeId, depth: usize) -> bool {
+    let op = g.op(id);
+    if matches!(op, Op::Const(_) | Op::Iota { .. } | Op::BatchSize) {
+        return true;
+    }
+    if depth == 0
+        || !(op.is_elementwise() || matches!(op, Op::Reshape { .. } | Op::Broadcast { .. }))
+    {
+        return false;
+    }
+    g.args(id)
+        .iter()
+        .all(|&a| matches!(g.op(a), Op::Input { .. }) || recomputable(g, a, depth - 1))
 }
 
 fn inlinable(op: &Op) -> bool {
@@ -136,7 +157,8 @@ pub fn partition(g: &Graph) -> Fusion {
             place[id.index()] = Some(Placement::Input);
             continue;
         }
-        if !is_output[id.index()] && matches!(op, Op::Const(_) | Op::Iota { .. } | Op::BatchSize) {
+        let used_by_gemm = us.iter().any(|u| matches!(g.op(*u), Op::MatMul));
+        if !is_output[id.index()] && !used_by_gemm && recomputable(g, id, 4) {
             place[id.index()] = Some(Placement::Free);
             continue;
         }
@@ -277,6 +299,9 @@ fn can_join(g: &Graph, grp: &Group, id: NodeId, users: &[Vec<NodeId>]) -> Result
                 continue;
             }
             seen.push(u);
+            if !grp.members.contains(&u) {
+                continue; // read from memory by another kernel, after this one
+            }
             let op = g.op(u);
             let ok_op = op.is_elementwise()
                 || matches!(op, Op::Broadcast { .. } | Op::Reshape { .. })

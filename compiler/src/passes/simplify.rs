@@ -5,6 +5,7 @@
 //! shape is skipped. The rules:
 //! - scalar constant folding of elementwise ops whose operands are all constants;
 //! - `x * 1`, `1 * x`, `x / 1`, `x + 0`, `0 + x`, `x - 0` → `x`; `neg(neg(x))` → `x`;
+//! - `x > 0` → `max(x, 0) > 0` (the ReLU mask from the ReLU output, see below);
 //! - `stop_grad(x)` → `x` (after autodiff it is the identity);
 //! - reshape of a reshape, reshape to the operand's own shape; transpose of a transpose
 //!   (composed; the identity disappears); broadcast of a broadcast;
@@ -68,6 +69,14 @@ fn rewrite(g: &mut Graph, op: &Op, args: &[NodeId]) -> IrResult<Option<NodeId>> 
                 return Ok(Some(g.constant(b.apply(x, y))));
             }
             let (a, bb) = (args[0], args[1]);
+            if let (BinaryOp::Gt, Some(0.0)) = (b, c(1, g)) {
+                // `x > 0` ≡ `max(x, 0) > 0` (also for NaN): reading the ReLU output lets
+                // the pre-activation stay inside the forward kernel.
+                let relu = g.binary(BinaryOp::Max, a, bb)?;
+                if g.shape(relu) == g.shape(a) {
+                    return Ok(Some(g.binary(BinaryOp::Gt, relu, bb)?));
+                }
+            }
             match (b, c(0, g), c(1, g)) {
                 (BinaryOp::Mul, _, Some(v)) | (BinaryOp::Div, _, Some(v)) if v == 1.0 => Some(a),
                 (BinaryOp::Mul, Some(v), _) if v == 1.0 => Some(bb),
