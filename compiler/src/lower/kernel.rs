@@ -107,6 +107,9 @@ pub fn build_group(
             *uses.entry(a).or_default() += 1;
         }
     }
+    for &s in &grp.stored {
+        *uses.entry(s).or_default() += 1;
+    }
     let mut vars = Vars(0);
     let mut extra_flops: u64 = 0;
     let mut gemm_target: Option<(NodeId, BufId)> = None;

@@ -79,9 +79,9 @@ fn rewrite(g: &mut Graph, op: &Op, args: &[NodeId]) -> IrResult<Option<NodeId>> 
             }
             match (b, c(0, g), c(1, g)) {
                 (BinaryOp::Mul, _, Some(v)) | (BinaryOp::Div, _, Some(v)) if v == 1.0 => Some(a),
-                (BinaryOp::Mul, Some(v), _) if v == 1.0 => Some(bb),
+                (BinaryOp::Mul, Some(1.0), _) => Some(bb),
                 (BinaryOp::Add, _, Some(v)) | (BinaryOp::Sub, _, Some(v)) if v == 0.0 => Some(a),
-                (BinaryOp::Add, Some(v), _) if v == 0.0 => Some(bb),
+                (BinaryOp::Add, Some(0.0), _) => Some(bb),
                 _ => None,
             }
         }
