@@ -5,7 +5,7 @@
 use super::lower::lower_forward;
 use super::print::print_graph;
 use super::train::build_step_graphs;
-use super::{ir_bail, IrResult};
+use super::{ir_bail, IrError, IrResult};
 use crate::sema::typed::Program;
 use crate::syntax::ast::File;
 
@@ -20,14 +20,20 @@ pub enum Stage {
     TrainGraph,
     /// Each `train` block's evaluation graph.
     EvalGraph,
+    /// The fusion groups of each train and eval step (after the graph passes).
+    Fused,
+    /// The kernel IR of each train and eval step.
+    Kernels,
 }
 
 impl Stage {
-    pub const ALL: [(Stage, &'static str); 4] = [
+    pub const ALL: [(Stage, &'static str); 6] = [
         (Stage::Ast, "ast"),
         (Stage::Graph, "graph"),
         (Stage::TrainGraph, "train-graph"),
         (Stage::EvalGraph, "eval-graph"),
+        (Stage::Fused, "fused"),
+        (Stage::Kernels, "kernels"),
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +58,19 @@ pub fn emit(file: &File, program: &Program, stages: &[Stage]) -> IrResult<String
             Stage::Graph => {
                 for model in &program.models {
                     out.push_str(&print_graph(&lower_forward(model, false, 0)?));
+                }
+            }
+            Stage::Fused | Stage::Kernels => {
+                let steps =
+                    crate::lower::report::compile_program(program, None).map_err(IrError::new)?;
+                for (t, e, _) in &steps {
+                    for step in [t, e] {
+                        out.push_str(&if stage == Stage::Fused {
+                            crate::lower::report::fused_text(step)
+                        } else {
+                            crate::lower::report::kernels_text(step)
+                        });
+                    }
                 }
             }
             Stage::TrainGraph | Stage::EvalGraph => {
