@@ -12,12 +12,13 @@
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
-    types, AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
+    types, AbiParam, Endianness, Function, InstBuilder, MemFlagsData, Signature, UserFuncName,
+    Value,
 };
 use cranelift_codegen::isa::{CallConv, TargetIsa};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use nnc_kernels::abi::KernelCtx;
-use nnc_kernels::ir::{BinOp, Expr, Gemm, Idx, Kernel, MatRef, Program, Stmt, UnOp};
+use nnc_kernels::ir::{BinOp, BufId, Expr, Gemm, Idx, Kernel, MatRef, Program, Stmt, UnOp, VarId};
 
 use super::math;
 use super::CodegenError;
@@ -109,7 +110,7 @@ pub(super) fn lower_kernel(
                 let zero = l.b.ins().iconst(I64, 0);
                 let lo = l.b.ins().smax(start, zero);
                 let hi = l.b.ins().smin(end, extent);
-                l.counted_loop(l.vars[var.0 as usize], lo, hi, |l| l.stmts(body))?;
+                l.lower_loop(*var, lo, hi, body)?;
             }
             s => l.stmt(s)?,
         }
@@ -151,8 +152,7 @@ impl Lower<'_, '_> {
             } => {
                 let hi = self.idx(extent)?;
                 let lo = self.b.ins().iconst(I64, 0);
-                let var = self.vars[var.0 as usize];
-                self.counted_loop(var, lo, hi, |l| l.stmts(body))
+                self.lower_loop(*var, lo, hi, body)
             }
             Stmt::Store { buf, index, value } => {
                 let v = self.expr(value)?;
@@ -167,6 +167,123 @@ impl Lower<'_, '_> {
             }
             Stmt::Gemm(g) => self.gemm(g),
         }
+    }
+
+    /// `for var in lo..hi { body }`, vectorised by 4 when [`vectorisable`] allows.
+    fn lower_loop(
+        &mut self,
+        var: VarId,
+        lo: Value,
+        hi: Value,
+        body: &[Stmt],
+    ) -> Result<(), CodegenError> {
+        let v = self.vars[var.0 as usize];
+        if !vectorisable(var, body) {
+            return self.counted_loop(v, lo, hi, |l| l.stmts(body));
+        }
+        // while var + 4 <= hi { 4 lanes at once }, then the scalar loop finishes.
+        let header = self.b.create_block();
+        let body_block = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.def_var(v, lo);
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(header);
+        let i = self.b.use_var(v);
+        let i4 = self.b.ins().iadd_imm_s(i, LANES);
+        let more = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, i4, hi);
+        self.b.ins().brif(more, body_block, &[], exit, &[]);
+        self.b.switch_to_block(body_block);
+        for s in body {
+            if let Stmt::Store { buf, index, value } = s {
+                let x = self.vexpr(var, value)?;
+                let addr = self.address(buf.0, index)?;
+                self.b.ins().store(vector_flags(), x, addr, 0);
+            }
+        }
+        let i = self.b.use_var(v);
+        let next = self.b.ins().iadd_imm_s(i, LANES);
+        self.b.def_var(v, next);
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(exit);
+        let rest = self.b.use_var(v);
+        self.counted_loop(v, rest, hi, |l| l.stmts(body))
+    }
+
+    /// The f32x4 value of `e` for lanes `var .. var + 4` (`e` passed [`vector_expr_ok`]).
+    fn vexpr(&mut self, var: VarId, e: &Expr) -> Result<Value, CodegenError> {
+        Ok(match e {
+            Expr::Load { buf, index } if stride(index, var) == Some(1) => {
+                let addr = self.address(buf.0, index)?;
+                self.b.ins().load(F32X4, vector_flags(), addr, 0)
+            }
+            Expr::Const(_) | Expr::Local(_) | Expr::Load { .. } => {
+                let x = self.expr(e)?;
+                self.b.ins().splat(F32X4, x)
+            }
+            Expr::Unary(op, a) => {
+                let a = self.vexpr(var, a)?;
+                match op {
+                    UnOp::Neg => self.b.ins().fneg(a),
+                    UnOp::Abs => self.b.ins().fabs(a),
+                    UnOp::Sqrt => self.b.ins().sqrt(a),
+                    UnOp::Floor => self.b.ins().floor(a),
+                    UnOp::Recip => {
+                        let one = self.b.ins().f32const(1.0);
+                        let one = self.b.ins().splat(F32X4, one);
+                        self.b.ins().fdiv(one, a)
+                    }
+                    UnOp::Exp | UnOp::Log | UnOp::Tanh => {
+                        return self.fail(format!("no vector form of {}", op.name()))
+                    }
+                }
+            }
+            Expr::Binary(op, a, c) => {
+                let (a, c) = (self.vexpr(var, a)?, self.vexpr(var, c)?);
+                match op {
+                    BinOp::Add => self.b.ins().fadd(a, c),
+                    BinOp::Sub => self.b.ins().fsub(a, c),
+                    BinOp::Mul => self.b.ins().fmul(a, c),
+                    BinOp::Div => self.b.ins().fdiv(a, c),
+                    BinOp::Max => self.vpick(FloatCC::GreaterThan, a, c),
+                    BinOp::Min => self.vpick(FloatCC::LessThan, a, c),
+                    BinOp::Pow => return self.fail("no vector form of pow".into()),
+                }
+            }
+            Expr::Fma(a, m, c) => {
+                let (a, m, c) = (
+                    self.vexpr(var, a)?,
+                    self.vexpr(var, m)?,
+                    self.vexpr(var, c)?,
+                );
+                self.b.ins().fma(a, m, c)
+            }
+            Expr::Select {
+                op,
+                a,
+                b,
+                then,
+                otherwise,
+            } => {
+                let (a, b) = (self.vexpr(var, a)?, self.vexpr(var, b)?);
+                let (t, o) = (self.vexpr(var, then)?, self.vexpr(var, otherwise)?);
+                let mask = self.b.ins().fcmp(float_cc(*op), a, b);
+                let mask = self.b.ins().bitcast(F32X4, vector_bitcast(), mask);
+                self.b.ins().bitselect(mask, t, o)
+            }
+            Expr::FromIdx(_) | Expr::Rand { .. } => {
+                return self.fail("no vector form of this expression".into())
+            }
+        })
+    }
+
+    /// Lane-wise `f32::max`/`f32::min` (`cc` picks `a`; a NaN operand yields the other).
+    fn vpick(&mut self, cc: FloatCC, a: Value, c: Value) -> Value {
+        let take_a = self.b.ins().fcmp(cc, a, c);
+        let take_a = self.b.ins().bitcast(F32X4, vector_bitcast(), take_a);
+        let m = self.b.ins().bitselect(take_a, a, c);
+        let c_nan = self.b.ins().fcmp(FloatCC::Unordered, c, c);
+        let c_nan = self.b.ins().bitcast(F32X4, vector_bitcast(), c_nan);
+        self.b.ins().bitselect(c_nan, a, m)
     }
 
     /// `for var in lo..hi { body }` (nothing when `hi <= lo`).
@@ -419,6 +536,118 @@ impl Lower<'_, '_> {
                 })
             }
         }
+    }
+}
+
+const LANES: i64 = 4;
+const F32X4: types::Type = types::F32X4;
+
+/// Vector loads and stores: never trapping, but only 4-byte aligned.
+fn vector_flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+fn vector_bitcast() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(Endianness::Little)
+}
+
+/// How `i` changes when `var` grows by one, if that is a constant.
+fn stride(i: &Idx, var: VarId) -> Option<i64> {
+    match i {
+        Idx::Const(_) | Idx::N => Some(0),
+        Idx::Var(v) => Some(i64::from(*v == var)),
+        Idx::Add(a, b) => stride(a, var)?.checked_add(stride(b, var)?),
+        Idx::Sub(a, b) => stride(a, var)?.checked_sub(stride(b, var)?),
+        Idx::Mul(a, b) => match (stride(a, var)?, stride(b, var)?, &**a, &**b) {
+            (0, 0, _, _) => Some(0),
+            (s, 0, _, Idx::Const(c)) | (0, s, Idx::Const(c), _) => s.checked_mul(*c),
+            _ => None,
+        },
+        Idx::Div(a, _) | Idx::Rem(a, _) => (stride(a, var)? == 0).then_some(0),
+        Idx::Min(a, b) | Idx::Max(a, b) => {
+            (stride(a, var)? == 0 && stride(b, var)? == 0).then_some(0)
+        }
+    }
+}
+
+/// Whether a loop over `var` can run four iterations at once: its body is only stores at
+/// unit stride whose values are [`vector_expr_ok`], and no buffer it stores is read at any
+/// other index than the one stored (so lanes never depend on each other). Distinct buffers
+/// are assumed not to overlap, as the runtime allocates them.
+fn vectorisable(var: VarId, body: &[Stmt]) -> bool {
+    let mut stores: Vec<(BufId, &Idx)> = Vec::new();
+    for s in body {
+        match s {
+            Stmt::Store { buf, index, value } => {
+                if stride(index, var) != Some(1) || !vector_expr_ok(value, var) {
+                    return false;
+                }
+                stores.push((*buf, index));
+            }
+            _ => return false,
+        }
+    }
+    if stores.is_empty() {
+        return false;
+    }
+    stores.iter().all(|(buf, index)| {
+        stores.iter().all(|(b2, i2)| b2 != buf || i2 == index)
+            && body.iter().all(|s| match s {
+                Stmt::Store { value, .. } => loads_only_at(value, *buf, index),
+                _ => true,
+            })
+    })
+}
+
+/// Whether every load of `buf` in `e` is at exactly `index`.
+fn loads_only_at(e: &Expr, buf: BufId, index: &Idx) -> bool {
+    match e {
+        Expr::Load { buf: b, index: i } => *b != buf || i == index,
+        Expr::Const(_) | Expr::Local(_) | Expr::FromIdx(_) => true,
+        Expr::Unary(_, a) => loads_only_at(a, buf, index),
+        Expr::Binary(_, a, b) => loads_only_at(a, buf, index) && loads_only_at(b, buf, index),
+        Expr::Fma(a, b, c) => [a, b, c].iter().all(|x| loads_only_at(x, buf, index)),
+        Expr::Select {
+            a,
+            b,
+            then,
+            otherwise,
+            ..
+        } => [a, b, then, otherwise]
+            .iter()
+            .all(|x| loads_only_at(x, buf, index)),
+        Expr::Rand { step, .. } => loads_only_at(step, buf, index),
+    }
+}
+
+/// Whether `e` has a lane-wise f32x4 form: loads at stride 0 or 1, arithmetic, min/max,
+/// fma and selects without loads in their arms (transcendentals, `pow`, `FromIdx` and
+/// `Rand` stay scalar for now).
+fn vector_expr_ok(e: &Expr, var: VarId) -> bool {
+    match e {
+        Expr::Const(_) | Expr::Local(_) => true,
+        Expr::Load { index, .. } => matches!(stride(index, var), Some(0 | 1)),
+        Expr::Unary(op, a) => {
+            !matches!(op, UnOp::Exp | UnOp::Log | UnOp::Tanh) && vector_expr_ok(a, var)
+        }
+        Expr::Binary(op, a, b) => {
+            *op != BinOp::Pow && vector_expr_ok(a, var) && vector_expr_ok(b, var)
+        }
+        Expr::Fma(a, b, c) => [a, b, c].iter().all(|x| vector_expr_ok(x, var)),
+        Expr::Select {
+            a,
+            b,
+            then,
+            otherwise,
+            ..
+        } => {
+            !loads(then)
+                && !loads(otherwise)
+                && [a, b, then, otherwise]
+                    .iter()
+                    .all(|x| vector_expr_ok(x, var))
+        }
+        Expr::FromIdx(_) | Expr::Rand { .. } => false,
     }
 }
 

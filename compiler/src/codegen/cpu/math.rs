@@ -41,8 +41,9 @@ fn horner(b: &mut FunctionBuilder, x: Value, coeffs: &[f64]) -> Value {
 
 /// `e^x` for an f64 `x` already within `[-700, 700]` (or NaN, which propagates).
 fn exp_f64_core(b: &mut FunctionBuilder, x: Value) -> Value {
-    const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    // ln 2 split (fdlibm): the high part has trailing zero bits so `k·LN2_HI` is exact.
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
     let log2e = b.ins().f64const(std::f64::consts::LOG2_E);
     let t = b.ins().fmul(x, log2e);
     let k = b.ins().nearest(t);
