@@ -23,13 +23,13 @@
 //! Host features come from `cranelift_native`, so `fma` is a real `vfmadd` and `floor` /
 //! `nearest` are `roundss`/`roundsd` (x86-64 needs SSE4.1, which every x86-64 machine of the
 //! last fifteen years has).
-
-Vectorisation: a loop whose body is only unit-stride stores of lane-wise expressions
-(arithmetic, min/max, fma, selects, loads at stride 0 or 1) and that reads no stored buffer
-at another index runs four iterations at a time on f32x4, then finishes with the scalar
-loop; results are bit-identical to the scalar loop. Loops with reductions (locals),
-transcendentals, `pow`, `FromIdx` or `Rand` stay scalar. Distinct buffers are assumed not
-to overlap.
+//!
+//! Vectorisation: a loop whose body is only unit-stride stores of lane-wise expressions
+//! (arithmetic, min/max, fma, selects, loads at stride 0 or 1) and that reads no stored buffer
+//! at another index runs four iterations at a time on f32x4, then finishes with the scalar
+//! loop; results are bit-identical to the scalar loop. Loops with reductions (locals),
+//! transcendentals, `pow`, `FromIdx` or `Rand` stay scalar. Distinct buffers are assumed not
+//! to overlap.
 
 mod lower;
 mod math;
