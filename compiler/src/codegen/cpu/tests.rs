@@ -1311,3 +1311,38 @@ fn in_place_update_and_broadcast_rows_are_vectorised_correctly() {
     art.run_kernel(&p, 0, &mut split, n, (5, 17));
     assert_bitwise(&want[..1], &split[..1]);
 }
+
+/// Rough throughput of compiled kernels (`cargo test -p nnc --lib throughput -- --ignored
+/// --nocapture`); prints ns per element, asserts nothing.
+#[test]
+#[ignore = "measurement, not a check"]
+fn throughput_report() {
+    let len = 1 << 20;
+    let xs: Vec<f32> = (0..len).map(|v| (v as f32 * 1e-3).sin() * 10.0).collect();
+    for op in [UnOp::Exp, UnOp::Log, UnOp::Tanh, UnOp::Sqrt] {
+        let p = map_unary(op, len);
+        let art = build(&p);
+        let mut bufs = vec![xs.iter().map(|x| x.abs()).collect(), vec![0.0; len]];
+        art.run(&p, &mut bufs, 1);
+        let t = Instant::now();
+        for _ in 0..10 {
+            art.run(&p, &mut bufs, 1);
+        }
+        let ns = t.elapsed().as_secs_f64() * 1e9 / (10.0 * len as f64);
+        eprintln!("{}: {ns:.2} ns/element", op.name());
+    }
+    let (x, y) = (BufId(0), BufId(1));
+    let i = VarId(0);
+    let p = map_binary_kernels(
+        vec![fma(load(x, i.into()), load(y, i.into()), constant(1.0))],
+        len,
+    );
+    let art = build(&p);
+    let mut bufs = vec![xs.clone(), xs.clone(), vec![0.0; len]];
+    let t = Instant::now();
+    for _ in 0..10 {
+        art.run(&p, &mut bufs, 1);
+    }
+    let ns = t.elapsed().as_secs_f64() * 1e9 / (10.0 * len as f64);
+    eprintln!("fma (vectorised): {ns:.2} ns/element");
+}
