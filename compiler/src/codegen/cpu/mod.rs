@@ -139,7 +139,7 @@ pub fn emit_clif(program: &Program) -> Result<String, CodegenError> {
     Ok(out)
 }
 
-/// Compiles one kernel's function and returns its optimised CLIF and machine code size
+/// Compiles one kernel's function and returns Cranelift's disassembly of the machine code
 /// (used by tests to check what the backend emits, e.g. that `fma` is an instruction).
 #[cfg(test)]
 pub(crate) fn compiled_disasm(program: &Program, kernel: usize) -> Result<String, CodegenError> {
