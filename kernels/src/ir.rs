@@ -342,16 +342,18 @@ pub struct Program {
 /// interpreter agree bit for bit (the compiler's lowering tests check the equality).
 pub fn rand_uniform(seed: u64, key: u64, step: u64, counter: u64) -> f32 {
     const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
-    fn mix64(mut z: u64) -> u64 {
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
     let mut h = mix64(seed.wrapping_add(GOLDEN));
     h = mix64(h ^ key.wrapping_add(GOLDEN.wrapping_mul(2)));
     h = mix64(h ^ step.wrapping_add(GOLDEN.wrapping_mul(3)));
     h = mix64(h ^ counter.wrapping_add(GOLDEN.wrapping_mul(4)));
     (h >> 40) as f32 / (1u64 << 24) as f32
+}
+
+/// The splitmix64 finaliser: a bijective 64-bit mix.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Why a program breaks an invariant.

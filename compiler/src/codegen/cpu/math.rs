@@ -24,6 +24,7 @@
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::FunctionBuilder;
+use nnc_kernels::ir::mix64;
 
 const F32: types::Type = types::F32;
 const F64: types::Type = types::F64;
@@ -239,30 +240,35 @@ pub(super) fn rand_uniform(
     step: Value,
     counter: Value,
 ) -> Value {
-    const M1: u64 = 0x9e37_79b9_7f4a_7c15;
-    const M2: u64 = 0xbf58_476d_1ce4_e5b9;
-    const M3: u64 = 0x94d0_49bb_1331_11eb;
+    const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
     let zero = b.ins().f32const(0.0);
     let step = max_ignoring_nan(b, step, zero);
     // `as u64` saturates (NaN cannot occur after the max).
     let step = b.ins().fcvt_to_uint_sat(I64, step);
-    let fixed = seed ^ key.wrapping_mul(M1);
+    // The seed and key words are compile-time constants: fold them here.
+    let fixed = mix64(mix64(seed.wrapping_add(GOLDEN)) ^ key.wrapping_add(GOLDEN.wrapping_mul(2)));
     let z = b.ins().iconst(I64, fixed as i64);
-    let sm = b.ins().imul_imm_s(step, M2 as i64);
-    let z = b.ins().bxor(z, sm);
-    let cm = b.ins().imul_imm_s(counter, M3 as i64);
-    let z = b.ins().bxor(z, cm);
+    let s = b.ins().iadd_imm_s(step, GOLDEN.wrapping_mul(3) as i64);
+    let z = b.ins().bxor(z, s);
+    let z = emit_mix64(b, z);
+    let c = b.ins().iadd_imm_s(counter, GOLDEN.wrapping_mul(4) as i64);
+    let z = b.ins().bxor(z, c);
+    let z = emit_mix64(b, z);
+    let top = b.ins().ushr_imm_u(z, 40);
+    let f = b.ins().fcvt_from_uint(F32, top);
+    let scale = b.ins().f32const(1.0 / (1u64 << 24) as f32);
+    b.ins().fmul(f, scale)
+}
+
+/// The splitmix64 finaliser in cranelift IR, the twin of [`nnc_kernels::ir::mix64`].
+fn emit_mix64(b: &mut FunctionBuilder, z: Value) -> Value {
     let mix = |b: &mut FunctionBuilder, z: Value, shift: i64, mul: u64| {
         let s = b.ins().ushr_imm_u(z, shift);
         let x = b.ins().bxor(z, s);
         b.ins().imul_imm_s(x, mul as i64)
     };
-    let z = mix(b, z, 30, M2);
-    let z = mix(b, z, 27, M3);
+    let z = mix(b, z, 30, 0xbf58_476d_1ce4_e5b9);
+    let z = mix(b, z, 27, 0x94d0_49bb_1331_11eb);
     let s = b.ins().ushr_imm_u(z, 31);
-    let z = b.ins().bxor(z, s);
-    let top = b.ins().ushr_imm_u(z, 40);
-    let f = b.ins().fcvt_from_uint(F32, top);
-    let scale = b.ins().f32const(1.0 / (1u64 << 24) as f32);
-    b.ins().fmul(f, scale)
+    b.ins().bxor(z, s)
 }
