@@ -203,10 +203,7 @@ fn make_executor(
     })?;
     match target {
         Target::Interp => Ok(Box::new(InterpExecutor::new(graphs, model, seed))),
-        Target::Cpu => Err(DriverError::Message(
-            "the `cpu` target is not available in this build yet\nhelp: use `--target interp`"
-                .into(),
-        )),
+        Target::Cpu => super::cpu::cpu_executor(&graphs, model, seed, train.batch),
         Target::Cuda => Err(DriverError::Message(
             "the `cuda` target is not available in this build\nhelp: use `--target interp`".into(),
         )),

@@ -95,26 +95,48 @@ fn checked(program: &Program) -> Result<(), CodegenError> {
 /// Compiles every kernel of `program` into one relocatable object file (host format),
 /// each exported under the kernel's name with the ABI of the module doc.
 pub fn emit_object(program: &Program) -> Result<Vec<u8>, CodegenError> {
-    checked(program)?;
+    emit_object_of(&[program])
+}
+
+/// Compiles the kernels of several programs (a train and an eval step) into one object
+/// file; kernel names must be unique across the programs, since they are the symbols.
+pub fn emit_object_of(programs: &[&Program]) -> Result<Vec<u8>, CodegenError> {
+    let mut seen = std::collections::HashSet::new();
+    for program in programs {
+        checked(program)?;
+        for kernel in &program.kernels {
+            if !seen.insert(kernel.name.as_str()) {
+                return err(format!(
+                    "two kernels are named `{}`; symbols must be unique",
+                    kernel.name
+                ));
+            }
+        }
+    }
     let isa = host_isa()?;
-    let builder = ObjectBuilder::new(isa, program.name.as_bytes(), default_libcall_names())
+    let name = programs.first().map_or("nnc", |p| p.name.as_str());
+    let builder = ObjectBuilder::new(isa, name.as_bytes(), default_libcall_names())
         .map_err(|e| CodegenError(format!("cannot create the object file: {e}")))?;
     let mut module = ObjectModule::new(builder);
     let mut fctx = FunctionBuilderContext::new();
     let mut ctx = module.make_context();
-    for kernel in &program.kernels {
-        let sig = lower::kernel_signature(module.isa().default_call_conv());
-        let id = module
-            .declare_function(&kernel.name, Linkage::Export, &sig)
-            .map_err(|e| CodegenError(format!("cannot declare kernel `{}`: {e}", kernel.name)))?;
-        module.clear_context(&mut ctx);
-        ctx.func = lower::lower_kernel(program, kernel, module.isa(), &mut fctx)?;
-        module.define_function(id, &mut ctx).map_err(|e| {
-            CodegenError(format!(
-                "cranelift rejected kernel `{}`: {e:?}",
-                kernel.name
-            ))
-        })?;
+    for program in programs {
+        for kernel in &program.kernels {
+            let sig = lower::kernel_signature(module.isa().default_call_conv());
+            let id = module
+                .declare_function(&kernel.name, Linkage::Export, &sig)
+                .map_err(|e| {
+                    CodegenError(format!("cannot declare kernel `{}`: {e}", kernel.name))
+                })?;
+            module.clear_context(&mut ctx);
+            ctx.func = lower::lower_kernel(program, kernel, module.isa(), &mut fctx)?;
+            module.define_function(id, &mut ctx).map_err(|e| {
+                CodegenError(format!(
+                    "cranelift rejected kernel `{}`: {e:?}",
+                    kernel.name
+                ))
+            })?;
+        }
     }
     module
         .finish()
@@ -139,9 +161,22 @@ pub fn emit_clif(program: &Program) -> Result<String, CodegenError> {
     Ok(out)
 }
 
+/// The machine code of every kernel as Cranelift's disassembly, for `--emit asm`.
+pub fn emit_asm(program: &Program) -> Result<String, CodegenError> {
+    checked(program)?;
+    let mut out = String::new();
+    for (i, kernel) in program.kernels.iter().enumerate() {
+        out.push_str(&format!(
+            "; kernel {}\n{}\n",
+            kernel.name,
+            compiled_disasm(program, i)?
+        ));
+    }
+    Ok(out)
+}
+
 /// Compiles one kernel's function and returns Cranelift's disassembly of the machine code
-/// (used by tests to check what the backend emits, e.g. that `fma` is an instruction).
-#[cfg(test)]
+/// (also used by tests to check what the backend emits, e.g. that `fma` is an instruction).
 pub(crate) fn compiled_disasm(program: &Program, kernel: usize) -> Result<String, CodegenError> {
     let isa = host_isa()?;
     let mut fctx = FunctionBuilderContext::new();
