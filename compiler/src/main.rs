@@ -122,7 +122,7 @@ enum Command {
     Build {
         file: PathBuf,
         /// Stages to print, comma-separated: ast, graph, train-graph, eval-graph, fused,
-        /// kernels. Without `--emit`, prints only the summary line.
+        /// kernels, clif, asm. Without `--emit`, prints only the summary line.
         #[arg(long, value_delimiter = ',')]
         emit: Vec<String>,
         /// Print the step graphs after this pass: simplify, dce, fuse.

@@ -5,7 +5,8 @@
 //!
 //! The artifact is built in a fresh temporary folder and that folder is removed as soon
 //! as the library is loaded (the mapping stays valid), so nothing is left behind;
-//! [`build_artifact`] writes the same files into a folder of the caller's choice.
+//! [`build_artifact`] writes the same files into a folder of the caller's choice, and so
+//! does training when the environment variable `NNC_ARTIFACT_DIR` names one.
 //!
 //! Train and eval kernels live in one library; their symbols are prefixed with `train_`
 //! and `eval_` so that the two programs' kernel names never collide.
@@ -24,6 +25,7 @@ use super::DriverError;
 use crate::codegen::cpu::{emit_object_of, link_shared_object};
 use crate::ir::train::StepGraphs;
 use crate::lower::report::{compile_step, CompiledStep};
+use crate::lower::split::split_gemm_rows;
 use crate::sema::typed::TypedModel;
 
 /// What building an artifact produced, for reports and benchmarks.
@@ -42,7 +44,8 @@ fn message(what: &str, e: impl std::fmt::Display) -> DriverError {
 }
 
 /// Compiles both steps of `graphs` into `dir` (`kernels.so`, `train.manifest`,
-/// `eval.manifest`). `batch` only feeds the cost estimates of the reports.
+/// `eval.manifest`). `batch` is the expected batch size: it feeds the cost estimates of
+/// the reports and the CPU schedule's decision which products use both cores.
 pub fn build_artifact(
     graphs: &StepGraphs,
     batch: usize,
@@ -54,9 +57,14 @@ pub fn build_artifact(
     let mut eval = compile_step(&graphs.eval, batch, None)
         .map_err(|e| message("cannot compile the evaluation step", e))?;
     for (step, prefix) in [(&mut train, "train_"), (&mut eval, "eval_")] {
-        for k in &mut step.lowered.program.kernels {
+        let program = &mut step.lowered.program;
+        split_gemm_rows(&mut program.kernels, batch);
+        for k in &mut program.kernels {
             k.name = format!("{prefix}{}", k.name);
         }
+        program
+            .validate()
+            .map_err(|e| message("the CPU schedule broke a kernel", e))?;
     }
     let lower_time = start.elapsed();
     let start = Instant::now();
@@ -134,13 +142,18 @@ pub fn cpu_executor(
     seed: u64,
     batch: usize,
 ) -> Result<Box<dyn Executor>, DriverError> {
-    let dir = scratch_dir();
+    // `NNC_ARTIFACT_DIR` keeps the artifact (for profilers, which need the library's
+    // symbols, and for `objdump`).
+    let keep = std::env::var_os("NNC_ARTIFACT_DIR").map(PathBuf::from);
+    let dir = keep.clone().unwrap_or_else(scratch_dir);
     let built = build_artifact(graphs, batch, &dir);
     let loaded = built.and_then(|_| {
         CpuExecutor::load(&dir, model_info(graphs, model, seed), default_threads())
             .map_err(|e| message("cannot load the CPU artifact", e))
     });
     // The library stays mapped after its file is gone.
-    let _ = std::fs::remove_dir_all(&dir);
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(Box::new(loaded?))
 }

@@ -24,16 +24,22 @@ pub enum Stage {
     Fused,
     /// The kernel IR of each train and eval step.
     Kernels,
+    /// The Cranelift IR of every CPU kernel.
+    Clif,
+    /// The host machine code of every CPU kernel (Cranelift's disassembly).
+    Asm,
 }
 
 impl Stage {
-    pub const ALL: [(Stage, &'static str); 6] = [
+    pub const ALL: [(Stage, &'static str); 8] = [
         (Stage::Ast, "ast"),
         (Stage::Graph, "graph"),
         (Stage::TrainGraph, "train-graph"),
         (Stage::EvalGraph, "eval-graph"),
         (Stage::Fused, "fused"),
         (Stage::Kernels, "kernels"),
+        (Stage::Clif, "clif"),
+        (Stage::Asm, "asm"),
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,15 +66,22 @@ pub fn emit(file: &File, program: &Program, stages: &[Stage]) -> IrResult<String
                     out.push_str(&print_graph(&lower_forward(model, false, 0)?));
                 }
             }
-            Stage::Fused | Stage::Kernels => {
+            Stage::Fused | Stage::Kernels | Stage::Clif | Stage::Asm => {
                 let steps =
                     crate::lower::report::compile_program(program, None).map_err(IrError::new)?;
-                for (t, e, _) in &steps {
+                for (t, e, batch) in &steps {
                     for step in [t, e] {
-                        out.push_str(&if stage == Stage::Fused {
-                            crate::lower::report::fused_text(step)
-                        } else {
-                            crate::lower::report::kernels_text(step)
+                        // Machine code is shown with the CPU schedule the artifact uses.
+                        let mut p = step.lowered.program.clone();
+                        crate::lower::split::split_gemm_rows(&mut p.kernels, *batch);
+                        let p = &p;
+                        out.push_str(&match stage {
+                            Stage::Fused => crate::lower::report::fused_text(step),
+                            Stage::Kernels => crate::lower::report::kernels_text(step),
+                            Stage::Clif => crate::codegen::cpu::emit_clif(p)
+                                .map_err(|e| IrError::new(e.to_string()))?,
+                            _ => crate::codegen::cpu::emit_asm(p)
+                                .map_err(|e| IrError::new(e.to_string()))?,
                         });
                     }
                 }

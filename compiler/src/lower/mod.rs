@@ -16,9 +16,11 @@
 //! temporary in the arena.
 
 pub mod expr;
+pub mod hoist;
 pub mod kernel;
 pub mod memory;
 pub mod report;
+pub mod split;
 
 #[cfg(test)]
 mod tests;
@@ -213,6 +215,7 @@ fn lower_once(
         });
     }
     let hazards = alias_hazards(g, fusion, &kernels, &writers);
+    kernels.iter_mut().for_each(hoist::hoist_invariants);
     let mut program = Program {
         name: g.name.clone(),
         buffers: plan.buffers,

@@ -79,6 +79,17 @@ fn random_inputs(
 }
 
 fn check_graph(label: &str, g: &Graph, batch: usize, classes: usize) -> Result<usize, String> {
+    check_scheduled(label, g, batch, classes, None)
+}
+
+/// [`check_graph`] with the CPU schedule's row split applied for a batch-size hint.
+fn check_scheduled(
+    label: &str,
+    g: &Graph,
+    batch: usize,
+    classes: usize,
+    split_hint: Option<usize>,
+) -> Result<usize, String> {
     let opts = PassOptions {
         verify: true,
         dump_after: None,
@@ -86,7 +97,10 @@ fn check_graph(label: &str, g: &Graph, batch: usize, classes: usize) -> Result<u
     let (sg, _) = run_passes(g, &opts).map_err(|e| format!("{label}: {e}"))?;
     verify(&sg).map_err(|e| format!("{label}: {e}"))?;
     let fusion = fuse::partition(&sg);
-    let lowered = lower_graph(&sg, &fusion, batch).map_err(|e| format!("{label}: {e}"))?;
+    let mut lowered = lower_graph(&sg, &fusion, batch).map_err(|e| format!("{label}: {e}"))?;
+    if let Some(hint) = split_hint {
+        super::split::split_gemm_rows(&mut lowered.program.kernels, hint);
+    }
     let p = &lowered.program;
     p.validate().map_err(|e| format!("{label}: {e}"))?;
     let mut rng = Rng(0x5eed ^ label.len() as u64);
@@ -177,6 +191,52 @@ fn every_compiled_step_matches_the_interpreter() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Every example with every eligible matrix product split into two row halves (the hint
+/// makes them all eligible; batch 5 splits rows 3 + 2, fixed dimensions unevenly too).
+#[test]
+fn row_split_steps_match_the_interpreter() {
+    let mut failures = Vec::new();
+    let mut split = 0;
+    for path in files() {
+        for (label, g, batch, classes) in steps_of(&path) {
+            match check_scheduled(&label, &g, batch, classes, Some(1 << 20)) {
+                Ok(_) => split += 1,
+                Err(e) => failures.push(e),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(split > 0);
+}
+
+/// The split applies to the big products of the MNIST MLP and leaves one kernel per
+/// product, with a two-part parallel loop.
+#[test]
+fn mnist_products_are_split_in_two() {
+    let path = repo().join("examples/mnist_mlp.nn");
+    let (_, g, _, _) = steps_of(&path).remove(0);
+    let (sg, _) = run_passes(&g, &PassOptions::default()).expect("passes");
+    let fusion = fuse::partition(&sg);
+    let mut lowered = lower_graph(&sg, &fusion, 128).expect("lowers");
+    let before = lowered.program.kernels.len();
+    super::split::split_gemm_rows(&mut lowered.program.kernels, 128);
+    lowered.program.validate().expect("valid after the split");
+    assert_eq!(lowered.program.kernels.len(), before);
+    let k0 = &lowered.program.kernels[0];
+    assert!(
+        matches!(
+            &k0.body[..],
+            [nnc_kernels::ir::Stmt::Loop {
+                parallel: true,
+                extent: nnc_kernels::ir::Idx::Const(2),
+                ..
+            }]
+        ),
+        "{}",
+        nnc_kernels::print::print_program(&lowered.program)
+    );
 }
 
 #[test]
