@@ -22,7 +22,9 @@ use nnc_kernels::abi::KernelCtx;
 use nnc_kernels::ir::BufferKind;
 use nnc_kernels::manifest::Manifest;
 
-use crate::executor::{EvalOutput, ExecError, Executor, StateKind, StateTensor, StepOutput};
+use crate::executor::{
+    EvalOutput, ExecError, Executor, NonFiniteParam, StateKind, StateTensor, StepOutput,
+};
 use crate::tensor::Tensor;
 pub use pool::Pool;
 
@@ -335,6 +337,23 @@ impl Executor for CpuExecutor {
             slot.copy_from_slice(&s.tensor.data);
         }
         Ok(())
+    }
+
+    /// Scans the parameters in place (the default would copy all state every step).
+    fn first_non_finite_param(&self) -> Result<Option<NonFiniteParam>, ExecError> {
+        for (name, kind, _) in &self.info.state {
+            if *kind != StateKind::Param {
+                continue;
+            }
+            if let Some((index, value)) = crate::tensor::first_non_finite(&self.state[name]) {
+                return Ok(Some(NonFiniteParam {
+                    name: name.clone(),
+                    index,
+                    value,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput, ExecError> {
