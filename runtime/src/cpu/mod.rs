@@ -13,6 +13,7 @@
 //! is copied into `x`/`y` buffers; temporaries live in one arena sized for the batch.
 
 mod denormals;
+mod gemm;
 mod pool;
 
 use std::collections::HashMap;
@@ -215,7 +216,9 @@ impl CpuExecutor {
                 let mid = extent / 2;
                 self.pool.join(&|| call(0, mid), &|| call(mid, extent));
             } else {
+                SERIAL_POOL.with(|p| p.set(&self.pool));
                 call(0, extent);
+                SERIAL_POOL.with(|p| p.set(std::ptr::null()));
             }
         }
         Ok(())
@@ -239,8 +242,16 @@ impl CpuExecutor {
     }
 }
 
-/// The runtime's GEMM for kernels: `matrixmultiply`'s single-threaded sgemm (threads come
-/// from splitting the kernel's parallel loop, so the two never oversubscribe the cores).
+thread_local! {
+    /// The pool while a kernel without a parallel loop runs on this thread: its matrix
+    /// products may use the second lane then (see [`host_sgemm`]).
+    static SERIAL_POOL: std::cell::Cell<*const Pool> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+/// The runtime's GEMM for kernels: the `gemm` crate, single-threaded (see [`gemm`] for the
+/// measurements behind the choice). Inside a kernel's parallel loop each lane already has
+/// a core; in a serial kernel a product big enough to pay for it is cut in two halves run
+/// on both lanes ([`gemm::split`]), so threads never oversubscribe the cores.
 unsafe extern "C" fn host_sgemm(
     m: usize,
     n: usize,
@@ -257,12 +268,39 @@ unsafe extern "C" fn host_sgemm(
     rsc: isize,
     csc: isize,
 ) {
-    // SAFETY: the kernel passes pointers and strides describing matrices inside its
-    // buffers, as the kernel IR's `Gemm` statement declares them.
     if m == 0 || n == 0 {
         return; // an empty part of a product split between the lanes
     }
-    unsafe { matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+    let g = gemm::Sgemm {
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+        beta,
+        c,
+        rsc,
+        csc,
+    };
+    let pool = SERIAL_POOL.with(|p| p.get());
+    // SAFETY: a non-null pointer was set by `CpuExecutor::run` around this kernel call
+    // and the pool outlives it.
+    match (unsafe { pool.as_ref() }, gemm::split(m, n, k)) {
+        (Some(pool), Some(cut)) if pool.lanes() > 1 => {
+            let [lo, hi] = g.halves(cut);
+            // SAFETY: the kernel passes pointers and strides describing matrices inside
+            // its buffers, as the kernel IR's `Gemm` declares them; the halves write
+            // disjoint blocks of C.
+            pool.join(&|| unsafe { lo.run() }, &|| unsafe { hi.run() });
+        }
+        // SAFETY: as above.
+        _ => unsafe { g.run() },
+    }
 }
 
 #[derive(Clone, Copy)]

@@ -96,14 +96,28 @@ impl Pool {
             b();
             return;
         }
+        let mut spins = 0u32;
         while self.shared.done.load(Ordering::Acquire) < ticket {
-            std::hint::spin_loop();
+            relax(&mut spins);
         }
+    }
+}
+
+/// One step of a busy wait: mostly a CPU pause, and every 64th step a `yield`, so that a
+/// waiting thread that shares its core with the one it waits for (a busy machine) lets it
+/// run instead of burning the time slice.
+fn relax(spins: &mut u32) {
+    *spins = spins.wrapping_add(1);
+    if *spins % 64 == 0 {
+        thread::yield_now();
+    } else {
+        std::hint::spin_loop();
     }
 }
 
 fn worker_loop(s: &Shared) {
     let mut seen = 0u64;
+    let mut spins = 0u32;
     loop {
         let started = Instant::now();
         loop {
@@ -114,7 +128,7 @@ fn worker_loop(s: &Shared) {
                 break;
             }
             if started.elapsed() < s.spin {
-                std::hint::spin_loop();
+                relax(&mut spins);
             } else {
                 thread::park_timeout(Duration::from_millis(50));
             }
