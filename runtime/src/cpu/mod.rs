@@ -147,11 +147,6 @@ impl CpuExecutor {
         if self.arena.len() < arena_len {
             self.arena.resize(arena_len, 0.0);
         }
-        for (name, data) in [(INPUT, &x.data), (LABELS, &y.data)] {
-            let b = self.batch_bufs.entry(name).or_default();
-            b.clear();
-            b.extend_from_slice(data);
-        }
         let mut ptrs: Vec<*mut f32> = Vec::with_capacity(prog.manifest.buffers.len());
         for b in &prog.manifest.buffers {
             let need = b.len.resolve(n);
@@ -166,6 +161,17 @@ impl CpuExecutor {
                     }
                     // SAFETY: in bounds, checked above.
                     unsafe { self.arena.as_mut_ptr().add(at) }
+                }
+                // The batch is bound in place: kernels never write `input` buffers.
+                (BufferKind::Input, name @ (INPUT | LABELS)) => {
+                    let data = if name == INPUT { &x.data } else { &y.data };
+                    if data.len() < need {
+                        return Err(ExecError::new(format!(
+                            "`{name}` holds {} values, the step needs {need}",
+                            data.len()
+                        )));
+                    }
+                    data.as_ptr().cast_mut()
                 }
                 (_, name @ (INPUT | LABELS | LOSS | OUTPUT)) => {
                     let key = [INPUT, LABELS, LOSS, OUTPUT]
