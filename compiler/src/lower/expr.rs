@@ -1,9 +1,10 @@
 //! Index inlining: the value of a node at a symbolic multi-index, as a kernel-IR
 //! expression. Members of the current group are inlined (elementwise ops become scalar
 //! arithmetic, layout ops become index arithmetic); anything else is a load from its
-//! buffer; reduction anchors are the kernel's accumulators. A value used more than once
-//! at the same index is computed once into a local (`Assign`), in `pre`, which the
-//! kernel builder places before the statement that needs it.
+//! buffer; reduction anchors are the kernel's accumulators, and a value a row kernel
+//! stored in an earlier pass (`spilled`) is a load from that scratch buffer. A value used
+//! more than once at the same index is computed once into a local (`Assign`), in `pre`,
+//! which the kernel builder places before the statement that needs it.
 
 use std::collections::HashMap;
 
@@ -24,6 +25,9 @@ pub struct ExprBuilder<'a> {
     pub home: &'a HashMap<NodeId, BufId>,
     /// Accumulators and other values fixed for the current iteration point.
     pub fixed: HashMap<NodeId, Expr>,
+    /// Values of the group already stored by an earlier pass of a row kernel, in a
+    /// scratch buffer of their own shape.
+    pub spilled: HashMap<NodeId, BufId>,
     /// How many in-group users each node has (values used twice are cached).
     pub uses: HashMap<NodeId, usize>,
     pub cache: HashMap<(NodeId, Vec<Idx>), LocalId>,
@@ -49,6 +53,9 @@ impl ExprBuilder<'_> {
     pub fn value(&mut self, id: NodeId, idx: &[Idx]) -> Result<Expr, LowerError> {
         if let Some(e) = self.fixed.get(&id) {
             return Ok(e.clone());
+        }
+        if let Some(&buf) = self.spilled.get(&id) {
+            return Ok(load(buf, linear(idx, &dims_idx(self.g.shape(id)))));
         }
         let inline = match &self.fusion.placement[id.index()] {
             Placement::Group(k) => *k == self.group,

@@ -5,10 +5,17 @@
 //! - matrix product: a `Gemm` whose operands are buffers read through strides (so a
 //!   transposed or reshaped operand costs nothing), then the epilogue as a sequential
 //!   loop over the product (the product is read back from the buffer it was written to);
-//! - reduction: a loop nest over the kept dims (outermost `parallel`), and inside it,
-//!   for each reduction in order, a loop over the reduced dims accumulating into a local;
-//!   then the values of the reduced shape are stored, then (in one more pass over the
-//!   reduced dims) the values of the full shape. Accumulation is in f32, in index order.
+//! - reduction: a loop nest over the kept dims (outermost `parallel`), and inside it
+//!   passes over the reduced dims: pass `p` accumulates into locals every reduction
+//!   whose prologue reads reductions of earlier passes only (softmax + cross-entropy:
+//!   max and the label sum; Σ exp(x − max); the loss term). The values of the full
+//!   shape are stored in the last pass when they do not read its reductions (the
+//!   softmax output and the gradient row beside the loss term), else in one more pass;
+//!   the values of the reduced shape are stored at the end. Values that are not
+//!   reductions are recomputed in each pass that reads them, except a transcendental
+//!   one (`exp`, `log`, `tanh`, `sigmoid`) read by several passes: the first stores it
+//!   in a scratch row, the later ones load it (so softmax evaluates `exp` once per
+//!   element). Accumulation is in f32, in index order.
 //!
 //! Sizes of 1 get no loop (the index is the constant 0).
 
@@ -20,6 +27,7 @@ use nnc_kernels::ir::{BinOp, BufId, BufferKind, Expr, Gemm, Idx, Kernel, MatRef,
 use super::expr::{dim_idx, ExprBuilder};
 use super::{dims_idx, linear, size_of, KernelReport, LowerError, Plan};
 use crate::ir::graph::{Dim, Graph, NodeId, Shape};
+use crate::ir::ops::elementwise::UnaryOp;
 use crate::ir::ops::reduce::ReduceOp;
 use crate::ir::Op;
 use crate::passes::fuse::{same_modulo_ones, Fusion, GroupKind, Placement};
@@ -144,6 +152,7 @@ pub fn build_group(
         group: gi,
         home: &home,
         fixed: HashMap::new(),
+        spilled: HashMap::new(),
         uses,
         cache: HashMap::new(),
         pre: Vec::new(),
@@ -179,6 +188,7 @@ pub fn build_group(
         }
         GroupKind::Reduce { axes, full } => reduce_body(
             &mut eb,
+            plan,
             grp.anchors.clone(),
             &grp.stored,
             axes,
@@ -259,8 +269,134 @@ fn stored_items(
         .collect()
 }
 
+/// The reductions among `anchors` that the value of `id` reads, directly or through
+/// other members of the group (a reduction's own inputs are not followed).
+fn anchors_read(
+    eb: &ExprBuilder,
+    id: NodeId,
+    anchors: &[NodeId],
+    memo: &mut HashMap<NodeId, Vec<NodeId>>,
+) -> Vec<NodeId> {
+    if anchors.contains(&id) {
+        return vec![id];
+    }
+    if let Some(v) = memo.get(&id) {
+        return v.clone();
+    }
+    let mut out: Vec<NodeId> = Vec::new();
+    if eb.fusion.placement[id.index()] == Placement::Group(eb.group) {
+        for &a in eb.g.args(id) {
+            for r in anchors_read(eb, a, anchors, memo) {
+                if !out.contains(&r) {
+                    out.push(r);
+                }
+            }
+        }
+    }
+    memo.insert(id, out.clone());
+    out
+}
+
+/// The members of the group that computing `id` evaluates, stopping at `stops`
+/// (reductions, values loaded from a scratch buffer) and at other groups' values.
+fn reads(eb: &ExprBuilder, id: NodeId, stops: &[NodeId], out: &mut Vec<NodeId>) {
+    if stops.contains(&id)
+        || out.contains(&id)
+        || eb.fusion.placement[id.index()] != Placement::Group(eb.group)
+    {
+        return;
+    }
+    out.push(id);
+    for &a in eb.g.args(id) {
+        reads(eb, a, stops, out);
+    }
+}
+
+/// The costly values (transcendental functions of the full shape) that a row kernel
+/// stores in a scratch row in the first pass that computes them, because a later pass
+/// reads them too (softmax: `exp(x − max)` is summed in pass 2 and read again by the
+/// output and the gradient), with that first pass. Reloading costs two memory
+/// operations per element, recomputing an `exp` some forty instructions. Only values
+/// every user reads elementwise qualify (each row then reads back what it wrote).
+fn spill_plan(
+    eb: &ExprBuilder,
+    anchors: &[NodeId],
+    level: &HashMap<NodeId, usize>,
+    big: &[NodeId],
+    big_in_last: bool,
+    full: &Shape,
+) -> Vec<(NodeId, usize)> {
+    let g = eb.g;
+    let passes = level.values().copied().max().unwrap_or(0);
+    let store_pass = if big_in_last { passes } else { passes + 1 };
+    // What each pass evaluates, given the values already spilled (loaded by the passes
+    // after the one that stores them).
+    let pass_reads = |spilled: &[(NodeId, usize)]| -> Vec<Vec<NodeId>> {
+        (1..=store_pass)
+            .map(|p| {
+                let mut stops = anchors.to_vec();
+                stops.extend(spilled.iter().filter(|(_, f)| *f < p).map(|(v, _)| *v));
+                let mut out = Vec::new();
+                for &r in anchors.iter().filter(|r| level[*r] == p) {
+                    reads(eb, g.args(r)[0], &stops, &mut out);
+                }
+                if p == store_pass {
+                    for &s in big {
+                        reads(eb, s, &stops, &mut out);
+                    }
+                }
+                out
+            })
+            .collect()
+    };
+    let costly = |v: NodeId| {
+        matches!(
+            g.op(v),
+            Op::Unary(UnaryOp::Exp | UnaryOp::Log | UnaryOp::Tanh | UnaryOp::Sigmoid)
+        ) && same_modulo_ones(g.shape(v), full)
+    };
+    let read_elementwise = |v: NodeId| {
+        let members = &eb.fusion.groups[eb.group].members;
+        (0..g.len()).map(|i| NodeId(i as u32)).all(|u| {
+            !members.contains(&u)
+                || !g.args(u).contains(&v)
+                || anchors.contains(&u)
+                || ((g.op(u).is_elementwise()
+                    || matches!(g.op(u), Op::Broadcast { .. } | Op::Reshape { .. }))
+                    && same_modulo_ones(g.shape(u), full))
+        })
+    };
+    let mut out: Vec<(NodeId, usize)> = Vec::new();
+    let mut candidates: Vec<NodeId> = eb.fusion.groups[eb.group]
+        .members
+        .iter()
+        .copied()
+        .filter(|&v| costly(v) && read_elementwise(v))
+        .collect();
+    // Downstream first: a spilled value no longer needs its operands recomputed.
+    candidates.sort_by(|a, b| b.cmp(a));
+    for v in candidates {
+        let per_pass = pass_reads(&out);
+        let passes_reading: Vec<usize> = (1..=store_pass)
+            .filter(|&p| per_pass[p - 1].contains(&v))
+            .collect();
+        if let [first, _, ..] = passes_reading[..] {
+            out.push((v, first));
+        }
+    }
+    out
+}
+
+/// The loops of a reduction group, inside a loop nest over the kept dims (outermost
+/// `parallel`). Each reduction gets a level: 1 + the highest level among the reductions
+/// its prologue reads (max → Σ exp(x − max) → Σ onehot·(x − max − log Σ) are levels
+/// 1, 2, 3); pass `p` is one loop over the reduced dims accumulating every reduction of
+/// level `p`. The values of the full shape are stored in the last pass when they read no
+/// reduction of the last level, else in one more pass; the values of the reduced shape
+/// are stored at the end, after every pass that could read their old value.
 fn reduce_body(
     eb: &mut ExprBuilder,
+    plan: &mut Plan,
     anchors: Vec<NodeId>,
     stored: &[NodeId],
     axes: &[usize],
@@ -282,25 +418,10 @@ fn reduce_body(
         .enumerate()
         .map(|(d, x)| if axes.contains(&d) { *x } else { Dim::K(1) })
         .collect();
-    let mut body = Vec::new();
-    for r in anchors {
-        let func = match g.op(r) {
-            Op::Reduce { func, .. } => *func,
-            _ => return Err(LowerError(format!("{r} is not a reduction"))),
-        };
-        let acc = eb.new_local();
-        let init = match func {
-            ReduceOp::Sum => 0.0,
-            ReduceOp::Max => f32::NEG_INFINITY,
-        };
-        body.push(Stmt::Assign {
-            local: acc,
-            value: constant(init),
-        });
-        let (inner_idx, inner) = index_for(&inner_dims, vars);
-        let full_idx: Vec<Idx> = red_idx
+    let full_index = |inner_idx: &[Idx]| -> Vec<Idx> {
+        red_idx
             .iter()
-            .zip(&inner_idx)
+            .zip(inner_idx)
             .map(|(a, b)| {
                 if matches!(b, Idx::Const(0)) {
                     a.clone()
@@ -308,43 +429,97 @@ fn reduce_body(
                     b.clone()
                 }
             })
-            .collect();
-        let v = eb.value(g.args(r)[0], &full_idx)?;
-        let op = match func {
-            ReduceOp::Sum => BinOp::Add,
-            ReduceOp::Max => BinOp::Max,
-        };
-        let mut step = std::mem::take(&mut eb.pre);
-        step.push(Stmt::Assign {
-            local: acc,
-            value: binary(op, Expr::Local(acc), v),
-        });
-        eb.cache.clear();
-        body.extend(nest(&inner, step, false));
-        eb.fixed.insert(r, Expr::Local(acc));
+            .collect()
+    };
+    // Anchors are in id order, so the reductions a prologue reads already have a level.
+    let mut memo = HashMap::new();
+    let mut level: HashMap<NodeId, usize> = HashMap::new();
+    for &r in &anchors {
+        let read = anchors_read(eb, g.args(r)[0], &anchors, &mut memo);
+        let l = 1 + read.iter().map(|a| level[a]).max().unwrap_or(0);
+        level.insert(r, l);
     }
+    let passes = level.values().copied().max().unwrap_or(0);
     let (small, big): (Vec<NodeId>, Vec<NodeId>) = stored
         .iter()
         .partition(|s| same_modulo_ones(g.shape(**s), &reduced));
-    let items = stored_items(g, small.into_iter(), &red_idx, &reduced)?;
-    body.extend(store_all(eb, &items)?);
-    if !big.is_empty() {
+    let big_level = big
+        .iter()
+        .flat_map(|&s| anchors_read(eb, s, &anchors, &mut memo))
+        .map(|a| level[&a])
+        .max()
+        .unwrap_or(0);
+    let big_in_last = !big.is_empty() && big_level < passes;
+    let spills = spill_plan(eb, &anchors, &level, &big, big_in_last, full);
+    let mut spill_at: HashMap<usize, Vec<(NodeId, BufId)>> = HashMap::new();
+    for (v, first) in spills {
+        let buf = plan.temp(format!("t{}.row", v.0), size_of(g.shape(v))?);
+        spill_at.entry(first).or_default().push((v, buf));
+        // Computed into a local, so the store below reuses it.
+        eb.uses.insert(v, 2);
+    }
+    let mut body = Vec::new();
+    for p in 1..=passes {
         let (inner_idx, inner) = index_for(&inner_dims, vars);
-        let full_idx: Vec<Idx> = red_idx
-            .iter()
-            .zip(&inner_idx)
-            .map(|(a, b)| {
-                if matches!(b, Idx::Const(0)) {
-                    a.clone()
-                } else {
-                    b.clone()
-                }
-            })
-            .collect();
+        let full_idx = full_index(&inner_idx);
+        let mut step = Vec::new();
+        let mut done = Vec::new();
+        for &r in anchors.iter().filter(|r| level[r] == p) {
+            let func = match g.op(r) {
+                Op::Reduce { func, .. } => *func,
+                _ => return Err(LowerError(format!("{r} is not a reduction"))),
+            };
+            let acc = eb.new_local();
+            let (init, op) = match func {
+                ReduceOp::Sum => (0.0, BinOp::Add),
+                ReduceOp::Max => (f32::NEG_INFINITY, BinOp::Max),
+            };
+            body.push(Stmt::Assign {
+                local: acc,
+                value: constant(init),
+            });
+            let v = eb.value(g.args(r)[0], &full_idx)?;
+            step.append(&mut eb.pre);
+            step.push(Stmt::Assign {
+                local: acc,
+                value: binary(op, Expr::Local(acc), v),
+            });
+            done.push((r, acc));
+        }
+        let spilled = spill_at.remove(&p).unwrap_or_default();
+        for &(v, buf) in &spilled {
+            let idx = reindex(&full_idx, full, g.shape(v))?;
+            let e = eb.value(v, &idx)?;
+            step.append(&mut eb.pre);
+            step.push(Stmt::Store {
+                buf,
+                index: linear(&idx, &dims_idx(g.shape(v))),
+                value: e,
+            });
+        }
+        if p == passes && big_in_last {
+            let items = stored_items(g, big.iter().copied(), &full_idx, full)?;
+            step.extend(store_all(eb, &items)?);
+        }
+        eb.cache.clear();
+        body.extend(nest(&inner, step, false));
+        // Known from here on (a pass never reads its own accumulators).
+        for (r, acc) in done {
+            eb.fixed.insert(r, Expr::Local(acc));
+        }
+        eb.spilled.extend(spilled);
+    }
+    if !big.is_empty() && !big_in_last {
+        let (inner_idx, inner) = index_for(&inner_dims, vars);
+        let full_idx = full_index(&inner_idx);
         let items = stored_items(g, big.into_iter(), &full_idx, full)?;
         let step = store_all(eb, &items)?;
         body.extend(nest(&inner, step, false));
     }
+    // Last: a value updated in place (a parameter of the reduced shape) may be read by
+    // every pass before it.
+    let items = stored_items(g, small.into_iter(), &red_idx, &reduced)?;
+    body.extend(store_all(eb, &items)?);
     Ok(nest(&outer, body, true))
 }
 

@@ -14,6 +14,9 @@ use crate::ir::train::build_step_graphs;
 use crate::ir::{interp, verify::verify, Tensor};
 use crate::passes::{fuse, run_passes, PassOptions};
 
+use nnc_kernels::ir::{BufId, Idx, Size, Stmt};
+use nnc_kernels::print::{print_kernel, print_program};
+
 use super::lower_graph;
 
 struct Rng(u64);
@@ -251,14 +254,116 @@ fn kernel_rand_is_the_graph_rand() {
 
 /// The MNIST MLP train step: 3 forward `Gemm` + bias/ReLU epilogue kernels (the last one
 /// without epilogue, its bias add joins the row kernel); softmax / log-softmax /
-/// cross-entropy forward and backward as 6 row kernels and 1 batch reduction (the loss);
+/// cross-entropy forward and backward as 1 row kernel and 1 batch reduction (the loss);
 /// 2 backward `Gemm` kernels with the ReLU-gradient epilogue; 3 weight-gradient `Gemm`
 /// kernels and 3 bias-gradient reductions, each with its parameter's whole momentum-SGD
 /// update as epilogue; `step + 1`. Transposes feeding products are strides (no kernel).
 #[test]
-fn mnist_mlp_train_step_has_at_most_19_kernels() {
+fn mnist_mlp_train_step_has_at_most_14_kernels() {
     let path = repo().join("examples/mnist_mlp.nn");
     let (label, g, batch, classes) = steps_of(&path).remove(0);
     let kernels = check_graph(&label, &g, batch, classes).expect("lowers and agrees");
-    assert!(kernels <= 19, "{kernels} kernels");
+    assert!(kernels <= 14, "{kernels} kernels");
+}
+
+/// Buffers a statement stores to.
+fn stores(s: &Stmt, out: &mut Vec<BufId>) {
+    match s {
+        Stmt::Loop { body, .. } => body.iter().for_each(|s| stores(s, out)),
+        Stmt::Store { buf, .. } => out.push(*buf),
+        Stmt::Assign { .. } => {}
+        Stmt::Gemm(g) => out.push(g.c.buf),
+    }
+}
+
+/// The softmax + cross-entropy of the MNIST steps is one row kernel, parallel over the
+/// batch: per row, the max, the exp-sum, the softmax output, the per-row loss term and
+/// (train step) the gradient row, which the backward products read; `exp` is evaluated
+/// once per element. Only the loss's batch mean is a kernel of its own.
+#[test]
+fn mnist_softmax_cross_entropy_is_one_row_kernel() {
+    let path = repo().join("examples/mnist_mlp.nn");
+    for (label, g, _, _) in steps_of(&path) {
+        let (sg, _) = run_passes(&g, &PassOptions::default()).expect("passes");
+        let fusion = fuse::partition(&sg);
+        let lowered = lower_graph(&sg, &fusion, 64).expect("lowers");
+        let p = &lowered.program;
+        let listing = print_program(p);
+        let with_exp: Vec<usize> = (0..p.kernels.len())
+            .filter(|&i| print_kernel(&p.kernels[i]).contains("exp("))
+            .collect();
+        let [row] = with_exp[..] else {
+            panic!("{label}: softmax in kernels {with_exp:?}\n{listing}");
+        };
+        let k = &p.kernels[row];
+        let [Stmt::Loop {
+            parallel: true,
+            extent: Idx::N,
+            body,
+            ..
+        }] = &k.body[..]
+        else {
+            panic!(
+                "{label}: {} is not one parallel loop over rows\n{listing}",
+                k.name
+            );
+        };
+        // max, Σ exp, then the loss term with the stores of the full rows.
+        let passes = body
+            .iter()
+            .filter(|s| matches!(s, Stmt::Loop { .. }))
+            .count();
+        assert_eq!(passes, 3, "{label}\n{listing}");
+        let text = print_kernel(k);
+        assert!(
+            text.contains("max(") && text.contains("log("),
+            "{label}\n{text}"
+        );
+        // exp(x − max) once per element: pass 2 keeps it in a scratch row for pass 3.
+        assert_eq!(text.matches("exp(").count(), 1, "{label}\n{text}");
+        let mut written = Vec::new();
+        k.body.iter().for_each(|s| stores(s, &mut written));
+        written.sort();
+        written.dedup();
+        let len = |b: &BufId| p.buffers[b.0 as usize].len;
+        let name = |b: &BufId| p.buffers[b.0 as usize].name.as_str();
+        assert!(
+            written.iter().any(|b| name(b) == "output"),
+            "{label}\n{text}"
+        );
+        let loss_rows: Vec<&BufId> = written
+            .iter()
+            .filter(|b| len(b) == Size::per_batch(1))
+            .collect();
+        assert_eq!(loss_rows.len(), 1, "{label}\n{text}");
+        // The loss: one more kernel, reading the per-row terms.
+        let loss = p
+            .kernels
+            .iter()
+            .position(|k| k.params.iter().any(|b| name(b) == "loss"))
+            .expect("a loss kernel");
+        assert!(loss > row && p.kernels[loss].params.contains(loss_rows[0]));
+        let grads: Vec<&BufId> = written
+            .iter()
+            .filter(|b| {
+                name(b) != "output" && !name(b).ends_with(".row") && len(b) == Size::per_batch(10)
+            })
+            .collect();
+        if label.ends_with("train") {
+            assert_eq!(grads.len(), 1, "{label}\n{text}");
+            let read_by_gemm = p.kernels[row + 1..].iter().any(|k| {
+                k.body.iter().any(|s| {
+                    let (mut l, mut st, mut gemm) = (Vec::new(), Vec::new(), false);
+                    super::kernel::accesses(s, *grads[0], &mut l, &mut st, &mut gemm);
+                    gemm
+                })
+            });
+            assert!(
+                read_by_gemm,
+                "{label}: the gradient rows feed no product\n{listing}"
+            );
+        } else {
+            assert!(grads.is_empty(), "{label}\n{text}");
+        }
+    }
 }

@@ -6,9 +6,13 @@
 //!   its output as an epilogue (bias + activation, the activation gradient, a
 //!   parameter's optimizer update);
 //! - `Reduce`: one or more reductions over the same axes of the same shape, with their
-//!   prologue inlined into the accumulation loop and their consumers as epilogue; with
+//!   prologue inlined into the accumulation loops and their consumers as epilogue. A
+//!   reduction may read an earlier one broadcast along the reduced axes (max → Σ
+//!   exp(x − max) → …): `lower/` runs them as successive passes over each row. With
 //!   last-axis reductions this is the row kernel of softmax / log-softmax +
-//!   cross-entropy, forward and backward.
+//!   cross-entropy, forward and backward: max, exp-sum, the softmax output, the per-row
+//!   loss term and the gradient row in one kernel (the batch mean of the loss reduces
+//!   other axes and stays a kernel of its own).
 //!
 //! Rules, applied in reverse topological order (each decision is recorded as a note for
 //! `nnc explain`):
@@ -23,12 +27,28 @@
 //!    member downstream of it is elementwise with the anchor's shape (for reductions:
 //!    the input's or the output's shape), so each value it feeds is read at the current
 //!    iteration point;
-//! 4. a graph output is stored by whichever group computes it.
+//! 4. *row merge*: a node whose users are in several groups first merges those groups
+//!    into one `Reduce` group and joins it, when that involves a reduction (the node or
+//!    a user group's), all the reductions share axes and shape, every member downstream
+//!    of a reduction reads it elementwise, only values of the full or the reduced shape
+//!    are stored, and no other group both reads from and feeds the merged ones. Since
+//!    what is not a reduction is recomputed by every pass that reads it (`lower/` keeps
+//!    only transcendental values in a scratch row), only cheap nodes (elementwise,
+//!    broadcast, reshape) trigger a merge, pointwise groups merge only when made of
+//!    such nodes and only into reductions over the trailing axes (passes walk
+//!    contiguous rows), and no gathering layout op (`im2col`, `col2im`, …) joins a
+//!    group of several reductions;
+//! 5. a graph output is stored by whichever group computes it.
 //!
-//! Invariant (why groups can run in order of their roots): a node with users outside
-//! its group is its group's root, and a root has the largest id in its group, so every
-//! cross-group edge goes from a lower root to a higher one.
+//! Invariants: a node with users outside its group is stored by it; the root (the
+//! member with the largest id) is stored. Groups run in a topological order of their
+//! dependences, the smallest root first among the ready ones: without row merges every
+//! cross-group edge goes from a lower root to a higher one, so that order is by root; a
+//! merged group may feed a group with a lower root (the per-row loss terms feed the
+//! batch mean), which then runs after it.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt::Write;
 
 use crate::ir::graph::{Dim, Graph, NodeId, Shape};
@@ -130,6 +150,12 @@ fn recomputable(g: &Graph, id: NodeId, depth: usize) -> bool {
         .all(|&a| matches!(g.op(a), Op::Input { .. }) || recomputable(g, a, depth - 1))
 }
 
+/// Elementwise ops and the layout ops that only rename indices: cheap enough to be
+/// recomputed by each pass of a row kernel (gathers such as `im2col` are not).
+fn cheap(op: &Op) -> bool {
+    op.is_elementwise() || matches!(op, Op::Broadcast { .. } | Op::Reshape { .. })
+}
+
 fn inlinable(op: &Op) -> bool {
     op.is_elementwise() || op.is_layout() || matches!(op, Op::Rand { .. })
 }
@@ -150,6 +176,8 @@ pub fn partition(g: &Graph) -> Fusion {
     }
     let mut place: Vec<Option<Placement>> = vec![None; n];
     let mut groups: Vec<Group> = Vec::new();
+    // Groups merged into another one (left empty).
+    let mut dead: Vec<bool> = Vec::new();
     for id in g.ids().collect::<Vec<_>>().into_iter().rev() {
         let op = g.op(id);
         let us = &users[id.index()];
@@ -176,7 +204,7 @@ pub fn partition(g: &Graph) -> Fusion {
             }
         }
         // The groups of the users, or why there is no single one.
-        let mut target: Option<usize> = None;
+        let mut user_groups: Vec<usize> = Vec::new();
         let mut refusal: Option<String> = None;
         for u in us {
             match &place[u.index()] {
@@ -185,15 +213,41 @@ pub fn partition(g: &Graph) -> Fusion {
                         "{id} is a matrix-product operand (read from memory)"
                     ));
                 }
-                Some(Placement::Group(k)) => match target {
-                    None => target = Some(*k),
-                    Some(t) if t == *k => {}
-                    Some(_) => refusal = Some(format!("{id} is used by several kernels")),
-                },
+                Some(Placement::Group(k)) => {
+                    if !user_groups.contains(k) {
+                        user_groups.push(*k);
+                    }
+                }
                 _ => refusal = Some(format!("{id} is read through a view")),
             }
             if refusal.is_some() {
                 break;
+            }
+        }
+        let mut target: Option<usize> = None;
+        if refusal.is_none() {
+            match user_groups[..] {
+                [] => {}
+                [k] => target = Some(k),
+                _ => match merge_rows(g, &groups, &user_groups, id, &users, &place, &is_output) {
+                    Ok(merged) => {
+                        // The users' kernels become one (the first keeps the merged group).
+                        let t = user_groups[0];
+                        for &k in &user_groups[1..] {
+                            for &m in &groups[k].members {
+                                place[m.index()] = Some(Placement::Group(t));
+                            }
+                            groups[k].members.clear();
+                            dead[k] = true;
+                        }
+                        groups[t] = merged;
+                        target = Some(t);
+                    }
+                    Err(None) => refusal = Some(format!("{id} is used by several kernels")),
+                    Err(Some(why)) => {
+                        refusal = Some(format!("{id} is used by several kernels ({why})"))
+                    }
+                },
             }
         }
         if let (Some(t), None) = (target, &refusal) {
@@ -250,12 +304,13 @@ pub fn partition(g: &Graph) -> Fusion {
             stored: vec![id],
             notes,
         });
+        dead.push(false);
         place[id.index()] = Some(Placement::Group(groups.len() - 1));
     }
-    // Execution order: by root id; renumber placements.
-    let mut order: Vec<usize> = (0..groups.len()).collect();
-    order.sort_by_key(|&i| groups[i].root);
-    let mut new_index = vec![0; groups.len()];
+    // Execution order: dependences first, the smallest root first among the ready groups
+    // (so groups that were never merged run in order of their roots); renumber placements.
+    let order = execution_order(&groups, &dead, &place, &users);
+    let mut new_index = vec![usize::MAX; groups.len()];
     for (new, &old) in order.iter().enumerate() {
         new_index[old] = new;
     }
@@ -279,6 +334,253 @@ pub fn partition(g: &Graph) -> Fusion {
         })
         .collect();
     Fusion { placement, groups }
+}
+
+/// The groups that read a value of group `a` (directly or through a view), other than `a`.
+fn consumers(
+    groups: &[Group],
+    a: usize,
+    place: &[Option<Placement>],
+    users: &[Vec<NodeId>],
+) -> Vec<usize> {
+    let mut out = Vec::new();
+    for &m in &groups[a].members {
+        let mut stack = users[m.index()].clone();
+        while let Some(u) = stack.pop() {
+            match &place[u.index()] {
+                Some(Placement::Group(b)) if *b != a && !out.contains(b) => out.push(*b),
+                Some(Placement::View { .. }) => stack.extend(users[u.index()].iter().copied()),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// A topological order of the live groups, taking the group with the smallest root
+/// first whenever several are ready.
+fn execution_order(
+    groups: &[Group],
+    dead: &[bool],
+    place: &[Option<Placement>],
+    users: &[Vec<NodeId>],
+) -> Vec<usize> {
+    let n = groups.len();
+    let mut succs: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut preds = vec![0usize; n];
+    for a in (0..n).filter(|&a| !dead[a]) {
+        succs[a] = consumers(groups, a, place, users);
+        for &b in &succs[a] {
+            preds[b] += 1;
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<(NodeId, usize)>> = (0..n)
+        .filter(|&a| !dead[a] && preds[a] == 0)
+        .map(|a| Reverse((groups[a].root, a)))
+        .collect();
+    let mut order = Vec::new();
+    while let Some(Reverse((_, a))) = ready.pop() {
+        order.push(a);
+        for &b in &succs[a] {
+            preds[b] -= 1;
+            if preds[b] == 0 {
+                ready.push(Reverse((groups[b].root, b)));
+            }
+        }
+    }
+    debug_assert_eq!(order.len(), dead.iter().filter(|d| !**d).count());
+    order
+}
+
+/// `full` with the reduced `axes` set to 1.
+fn reduced_shape(full: &Shape, axes: &[usize]) -> Shape {
+    Shape(
+        full.dims()
+            .iter()
+            .enumerate()
+            .map(|(d, x)| if axes.contains(&d) { Dim::K(1) } else { *x })
+            .collect(),
+    )
+}
+
+/// Whether some group outside `set` both reads a value of `set` (directly or further
+/// down) and feeds `set`: merging `set` into one kernel would then need that group both
+/// before and after it.
+fn merge_makes_cycle(
+    groups: &[Group],
+    set: &[usize],
+    place: &[Option<Placement>],
+    users: &[Vec<NodeId>],
+) -> bool {
+    let in_set =
+        |n: NodeId| matches!(&place[n.index()], Some(Placement::Group(k)) if set.contains(k));
+    let mut stack: Vec<NodeId> = Vec::new();
+    for &k in set {
+        for &m in &groups[k].members {
+            stack.extend(users[m.index()].iter().copied().filter(|u| !in_set(*u)));
+        }
+    }
+    let mut seen = vec![false; place.len()];
+    let mut seen_group = vec![false; groups.len()];
+    while let Some(n) = stack.pop() {
+        if std::mem::replace(&mut seen[n.index()], true) {
+            continue;
+        }
+        if in_set(n) {
+            return true;
+        }
+        if let Some(Placement::Group(k)) = &place[n.index()] {
+            // The whole group runs after `set`, so whatever it feeds does too.
+            if !std::mem::replace(&mut seen_group[*k], true) {
+                stack.extend(groups[*k].members.iter().copied());
+            }
+        }
+        stack.extend(users[n.index()].iter().copied());
+    }
+    false
+}
+
+/// The row kernel made of the groups in `set` (all users of `id`) and ready for `id` to
+/// join, when they can be one: pointwise groups and reductions over the same axes of
+/// the same shape, whose every member downstream of a reduction reads it elementwise
+/// (at the iteration point of a pass over the rows), which store only values of the
+/// full or the reduced shape, and which no other kernel sits between. `Err(None)` when
+/// no reduction is involved (the groups stay apart without further ado).
+fn merge_rows(
+    g: &Graph,
+    groups: &[Group],
+    set: &[usize],
+    id: NodeId,
+    users: &[Vec<NodeId>],
+    place: &[Option<Placement>],
+    is_output: &[bool],
+) -> Result<Group, Option<String>> {
+    let mut kind: Option<(Vec<usize>, Shape)> = match g.op(id) {
+        Op::Reduce { axes, .. } => Some((axes.clone(), g.shape(g.args(id)[0]).clone())),
+        Op::MatMul => return Err(None),
+        _ => None,
+    };
+    for &k in set {
+        match &groups[k].kind {
+            GroupKind::MatMul => return Err(None),
+            GroupKind::Pointwise => {}
+            GroupKind::Reduce { axes, full } => match &kind {
+                None => kind = Some((axes.clone(), full.clone())),
+                Some((a, f)) if a == axes && f == full => {}
+                Some(_) => return Err(Some("its users' kernels reduce other axes".into())),
+            },
+        }
+    }
+    let (axes, full) = kind.ok_or(None)?;
+    let reduced = reduced_shape(&full, &axes);
+    let fits = |s: &Shape| same_modulo_ones(s, &full) || same_modulo_ones(s, &reduced);
+    // Whatever is not a reduction is recomputed by every pass that reads it: only cheap
+    // elementwise chains, and only where each pass walks contiguous rows (reductions over
+    // the trailing axes); a column reduction would walk them strided, on fewer threads.
+    let cheap = |m: &NodeId| cheap(g.op(*m)) || matches!(g.op(*m), Op::Reduce { .. });
+    let rows = axes
+        .iter()
+        .enumerate()
+        .all(|(i, &a)| a + axes.len() == full.rank() + i);
+    if !cheap(&id) {
+        return Err(Some(format!(
+            "`{}` would be recomputed by every pass",
+            g.op(id).mnemonic()
+        )));
+    }
+    for &k in set {
+        let grp = &groups[k];
+        if grp.kind != GroupKind::Pointwise {
+            continue;
+        }
+        if !rows {
+            return Err(Some("a pointwise kernel would walk columns".into()));
+        }
+        if !fits(g.shape(grp.root)) {
+            return Err(Some("a user kernel iterates over another shape".into()));
+        }
+        if let Some(m) = grp.members.iter().find(|m| !cheap(m)) {
+            return Err(Some(format!(
+                "{m} `{}` would be recomputed by every pass",
+                g.op(*m).mnemonic()
+            )));
+        }
+    }
+    if merge_makes_cycle(groups, set, place, users) {
+        return Err(Some(
+            "another kernel runs between its users' kernels".into(),
+        ));
+    }
+    let mut members: Vec<NodeId> = set
+        .iter()
+        .flat_map(|&k| groups[k].members.iter().copied())
+        .collect();
+    members.sort();
+    let mut anchors: Vec<NodeId> = set
+        .iter()
+        .flat_map(|&k| groups[k].anchors.iter().copied())
+        .collect();
+    anchors.sort();
+    let stored: Vec<NodeId> = members
+        .iter()
+        .copied()
+        .filter(|m| is_output[m.index()] || users[m.index()].iter().any(|u| !members.contains(u)))
+        .collect();
+    let roots: Vec<String> = set.iter().map(|&k| groups[k].root.to_string()).collect();
+    let mut notes = vec![format!(
+        "merged the kernels rooted at {} into one row kernel: they share the rows of {id}",
+        roots.join(", ")
+    )];
+    notes.extend(set.iter().flat_map(|&k| groups[k].notes.iter().cloned()));
+    let merged = Group {
+        kind: GroupKind::Reduce {
+            axes: axes.clone(),
+            full: full.clone(),
+        },
+        root: set.iter().map(|&k| groups[k].root).max().unwrap_or(id),
+        anchors,
+        members,
+        stored,
+        notes,
+    };
+    can_join(g, &merged, id, users).map_err(Some)?;
+    // With `id` in: every stored value fits a pass, every reduction reads earlier ones
+    // (and the epilogue reads all of them) elementwise.
+    let mut anchors = merged.anchors.clone();
+    let mut members = merged.members.clone();
+    members.push(id);
+    if matches!(g.op(id), Op::Reduce { .. }) {
+        anchors.push(id);
+    }
+    if let Some(s) = merged.stored.iter().find(|s| !fits(g.shape(**s))) {
+        return Err(Some(format!("it would store {s} of shape {}", g.shape(*s))));
+    }
+    for &a in &anchors {
+        match g.op(a) {
+            Op::Reduce { axes: ax, .. } if *ax == axes && *g.shape(g.args(a)[0]) == full => {}
+            _ => return Err(Some(format!("{a} reduces other axes"))),
+        }
+        let mut stack = users[a.index()].clone();
+        let mut seen = Vec::new();
+        while let Some(u) = stack.pop() {
+            if seen.contains(&u) || !members.contains(&u) {
+                continue;
+            }
+            seen.push(u);
+            let op = g.op(u);
+            let ok_op = op.is_elementwise()
+                || matches!(op, Op::Broadcast { .. } | Op::Reshape { .. })
+                || anchors.contains(&u);
+            if !ok_op || !fits(g.shape(u)) {
+                return Err(Some(format!(
+                    "{u} {} does not read {a} elementwise",
+                    op.mnemonic()
+                )));
+            }
+            stack.extend(users[u.index()].iter().copied());
+        }
+    }
+    Ok(merged)
 }
 
 /// Whether `id` (all of whose users are in `grp`) can join it, and why.
@@ -353,6 +655,9 @@ fn can_join(g: &Graph, grp: &Group, id: NodeId, users: &[Vec<NodeId>]) -> Result
             };
             if users_need_store(g, id) && !iter_shapes.iter().any(|s| same_modulo_ones(shape, s)) {
                 return Err("it is a graph output of another shape".into());
+            }
+            if grp.anchors.len() > 1 && !cheap(op) {
+                return Err("it would be recomputed by each pass of the row kernel".into());
             }
             Ok(match &grp.kind {
                 GroupKind::Pointwise => "elementwise chain".into(),
