@@ -18,7 +18,9 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::{CallConv, TargetIsa};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use nnc_kernels::abi::KernelCtx;
-use nnc_kernels::ir::{BinOp, BufId, Expr, Gemm, Idx, Kernel, MatRef, Program, Stmt, UnOp, VarId};
+use nnc_kernels::ir::{
+    BinOp, BufId, Expr, Gemm, Idx, Kernel, LocalId, MatRef, Program, Stmt, UnOp, VarId,
+};
 
 use super::math;
 use super::CodegenError;
@@ -92,6 +94,7 @@ pub(super) fn lower_kernel(
         b,
         bases,
         vars,
+        vlocals: vec![None; locals.len()],
         locals,
         ctx,
         n,
@@ -127,6 +130,9 @@ struct Lower<'f, 'k> {
     bases: Vec<Option<Value>>,
     vars: Vec<Variable>,
     locals: Vec<Variable>,
+    /// The f32x4 value of each loop-private local while a vector loop body is lowered
+    /// (`None` outside it, and for locals the body does not assign: those are splats).
+    vlocals: Vec<Option<Value>>,
     ctx: Value,
     n: Value,
     sgemm_sig: cranelift_codegen::ir::SigRef,
@@ -199,7 +205,7 @@ impl Lower<'_, '_> {
         body: &[Stmt],
     ) -> Result<(), CodegenError> {
         let v = self.vars[var.0 as usize];
-        if !vectorisable(var, body) {
+        if !vectorisable(var, body) || self.locals_escape(body) {
             return self.counted_loop(v, lo, hi, |l| l.stmts(body));
         }
         // while var + 4 <= hi { 4 lanes at once }, then the scalar loop finishes.
@@ -215,12 +221,20 @@ impl Lower<'_, '_> {
         self.b.ins().brif(more, body_block, &[], exit, &[]);
         self.b.switch_to_block(body_block);
         for s in body {
-            if let Stmt::Store { buf, index, value } = s {
-                let x = self.vexpr(var, value)?;
-                let addr = self.address(buf.0, index)?;
-                self.b.ins().store(vector_flags(), x, addr, 0);
+            match s {
+                Stmt::Store { buf, index, value } => {
+                    let x = self.vexpr(var, value)?;
+                    let addr = self.address(buf.0, index)?;
+                    self.b.ins().store(vector_flags(), x, addr, 0);
+                }
+                Stmt::Assign { local, value } => {
+                    let x = self.vexpr(var, value)?;
+                    self.vlocals[local.0 as usize] = Some(x);
+                }
+                _ => return self.fail("a vectorised loop body holds a loop or a gemm".into()),
             }
         }
+        self.vlocals.fill(None);
         let i = self.b.use_var(v);
         let next = self.b.ins().iadd_imm_s(i, LANES);
         self.b.def_var(v, next);
@@ -230,12 +244,30 @@ impl Lower<'_, '_> {
         self.counted_loop(v, rest, hi, |l| l.stmts(body))
     }
 
+    /// Whether a local assigned in the loop `body` is read anywhere in the kernel outside
+    /// that body. The vector loop keeps such locals in vector registers only and the scalar
+    /// remainder (which may run zero times) is what defines the scalar variables, so a read
+    /// after the loop could see a stale value: such loops stay scalar.
+    fn locals_escape(&self, body: &[Stmt]) -> bool {
+        let assigned: Vec<LocalId> = body
+            .iter()
+            .filter_map(|s| match s {
+                Stmt::Assign { local, .. } => Some(*local),
+                _ => None,
+            })
+            .collect();
+        !assigned.is_empty() && reads_outside(&self.kernel.body, body, &assigned)
+    }
+
     /// The f32x4 value of `e` for lanes `var .. var + 4` (`e` passed [`vector_expr_ok`]).
     fn vexpr(&mut self, var: VarId, e: &Expr) -> Result<Value, CodegenError> {
         Ok(match e {
             Expr::Load { buf, index } if stride(index, var) == Some(1) => {
                 let addr = self.address(buf.0, index)?;
                 self.b.ins().load(F32X4, vector_flags(), addr, 0)
+            }
+            Expr::Local(l) if self.vlocals[l.0 as usize].is_some() => {
+                self.vlocals[l.0 as usize].expect("checked by the guard")
             }
             Expr::Const(_) | Expr::Local(_) | Expr::Load { .. } => {
                 let x = self.expr(e)?;
@@ -592,32 +624,104 @@ fn stride(i: &Idx, var: VarId) -> Option<i64> {
 }
 
 /// Whether a loop over `var` can run four iterations at once: its body is only stores at
-/// unit stride whose values are [`vector_expr_ok`], and no buffer it stores is read at any
-/// other index than the one stored (so lanes never depend on each other). Distinct buffers
-/// are assumed not to overlap, as the runtime allocates them.
+/// unit stride and assignments of loop-private locals, all of [`vector_expr_ok`] values;
+/// no buffer it stores is read at any other index than the one stored (so lanes never
+/// depend on each other); and every local it assigns is assigned in the body before any
+/// read of it in the body (so no value flows from one iteration to the next; an
+/// accumulator keeps the loop scalar). Distinct buffers are assumed not to overlap, as the
+/// runtime allocates them. Whether such locals are read after the loop is checked
+/// separately ([`Lower::locals_escape`]).
 fn vectorisable(var: VarId, body: &[Stmt]) -> bool {
     let mut stores: Vec<(BufId, &Idx)> = Vec::new();
+    let mut values: Vec<&Expr> = Vec::new();
+    let assigned: Vec<LocalId> = body
+        .iter()
+        .filter_map(|s| match s {
+            Stmt::Assign { local, .. } => Some(*local),
+            _ => None,
+        })
+        .collect();
+    let mut defined: Vec<LocalId> = Vec::new();
     for s in body {
-        match s {
+        let value = match s {
             Stmt::Store { buf, index, value } => {
-                if stride(index, var) != Some(1) || !vector_expr_ok(value, var) {
+                if stride(index, var) != Some(1) {
                     return false;
                 }
                 stores.push((*buf, index));
+                value
             }
+            Stmt::Assign { value, .. } => value,
             _ => return false,
+        };
+        if !vector_expr_ok(value, var) {
+            return false;
         }
+        let mut private = true;
+        each_local(value, &mut |l| {
+            private &= !assigned.contains(&l) || defined.contains(&l);
+        });
+        if !private {
+            return false;
+        }
+        if let Stmt::Assign { local, .. } = s {
+            defined.push(*local);
+        }
+        values.push(value);
     }
     if stores.is_empty() {
         return false;
     }
     stores.iter().all(|(buf, index)| {
         stores.iter().all(|(b2, i2)| b2 != buf || i2 == index)
-            && body.iter().all(|s| match s {
-                Stmt::Store { value, .. } => loads_only_at(value, *buf, index),
-                _ => true,
-            })
+            && values.iter().all(|v| loads_only_at(v, *buf, index))
     })
+}
+
+/// Whether a statement of `stmts`, outside the loop whose body is `body`, reads one of
+/// `locals`.
+fn reads_outside(stmts: &[Stmt], body: &[Stmt], locals: &[LocalId]) -> bool {
+    stmts.iter().any(|s| match s {
+        Stmt::Loop { body: b, .. } => {
+            !std::ptr::eq(b.as_slice(), body) && reads_outside(b, body, locals)
+        }
+        Stmt::Store { value, .. } | Stmt::Assign { value, .. } => {
+            let mut reads = false;
+            each_local(value, &mut |l| reads |= locals.contains(&l));
+            reads
+        }
+        Stmt::Gemm(_) => false,
+    })
+}
+
+/// Calls `f` on every local `e` reads.
+fn each_local(e: &Expr, f: &mut impl FnMut(LocalId)) {
+    match e {
+        Expr::Local(l) => f(*l),
+        Expr::Const(_) | Expr::Load { .. } | Expr::FromIdx(_) => {}
+        Expr::Unary(_, a) => each_local(a, f),
+        Expr::Binary(_, a, b) => {
+            each_local(a, f);
+            each_local(b, f);
+        }
+        Expr::Fma(a, b, c) => {
+            each_local(a, f);
+            each_local(b, f);
+            each_local(c, f);
+        }
+        Expr::Select {
+            a,
+            b,
+            then,
+            otherwise,
+            ..
+        } => {
+            for x in [a, b, then, otherwise] {
+                each_local(x, f);
+            }
+        }
+        Expr::Rand { step, .. } => each_local(step, f),
+    }
 }
 
 /// Whether every load of `buf` in `e` is at exactly `index`.

@@ -25,11 +25,12 @@
 //! last fifteen years has).
 //!
 //! Vectorisation: a loop whose body is only unit-stride stores of lane-wise expressions
-//! (arithmetic, min/max, fma, selects, loads at stride 0 or 1) and that reads no stored buffer
-//! at another index runs four iterations at a time on f32x4, then finishes with the scalar
-//! loop; results are bit-identical to the scalar loop. Loops with reductions (locals),
-//! transcendentals, `pow`, `FromIdx` or `Rand` stay scalar. Distinct buffers are assumed not
-//! to overlap.
+//! (arithmetic, min/max, fma, selects, loads at stride 0 or 1) and assignments to locals
+//! that are private to one iteration (written before they are read, in every iteration),
+//! and that reads no stored buffer at another index, runs four iterations at a time on
+//! f32x4, then finishes with the scalar loop; results are bit-identical to the scalar loop.
+//! Loops that carry a local across iterations (reductions), transcendentals, `pow`,
+//! `FromIdx` or `Rand` stay scalar. Distinct buffers are assumed not to overlap.
 
 mod lower;
 mod math;

@@ -1312,6 +1312,283 @@ fn in_place_update_and_broadcast_rows_are_vectorised_correctly() {
     assert_bitwise(&want[..1], &split[..1]);
 }
 
+/// Deterministic pseudo-random f32 in `[lo, hi)` (xorshift64*), `len` of them.
+fn random(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut z = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            z ^= z >> 12;
+            z ^= z << 25;
+            z ^= z >> 27;
+            let u = (z.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32;
+            lo + (hi - lo) * u
+        })
+        .collect()
+}
+
+/// Whether the compiled kernel `k` has a packed (f32x4) instance of `op`, e.g. `"addps"`.
+fn packed(p: &Program, k: usize, op: &str) -> bool {
+    super::compiled_disasm(p, k).expect("compile").contains(op)
+}
+
+/// Adam fused into a weight-gradient epilogue, as the lowering and hoisting produce it,
+/// over `[rows, cols]`: `w` b0, `g` b1, `m` b2, `v` b3, hyper-parameters b4 (`lr`,
+/// `1 - β₂ᵗ`); plus a bias + relu epilogue `y[r, c] = max(y[r, c] + bias[c], 0)` (y b5,
+/// bias b6) with a local computed twice.
+fn adam_and_relu(rows: usize, cols: usize) -> Program {
+    let (w, g, m, v, hp, y, bias) = (
+        BufId(0),
+        BufId(1),
+        BufId(2),
+        BufId(3),
+        BufId(4),
+        BufId(5),
+        BufId(6),
+    );
+    let (i0, i1) = (VarId(0), VarId(1));
+    let a: Vec<LocalId> = (0..10).map(LocalId).collect();
+    let at = || Idx::from(i0) * cols as i64 + Idx::from(i1);
+    let ld = |b: BufId| load(b, at());
+    let mul = |x, y| binary(BinOp::Mul, x, y);
+    let add = |x, y| binary(BinOp::Add, x, y);
+    let adam_body = vec![
+        assign(
+            a[0],
+            add(mul(ld(m), constant(0.9)), mul(ld(g), constant(0.1))),
+        ),
+        assign(a[1], local(a[0])),
+        assign(
+            a[2],
+            add(
+                mul(ld(v), constant(0.999)),
+                mul(mul(ld(g), ld(g)), constant(0.001)),
+            ),
+        ),
+        assign(a[3], local(a[2])),
+        assign(
+            a[4],
+            binary(
+                BinOp::Sub,
+                ld(w),
+                mul(
+                    binary(
+                        BinOp::Div,
+                        local(a[0]),
+                        add(
+                            unary(UnOp::Sqrt, binary(BinOp::Div, local(a[2]), local(a[9]))),
+                            constant(1e-8),
+                        ),
+                    ),
+                    local(a[8]),
+                ),
+            ),
+        ),
+        store(m, at(), local(a[1])),
+        store(v, at(), local(a[3])),
+        store(w, at(), local(a[4])),
+    ];
+    let relu_body = vec![
+        assign(a[0], add(ld(y), load(bias, i1.into()))),
+        assign(a[0], binary(BinOp::Max, local(a[0]), constant(0.0))),
+        store(y, at(), local(a[0])),
+    ];
+    let len = Size::fixed(rows * cols);
+    program(
+        "adam",
+        vec![
+            decl("w", len, BufferKind::InOut),
+            decl("g", len, BufferKind::Input),
+            decl("m", len, BufferKind::InOut),
+            decl("v", len, BufferKind::InOut),
+            decl("hp", Size::fixed(2), BufferKind::Input),
+            decl("y", len, BufferKind::InOut),
+            decl("bias", Size::fixed(cols), BufferKind::Input),
+        ],
+        vec![
+            kernel(
+                "adam",
+                vec![w, g, m, v, hp],
+                vec![for_(
+                    i0,
+                    rows,
+                    true,
+                    vec![
+                        // Hoisted invariants: lr and the bias correction 1 - β₂ᵗ.
+                        assign(a[8], mul(load(hp, 0i64.into()), constant(1.0))),
+                        assign(a[9], add(load(hp, 1i64.into()), constant(0.0))),
+                        for_(i1, cols, false, adam_body),
+                    ],
+                )],
+                2,
+                10,
+            ),
+            kernel(
+                "relu",
+                vec![y, bias],
+                vec![for_(i0, rows, true, vec![for_(i1, cols, false, relu_body)])],
+                2,
+                1,
+            ),
+        ],
+    )
+}
+
+#[test]
+fn loops_with_private_locals_are_vectorised_and_match_interpreter_bitwise() {
+    // Odd extents: remainders of 3, 1 and 3 after the vector iterations (and 7 < 8).
+    for (rows, cols) in [(3, 7), (2, 13), (2, 259)] {
+        let p = adam_and_relu(rows, cols);
+        let len = rows * cols;
+        let mut g = random(len, 2, -1.0, 1.0);
+        // Special values reach every lane position, the remainder included.
+        for (i, x) in [0.0, -0.0, 1e-40, f32::NAN].into_iter().enumerate() {
+            g[(i * 5) % len] = x;
+        }
+        let init = vec![
+            random(len, 1, -1.0, 1.0),
+            g,
+            random(len, 3, -0.1, 0.1),
+            random(len, 4, 0.0, 0.01),
+            vec![1e-3, 1.0 - 0.999f32.powi(7)],
+            random(len, 5, -2.0, 2.0),
+            random(cols, 6, -1.0, 1.0),
+        ];
+        let (want, got) = both(&p, init, 1);
+        assert_bitwise(&want, &got);
+    }
+    let p = adam_and_relu(2, 259);
+    assert!(packed(&p, 0, "sqrtps"), "the Adam loop is not vectorised");
+    assert!(packed(&p, 0, "divps"), "the Adam loop is not vectorised");
+    assert!(packed(&p, 1, "addps"), "the relu loop is not vectorised");
+}
+
+#[test]
+fn loops_carrying_a_local_between_iterations_stay_scalar_and_correct() {
+    // k0: acc += x[i]; out[i] = acc (a running sum through a local).
+    // k1: out2[i] = acc + x[i]; acc = 2·x[i] (read before the assignment in the body).
+    let (x, out, out2) = (BufId(0), BufId(1), BufId(2));
+    let (i, acc) = (VarId(0), LocalId(0));
+    let len = 13;
+    let xi = || load(x, i.into());
+    let p = program(
+        "carried",
+        vec![
+            decl("x", Size::fixed(len), BufferKind::Input),
+            decl("out", Size::fixed(len), BufferKind::Output),
+            decl("out2", Size::fixed(len), BufferKind::Output),
+        ],
+        vec![
+            kernel(
+                "sum",
+                vec![x, out],
+                vec![for_(
+                    i,
+                    len,
+                    false,
+                    vec![
+                        assign(acc, binary(BinOp::Add, local(acc), xi())),
+                        store(out, i.into(), local(acc)),
+                    ],
+                )],
+                1,
+                1,
+            ),
+            kernel(
+                "shifted",
+                vec![x, out2],
+                vec![for_(
+                    i,
+                    len,
+                    false,
+                    vec![
+                        store(out2, i.into(), binary(BinOp::Add, local(acc), xi())),
+                        assign(acc, binary(BinOp::Mul, xi(), constant(2.0))),
+                    ],
+                )],
+                1,
+                1,
+            ),
+        ],
+    );
+    let xs = random(len, 7, -4.0, 4.0);
+    let (want, got) = both(&p, vec![xs.clone(), vec![0.0; len], vec![0.0; len]], 1);
+    assert_bitwise(&want, &got);
+    assert_eq!(got[1][len - 1], xs.iter().fold(0.0f32, |s, x| s + x));
+    assert_eq!(got[2][1], 2.0 * xs[0] + xs[1]);
+    assert!(!packed(&p, 0, "addps"), "the running sum was vectorised");
+    assert!(!packed(&p, 1, "addps"), "the carried local was vectorised");
+}
+
+#[test]
+fn a_private_local_read_after_its_loop_keeps_the_loop_scalar() {
+    // for i in 0..8 { t = 2·x[i]; out[i] = t }; last[0] = t. 8 is a multiple of 4, so a
+    // vector loop would leave no scalar iteration to define `t` for the read after it. The
+    // same inside an outer loop: rows[r] = t after the inner loop over the row.
+    let (x, out, last, rows) = (BufId(0), BufId(1), BufId(2), BufId(3));
+    let (i, r, j, t, u) = (VarId(0), VarId(1), VarId(2), LocalId(0), LocalId(1));
+    let at = Idx::from(r) * 8 + Idx::from(j);
+    let p = program(
+        "escape",
+        vec![
+            decl("x", Size::fixed(16), BufferKind::Input),
+            decl("out", Size::fixed(16), BufferKind::Output),
+            decl("last", Size::fixed(1), BufferKind::Output),
+            decl("rows", Size::fixed(2), BufferKind::Output),
+        ],
+        vec![
+            kernel(
+                "flat",
+                vec![x, out, last],
+                vec![
+                    for_(
+                        i,
+                        8usize,
+                        false,
+                        vec![
+                            assign(t, binary(BinOp::Mul, load(x, i.into()), constant(2.0))),
+                            store(out, i.into(), local(t)),
+                        ],
+                    ),
+                    store(last, 0i64.into(), local(t)),
+                ],
+                1,
+                1,
+            ),
+            kernel(
+                "nested",
+                vec![x, out, rows],
+                vec![for_(
+                    r,
+                    2usize,
+                    true,
+                    vec![
+                        for_(
+                            j,
+                            8usize,
+                            false,
+                            vec![
+                                assign(u, binary(BinOp::Add, load(x, at.clone()), constant(1.0))),
+                                store(out, at, local(u)),
+                            ],
+                        ),
+                        store(rows, r.into(), local(u)),
+                    ],
+                )],
+                3,
+                2,
+            ),
+        ],
+    );
+    let xs = random(16, 8, -4.0, 4.0);
+    let init = vec![xs.clone(), vec![0.0; 16], vec![0.0], vec![0.0; 2]];
+    let (want, got) = both(&p, init, 1);
+    assert_bitwise(&want, &got);
+    assert_eq!(got[2][0], 2.0 * xs[7]);
+    assert_eq!(got[3], vec![xs[7] + 1.0, xs[15] + 1.0]);
+    assert!(!packed(&p, 0, "mulps"), "the escaping local was vectorised");
+    assert!(!packed(&p, 1, "addps"), "the escaping local was vectorised");
+}
+
 /// Rough throughput of compiled kernels (`cargo test -p nnc --lib throughput -- --ignored
 /// --nocapture`); prints ns per element, asserts nothing.
 #[test]
