@@ -5,6 +5,7 @@
 //! → training-step graph → passes → kernels → code. This file is the straight-line driver.
 
 pub mod autodiff;
+pub mod codegen;
 pub mod diag;
 pub mod driver;
 pub mod ir;
