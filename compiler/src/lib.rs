@@ -9,7 +9,9 @@ pub mod codegen;
 pub mod diag;
 pub mod driver;
 pub mod ir;
+pub mod lower;
 pub mod optim;
+pub mod passes;
 pub mod sema;
 pub mod syntax;
 

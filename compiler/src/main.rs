@@ -121,10 +121,17 @@ enum Command {
     /// Compile a program and print the requested pipeline stages.
     Build {
         file: PathBuf,
-        /// Stages to print, comma-separated: ast, graph, train-graph, eval-graph.
-        #[arg(long, value_delimiter = ',', default_value = "graph")]
+        /// Stages to print, comma-separated: ast, graph, train-graph, eval-graph, fused,
+        /// kernels, clif, asm. Without `--emit`, prints only the summary line.
+        #[arg(long, value_delimiter = ',')]
         emit: Vec<String>,
+        /// Print the step graphs after this pass: simplify, dce, fuse.
+        #[arg(long)]
+        dump_after: Option<String>,
     },
+    /// Print each kernel of the compiled steps: the ops it fused and why (or why a
+    /// fusion was refused), and its estimated FLOPs and bytes moved.
+    Explain { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -195,7 +202,37 @@ fn main() -> ExitCode {
                 .map_err(|e| report(e, source, color))
             })
         }
-        Command::Build { file, emit } => {
+        Command::Explain { file } => {
+            with_program(
+                &file,
+                color,
+                |program, _| match nnc::lower::report::compile_program(program, None) {
+                    Ok(steps) => {
+                        for (t, e, batch) in &steps {
+                            print!("{}", nnc::lower::report::explain(t, *batch));
+                            print!("{}", nnc::lower::report::explain(e, *batch));
+                        }
+                        Ok(())
+                    }
+                    Err(m) => {
+                        eprintln!("error: {m}");
+                        Err(())
+                    }
+                },
+            )
+        }
+        Command::Build {
+            file,
+            emit,
+            dump_after,
+        } => {
+            if let Some(p) = &dump_after {
+                if !nnc::passes::DUMPABLE.contains(&p.as_str()) {
+                    eprintln!("error: unknown pass `{p}` for `--dump-after`");
+                    eprintln!("help: passes are {}", nnc::passes::DUMPABLE.join(", "));
+                    return ExitCode::from(2);
+                }
+            }
             let mut stages = Vec::new();
             for name in &emit {
                 match nnc::ir::emit::Stage::from_name(name.trim()) {
@@ -209,7 +246,7 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            build(&file, &stages, color)
+            build(&file, &stages, dump_after.as_deref(), color)
         }
     };
     if ok {
@@ -345,7 +382,12 @@ fn replace_file(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 /// Parses, checks and prints the requested stages of one file.
-fn build(path: &Path, stages: &[nnc::ir::emit::Stage], color: ColorChoice) -> bool {
+fn build(
+    path: &Path,
+    stages: &[nnc::ir::emit::Stage],
+    dump_after: Option<&str>,
+    color: ColorChoice,
+) -> bool {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
@@ -376,8 +418,21 @@ fn build(path: &Path, stages: &[nnc::ir::emit::Stage], color: ColorChoice) -> bo
         }
     };
     match nnc::ir::emit::emit(&file, &program, stages) {
-        Ok(text) => {
-            print!("{text}");
+        Ok(text) => print!("{text}"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return false;
+        }
+    }
+    match nnc::lower::report::compile_program(&program, dump_after) {
+        Ok(steps) => {
+            for (t, e, batch) in &steps {
+                for (pass, text) in t.dumps.iter().chain(&e.dumps) {
+                    println!("# == after {pass} ==");
+                    print!("{text}");
+                }
+                eprintln!("{}", nnc::lower::report::summary(t, e, *batch));
+            }
             true
         }
         Err(e) => {

@@ -335,18 +335,25 @@ pub struct Program {
     pub arena: Size,
 }
 
-/// The counter-based random number of [`Expr::Rand`]: a splitmix64-style finaliser of
-/// the four words, its top 24 bits scaled into `[0, 1)`. Pure, so every backend and the
-/// interpreter agree bit for bit.
+/// The counter-based random number of [`Expr::Rand`]. It must equal the graph IR's
+/// `rand` (`nnc::ir::ops::source::counter_uniform`), which is the oracle: each word is
+/// folded in with a multiple of the golden-ratio increment and mixed with the splitmix64
+/// finaliser; the top 24 bits become the fraction. Pure, so every backend and the
+/// interpreter agree bit for bit (the compiler's lowering tests check the equality).
 pub fn rand_uniform(seed: u64, key: u64, step: u64, counter: u64) -> f32 {
-    let mut z = seed
-        ^ key.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        ^ step.wrapping_mul(0xbf58_476d_1ce4_e5b9)
-        ^ counter.wrapping_mul(0x94d0_49bb_1331_11eb);
+    const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = mix64(seed.wrapping_add(GOLDEN));
+    h = mix64(h ^ key.wrapping_add(GOLDEN.wrapping_mul(2)));
+    h = mix64(h ^ step.wrapping_add(GOLDEN.wrapping_mul(3)));
+    h = mix64(h ^ counter.wrapping_add(GOLDEN.wrapping_mul(4)));
+    (h >> 40) as f32 / (1u64 << 24) as f32
+}
+
+/// The splitmix64 finaliser: a bijective 64-bit mix.
+pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    (z >> 40) as f32 / (1u64 << 24) as f32
+    z ^ (z >> 31)
 }
 
 /// Why a program breaks an invariant.

@@ -88,3 +88,27 @@ fn examples_graph_golden() {
         insta::assert_snapshot!(graphs_of(path));
     });
 }
+
+/// The fused groups and the kernel IR of every train and eval step of a file.
+fn kernels_of(path: &Path) -> String {
+    let src = std::fs::read_to_string(path).expect("golden file is readable");
+    let file = nnc::syntax::parse_file(&src).expect("golden IR programs parse");
+    let base = path.parent().expect("files live in a folder");
+    let program = nnc::sema::check_file(&file, base).expect("golden IR programs check");
+    use nnc::ir::emit::{emit, Stage};
+    emit(&file, &program, &[Stage::Fused, Stage::Kernels]).expect("steps compile")
+}
+
+#[test]
+fn ir_kernels_golden() {
+    insta::glob!("../golden/ir", "*.nn", |path| {
+        insta::assert_snapshot!(kernels_of(path));
+    });
+}
+
+#[test]
+fn examples_kernels_golden() {
+    insta::glob!("../../examples", "*.nn", |path| {
+        insta::assert_snapshot!(kernels_of(path));
+    });
+}

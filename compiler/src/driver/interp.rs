@@ -32,23 +32,7 @@ impl InterpExecutor {
     pub fn new(graphs: StepGraphs, model: &TypedModel, seed: u64) -> InterpExecutor {
         let values: HashMap<String, Tensor> =
             graphs.initial_values(model, seed).into_iter().collect();
-        let mut order: Vec<(String, StateKind)> = graphs
-            .params
-            .iter()
-            .map(|(n, _)| (n.clone(), StateKind::Param))
-            .collect();
-        order.extend(
-            graphs
-                .buffers
-                .iter()
-                .map(|b| (b.name.clone(), StateKind::Param)),
-        );
-        order.extend(
-            graphs
-                .state
-                .iter()
-                .map(|s| (s.name.clone(), StateKind::Optimizer)),
-        );
+        let order = state_order(&graphs);
         let input_shape = model.inputs[0].shape.dims.clone();
         let output_shape = model.nodes[model.output.0 as usize].shape.dims.clone();
         let hash = model_hash(&graphs);
@@ -68,6 +52,29 @@ impl InterpExecutor {
         inputs.insert(LABELS.to_string(), to_ir(y)?);
         Ok(inputs)
     }
+}
+
+/// Every carried tensor in checkpoint order: parameters and buffers, then optimizer
+/// state and `step`.
+pub fn state_order(graphs: &StepGraphs) -> Vec<(String, StateKind)> {
+    let mut order: Vec<(String, StateKind)> = graphs
+        .params
+        .iter()
+        .map(|(n, _)| (n.clone(), StateKind::Param))
+        .collect();
+    order.extend(
+        graphs
+            .buffers
+            .iter()
+            .map(|b| (b.name.clone(), StateKind::Param)),
+    );
+    order.extend(
+        graphs
+            .state
+            .iter()
+            .map(|s| (s.name.clone(), StateKind::Optimizer)),
+    );
+    order
 }
 
 /// A fingerprint of the training step: the printed train graph holds the model, the

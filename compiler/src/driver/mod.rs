@@ -4,6 +4,8 @@
 //! block, data that does not fit the model) become diagnostics with spans; the rest are
 //! messages naming the file or setting at fault.
 
+pub mod cpu;
+pub mod cuda;
 pub mod interp;
 mod train;
 

@@ -203,33 +203,11 @@ fn make_executor(
     })?;
     match target {
         Target::Interp => Ok(Box::new(InterpExecutor::new(graphs, model, seed))),
-        Target::Cpu => Err(DriverError::Message(
-            "the `cpu` target is not available in this build yet\nhelp: use `--target interp`"
-                .into(),
+        Target::Cpu => super::cpu::cpu_executor(&graphs, model, seed, train.batch),
+        Target::Cuda => Err(DriverError::Message(
+            "the `cuda` target is not available in this build\nhelp: use `--target interp`".into(),
         )),
-        Target::Cuda => cuda_executor(),
     }
-}
-
-/// The CUDA executor: a missing driver or GPU is one clear sentence (exit status 1).
-#[cfg(feature = "cuda")]
-fn cuda_executor() -> Result<Box<dyn Executor>, DriverError> {
-    let device = nnc_runtime::cuda::open_device(0).map_err(|e| DriverError::Message(e.message))?;
-    Err(DriverError::Message(format!(
-        "found GPU `{}` (compute capability {}.{}), but running training steps on it is not \
-         implemented yet\nhelp: use `--target interp`",
-        device.name, device.compute_capability.0, device.compute_capability.1
-    )))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_executor() -> Result<Box<dyn Executor>, DriverError> {
-    Err(DriverError::Message(
-        "the `cuda` target is not available in this build\nhelp: rebuild with \
-         `cargo build --features cuda` (needs LLVM 19: the Debian package `llvm-19-dev`), \
-         or use `--target interp`"
-            .into(),
-    ))
 }
 
 /// The runtime's view of what the model predicts.

@@ -5,7 +5,7 @@
 use super::lower::lower_forward;
 use super::print::print_graph;
 use super::train::build_step_graphs;
-use super::{ir_bail, IrResult};
+use super::{ir_bail, IrError, IrResult};
 use crate::sema::typed::Program;
 use crate::syntax::ast::File;
 
@@ -20,14 +20,26 @@ pub enum Stage {
     TrainGraph,
     /// Each `train` block's evaluation graph.
     EvalGraph,
+    /// The fusion groups of each train and eval step (after the graph passes).
+    Fused,
+    /// The kernel IR of each train and eval step.
+    Kernels,
+    /// The Cranelift IR of every CPU kernel.
+    Clif,
+    /// The host machine code of every CPU kernel (Cranelift's disassembly).
+    Asm,
 }
 
 impl Stage {
-    pub const ALL: [(Stage, &'static str); 4] = [
+    pub const ALL: [(Stage, &'static str); 8] = [
         (Stage::Ast, "ast"),
         (Stage::Graph, "graph"),
         (Stage::TrainGraph, "train-graph"),
         (Stage::EvalGraph, "eval-graph"),
+        (Stage::Fused, "fused"),
+        (Stage::Kernels, "kernels"),
+        (Stage::Clif, "clif"),
+        (Stage::Asm, "asm"),
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +64,26 @@ pub fn emit(file: &File, program: &Program, stages: &[Stage]) -> IrResult<String
             Stage::Graph => {
                 for model in &program.models {
                     out.push_str(&print_graph(&lower_forward(model, false, 0)?));
+                }
+            }
+            Stage::Fused | Stage::Kernels | Stage::Clif | Stage::Asm => {
+                let steps =
+                    crate::lower::report::compile_program(program, None).map_err(IrError::new)?;
+                for (t, e, batch) in &steps {
+                    for step in [t, e] {
+                        // Machine code is shown with the CPU schedule the artifact uses.
+                        let mut p = step.lowered.program.clone();
+                        crate::lower::split::split_gemm_rows(&mut p.kernels, *batch);
+                        let p = &p;
+                        out.push_str(&match stage {
+                            Stage::Fused => crate::lower::report::fused_text(step),
+                            Stage::Kernels => crate::lower::report::kernels_text(step),
+                            Stage::Clif => crate::codegen::cpu::emit_clif(p)
+                                .map_err(|e| IrError::new(e.to_string()))?,
+                            _ => crate::codegen::cpu::emit_asm(p)
+                                .map_err(|e| IrError::new(e.to_string()))?,
+                        });
+                    }
                 }
             }
             Stage::TrainGraph | Stage::EvalGraph => {

@@ -290,6 +290,27 @@ impl Op {
         Ok(op)
     }
 
+    /// Whether the op computes each output element from the operands' elements at the
+    /// same (broadcast) position: unary, binary and `select`.
+    pub fn is_elementwise(&self) -> bool {
+        matches!(self, Op::Unary(_) | Op::Binary(_) | Op::Select)
+    }
+
+    /// Whether the op only moves data: each output element is a fixed function of
+    /// operand elements chosen by index (`col2im` sums a few of them).
+    pub fn is_layout(&self) -> bool {
+        matches!(
+            self,
+            Op::Reshape { .. }
+                | Op::Transpose { .. }
+                | Op::Broadcast { .. }
+                | Op::Concat { .. }
+                | Op::Slice { .. }
+                | Op::Im2col(_)
+                | Op::Col2im(_)
+        )
+    }
+
     /// Whether this op is differentiable at all (used to skip dead gradient work).
     pub fn is_source(&self) -> bool {
         matches!(

@@ -12,6 +12,7 @@
 //! `Vec<f32>` per name, updated in place by the train program (`inout` buffers); the batch
 //! is copied into `x`/`y` buffers; temporaries live in one arena sized for the batch.
 
+mod denormals;
 mod pool;
 
 use std::collections::HashMap;
@@ -137,6 +138,7 @@ impl CpuExecutor {
     /// `batch_bufs` (`loss`, `output`) and in the state.
     fn run(&mut self, train: bool, x: &Tensor, y: &Tensor) -> Result<(), ExecError> {
         let n = x.shape.first().copied().unwrap_or(0);
+        let _ftz = denormals::FlushToZero::enable();
         let prog = if train { &self.train } else { &self.eval };
         let arena_len = prog.manifest.arena.resolve(n);
         if self.arena.len() < arena_len {
@@ -255,6 +257,9 @@ unsafe extern "C" fn host_sgemm(
 ) {
     // SAFETY: the kernel passes pointers and strides describing matrices inside its
     // buffers, as the kernel IR's `Gemm` statement declares them.
+    if m == 0 || n == 0 {
+        return; // an empty part of a product split between the lanes
+    }
     unsafe { matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
 }
 

@@ -47,7 +47,10 @@ impl Pool {
             let s = Arc::clone(&shared);
             let handle = thread::Builder::new()
                 .name("nnc-worker".into())
-                .spawn(move || worker_loop(&s))
+                .spawn(move || {
+                    super::denormals::FlushToZero::forever();
+                    worker_loop(&s)
+                })
                 .expect("spawning the worker thread");
             let t = handle.thread().clone();
             (handle, t)

@@ -35,7 +35,8 @@
 //!   `2`, `1` and `0.5` become `a·a`, `a` and `sqrt(a)`.
 //!
 //! Random numbers ([`nnc_kernels::ir::Expr::Rand`]) are the same 64-bit integer hash as
-//! [`nnc_kernels::ir::rand_uniform`], so GPU and interpreter agree bit for bit.
+//! [`nnc_kernels::ir::rand_uniform`] (the seed and key words folded at compile time), so
+//! GPU, CPU and interpreter agree bit for bit.
 
 use std::fmt;
 
@@ -53,7 +54,7 @@ use inkwell::{AddressSpace, FloatPredicate, IntPredicate, OptimizationLevel};
 
 use nnc_kernels::gpu::{plan, Launch};
 use nnc_kernels::ir::{
-    BinOp, BufId, CmpOp, Expr, Gemm, Idx, Kernel, LocalId, Program, Stmt, UnOp, VarId,
+    mix64, BinOp, BufId, CmpOp, Expr, Gemm, Idx, Kernel, LocalId, Program, Stmt, UnOp, VarId,
 };
 
 #[cfg(test)]
@@ -889,23 +890,19 @@ impl<'a, 'ctx> KernelGen<'a, 'ctx> {
             .ok_or_else(|| PtxError("LLVM has no intrinsic `llvm.fptoui.sat`".into()))?;
         let s = self.call(sat, &[s.into()])?.into_int_value();
         let counter = self.idx(counter)?;
-        let mut z = c(seed ^ key.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        z = b.build_xor(z, b.build_int_mul(s, c(0xbf58_476d_1ce4_e5b9), "")?, "")?;
-        z = b.build_xor(
-            z,
-            b.build_int_mul(counter, c(0x94d0_49bb_1331_11eb), "")?,
-            "",
-        )?;
-        let mix = |z: IntValue<'ctx>, shift: u64, mul: Option<u64>| -> R<IntValue<'ctx>> {
-            let z = b.build_xor(z, b.build_right_shift(z, c(shift), false, "")?, "")?;
-            Ok(match mul {
-                Some(m) => b.build_int_mul(z, c(m), "")?,
-                None => z,
-            })
+        // The seed and key words are constants: fold them here.
+        const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+        let h = mix64(mix64(seed.wrapping_add(GOLDEN)) ^ key.wrapping_add(GOLDEN.wrapping_mul(2)));
+        let mix = |z: IntValue<'ctx>| -> R<IntValue<'ctx>> {
+            let z = b.build_xor(z, b.build_right_shift(z, c(30), false, "")?, "")?;
+            let z = b.build_int_mul(z, c(0xbf58_476d_1ce4_e5b9), "")?;
+            let z = b.build_xor(z, b.build_right_shift(z, c(27), false, "")?, "")?;
+            let z = b.build_int_mul(z, c(0x94d0_49bb_1331_11eb), "")?;
+            Ok(b.build_xor(z, b.build_right_shift(z, c(31), false, "")?, "")?)
         };
-        z = mix(z, 30, Some(0xbf58_476d_1ce4_e5b9))?;
-        z = mix(z, 27, Some(0x94d0_49bb_1331_11eb))?;
-        z = mix(z, 31, None)?;
+        let word = |w: IntValue<'ctx>, i: u64| b.build_int_add(w, c(GOLDEN.wrapping_mul(i)), "");
+        let mut z = mix(b.build_xor(c(h), word(s, 3)?, "")?)?;
+        z = mix(b.build_xor(z, word(counter, 4)?, "")?)?;
         let top = b.build_right_shift(z, c(40), false, "")?;
         let f = b.build_unsigned_int_to_float(top, self.f32t, "")?;
         Ok(b.build_float_mul(f, self.fconst(1.0 / (1u64 << 24) as f32), "")?)

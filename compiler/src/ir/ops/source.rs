@@ -49,20 +49,6 @@ pub fn eval(op: &Op, args: &[&Tensor], ctx: &EvalCtx) -> IrResult<Tensor> {
     })
 }
 
-/// The splitmix64 finaliser: a bijective 64-bit mix.
-pub fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A uniform f32 in `[0, 1)` from four counters: each is folded in with the golden-ratio
-/// increment and mixed; the top 24 bits become the fraction.
-pub fn counter_uniform(seed: u64, key: u64, step: u64, index: u64) -> f32 {
-    const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = mix64(seed.wrapping_add(GOLDEN));
-    h = mix64(h ^ key.wrapping_add(GOLDEN.wrapping_mul(2)));
-    h = mix64(h ^ step.wrapping_add(GOLDEN.wrapping_mul(3)));
-    h = mix64(h ^ index.wrapping_add(GOLDEN.wrapping_mul(4)));
-    (h >> 40) as f32 / (1u64 << 24) as f32
-}
+/// The counter-based uniform generator, shared with the kernel IR so that compiled code
+/// and this interpreter draw the same numbers.
+pub use nnc_kernels::ir::{mix64, rand_uniform as counter_uniform};

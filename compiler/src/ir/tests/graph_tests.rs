@@ -386,7 +386,9 @@ fn emit_prints_requested_stages_with_node_counts() {
         ]
     );
     assert_eq!(Stage::from_name("train-graph"), Some(Stage::TrainGraph));
-    assert_eq!(Stage::from_name("kernels"), None);
+    assert_eq!(Stage::from_name("kernels"), Some(Stage::Kernels));
+    assert_eq!(Stage::from_name("clif"), Some(Stage::Clif));
+    assert_eq!(Stage::from_name("llvm"), None);
 }
 
 /// Snapshots of the printed step graphs of the hand-built models: any change to

@@ -1,0 +1,373 @@
+//! Index inlining: the value of a node at a symbolic multi-index, as a kernel-IR
+//! expression. Members of the current group are inlined (elementwise ops become scalar
+//! arithmetic, layout ops become index arithmetic); anything else is a load from its
+//! buffer; reduction anchors are the kernel's accumulators. A value used more than once
+//! at the same index is computed once into a local (`Assign`), in `pre`, which the
+//! kernel builder places before the statement that needs it.
+
+use std::collections::HashMap;
+
+use nnc_kernels::build::{binary, constant, load, select, unary};
+use nnc_kernels::ir::{BinOp, BufId, CmpOp, Expr, Idx, LocalId, Stmt, UnOp};
+
+use super::{dims_idx, linear, LowerError};
+use crate::ir::graph::{Dim, Graph, NodeId};
+use crate::ir::ops::elementwise::{BinaryOp, UnaryOp};
+use crate::ir::Op;
+use crate::passes::fuse::{Fusion, Placement};
+
+pub struct ExprBuilder<'a> {
+    pub g: &'a Graph,
+    pub fusion: &'a Fusion,
+    pub group: usize,
+    /// Buffer of every materialized node.
+    pub home: &'a HashMap<NodeId, BufId>,
+    /// Accumulators and other values fixed for the current iteration point.
+    pub fixed: HashMap<NodeId, Expr>,
+    /// How many in-group users each node has (values used twice are cached).
+    pub uses: HashMap<NodeId, usize>,
+    pub cache: HashMap<(NodeId, Vec<Idx>), LocalId>,
+    pub pre: Vec<Stmt>,
+    pub num_locals: u32,
+}
+
+impl ExprBuilder<'_> {
+    pub fn new_local(&mut self) -> LocalId {
+        self.num_locals += 1;
+        LocalId(self.num_locals - 1)
+    }
+
+    /// Loads a materialized node.
+    fn load_home(&self, id: NodeId, idx: &[Idx]) -> Result<Expr, LowerError> {
+        let buf = *self
+            .home
+            .get(&id)
+            .ok_or_else(|| LowerError(format!("{id} has no buffer")))?;
+        Ok(load(buf, linear(idx, &dims_idx(self.g.shape(id)))))
+    }
+
+    pub fn value(&mut self, id: NodeId, idx: &[Idx]) -> Result<Expr, LowerError> {
+        if let Some(e) = self.fixed.get(&id) {
+            return Ok(e.clone());
+        }
+        let inline = match &self.fusion.placement[id.index()] {
+            Placement::Group(k) => *k == self.group,
+            Placement::Free | Placement::View { .. } => true,
+            Placement::Input => false,
+        };
+        if !inline {
+            return self.load_home(id, idx);
+        }
+        let key = (id, idx.to_vec());
+        if let Some(l) = self.cache.get(&key) {
+            return Ok(Expr::Local(*l));
+        }
+        let e = self.compute(id, idx)?;
+        let cheap = matches!(
+            e,
+            Expr::Const(_) | Expr::Load { .. } | Expr::Local(_) | Expr::FromIdx(_)
+        );
+        if !cheap && self.uses.get(&id).copied().unwrap_or(0) > 1 {
+            let l = self.new_local();
+            self.pre.push(Stmt::Assign { local: l, value: e });
+            self.cache.insert(key, l);
+            return Ok(Expr::Local(l));
+        }
+        Ok(e)
+    }
+
+    /// The operand `arg` read at the index of a broadcasting user of shape `out`.
+    fn operand(&mut self, arg: NodeId, idx: &[Idx]) -> Result<Expr, LowerError> {
+        let i = broadcast_index(self.g.shape(arg).dims(), idx);
+        self.value(arg, &i)
+    }
+
+    fn compute(&mut self, id: NodeId, idx: &[Idx]) -> Result<Expr, LowerError> {
+        let g = self.g;
+        let args = g.args(id);
+        let shape = g.shape(id);
+        Ok(match g.op(id) {
+            Op::Const(bits) => constant(f32::from_bits(*bits)),
+            Op::Iota { .. } => Expr::FromIdx(idx[0].clone()),
+            Op::BatchSize => Expr::FromIdx(Idx::N),
+            Op::Rand { seed, key, .. } => Expr::Rand {
+                seed: *seed,
+                key: *key,
+                step: Box::new(self.value(args[0], &[])?),
+                counter: linear(idx, &dims_idx(shape)),
+            },
+            Op::Unary(u) => {
+                let x = self.operand(args[0], idx)?;
+                match u {
+                    UnaryOp::Neg => unary(UnOp::Neg, x),
+                    UnaryOp::Exp => unary(UnOp::Exp, x),
+                    UnaryOp::Log => unary(UnOp::Log, x),
+                    UnaryOp::Sqrt => unary(UnOp::Sqrt, x),
+                    UnaryOp::Abs => unary(UnOp::Abs, x),
+                    UnaryOp::Tanh => unary(UnOp::Tanh, x),
+                    UnaryOp::StopGrad => x,
+                    UnaryOp::Sigmoid => binary(
+                        BinOp::Div,
+                        constant(1.0),
+                        binary(
+                            BinOp::Add,
+                            constant(1.0),
+                            unary(UnOp::Exp, unary(UnOp::Neg, x)),
+                        ),
+                    ),
+                    UnaryOp::Sign => {
+                        let l = self.new_local();
+                        self.pre.push(Stmt::Assign { local: l, value: x });
+                        let x = Expr::Local(l);
+                        select(
+                            CmpOp::Gt,
+                            x.clone(),
+                            constant(0.0),
+                            constant(1.0),
+                            select(CmpOp::Lt, x, constant(0.0), constant(-1.0), constant(0.0)),
+                        )
+                    }
+                }
+            }
+            Op::Binary(b) => {
+                let x = self.operand(args[0], idx)?;
+                let y = self.operand(args[1], idx)?;
+                let cmp = |op| select(op, x.clone(), y.clone(), constant(1.0), constant(0.0));
+                match b {
+                    BinaryOp::Add => binary(BinOp::Add, x, y),
+                    BinaryOp::Sub => binary(BinOp::Sub, x, y),
+                    BinaryOp::Mul => binary(BinOp::Mul, x, y),
+                    BinaryOp::Div => binary(BinOp::Div, x, y),
+                    BinaryOp::Max => binary(BinOp::Max, x, y),
+                    BinaryOp::Gt => cmp(CmpOp::Gt),
+                    BinaryOp::Ge => cmp(CmpOp::Ge),
+                    BinaryOp::Eq => cmp(CmpOp::Eq),
+                }
+            }
+            Op::Select => {
+                let c = self.operand(args[0], idx)?;
+                let a = self.operand(args[1], idx)?;
+                let b = self.operand(args[2], idx)?;
+                select(CmpOp::Ne, c, constant(0.0), a, b)
+            }
+            Op::Broadcast { .. } => self.operand(args[0], idx)?,
+            Op::Reshape { .. } => {
+                let src = reshape_index(idx, shape.dims(), g.shape(args[0]).dims())?;
+                self.value(args[0], &src)?
+            }
+            Op::Transpose { perm } => {
+                let mut src = vec![Idx::Const(0); perm.len()];
+                for (i, &p) in perm.iter().enumerate() {
+                    src[p] = idx[i].clone();
+                }
+                self.value(args[0], &src)?
+            }
+            Op::Slice { axis, start, .. } => {
+                let mut src = idx.to_vec();
+                src[*axis] = src[*axis].clone() + Idx::Const(*start as i64);
+                self.value(args[0], &src)?
+            }
+            Op::Concat { axis } => {
+                // Nested selects on the position along `axis`; each part reads a clamped
+                // index so that every load is in bounds whichever branch is taken.
+                let mut parts = Vec::new();
+                let mut at = 0i64;
+                for a in args {
+                    let len = known(g.shape(*a).dims()[*axis])? as i64;
+                    let mut src = idx.to_vec();
+                    src[*axis] = clamp(idx[*axis].clone() - Idx::Const(at), len);
+                    parts.push((at + len, self.value(*a, &src)?));
+                    at += len;
+                }
+                let pos = Expr::FromIdx(idx[*axis].clone());
+                let (_, mut e) = parts
+                    .pop()
+                    .ok_or_else(|| LowerError("empty concat".into()))?;
+                while let Some((end, v)) = parts.pop() {
+                    e = select(CmpOp::Lt, pos.clone(), constant(end as f32), v, e);
+                }
+                e
+            }
+            Op::Im2col(w) => {
+                let c = known(g.shape(args[0]).dims()[3])? as i64;
+                let k = w.kernel as i64;
+                let col = idx[3].clone();
+                let ky = col.clone().div(k * c);
+                let kx = col.clone().div(c).rem(k);
+                let ch = col.rem(c);
+                let iy = idx[1].clone() * (w.stride as i64) + ky - Idx::Const(w.pad_top as i64);
+                let ix = idx[2].clone() * (w.stride as i64) + kx - Idx::Const(w.pad_left as i64);
+                let valid = in_range(iy.clone(), w.h as i64) * in_range(ix.clone(), w.w as i64);
+                let src = [
+                    idx[0].clone(),
+                    clamp(iy, w.h as i64),
+                    clamp(ix, w.w as i64),
+                    ch,
+                ];
+                let v = self.value(args[0], &src)?;
+                select(
+                    CmpOp::Gt,
+                    Expr::FromIdx(valid),
+                    constant(0.5),
+                    v,
+                    constant(0.0),
+                )
+            }
+            Op::Col2im(w) => {
+                let c = known(shape.dims()[3])? as i64;
+                let (k, s) = (w.kernel as i64, w.stride as i64);
+                let mut sum: Option<Expr> = None;
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let ty = idx[1].clone() + Idx::Const(w.pad_top as i64 - ky);
+                        let tx = idx[2].clone() + Idx::Const(w.pad_left as i64 - kx);
+                        let (oy, ox) = (ty.clone().div(s), tx.clone().div(s));
+                        let valid = nonneg(ty.clone())
+                            * divides(ty, s)
+                            * in_range(oy.clone(), w.oh as i64)
+                            * nonneg(tx.clone())
+                            * divides(tx, s)
+                            * in_range(ox.clone(), w.ow as i64);
+                        let col = Idx::Const((ky * k + kx) * c) + idx[3].clone();
+                        let src = [
+                            idx[0].clone(),
+                            clamp(oy, w.oh as i64),
+                            clamp(ox, w.ow as i64),
+                            col,
+                        ];
+                        let v = self.value(args[0], &src)?;
+                        let term = select(
+                            CmpOp::Gt,
+                            Expr::FromIdx(valid),
+                            constant(0.5),
+                            v,
+                            constant(0.0),
+                        );
+                        sum = Some(match sum {
+                            None => term,
+                            Some(acc) => binary(BinOp::Add, acc, term),
+                        });
+                    }
+                }
+                sum.unwrap_or(constant(0.0))
+            }
+            Op::Reduce { .. } | Op::MatMul => {
+                return Err(LowerError(format!(
+                    "{id} {} is an anchor but is read outside its iteration point",
+                    g.op(id).mnemonic()
+                )))
+            }
+            Op::Input { .. } => return self.load_home(id, idx),
+        })
+    }
+}
+
+fn known(d: Dim) -> Result<usize, LowerError> {
+    match d {
+        Dim::K(k) => Ok(k),
+        Dim::N => Err(LowerError(
+            "a window or concat dimension is the batch size".into(),
+        )),
+    }
+}
+
+/// `1` when `t >= 0`, else `0` (for integer `t`).
+fn nonneg(t: Idx) -> Idx {
+    Idx::Min(
+        Box::new(Idx::Max(
+            Box::new(t + Idx::Const(1)),
+            Box::new(Idx::Const(0)),
+        )),
+        Box::new(Idx::Const(1)),
+    )
+}
+
+/// `1` when `0 <= t < len`.
+fn in_range(t: Idx, len: i64) -> Idx {
+    nonneg(t.clone()) * nonneg(Idx::Const(len - 1) - t)
+}
+
+/// `1` when `s` divides `t` (`t >= 0` is checked separately).
+fn divides(t: Idx, s: i64) -> Idx {
+    if s == 1 {
+        return Idx::Const(1);
+    }
+    Idx::Const(1) - Idx::Min(Box::new(t.rem(s)), Box::new(Idx::Const(1)))
+}
+
+fn clamp(t: Idx, len: i64) -> Idx {
+    Idx::Min(
+        Box::new(Idx::Max(Box::new(t), Box::new(Idx::Const(0)))),
+        Box::new(Idx::Const(len - 1)),
+    )
+}
+
+/// The index into an operand of shape `dims` broadcast against a user index `idx`
+/// (right-aligned; size-1 operand dims read position 0).
+pub fn broadcast_index(dims: &[Dim], idx: &[Idx]) -> Vec<Idx> {
+    let off = idx.len() - dims.len();
+    dims.iter()
+        .enumerate()
+        .map(|(d, dim)| {
+            if *dim == Dim::K(1) {
+                Idx::Const(0)
+            } else {
+                idx[off + d].clone()
+            }
+        })
+        .collect()
+}
+
+/// Maps an index of a reshape's output to the operand's index: directly when the two
+/// shapes differ only by size-1 dims, else through the linear position.
+pub fn reshape_index(idx: &[Idx], out: &[Dim], src: &[Dim]) -> Result<Vec<Idx>, LowerError> {
+    let strip = |s: &[Dim]| -> Vec<Dim> { s.iter().copied().filter(|d| *d != Dim::K(1)).collect() };
+    if strip(out) == strip(src) {
+        let mut it = out
+            .iter()
+            .zip(idx)
+            .filter(|(d, _)| **d != Dim::K(1))
+            .map(|(_, i)| i.clone());
+        return Ok(src
+            .iter()
+            .map(|d| {
+                if *d == Dim::K(1) {
+                    Idx::Const(0)
+                } else {
+                    it.next().unwrap_or(Idx::Const(0))
+                }
+            })
+            .collect());
+    }
+    let lin = linear(idx, &out.iter().map(dim_idx).collect::<Vec<_>>());
+    let mut res = vec![Idx::Const(0); src.len()];
+    let mut stride: i64 = 1;
+    for d in (0..src.len()).rev() {
+        let size = match src[d] {
+            Dim::K(k) => Some(k as i64),
+            Dim::N => None,
+        };
+        let q = lin.clone().div(stride);
+        res[d] = match size {
+            Some(k) if d > 0 => q.rem(k),
+            _ if d == 0 => q,
+            _ => return Err(LowerError("a reshape moves the batch dimension".into())),
+        };
+        match size {
+            Some(k) => stride *= k,
+            None => {
+                if d != 0 {
+                    return Err(LowerError("a reshape moves the batch dimension".into()));
+                }
+            }
+        }
+    }
+    Ok(res)
+}
+
+pub fn dim_idx(d: &Dim) -> Idx {
+    match d {
+        Dim::N => Idx::N,
+        Dim::K(k) => Idx::Const(*k as i64),
+    }
+}

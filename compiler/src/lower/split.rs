@@ -1,0 +1,193 @@
+//! The CPU schedule of matrix-product kernels: split into two row halves.
+//!
+//! A kernel made of a `Gemm` and its epilogue loop over the product's rows has no
+//! parallel loop, so it would run on one core. When the product is large enough to pay
+//! for waking the second core (estimated at the file's batch size), this pass rewrites
+//!
+//! ```text
+//! gemm m=M ...            parallel for p in 0..2 {
+//! acc = <invariant>  ==>    gemm m=rows(p) a=A[lo(p)·rsa ..] c=C[lo(p)·rsc ..]
+//! for i in 0..M {...}       acc = <invariant>
+//!                           for i in 0..rows(p) { ... with i ↦ lo(p) + i }
+//!                         }
+//! ```
+//! with `h = ⌈M/2⌉`, `lo(p) = min(p·h, M)` and `rows(p) = min(h, M − lo(p))`: each part
+//! multiplies its own rows of `A` into its own rows of `C` and runs the epilogue of those
+//! rows right away, while they are still in cache. The runtime hands one part to each
+//! lane. Epilogues are elementwise over the product, so rows never depend on each other.
+
+use nnc_kernels::ir::{Expr, Gemm, Idx, Kernel, Stmt, VarId};
+
+/// Products below this many FLOPs (at the batch-size hint) stay on one core: waking the
+/// other lane costs about a microsecond.
+const MIN_FLOPS: i64 = 1 << 18;
+
+/// Splits every eligible matrix-product kernel of `kernels` (see the module doc).
+pub fn split_gemm_rows(kernels: &mut [Kernel], batch: usize) {
+    for k in kernels {
+        if let Some(body) = split(k, batch as i64) {
+            k.body = body;
+            k.num_vars += 1;
+        }
+    }
+}
+
+fn split(k: &Kernel, n: i64) -> Option<Vec<Stmt>> {
+    let (Stmt::Gemm(g), rest) = k.body.split_first()? else {
+        return None;
+    };
+    if g.batch.is_some() {
+        return None;
+    }
+    let flops = 2 * eval(&g.m, n)? * eval(&g.n, n)? * eval(&g.k, n)?;
+    if flops < MIN_FLOPS {
+        return None;
+    }
+    // After the product: hoisted invariants, then at most one loop over its rows.
+    let mut loops = 0;
+    for s in rest {
+        match s {
+            Stmt::Assign { .. } => {}
+            Stmt::Loop {
+                extent,
+                parallel: false,
+                ..
+            } if *extent == g.m && loops == 0 => loops += 1,
+            _ => return None,
+        }
+    }
+    let p = VarId(k.num_vars);
+    let half = (g.m.clone() + 1).div(2);
+    let lo = Idx::Min(Box::new(Idx::Var(p) * half.clone()), Box::new(g.m.clone()));
+    let rows = Idx::Min(Box::new(half), Box::new(g.m.clone() - lo.clone()));
+    let mut part = g.clone();
+    part.m = rows.clone();
+    part.a.offset = g.a.offset.clone() + lo.clone() * g.a.row_stride.clone();
+    part.c.offset = g.c.offset.clone() + lo.clone() * g.c.row_stride.clone();
+    let mut body = vec![Stmt::Gemm(Gemm { ..part })];
+    for s in rest {
+        body.push(match s {
+            Stmt::Loop {
+                var,
+                body: inner,
+                parallel,
+                ..
+            } => Stmt::Loop {
+                var: *var,
+                extent: rows.clone(),
+                body: inner.iter().map(|s| shift_stmt(s, *var, &lo)).collect(),
+                parallel: *parallel,
+            },
+            s => s.clone(),
+        });
+    }
+    Some(vec![Stmt::Loop {
+        var: p,
+        extent: Idx::Const(2),
+        body,
+        parallel: true,
+    }])
+}
+
+/// The value of an index without loop variables at batch size `n`.
+fn eval(i: &Idx, n: i64) -> Option<i64> {
+    Some(match i {
+        Idx::Const(c) => *c,
+        Idx::N => n,
+        Idx::Var(_) => return None,
+        Idx::Add(a, b) => eval(a, n)?.checked_add(eval(b, n)?)?,
+        Idx::Sub(a, b) => eval(a, n)?.checked_sub(eval(b, n)?)?,
+        Idx::Mul(a, b) => eval(a, n)?.checked_mul(eval(b, n)?)?,
+        Idx::Div(a, c) => eval(a, n)?.div_euclid(*c),
+        Idx::Rem(a, c) => eval(a, n)?.rem_euclid(*c),
+        Idx::Min(a, b) => eval(a, n)?.min(eval(b, n)?),
+        Idx::Max(a, b) => eval(a, n)?.max(eval(b, n)?),
+    })
+}
+
+/// `s` with every use of `var` replaced by `by + var`.
+fn shift_stmt(s: &Stmt, var: VarId, by: &Idx) -> Stmt {
+    match s {
+        Stmt::Loop {
+            var: v,
+            extent,
+            body,
+            parallel,
+        } => Stmt::Loop {
+            var: *v,
+            extent: shift_idx(extent, var, by),
+            body: body.iter().map(|s| shift_stmt(s, var, by)).collect(),
+            parallel: *parallel,
+        },
+        Stmt::Store { buf, index, value } => Stmt::Store {
+            buf: *buf,
+            index: shift_idx(index, var, by),
+            value: shift_expr(value, var, by),
+        },
+        Stmt::Assign { local, value } => Stmt::Assign {
+            local: *local,
+            value: shift_expr(value, var, by),
+        },
+        Stmt::Gemm(g) => {
+            let mut g = g.clone();
+            for m in [&mut g.a, &mut g.b, &mut g.c] {
+                m.offset = shift_idx(&m.offset, var, by);
+            }
+            Stmt::Gemm(g)
+        }
+    }
+}
+
+fn shift_expr(e: &Expr, var: VarId, by: &Idx) -> Expr {
+    let b = |x: &Expr| Box::new(shift_expr(x, var, by));
+    match e {
+        Expr::Const(_) | Expr::Local(_) => e.clone(),
+        Expr::Load { buf, index } => Expr::Load {
+            buf: *buf,
+            index: shift_idx(index, var, by),
+        },
+        Expr::FromIdx(i) => Expr::FromIdx(shift_idx(i, var, by)),
+        Expr::Unary(op, a) => Expr::Unary(*op, b(a)),
+        Expr::Binary(op, x, y) => Expr::Binary(*op, b(x), b(y)),
+        Expr::Fma(x, y, z) => Expr::Fma(b(x), b(y), b(z)),
+        Expr::Select {
+            op,
+            a,
+            b: bb,
+            then,
+            otherwise,
+        } => Expr::Select {
+            op: *op,
+            a: b(a),
+            b: b(bb),
+            then: b(then),
+            otherwise: b(otherwise),
+        },
+        Expr::Rand {
+            seed,
+            key,
+            step,
+            counter,
+        } => Expr::Rand {
+            seed: *seed,
+            key: *key,
+            step: b(step),
+            counter: shift_idx(counter, var, by),
+        },
+    }
+}
+
+fn shift_idx(i: &Idx, var: VarId, by: &Idx) -> Idx {
+    let s = |x: &Idx| Box::new(shift_idx(x, var, by));
+    match i {
+        Idx::Var(v) if *v == var => by.clone() + Idx::Var(var),
+        Idx::Const(_) | Idx::N | Idx::Var(_) => i.clone(),
+        Idx::Add(a, b) => Idx::Add(s(a), s(b)),
+        Idx::Sub(a, b) => Idx::Sub(s(a), s(b)),
+        Idx::Mul(a, b) => Idx::Mul(s(a), s(b)),
+        Idx::Div(a, c) => Idx::Div(s(a), *c),
+        Idx::Rem(a, c) => Idx::Rem(s(a), *c),
+        Idx::Min(a, b) => Idx::Min(s(a), s(b)),
+        Idx::Max(a, b) => Idx::Max(s(a), s(b)),
+    }
+}

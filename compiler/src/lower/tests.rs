@@ -1,0 +1,264 @@
+//! Lowering is checked against the graph interpreter: every example and every
+//! `tests/golden/ir` program, train step and eval step, on random inputs.
+//!
+//! Tolerance: `|kernel − oracle| ≤ 1e-4·|oracle| + 1e-4`. The oracle accumulates sums
+//! and products in f64; kernels accumulate in f32 in a different order (and the
+//! simplifier re-associates multi-axis sums), so agreement is to a few f32 ulps per
+//! accumulated term, not bit for bit.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::ir::graph::Graph;
+use crate::ir::train::build_step_graphs;
+use crate::ir::{interp, verify::verify, Tensor};
+use crate::passes::{fuse, run_passes, PassOptions};
+
+use super::lower_graph;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let z = crate::ir::ops::source::mix64(self.0);
+        (z >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn files() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in ["examples", "tests/golden/ir"] {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(repo().join(dir))
+            .expect("folder exists")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "nn"))
+            .collect();
+        v.sort();
+        out.extend(v);
+    }
+    out
+}
+
+/// Random inputs for a step graph: labels are valid class indices for cross-entropy
+/// (`y` of shape `[N]`), optimizer state and buffers are non-negative (some are
+/// variances), `step` is a small count.
+fn random_inputs(
+    g: &Graph,
+    batch: usize,
+    classes: usize,
+    rng: &mut Rng,
+) -> HashMap<String, Tensor> {
+    let mut m = HashMap::new();
+    for (name, id) in g.inputs() {
+        let shape = g.shape(id).resolve(batch);
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n)
+            .map(|_| {
+                let u = rng.next();
+                if name == "y" && shape.len() == 1 {
+                    (u * classes as f32).floor()
+                } else if name == "step" {
+                    3.0
+                } else if name == "x" || name == "y" || g.output_id(&name).is_none() {
+                    u * 2.0 - 1.0
+                } else if name.matches('.').count() >= 2 || name.contains("running") {
+                    u + 0.1
+                } else {
+                    u - 0.5
+                }
+            })
+            .collect();
+        m.insert(name, Tensor::new(shape, data).expect("sized"));
+    }
+    m
+}
+
+fn check_graph(label: &str, g: &Graph, batch: usize, classes: usize) -> Result<usize, String> {
+    check_scheduled(label, g, batch, classes, None)
+}
+
+/// [`check_graph`] with the CPU schedule's row split applied for a batch-size hint.
+fn check_scheduled(
+    label: &str,
+    g: &Graph,
+    batch: usize,
+    classes: usize,
+    split_hint: Option<usize>,
+) -> Result<usize, String> {
+    let opts = PassOptions {
+        verify: true,
+        dump_after: None,
+    };
+    let (sg, _) = run_passes(g, &opts).map_err(|e| format!("{label}: {e}"))?;
+    verify(&sg).map_err(|e| format!("{label}: {e}"))?;
+    let fusion = fuse::partition(&sg);
+    let mut lowered = lower_graph(&sg, &fusion, batch).map_err(|e| format!("{label}: {e}"))?;
+    if let Some(hint) = split_hint {
+        super::split::split_gemm_rows(&mut lowered.program.kernels, hint);
+    }
+    let p = &lowered.program;
+    p.validate().map_err(|e| format!("{label}: {e}"))?;
+    let mut rng = Rng(0x5eed ^ label.len() as u64);
+    let inputs = random_inputs(g, batch, classes, &mut rng);
+    let want = interp::run(g, &inputs, batch).map_err(|e| format!("{label}: oracle: {e}"))?;
+    let mut bufs: Vec<Vec<f32>> = p
+        .buffers
+        .iter()
+        .map(|b| match inputs.get(&b.name) {
+            Some(t) => t.data.clone(),
+            None => vec![f32::NAN; b.len.resolve(batch)],
+        })
+        .collect();
+    // Temporaries live in one arena: simulate it so that overlapping offsets are caught.
+    let arena_len = p.arena.resolve(batch);
+    let mut arena = vec![f32::NAN; arena_len];
+    let temps: Vec<(usize, usize, usize)> = p
+        .buffers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| match b.kind {
+            nnc_kernels::ir::BufferKind::Temp { offset } => {
+                Some((i, offset.resolve(batch), b.len.resolve(batch)))
+            }
+            _ => None,
+        })
+        .collect();
+    for (ki, k) in p.kernels.iter().enumerate() {
+        for &(i, off, len) in &temps {
+            bufs[i].copy_from_slice(&arena[off..off + len]);
+        }
+        nnc_kernels::interp::run_kernel(k, &mut bufs, batch)
+            .map_err(|e| format!("{label}: kernel {ki}: {e}"))?;
+        for &(i, off, len) in &temps {
+            if k.params.contains(&nnc_kernels::ir::BufId(i as u32)) {
+                arena[off..off + len].copy_from_slice(&bufs[i]);
+            }
+        }
+    }
+    for (name, t) in &want {
+        let b = p
+            .buffers
+            .iter()
+            .position(|b| &b.name == name)
+            .ok_or_else(|| format!("{label}: no buffer for output `{name}`"))?;
+        for (i, (&got, &w)) in bufs[b].iter().zip(&t.data).enumerate() {
+            let ok = (got - w).abs() <= 1e-4 * w.abs() + 1e-4 || (got.is_nan() && w.is_nan());
+            if !ok {
+                return Err(format!("{label}: output `{name}`[{i}] = {got}, oracle {w}"));
+            }
+        }
+    }
+    Ok(p.kernels.len())
+}
+
+fn steps_of(path: &Path) -> Vec<(String, Graph, usize, usize)> {
+    let src = std::fs::read_to_string(path).expect("readable");
+    let base = path.parent().expect("folder");
+    let program = crate::check_source(&src, base).expect("example checks");
+    let stem = path
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let mut out = Vec::new();
+    for train in &program.trains {
+        let model = &program.models[train.model];
+        let sg = build_step_graphs(model, train).expect("step graphs build");
+        let classes = model
+            .nodes
+            .get(model.output.0 as usize)
+            .and_then(|n| n.shape.dims.last().copied())
+            .unwrap_or(1);
+        out.push((format!("{stem} train"), sg.train, 5, classes));
+        out.push((format!("{stem} eval"), sg.eval, 5, classes));
+    }
+    out
+}
+
+#[test]
+fn every_compiled_step_matches_the_interpreter() {
+    let mut failures = Vec::new();
+    for path in files() {
+        for (label, g, batch, classes) in steps_of(&path) {
+            if let Err(e) = check_graph(&label, &g, batch, classes) {
+                failures.push(e);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Every example with every eligible matrix product split into two row halves (the hint
+/// makes them all eligible; batch 5 splits rows 3 + 2, fixed dimensions unevenly too).
+#[test]
+fn row_split_steps_match_the_interpreter() {
+    let mut failures = Vec::new();
+    let mut split = 0;
+    for path in files() {
+        for (label, g, batch, classes) in steps_of(&path) {
+            match check_scheduled(&label, &g, batch, classes, Some(1 << 20)) {
+                Ok(_) => split += 1,
+                Err(e) => failures.push(e),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(split > 0);
+}
+
+/// The split applies to the big products of the MNIST MLP and leaves one kernel per
+/// product, with a two-part parallel loop.
+#[test]
+fn mnist_products_are_split_in_two() {
+    let path = repo().join("examples/mnist_mlp.nn");
+    let (_, g, _, _) = steps_of(&path).remove(0);
+    let (sg, _) = run_passes(&g, &PassOptions::default()).expect("passes");
+    let fusion = fuse::partition(&sg);
+    let mut lowered = lower_graph(&sg, &fusion, 128).expect("lowers");
+    let before = lowered.program.kernels.len();
+    super::split::split_gemm_rows(&mut lowered.program.kernels, 128);
+    lowered.program.validate().expect("valid after the split");
+    assert_eq!(lowered.program.kernels.len(), before);
+    let k0 = &lowered.program.kernels[0];
+    assert!(
+        matches!(
+            &k0.body[..],
+            [nnc_kernels::ir::Stmt::Loop {
+                parallel: true,
+                extent: nnc_kernels::ir::Idx::Const(2),
+                ..
+            }]
+        ),
+        "{}",
+        nnc_kernels::print::print_program(&lowered.program)
+    );
+}
+
+#[test]
+fn kernel_rand_is_the_graph_rand() {
+    for (seed, key, step, i) in [(0, 0, 0, 0), (7, 3, 1, 42), (u64::MAX, 9, 1000, 123_456)] {
+        assert_eq!(
+            nnc_kernels::ir::rand_uniform(seed, key, step, i),
+            crate::ir::ops::source::counter_uniform(seed, key, step, i)
+        );
+    }
+}
+
+/// The MNIST MLP train step: 3 forward `Gemm` + bias/ReLU epilogue kernels (the last one
+/// without epilogue, its bias add joins the row kernel); softmax / log-softmax /
+/// cross-entropy forward and backward as 6 row kernels and 1 batch reduction (the loss);
+/// 2 backward `Gemm` kernels with the ReLU-gradient epilogue; 3 weight-gradient `Gemm`
+/// kernels and 3 bias-gradient reductions, each with its parameter's whole momentum-SGD
+/// update as epilogue; `step + 1`. Transposes feeding products are strides (no kernel).
+#[test]
+fn mnist_mlp_train_step_has_at_most_19_kernels() {
+    let path = repo().join("examples/mnist_mlp.nn");
+    let (label, g, batch, classes) = steps_of(&path).remove(0);
+    let kernels = check_graph(&label, &g, batch, classes).expect("lowers and agrees");
+    assert!(kernels <= 19, "{kernels} kernels");
+}

