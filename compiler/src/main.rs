@@ -37,8 +37,9 @@ struct RunArgs {
     /// The model whose `train` block to use, when the file has several.
     #[arg(long)]
     model: Option<String>,
-    /// Where the training step runs.
-    #[arg(long, value_enum, default_value_t = TargetArg::Interp)]
+    /// Where the training step runs: native code for this CPU (default), the reference
+    /// interpreter, or an NVIDIA GPU.
+    #[arg(long, value_enum, default_value_t = TargetArg::Cpu)]
     target: TargetArg,
     /// Data to use instead of the file's (a folder for `idx`, a file for `csv`).
     #[arg(long)]
@@ -129,6 +130,29 @@ enum Command {
         #[arg(long)]
         dump_after: Option<String>,
     },
+    /// Measure the training step: compile time, kernels per step, samples/s, GFLOP/s
+    /// and peak memory, on synthetic data after a warm-up.
+    Bench {
+        file: PathBuf,
+        /// The model whose `train` block to use, when the file has several.
+        #[arg(long)]
+        model: Option<String>,
+        /// Where the training step runs.
+        #[arg(long, value_enum, default_value_t = TargetArg::Cpu)]
+        target: TargetArg,
+        /// Batch size (overrides the file).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Timed steps.
+        #[arg(long, default_value_t = 500)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 50)]
+        warmup: usize,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print each kernel of the compiled steps: the ops it fused and why (or why a
     /// fusion was refused), and its estimated FLOPs and bytes moved.
     Explain { file: PathBuf },
@@ -200,6 +224,34 @@ fn main() -> ExitCode {
                     Err(e) => Err(e),
                 }
                 .map_err(|e| report(e, source, color))
+            })
+        }
+        Command::Bench {
+            file,
+            model,
+            target,
+            batch,
+            steps,
+            warmup,
+            json,
+        } => {
+            let opts = driver::BenchOptions {
+                model,
+                target: target.target(),
+                batch,
+                steps,
+                warmup,
+            };
+            with_program(&file, color, |program, source| {
+                driver::run_bench(program, &opts)
+                    .map(|r| {
+                        if json {
+                            println!("{}", r.to_json());
+                        } else {
+                            print!("{r}");
+                        }
+                    })
+                    .map_err(|e| report(e, source, color))
             })
         }
         Command::Explain { file } => {

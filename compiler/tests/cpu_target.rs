@@ -173,3 +173,68 @@ fn cpu_and_interp_training_give_the_same_losses() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+fn nnc(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(args)
+        .output()
+        .expect("nnc runs")
+}
+
+#[test]
+fn bench_reports_kernels_throughput_and_flops_as_json() {
+    let file = repo().join("examples/mnist_mlp.nn");
+    let o = nnc(&[
+        "bench",
+        &file.display().to_string(),
+        "--steps",
+        "20",
+        "--warmup",
+        "2",
+        "--batch",
+        "32",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("one JSON object");
+    assert_eq!(v["target"], "cpu");
+    assert_eq!(v["batch"], 32);
+    assert_eq!(v["train_kernels"], 19);
+    assert!(v["samples_per_s"].as_f64().expect("samples/s") > 0.0);
+    // Per weight and sample: 2 FLOPs forward, 2 for its gradient, 2 for the gradient of
+    // the layer's input (not needed for the first layer, whose input is data).
+    let flops = v["flops_per_step"].as_f64().expect("flops");
+    let gemm = (4.0 * 784.0 * 128.0 + 6.0 * (128.0 * 64.0 + 64.0 * 10.0)) * 32.0;
+    assert!(flops >= gemm && flops <= gemm * 1.2, "{flops} vs {gemm}");
+}
+
+#[test]
+fn build_emits_clif_and_machine_code() {
+    let file = repo().join("examples/line.nn");
+    let o = nnc(&["build", &file.display().to_string(), "--emit", "clif,asm"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("# == clif =="));
+    assert!(text.contains("# == asm =="));
+    assert!(text.contains("function "), "Cranelift IR functions");
+    assert!(text.contains("ret"), "machine code ends in ret");
+}
+
+#[test]
+fn cpu_is_the_default_target() {
+    let out = std::env::temp_dir().join(format!("nnc-default-target-{}", std::process::id()));
+    let file = repo().join("examples/xor.nn");
+    let o = nnc(&[
+        "train",
+        &file.display().to_string(),
+        "--epochs",
+        "1",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics");
+    assert!(!text.is_empty());
+    let _ = std::fs::remove_dir_all(&out);
+}

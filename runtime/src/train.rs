@@ -29,7 +29,7 @@ use crate::executor::{ExecError, Executor, TaskKind};
 use crate::metrics::{Accumulator, ConfusionMatrix, Metric, MetricError};
 use crate::plot;
 use crate::rng::Rng;
-use crate::tensor::{element_count, format_shape};
+use crate::tensor::{element_count, format_shape, Tensor};
 
 /// File names inside the output folder.
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
@@ -693,6 +693,7 @@ pub fn train_loop(
     for epoch in start.epoch + 1..=config.epochs {
         let epoch_started = Instant::now();
         let epoch_rng = rng.state();
+        let (mut x, mut y) = (Tensor::default(), Tensor::default());
         let mut order: Vec<usize> = (0..n).collect();
         if config.shuffle {
             rng.shuffle(&mut order);
@@ -708,7 +709,9 @@ pub fn train_loop(
         let mut trained_now = 0usize;
         for (k, idx) in order[first..].chunks(config.batch).enumerate() {
             let batch_no = first_batch + k + 1;
-            let (x, y) = (train.x.gather_rows(idx), train.y.gather_rows(idx));
+            train.x.gather_rows_into(idx, &mut x);
+            train.y.gather_rows_into(idx, &mut y);
+            let (x, y) = (&x, &y);
             let out = exec.train_step(&x, &y).map_err(|error| TrainError::Exec {
                 epoch,
                 batch: batch_no,

@@ -130,9 +130,15 @@ fn scratch_dir() -> PathBuf {
 }
 
 /// The number of threads the executor uses: both cores of a two-core machine, never
-/// more than two lanes (the runtime's pool has two).
+/// more than two lanes (the runtime's pool has two); `NNC_THREADS=1` keeps everything on
+/// the calling thread.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::env::var("NNC_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(cores)
+        .clamp(1, 2)
 }
 
 /// Compiles and loads the `cpu` executor of one `train` block.
@@ -142,18 +148,28 @@ pub fn cpu_executor(
     seed: u64,
     batch: usize,
 ) -> Result<Box<dyn Executor>, DriverError> {
+    Ok(Box::new(load_cpu(graphs, model, seed, batch)?.0))
+}
+
+/// [`cpu_executor`] with the artifact's description (kernels, timings), for `nnc bench`.
+pub fn load_cpu(
+    graphs: &StepGraphs,
+    model: &TypedModel,
+    seed: u64,
+    batch: usize,
+) -> Result<(CpuExecutor, Artifact), DriverError> {
     // `NNC_ARTIFACT_DIR` keeps the artifact (for profilers, which need the library's
     // symbols, and for `objdump`).
     let keep = std::env::var_os("NNC_ARTIFACT_DIR").map(PathBuf::from);
     let dir = keep.clone().unwrap_or_else(scratch_dir);
-    let built = build_artifact(graphs, batch, &dir);
-    let loaded = built.and_then(|_| {
-        CpuExecutor::load(&dir, model_info(graphs, model, seed), default_threads())
-            .map_err(|e| message("cannot load the CPU artifact", e))
+    let loaded = build_artifact(graphs, batch, &dir).and_then(|art| {
+        let exec = CpuExecutor::load(&dir, model_info(graphs, model, seed), default_threads())
+            .map_err(|e| message("cannot load the CPU artifact", e))?;
+        Ok((exec, art))
     });
     // The library stays mapped after its file is gone.
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    Ok(Box::new(loaded?))
+    loaded
 }

@@ -4,11 +4,13 @@
 //! block, data that does not fit the model) become diagnostics with spans; the rest are
 //! messages naming the file or setting at fault.
 
+mod bench;
 pub mod cpu;
 pub mod cuda;
 pub mod interp;
 mod train;
 
+pub use bench::{run_bench, BenchOptions, BenchReport};
 pub use train::{run_eval, run_train, EvalOptions, Target, TrainOptions};
 
 use crate::diag::Diagnostic;

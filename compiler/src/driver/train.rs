@@ -123,7 +123,7 @@ pub fn run_eval(program: &Program, opts: &EvalOptions) -> Result<EvalReport, Dri
 }
 
 /// The `train` block to run: the only one, or the one for `--model NAME`.
-fn select_train<'p>(
+pub(super) fn select_train<'p>(
     program: &'p Program,
     model: Option<&str>,
 ) -> Result<&'p TypedTrain, Diagnostic> {
@@ -204,14 +204,12 @@ fn make_executor(
     match target {
         Target::Interp => Ok(Box::new(InterpExecutor::new(graphs, model, seed))),
         Target::Cpu => super::cpu::cpu_executor(&graphs, model, seed, train.batch),
-        Target::Cuda => Err(DriverError::Message(
-            "the `cuda` target is not available in this build\nhelp: use `--target interp`".into(),
-        )),
+        Target::Cuda => Err(no_cuda()),
     }
 }
 
 /// The runtime's view of what the model predicts.
-fn task_kind(model: &TypedModel, loss: Loss) -> TaskKind {
+pub(super) fn task_kind(model: &TypedModel, loss: Loss) -> TaskKind {
     let out = &model.nodes[model.output.0 as usize].shape;
     match loss {
         Loss::CrossEntropy => TaskKind::Classification {
@@ -318,4 +316,11 @@ fn load_weights(exec: &mut dyn Executor, path: &Path) -> Result<(), DriverError>
     }
     exec.set_state(&updated)
         .map_err(|e| DriverError::Message(e.to_string()))
+}
+
+/// The error of `--target cuda` in a build without the `cuda` feature.
+pub(super) fn no_cuda() -> DriverError {
+    DriverError::Message(
+        "the `cuda` target is not available in this build\nhelp: use `--target cpu`".into(),
+    )
 }

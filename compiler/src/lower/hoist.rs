@@ -11,12 +11,14 @@
 //! inside it. Only compound expressions move (a constant, a local or a single load is
 //! already as cheap as the local that would replace it), and `rand` never moves. Values
 //! are pure f32 arithmetic, so evaluating them once, before the loop, gives bit-identical
-//! results. Nothing moves out of a `parallel` loop: it stays its kernel's only top-level
+//! results. One rewrite is not bit-exact: a division by an invariant becomes a
+//! multiplication by its hoisted reciprocal (at most an ulp or two apart, well inside
+//! the tolerance compiled code is held to). Nothing moves out of a `parallel` loop: it stays its kernel's only top-level
 //! statement, as the kernel IR requires; invariants of its inner loops land inside it.
 
 use std::collections::HashSet;
 
-use nnc_kernels::ir::{BufId, Expr, Idx, Kernel, LocalId, Stmt, VarId};
+use nnc_kernels::ir::{BinOp, BufId, Expr, Idx, Kernel, LocalId, Stmt, UnOp, VarId};
 
 /// Hoists the loop invariants of every loop of `k`.
 pub fn hoist_invariants(k: &mut Kernel) {
@@ -174,6 +176,18 @@ impl Hoister {
     }
 
     fn expr(&mut self, e: &mut Expr, v: &Variant, found: &mut Vec<(Expr, LocalId)>) {
+        // `x / c` with an invariant `c` becomes `x · (1/c)`: one division per loop instead
+        // of one per iteration (a multiply is several times cheaper than a divide).
+        if let Expr::Binary(BinOp::Div, a, b) = e {
+            if v.invariant(b) && !v.invariant(a) {
+                let (a, b) = (std::mem::replace(a.as_mut(), Expr::Const(0.0)), b.as_ref().clone());
+                *e = Expr::Binary(
+                    BinOp::Mul,
+                    Box::new(a),
+                    Box::new(Expr::Unary(UnOp::Recip, Box::new(b))),
+                );
+            }
+        }
         if worth_hoisting(e) && v.invariant(e) {
             let local = match found.iter().find(|(x, _)| x == e) {
                 Some((_, l)) => *l,

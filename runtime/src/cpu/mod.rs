@@ -13,6 +13,7 @@
 //! is copied into `x`/`y` buffers; temporaries live in one arena sized for the batch.
 
 mod denormals;
+mod gemm;
 mod pool;
 
 use std::collections::HashMap;
@@ -22,7 +23,9 @@ use nnc_kernels::abi::KernelCtx;
 use nnc_kernels::ir::BufferKind;
 use nnc_kernels::manifest::Manifest;
 
-use crate::executor::{EvalOutput, ExecError, Executor, StateKind, StateTensor, StepOutput};
+use crate::executor::{
+    EvalOutput, ExecError, Executor, NonFiniteParam, StateKind, StateTensor, StepOutput,
+};
 use crate::tensor::Tensor;
 pub use pool::Pool;
 
@@ -144,11 +147,6 @@ impl CpuExecutor {
         if self.arena.len() < arena_len {
             self.arena.resize(arena_len, 0.0);
         }
-        for (name, data) in [(INPUT, &x.data), (LABELS, &y.data)] {
-            let b = self.batch_bufs.entry(name).or_default();
-            b.clear();
-            b.extend_from_slice(data);
-        }
         let mut ptrs: Vec<*mut f32> = Vec::with_capacity(prog.manifest.buffers.len());
         for b in &prog.manifest.buffers {
             let need = b.len.resolve(n);
@@ -163,6 +161,17 @@ impl CpuExecutor {
                     }
                     // SAFETY: in bounds, checked above.
                     unsafe { self.arena.as_mut_ptr().add(at) }
+                }
+                // The batch is bound in place: kernels never write `input` buffers.
+                (BufferKind::Input, name @ (INPUT | LABELS)) => {
+                    let data = if name == INPUT { &x.data } else { &y.data };
+                    if data.len() < need {
+                        return Err(ExecError::new(format!(
+                            "`{name}` holds {} values, the step needs {need}",
+                            data.len()
+                        )));
+                    }
+                    data.as_ptr().cast_mut()
                 }
                 (_, name @ (INPUT | LABELS | LOSS | OUTPUT)) => {
                     let key = [INPUT, LABELS, LOSS, OUTPUT]
@@ -213,7 +222,9 @@ impl CpuExecutor {
                 let mid = extent / 2;
                 self.pool.join(&|| call(0, mid), &|| call(mid, extent));
             } else {
+                SERIAL_POOL.with(|p| p.set(&self.pool));
                 call(0, extent);
+                SERIAL_POOL.with(|p| p.set(std::ptr::null()));
             }
         }
         Ok(())
@@ -237,8 +248,16 @@ impl CpuExecutor {
     }
 }
 
-/// The runtime's GEMM for kernels: `matrixmultiply`'s single-threaded sgemm (threads come
-/// from splitting the kernel's parallel loop, so the two never oversubscribe the cores).
+thread_local! {
+    /// The pool while a kernel without a parallel loop runs on this thread: its matrix
+    /// products may use the second lane then (see [`host_sgemm`]).
+    static SERIAL_POOL: std::cell::Cell<*const Pool> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+/// The runtime's GEMM for kernels: the `gemm` crate, single-threaded (see [`gemm`] for the
+/// measurements behind the choice). Inside a kernel's parallel loop each lane already has
+/// a core; in a serial kernel a product big enough to pay for it is cut in two halves run
+/// on both lanes ([`gemm::split`]), so threads never oversubscribe the cores.
 unsafe extern "C" fn host_sgemm(
     m: usize,
     n: usize,
@@ -255,12 +274,39 @@ unsafe extern "C" fn host_sgemm(
     rsc: isize,
     csc: isize,
 ) {
-    // SAFETY: the kernel passes pointers and strides describing matrices inside its
-    // buffers, as the kernel IR's `Gemm` statement declares them.
     if m == 0 || n == 0 {
         return; // an empty part of a product split between the lanes
     }
-    unsafe { matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+    let g = gemm::Sgemm {
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+        beta,
+        c,
+        rsc,
+        csc,
+    };
+    let pool = SERIAL_POOL.with(|p| p.get());
+    // SAFETY: a non-null pointer was set by `CpuExecutor::run` around this kernel call
+    // and the pool outlives it.
+    match (unsafe { pool.as_ref() }, gemm::split(m, n, k)) {
+        (Some(pool), Some(cut)) if pool.lanes() > 1 => {
+            let [lo, hi] = g.halves(cut);
+            // SAFETY: the kernel passes pointers and strides describing matrices inside
+            // its buffers, as the kernel IR's `Gemm` declares them; the halves write
+            // disjoint blocks of C.
+            pool.join(&|| unsafe { lo.run() }, &|| unsafe { hi.run() });
+        }
+        // SAFETY: as above.
+        _ => unsafe { g.run() },
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -335,6 +381,23 @@ impl Executor for CpuExecutor {
             slot.copy_from_slice(&s.tensor.data);
         }
         Ok(())
+    }
+
+    /// Scans the parameters in place (the default would copy all state every step).
+    fn first_non_finite_param(&self) -> Result<Option<NonFiniteParam>, ExecError> {
+        for (name, kind, _) in &self.info.state {
+            if *kind != StateKind::Param {
+                continue;
+            }
+            if let Some((index, value)) = crate::tensor::first_non_finite(&self.state[name]) {
+                return Ok(Some(NonFiniteParam {
+                    name: name.clone(),
+                    index,
+                    value,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput, ExecError> {

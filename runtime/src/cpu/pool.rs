@@ -3,6 +3,11 @@
 //! counter the worker spins on briefly before it parks, so the ~20 kernels of a training
 //! step cost microseconds of synchronisation, not a thread spawn each. On a machine with
 //! one CPU the pool has no worker and everything runs on the caller.
+//!
+//! Each job is *claimed* by exactly one thread: the worker when it wakes in time, or the
+//! caller itself once its own part is done and the worker still has not started (it may
+//! be descheduled on a busy machine). So a step never waits for a sleeping worker to be
+//! scheduled; it only ever waits for a part that is already running.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +22,9 @@ struct Shared {
     posted: AtomicU64,
     /// Set to `posted`'s value by the worker when it has finished that job.
     done: AtomicU64,
+    /// The last job taken, by the worker or by the caller (compare-and-swap from
+    /// `ticket − 1` to `ticket` decides who runs it).
+    claimed: AtomicU64,
     job: Mutex<Option<SendJob>>,
     stop: AtomicBool,
     /// How long the worker spins for the next job before parking.
@@ -39,6 +47,7 @@ impl Pool {
         let shared = Arc::new(Shared {
             posted: AtomicU64::new(0),
             done: AtomicU64::new(0),
+            claimed: AtomicU64::new(0),
             job: Mutex::new(None),
             stop: AtomicBool::new(false),
             spin: Duration::from_micros(200),
@@ -76,14 +85,39 @@ impl Pool {
         let ticket = self.shared.posted.fetch_add(1, Ordering::AcqRel) + 1;
         thread.unpark();
         a();
-        while self.shared.done.load(Ordering::Acquire) < ticket {
-            std::hint::spin_loop();
+        let ours = self
+            .shared
+            .claimed
+            .compare_exchange(ticket - 1, ticket, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if ours {
+            // The worker never started it: run it here and retract the posted pointer.
+            *self.shared.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            b();
+            return;
         }
+        let mut spins = 0u32;
+        while self.shared.done.load(Ordering::Acquire) < ticket {
+            relax(&mut spins);
+        }
+    }
+}
+
+/// One step of a busy wait: mostly a CPU pause, and every 64th step a `yield`, so that a
+/// waiting thread that shares its core with the one it waits for (a busy machine) lets it
+/// run instead of burning the time slice.
+fn relax(spins: &mut u32) {
+    *spins = spins.wrapping_add(1);
+    if *spins % 64 == 0 {
+        thread::yield_now();
+    } else {
+        std::hint::spin_loop();
     }
 }
 
 fn worker_loop(s: &Shared) {
     let mut seen = 0u64;
+    let mut spins = 0u32;
     loop {
         let started = Instant::now();
         loop {
@@ -94,12 +128,19 @@ fn worker_loop(s: &Shared) {
                 break;
             }
             if started.elapsed() < s.spin {
-                std::hint::spin_loop();
+                relax(&mut spins);
             } else {
                 thread::park_timeout(Duration::from_millis(50));
             }
         }
         seen += 1;
+        let ours = s
+            .claimed
+            .compare_exchange(seen - 1, seen, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if !ours {
+            continue; // the caller ran it
+        }
         let job = s.job.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(SendJob(f)) = job {
             // SAFETY: the poster keeps the closure alive until `done` reaches `seen`.

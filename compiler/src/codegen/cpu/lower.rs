@@ -12,8 +12,8 @@
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
-    types, AbiParam, Endianness, Function, InstBuilder, MemFlagsData, Signature, UserFuncName,
-    Value,
+    types, AbiParam, Endianness, Function, InstBuilder, MemFlagsData, Signature, StackSlotData,
+    StackSlotKind, UserFuncName, Value,
 };
 use cranelift_codegen::isa::{CallConv, TargetIsa};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
@@ -142,7 +142,28 @@ impl Lower<'_, '_> {
     }
 
     fn stmts(&mut self, body: &[Stmt]) -> Result<(), CodegenError> {
-        body.iter().try_for_each(|s| self.stmt(s))
+        for (i, s) in body.iter().enumerate() {
+            match s {
+                // A value computed before a loop (a hoisted invariant) goes through a
+                // stack slot: Cranelift's egraph would otherwise re-elaborate the pure
+                // arithmetic at its uses, i.e. sink it back into the loop.
+                Stmt::Assign { local, value }
+                    if body[i + 1..].iter().any(|s| matches!(s, Stmt::Loop { .. })) =>
+                {
+                    let v = self.expr(value)?;
+                    let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+                        StackSlotKind::ExplicitSlot,
+                        4,
+                        2,
+                    ));
+                    self.b.ins().stack_store(types::I64, v, slot, 0);
+                    let v = self.b.ins().stack_load(types::I64, types::F32, slot, 0);
+                    self.b.def_var(self.locals[local.0 as usize], v);
+                }
+                s => self.stmt(s)?,
+            }
+        }
+        Ok(())
     }
 
     fn stmt(&mut self, s: &Stmt) -> Result<(), CodegenError> {
