@@ -180,7 +180,10 @@ impl Hoister {
         // of one per iteration (a multiply is several times cheaper than a divide).
         if let Expr::Binary(BinOp::Div, a, b) = e {
             if v.invariant(b) && !v.invariant(a) {
-                let (a, b) = (std::mem::replace(a.as_mut(), Expr::Const(0.0)), b.as_ref().clone());
+                let (a, b) = (
+                    std::mem::replace(a.as_mut(), Expr::Const(0.0)),
+                    b.as_ref().clone(),
+                );
                 *e = Expr::Binary(
                     BinOp::Mul,
                     Box::new(a),
