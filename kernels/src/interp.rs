@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::ir::{rand_uniform, BufId, Expr, Gemm, Idx, Kernel, Program, Stmt};
+use crate::ir::{rand_uniform, BufId, Expr, Gemm, Idx, Kernel, Program, Stmt, VarId};
 
 /// A runtime failure of a kernel program.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +25,16 @@ impl std::error::Error for InterpError {}
 /// Runs every kernel of `program` in order over `buffers` (one per `Program::buffers`
 /// entry, each at least its declared length for batch size `n`).
 pub fn run(program: &Program, buffers: &mut [Vec<f32>], n: usize) -> Result<(), InterpError> {
+    check_buffers(program, buffers, n)?;
+    for k in &program.kernels {
+        run_kernel(k, buffers, n)?;
+    }
+    Ok(())
+}
+
+/// Checks that `buffers` has one buffer per declaration, each long enough for batch
+/// size `n`.
+pub fn check_buffers(program: &Program, buffers: &[Vec<f32>], n: usize) -> Result<(), InterpError> {
     if buffers.len() != program.buffers.len() {
         return Err(InterpError(format!(
             "{} buffers given, the program has {}",
@@ -42,24 +52,55 @@ pub fn run(program: &Program, buffers: &mut [Vec<f32>], n: usize) -> Result<(), 
             )));
         }
     }
-    for k in &program.kernels {
-        run_kernel(k, buffers, n)?;
-    }
     Ok(())
 }
 
 /// Runs one kernel.
 pub fn run_kernel(k: &Kernel, buffers: &mut [Vec<f32>], n: usize) -> Result<(), InterpError> {
-    let mut st = State {
-        kernel: k,
-        vars: vec![0; k.num_vars as usize],
-        locals: vec![0.0; k.num_locals as usize],
-        n: n as i64,
-    };
-    for s in &k.body {
+    run_kernel_with(k, &k.body, &[], buffers, n)
+}
+
+/// Runs `body` (a part of kernel `k`) with fresh locals and the loop variables in `vars`
+/// already bound: one GPU thread's share of a kernel (see [`crate::gpu`]).
+pub fn run_kernel_with(
+    k: &Kernel,
+    body: &[Stmt],
+    vars: &[(VarId, i64)],
+    buffers: &mut [Vec<f32>],
+    n: usize,
+) -> Result<(), InterpError> {
+    let mut st = State::new(k, n);
+    for (v, value) in vars {
+        match st.vars.get_mut(v.0 as usize) {
+            Some(slot) => *slot = *value,
+            None => return st.err(format!("loop variable i{} out of range", v.0)),
+        }
+    }
+    for s in body {
         st.stmt(s, buffers)?;
     }
     Ok(())
+}
+
+/// Computes element `e` of the output of `g` (row-major over `count × m × n`), as one
+/// GPU thread of a one-thread-per-element product does.
+pub fn gemm_element(
+    k: &Kernel,
+    g: &Gemm,
+    e: i64,
+    buffers: &mut [Vec<f32>],
+    n: usize,
+) -> Result<(), InterpError> {
+    let st = State::new(k, n);
+    let (m, cols) = (st.idx(&g.m)?, st.idx(&g.n)?);
+    if m <= 0 || cols <= 0 {
+        return Ok(());
+    }
+    let j = e % cols;
+    let i = (e / cols) % m;
+    let p = e / (cols * m);
+    let geo = st.gemm_geometry(g)?;
+    st.gemm_at(g, &geo, p, i, j, buffers)
 }
 
 struct State<'k> {
@@ -69,7 +110,16 @@ struct State<'k> {
     n: i64,
 }
 
-impl State<'_> {
+impl<'k> State<'k> {
+    fn new(kernel: &'k Kernel, n: usize) -> State<'k> {
+        State {
+            kernel,
+            vars: vec![0; kernel.num_vars as usize],
+            locals: vec![0.0; kernel.num_locals as usize],
+            n: n as i64,
+        }
+    }
+
     fn err<T>(&self, msg: String) -> Result<T, InterpError> {
         Err(InterpError(format!("kernel `{}`: {msg}", self.kernel.name)))
     }
@@ -169,7 +219,18 @@ impl State<'_> {
     }
 
     fn gemm(&self, g: &Gemm, bufs: &mut [Vec<f32>]) -> Result<(), InterpError> {
-        let (m, n, k) = (self.idx(&g.m)?, self.idx(&g.n)?, self.idx(&g.k)?);
+        let geo = self.gemm_geometry(g)?;
+        for p in 0..geo.count {
+            for i in 0..geo.m {
+                for j in 0..geo.n {
+                    self.gemm_at(g, &geo, p, i, j, bufs)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn gemm_geometry(&self, g: &Gemm) -> Result<GemmGeometry, InterpError> {
         let (count, strides) = match &g.batch {
             Some((c, s)) => (
                 self.idx(c)?,
@@ -184,29 +245,57 @@ impl State<'_> {
                 self.idx(&r.col_stride)?,
             ])
         };
-        let (a, b, c) = (at(&g.a)?, at(&g.b)?, at(&g.c)?);
-        for p in 0..count {
-            for i in 0..m {
-                for j in 0..n {
-                    let mut acc = 0.0f64;
-                    for l in 0..k {
-                        let ai = a[0] + p * strides[0] + i * a[1] + l * a[2];
-                        let bi = b[0] + p * strides[1] + l * b[1] + j * b[2];
-                        let av = bufs[g.a.buf.0 as usize][self.slot(g.a.buf, ai, bufs)?];
-                        let bv = bufs[g.b.buf.0 as usize][self.slot(g.b.buf, bi, bufs)?];
-                        acc += f64::from(av) * f64::from(bv);
-                    }
-                    let ci = c[0] + p * strides[2] + i * c[1] + j * c[2];
-                    let slot = self.slot(g.c.buf, ci, bufs)?;
-                    let old = if g.beta == 0.0 {
-                        0.0
-                    } else {
-                        g.beta * bufs[g.c.buf.0 as usize][slot]
-                    };
-                    bufs[g.c.buf.0 as usize][slot] = (g.alpha as f64 * acc) as f32 + old;
-                }
-            }
+        Ok(GemmGeometry {
+            m: self.idx(&g.m)?,
+            n: self.idx(&g.n)?,
+            k: self.idx(&g.k)?,
+            count,
+            strides,
+            a: at(&g.a)?,
+            b: at(&g.b)?,
+            c: at(&g.c)?,
+        })
+    }
+
+    /// Element `(p, i, j)` of a product: `C[p][i, j] = alpha·Σ A·B + beta·C`.
+    fn gemm_at(
+        &self,
+        g: &Gemm,
+        geo: &GemmGeometry,
+        p: i64,
+        i: i64,
+        j: i64,
+        bufs: &mut [Vec<f32>],
+    ) -> Result<(), InterpError> {
+        let (a, b, c, strides) = (geo.a, geo.b, geo.c, geo.strides);
+        let mut acc = 0.0f64;
+        for l in 0..geo.k {
+            let ai = a[0] + p * strides[0] + i * a[1] + l * a[2];
+            let bi = b[0] + p * strides[1] + l * b[1] + j * b[2];
+            let av = bufs[g.a.buf.0 as usize][self.slot(g.a.buf, ai, bufs)?];
+            let bv = bufs[g.b.buf.0 as usize][self.slot(g.b.buf, bi, bufs)?];
+            acc += f64::from(av) * f64::from(bv);
         }
+        let ci = c[0] + p * strides[2] + i * c[1] + j * c[2];
+        let slot = self.slot(g.c.buf, ci, bufs)?;
+        let old = if g.beta == 0.0 {
+            0.0
+        } else {
+            g.beta * bufs[g.c.buf.0 as usize][slot]
+        };
+        bufs[g.c.buf.0 as usize][slot] = (g.alpha as f64 * acc) as f32 + old;
         Ok(())
     }
+}
+
+/// A product's sizes, batch strides and operand `[offset, row stride, col stride]`s.
+struct GemmGeometry {
+    m: i64,
+    n: i64,
+    k: i64,
+    count: i64,
+    strides: [i64; 3],
+    a: [i64; 3],
+    b: [i64; 3],
+    c: [i64; 3],
 }

@@ -5,10 +5,12 @@
 
 pub mod abi;
 pub mod build;
+pub mod gpu;
 pub mod interp;
 pub mod ir;
 pub mod manifest;
 pub mod print;
+pub mod samples;
 
 #[cfg(test)]
 mod tests;

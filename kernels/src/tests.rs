@@ -231,3 +231,59 @@ fn rand_is_uniform_in_unit_interval_and_deterministic() {
     assert_eq!(rand_uniform(7, 3, 1, 42), rand_uniform(7, 3, 1, 42));
     assert_ne!(rand_uniform(7, 3, 1, 42), rand_uniform(7, 3, 2, 42));
 }
+
+#[test]
+fn every_sample_program_is_valid_and_runs() {
+    for p in crate::samples::all() {
+        p.validate().unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        let mut bufs = crate::samples::inputs(&p, 5);
+        run(&p, &mut bufs, 5).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+    }
+}
+
+#[test]
+fn gpu_plan_maps_parallel_loops_gemms_and_serial_kernels() {
+    use crate::gpu::{eval_idx, plan, Launch};
+    let p = crate::samples::bias_relu();
+    let g = plan(&p.kernels[0]);
+    assert!(matches!(g.launch, Launch::GridStride { .. }));
+    assert_eq!(eval_idx(&g.work(), 7), Some(7));
+    let p = crate::samples::gemm_batched();
+    let g = plan(&p.kernels[0]);
+    assert!(matches!(g.launch, Launch::GemmPerElement(_)));
+    assert_eq!(eval_idx(&g.work(), 5), Some(5 * 2 * 2));
+    let p = crate::samples::serial_step();
+    let g = plan(&p.kernels[0]);
+    assert_eq!(g.launch, Launch::Single);
+    assert_eq!(eval_idx(&g.work(), 5), Some(1));
+}
+
+#[test]
+fn launch_dims_cover_the_work_with_one_thread_per_item_up_to_the_cap() {
+    use crate::gpu::{launch_dims, BLOCK_THREADS, MAX_BLOCKS};
+    assert_eq!(launch_dims(0), (1, BLOCK_THREADS));
+    assert_eq!(launch_dims(256), (1, BLOCK_THREADS));
+    assert_eq!(launch_dims(257), (2, BLOCK_THREADS));
+    assert_eq!(launch_dims(i64::MAX), (MAX_BLOCKS, BLOCK_THREADS));
+}
+
+/// The GPU mapping computes what the reference interpreter computes, both with one
+/// thread per work item and with a single block whose threads stride over the work.
+#[test]
+fn gpu_simulation_matches_the_interpreter_on_every_sample() {
+    for p in crate::samples::all() {
+        for n in [1, 5, 300] {
+            let mut want = crate::samples::inputs(&p, n);
+            run(&p, &mut want, n).unwrap();
+            for max_blocks in [1, u32::MAX] {
+                let mut got = crate::samples::inputs(&p, n);
+                crate::gpu::simulate_program(&p, &mut got, n, max_blocks)
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.name));
+                for (b, (w, g)) in want.iter().zip(&got).enumerate() {
+                    let same = w.iter().zip(g).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{} n={n} blocks≤{max_blocks}: b{b} differs", p.name);
+                }
+            }
+        }
+    }
+}

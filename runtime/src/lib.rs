@@ -9,10 +9,13 @@
 //! - [`metrics`] computes accuracy, macro precision/recall/F1, MAE and MSE exactly;
 //! - [`checkpoint`] writes `weights.safetensors` and full, checksummed checkpoints;
 //! - [`plot`] draws `curves.svg` and `confusion.svg`;
-//! - [`cpu`] runs a compiled artifact (native kernels + manifests) as an executor.
+//! - [`cpu`] runs a compiled artifact (native kernels + manifests) as an executor;
+//! - `cuda` (feature `cuda`) finds the GPU for the CUDA executor.
 
 pub mod checkpoint;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod data;
 pub mod executor;
 pub mod metrics;

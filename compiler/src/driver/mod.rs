@@ -6,6 +6,7 @@
 
 mod bench;
 pub mod cpu;
+pub mod cuda;
 pub mod interp;
 mod train;
 

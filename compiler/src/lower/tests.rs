@@ -367,3 +367,44 @@ fn mnist_softmax_cross_entropy_is_one_row_kernel() {
         }
     }
 }
+
+/// The GPU mapping (`nnc_kernels::gpu::plan`: grid-stride parallel loops, one thread per
+/// product element, single-thread serial kernels) computes what the kernel interpreter
+/// computes on the programs lowering produces for every example and `tests/golden/ir`
+/// program, bit for bit: with one thread per work item and with one block whose threads
+/// stride over the work.
+#[test]
+fn gpu_mapping_of_every_compiled_step_matches_the_kernel_interpreter() {
+    let mut failures = Vec::new();
+    let mut kernels = 0;
+    for path in files() {
+        for (label, g, batch, _) in steps_of(&path) {
+            let (sg, _) = run_passes(&g, &PassOptions::default()).expect("passes");
+            let fusion = fuse::partition(&sg);
+            let p = lower_graph(&sg, &fusion, batch).expect("lowers").program;
+            kernels += p.kernels.len();
+            let mut want = nnc_kernels::samples::inputs(&p, batch);
+            nnc_kernels::interp::run(&p, &mut want, batch).expect("interprets");
+            for max_blocks in [1, u32::MAX] {
+                let mut got = nnc_kernels::samples::inputs(&p, batch);
+                if let Err(e) = nnc_kernels::gpu::simulate_program(&p, &mut got, batch, max_blocks)
+                {
+                    failures.push(format!("{label} blocks≤{max_blocks}: {e}"));
+                    continue;
+                }
+                for (b, (w, g)) in want.iter().zip(&got).enumerate() {
+                    let same = w
+                        .iter()
+                        .zip(g)
+                        .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
+                    if !same {
+                        let name = &p.buffers[b].name;
+                        failures.push(format!("{label} blocks≤{max_blocks}: `{name}` differs"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(kernels > 100, "{kernels} kernels");
+}

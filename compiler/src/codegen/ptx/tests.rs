@@ -1,0 +1,340 @@
+//! PTX backend tests without a GPU: every sample kernel program and the train and eval
+//! steps that lowering produces for every example and `tests/golden/ir` program translate
+//! for every architecture, every kernel is a launchable `.entry`, no forbidden intrinsic
+//! or libcall survives, `ptxas` assembles the result (when installed; its `-v` register
+//! report is printed), random numbers equal the interpreter's bit for bit (checked through
+//! LLVM's constant folding), and small kernels' PTX is pinned by snapshots.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nnc_kernels::ir::{
+    rand_uniform, BufId, BufferDecl, BufferKind, Expr, Idx, Kernel, Program, Size, Stmt,
+};
+use nnc_kernels::samples;
+
+use super::{render_llvm_ir, render_program, GpuArch};
+
+/// `ptxas` from `$PTXAS`, else the pip wheel's copy in the cache; `None` (with the
+/// reason printed) when neither exists.
+fn ptxas() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PTXAS") {
+        return Some(PathBuf::from(p));
+    }
+    let home = std::env::var_os("HOME")?;
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(home).join(".cache"));
+    let p = cache.join("nvidia-cuda-nvcc-cu12-12.9.86/nvidia/cuda_nvcc/bin/ptxas");
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!(
+            "skipping ptxas checks: set PTXAS or install nvidia-cuda-nvcc-cu12 (see .ci/run)"
+        );
+        None
+    }
+}
+
+/// The names of the `.entry` functions of a PTX text.
+fn entries(ptx: &str) -> Vec<String> {
+    ptx.lines()
+        .filter_map(|l| l.trim_start().strip_prefix(".visible .entry "))
+        .map(|l| l.split('(').next().unwrap_or("").trim().to_string())
+        .collect()
+}
+
+/// The total of the `N bytes spill stores` figures in a `ptxas -v` report.
+fn spill_bytes(report: &str) -> u64 {
+    report
+        .split(',')
+        .filter_map(|part| part.trim().strip_suffix("bytes spill stores"))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn spill_report_parsing_reads_every_kernel() {
+    let report = "ptxas info    : 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n\
+                  ptxas info    : 8 bytes stack frame, 10 bytes spill stores, 10 bytes spill loads";
+    assert_eq!(spill_bytes(report), 10);
+}
+
+#[test]
+fn every_kernel_of_every_sample_is_an_entry_for_each_arch() {
+    for p in samples::all() {
+        for arch in GpuArch::ALL {
+            let ptx = render_program(&p, arch).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+            assert!(ptx.contains(&format!(".target {}", arch.name())), "{ptx}");
+            let names: Vec<String> = p.kernels.iter().map(|k| k.name.clone()).collect();
+            assert_eq!(entries(&ptx), names, "{}:\n{ptx}", p.name);
+            assert!(
+                !ptx.contains(".func"),
+                "{}: a helper function remains",
+                p.name
+            );
+        }
+    }
+}
+
+#[test]
+fn transcendentals_use_hardware_approximations_not_libcalls() {
+    let ptx = render_program(&samples::all_ops(), GpuArch::Sm80).unwrap();
+    assert!(ptx.contains("ex2.approx.f32"), "{ptx}");
+    assert!(ptx.contains("lg2.approx.f32"), "{ptx}");
+    assert!(ptx.contains("fma.rn.f32"), "{ptx}");
+    assert!(ptx.contains("div.rn.f32"), "{ptx}");
+    assert!(ptx.contains("sqrt.rn.f32"), "{ptx}");
+    assert!(!ptx.contains("call"), "{ptx}");
+    let ir = render_llvm_ir(&samples::all_ops(), GpuArch::Sm80).unwrap();
+    for forbidden in [
+        "llvm.exp.",
+        "llvm.exp2.",
+        "llvm.log.",
+        "llvm.tanh.",
+        "llvm.pow.",
+    ] {
+        assert!(!ir.contains(forbidden), "`{forbidden}` in\n{ir}");
+    }
+}
+
+#[test]
+fn kernels_are_grid_stride_loops_over_the_global_thread_id() {
+    let ptx = render_program(&samples::bias_relu(), GpuArch::Sm80).unwrap();
+    for sreg in ["%ctaid.x", "%ntid.x", "%tid.x", "%nctaid.x"] {
+        assert!(ptx.contains(sreg), "`{sreg}` missing:\n{ptx}");
+    }
+    // A serial kernel does not stride: it only checks for thread 0.
+    let ptx = render_program(&samples::serial_step(), GpuArch::Sm80).unwrap();
+    assert!(!ptx.contains("%nctaid.x"), "{ptx}");
+}
+
+#[test]
+fn invalid_programs_and_names_are_errors_not_panics() {
+    let mut p = samples::bias_relu();
+    p.kernels[0].name = "k 0".into();
+    let err = render_program(&p, GpuArch::Sm80).unwrap_err();
+    assert!(err.0.contains("not a PTX identifier"), "{err}");
+    let mut p = samples::bias_relu();
+    p.kernels[0].params.pop();
+    assert!(render_program(&p, GpuArch::Sm80).is_err());
+}
+
+#[test]
+fn arch_names_round_trip() {
+    for a in GpuArch::ALL {
+        assert_eq!(GpuArch::parse(a.name()), Some(a));
+    }
+    assert_eq!(GpuArch::parse("sm_70"), None);
+    assert_eq!(GpuArch::default(), GpuArch::Sm80);
+}
+
+/// Assembles `ptx` for `arch` with `ptxas -v` and checks that it is accepted without
+/// spills; the register report is printed (run with `--nocapture` to read it).
+fn assemble(ptxas: &Path, dir: &Path, label: &str, arch: GpuArch, ptx: &str) {
+    let file = dir.join(format!("{}_{}.ptx", label.replace(' ', "_"), arch.name()));
+    std::fs::write(&file, ptx).unwrap();
+    let out = Command::new(ptxas)
+        .arg(format!("-arch={}", arch.name()))
+        .arg("-v")
+        .arg(&file)
+        .arg("-o")
+        .arg("/dev/null")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", ptxas.display()));
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "ptxas rejected {label} for {}:\n{report}\n{ptx}",
+        arch.name()
+    );
+    for line in report.lines().filter(|l| l.contains("Used")) {
+        eprintln!("{label} {}: {}", arch.name(), line.trim());
+    }
+    assert_eq!(
+        spill_bytes(&report),
+        0,
+        "{label} spills for {}:\n{report}",
+        arch.name()
+    );
+}
+
+/// A fresh folder for the PTX files of one test.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nnc-ptx-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// ptxas assembles every sample for sm_80 and sm_90; `-v` reports registers, spills and
+/// shared memory per kernel (printed; run with `--nocapture` to read them).
+#[test]
+fn ptxas_assembles_every_sample_for_sm80_and_sm90() {
+    let Some(ptxas) = ptxas() else { return };
+    let dir = scratch("samples");
+    for p in samples::all() {
+        for arch in GpuArch::ALL {
+            let ptx = render_program(&p, arch).unwrap();
+            assemble(&ptxas, &dir, &p.name, arch, &ptx);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The kernel programs of the train and eval steps of every `train` block of every
+/// example and `tests/golden/ir` program, as the compiler lowers them (passes, fusion,
+/// lowering; no CPU schedule), labelled `file.nn train` / `file.nn eval`.
+fn compiled_steps() -> Vec<(String, Program)> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    for dir in ["examples", "tests/golden/ir"] {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(repo.join(dir))
+            .expect("folder exists")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "nn"))
+            .collect();
+        v.sort();
+        files.extend(v);
+    }
+    let mut out = Vec::new();
+    for path in files {
+        let src = std::fs::read_to_string(&path).expect("readable");
+        let program = crate::check_source(&src, path.parent().expect("folder"))
+            .unwrap_or_else(|_| panic!("{} checks", path.display()));
+        let stem = path.file_name().expect("name").to_string_lossy();
+        let steps = crate::lower::report::compile_program(&program, None)
+            .unwrap_or_else(|e| panic!("{stem}: {e}"));
+        for (train, eval, _) in steps {
+            out.push((format!("{stem} train"), train.lowered.program));
+            out.push((format!("{stem} eval"), eval.lowered.program));
+        }
+    }
+    out
+}
+
+/// Every step the compiler lowers becomes PTX for both architectures: one `.entry` per
+/// kernel, in order, no helper functions, no calls; ptxas (when present) assembles it
+/// without spills (several ptxas at a time: the large steps take seconds each).
+#[test]
+fn every_compiled_step_of_every_example_becomes_ptx_that_ptxas_accepts() {
+    let steps = compiled_steps();
+    assert!(steps.len() >= 40, "{} steps", steps.len());
+    let mut rendered = Vec::new();
+    for (label, p) in &steps {
+        for arch in GpuArch::ALL {
+            let ptx = render_program(p, arch).unwrap_or_else(|e| panic!("{label}: {e}"));
+            let names: Vec<String> = p.kernels.iter().map(|k| k.name.clone()).collect();
+            assert_eq!(entries(&ptx), names, "{label}:\n{ptx}");
+            assert!(!ptx.contains(".func"), "{label}: a helper function remains");
+            assert!(!ptx.contains("call"), "{label}: a call remains:\n{ptx}");
+            rendered.push((label, arch, ptx));
+        }
+    }
+    let Some(ptxas) = ptxas() else { return };
+    let dir = scratch("steps");
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((label, arch, ptx)) = rendered.get(i) else {
+                    break;
+                };
+                assemble(&ptxas, &dir, label, *arch, ptx);
+            });
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `rand` in PTX is `rand_uniform` bit for bit: with constant step and counter, LLVM
+/// folds the generated integer arithmetic (the same IR the GPU runs) into one float
+/// constant per store, which must be the interpreter's value.
+#[test]
+fn rand_folds_to_the_interpreters_values() {
+    let cases: [(u64, u64, f32, i64); 7] = [
+        (0, 0, 0.0, 0),
+        (7, 3, 1.0, 42),
+        (7, 3, 2.0, 42),
+        (u64::MAX, 9, 1000.0, 123_456),
+        (42, 1, 3.75, 7),
+        (5, 2, -2.0, 1),
+        (1, 1, 1e30, i64::MAX),
+    ];
+    let out = BufId(0);
+    let body = cases
+        .iter()
+        .enumerate()
+        .map(|(i, &(seed, key, step, counter))| Stmt::Store {
+            buf: out,
+            index: Idx::Const(i as i64),
+            value: Expr::Rand {
+                seed,
+                key,
+                step: Box::new(Expr::Const(step)),
+                counter: Idx::Const(counter),
+            },
+        })
+        .collect();
+    let p = Program {
+        name: "rand".into(),
+        buffers: vec![BufferDecl {
+            name: "out".into(),
+            len: Size::fixed(cases.len()),
+            kind: BufferKind::Output,
+        }],
+        kernels: vec![Kernel {
+            name: "k0".into(),
+            params: vec![out],
+            body,
+            num_vars: 0,
+            num_locals: 0,
+            note: String::new(),
+        }],
+        arena: Size::default(),
+    };
+    let ir = render_llvm_ir(&p, GpuArch::Sm80).unwrap();
+    let stored: Vec<f32> = ir
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("store float "))
+        .map(|l| {
+            let c = l.split(',').next().unwrap().trim();
+            match c.strip_prefix("0x") {
+                // LLVM prints a float constant as the hex bits of the equal double.
+                Some(hex) => f64::from_bits(u64::from_str_radix(hex, 16).unwrap()) as f32,
+                None => c.parse::<f64>().unwrap() as f32,
+            }
+        })
+        .collect();
+    let want: Vec<f32> = cases
+        .iter()
+        .map(|&(seed, key, step, counter)| {
+            rand_uniform(seed, key, step.max(0.0) as u64, counter as u64)
+        })
+        .collect();
+    assert_eq!(stored, want, "{ir}");
+    // The folding really happened on the generated arithmetic (not a value computed here).
+    let mut p2 = p.clone();
+    if let Stmt::Store {
+        value: Expr::Rand { counter, .. },
+        ..
+    } = &mut p2.kernels[0].body[0]
+    {
+        *counter = Idx::N;
+    }
+    let ir2 = render_llvm_ir(&p2, GpuArch::Sm80).unwrap();
+    assert!(ir2.contains("mul i64"), "{ir2}");
+}
+
+#[test]
+fn ptx_of_small_kernels_is_stable() {
+    insta::assert_snapshot!(
+        "bias_relu_sm80",
+        render_program(&samples::bias_relu(), GpuArch::Sm80).unwrap()
+    );
+    insta::assert_snapshot!(
+        "gemm_batched_sm90",
+        render_program(&samples::gemm_batched(), GpuArch::Sm90).unwrap()
+    );
+}

@@ -1,0 +1,372 @@
+//! Small hand-built kernel programs that together use every construct of the kernel IR:
+//! shared by the interpreter tests here and the backends' tests (PTX, CPU), so that
+//! every backend is checked on the same programs. Each function documents what its
+//! program computes; none depends on the compiler.
+
+use crate::build::*;
+use crate::ir::*;
+
+fn buf(name: &str, len: Size, kind: BufferKind) -> BufferDecl {
+    BufferDecl {
+        name: name.into(),
+        len,
+        kind,
+    }
+}
+
+fn kernel(name: &str, params: Vec<BufId>, body: Vec<Stmt>, vars: u32, locals: u32) -> Kernel {
+    Kernel {
+        name: name.into(),
+        params,
+        body,
+        num_vars: vars,
+        num_locals: locals,
+        note: String::new(),
+    }
+}
+
+fn mat(buf: BufId, offset: Idx, rs: impl Into<Idx>, cs: impl Into<Idx>) -> MatRef {
+    MatRef {
+        buf,
+        offset,
+        row_stride: rs.into(),
+        col_stride: cs.into(),
+    }
+}
+
+/// `out[n, j] = max(x[n, j] + bias[j], 0)` over `[N, 3]`: a coalesced elementwise
+/// kernel with a broadcast.
+pub fn bias_relu() -> Program {
+    let (x, b, out) = (BufId(0), BufId(1), BufId(2));
+    let (i, j) = (VarId(0), VarId(1));
+    let at = Idx::from(i) * 3 + Idx::from(j);
+    let mut k = kernel(
+        "k0",
+        vec![x, b, out],
+        vec![Stmt::Loop {
+            var: i,
+            extent: Idx::N,
+            parallel: true,
+            body: vec![Stmt::Loop {
+                var: j,
+                extent: 3usize.into(),
+                parallel: false,
+                body: vec![Stmt::Store {
+                    buf: out,
+                    index: at.clone(),
+                    value: binary(
+                        BinOp::Max,
+                        binary(BinOp::Add, load(x, at), load(b, j.into())),
+                        constant(0.0),
+                    ),
+                }],
+            }],
+        }],
+        2,
+        0,
+    );
+    k.note = "bias + relu".into();
+    Program {
+        name: "bias_relu".into(),
+        buffers: vec![
+            buf("x", Size::per_batch(3), BufferKind::Input),
+            buf("bias", Size::fixed(3), BufferKind::InOut),
+            buf("out", Size::per_batch(3), BufferKind::Output),
+        ],
+        kernels: vec![k],
+        arena: Size::default(),
+    }
+}
+
+/// `out[i] = Σ_j x[i, j]` over `[N, 4]`, through a local accumulator.
+pub fn row_sum() -> Program {
+    let (x, out) = (BufId(0), BufId(1));
+    let (i, j, acc) = (VarId(0), VarId(1), LocalId(0));
+    Program {
+        name: "rowsum".into(),
+        buffers: vec![
+            buf("x", Size::per_batch(4), BufferKind::Input),
+            buf("out", Size::per_batch(1), BufferKind::Output),
+        ],
+        kernels: vec![kernel(
+            "k0",
+            vec![x, out],
+            vec![Stmt::Loop {
+                var: i,
+                extent: Idx::N,
+                parallel: true,
+                body: vec![
+                    Stmt::Assign {
+                        local: acc,
+                        value: constant(0.0),
+                    },
+                    Stmt::Loop {
+                        var: j,
+                        extent: 4usize.into(),
+                        parallel: false,
+                        body: vec![Stmt::Assign {
+                            local: acc,
+                            value: binary(
+                                BinOp::Add,
+                                local(acc),
+                                load(x, Idx::from(i) * 4 + Idx::from(j)),
+                            ),
+                        }],
+                    },
+                    Stmt::Store {
+                        buf: out,
+                        index: i.into(),
+                        value: local(acc),
+                    },
+                ],
+            }],
+            2,
+            1,
+        )],
+        arena: Size::default(),
+    }
+}
+
+/// `C[N, 3] = A[N, 4] · Bᵀ` with `B` stored `[3, 4]` (a transposed operand through
+/// strides), then `D[N, 3] = 0.5·A·Bᵀ + 2·D` (alpha and beta).
+pub fn gemm_transposed() -> Program {
+    let (a, b, c, d) = (BufId(0), BufId(1), BufId(2), BufId(3));
+    let gemm = |out: BufId, alpha: f32, beta: f32| {
+        Stmt::Gemm(Gemm {
+            m: Idx::N,
+            n: 3i64.into(),
+            k: 4i64.into(),
+            a: mat(a, 0i64.into(), 4i64, 1i64),
+            b: mat(b, 0i64.into(), 1i64, 4i64),
+            c: mat(out, 0i64.into(), 3i64, 1i64),
+            alpha,
+            beta,
+            batch: None,
+        })
+    };
+    Program {
+        name: "gemm_t".into(),
+        buffers: vec![
+            buf("a", Size::per_batch(4), BufferKind::Input),
+            buf("b", Size::fixed(12), BufferKind::InOut),
+            buf("c", Size::per_batch(3), BufferKind::Output),
+            buf("d", Size::per_batch(3), BufferKind::InOut),
+        ],
+        kernels: vec![
+            kernel("k0", vec![a, b, c], vec![gemm(c, 1.0, 0.0)], 0, 0),
+            kernel("k1", vec![a, b, d], vec![gemm(d, 0.5, 2.0)], 0, 0),
+        ],
+        arena: Size::default(),
+    }
+}
+
+/// `N` products `C[p] = A[p] · B[p]` of `[2, 3] · [3, 2]` matrices stored back to back
+/// (attention-style batched products), at an offset of 1 into `C`.
+pub fn gemm_batched() -> Program {
+    let (a, b, c) = (BufId(0), BufId(1), BufId(2));
+    Program {
+        name: "gemm_batched".into(),
+        buffers: vec![
+            buf("a", Size::per_batch(6), BufferKind::Input),
+            buf("b", Size::per_batch(6), BufferKind::Input),
+            buf(
+                "c",
+                Size {
+                    per_batch: 4,
+                    fixed: 1,
+                },
+                BufferKind::Output,
+            ),
+        ],
+        kernels: vec![kernel(
+            "k0",
+            vec![a, b, c],
+            vec![Stmt::Gemm(Gemm {
+                m: 2i64.into(),
+                n: 2i64.into(),
+                k: 3i64.into(),
+                a: mat(a, 0i64.into(), 3i64, 1i64),
+                b: mat(b, 0i64.into(), 2i64, 1i64),
+                c: mat(c, 1i64.into(), 2i64, 1i64),
+                alpha: 1.0,
+                beta: 0.0,
+                batch: Some((Idx::N, [6i64.into(), 6i64.into(), 4i64.into()])),
+            })],
+            0,
+            0,
+        )],
+        arena: Size::default(),
+    }
+}
+
+/// Every scalar operation on `x[N, 2]` into `out[N, 16]`: each unary and binary
+/// operator, `fma`, a `select` that guards an out-of-range load (only the chosen branch
+/// may be evaluated), `float(idx)` with floor division and remainder of negative
+/// values, and `rand` keyed by the step counter `step[0]`.
+pub fn all_ops() -> Program {
+    let (x, step, out) = (BufId(0), BufId(1), BufId(2));
+    let i = VarId(0);
+    let a = || load(x, Idx::from(i) * 2);
+    let b = || load(x, Idx::from(i) * 2 + 1);
+    let pos = || unary(UnOp::Abs, a());
+    let mut values = vec![
+        unary(UnOp::Neg, a()),
+        unary(UnOp::Sqrt, pos()),
+        unary(UnOp::Exp, a()),
+        unary(UnOp::Log, binary(BinOp::Add, pos(), constant(1.0))),
+        unary(UnOp::Tanh, a()),
+        unary(UnOp::Recip, b()),
+        unary(UnOp::Floor, a()),
+        binary(BinOp::Sub, binary(BinOp::Div, a(), b()), b()),
+        binary(BinOp::Min, binary(BinOp::Mul, a(), b()), a()),
+        binary(BinOp::Pow, pos(), b()),
+        binary(BinOp::Pow, a(), constant(2.0)),
+        fma(a(), b(), constant(0.25)),
+    ];
+    // x[2i - 2] exists only for i ≥ 1: the select must not evaluate it for i = 0.
+    values.push(select(
+        CmpOp::Ge,
+        Expr::FromIdx(i.into()),
+        constant(1.0),
+        load(x, Idx::from(i) * 2 - Idx::Const(2)),
+        constant(-1.0),
+    ));
+    values.push(select(CmpOp::Ne, a(), a(), constant(1.0), constant(0.0)));
+    values.push(Expr::FromIdx(
+        (Idx::from(i) - Idx::Const(3)).div(2) * 10 + (Idx::from(i) - Idx::Const(3)).rem(2),
+    ));
+    values.push(Expr::Rand {
+        seed: 42,
+        key: 7,
+        step: Box::new(load(step, 0i64.into())),
+        counter: i.into(),
+    });
+    let body = values
+        .into_iter()
+        .enumerate()
+        .map(|(c, value)| Stmt::Store {
+            buf: out,
+            index: Idx::from(i) * 16 + c as i64,
+            value,
+        })
+        .collect();
+    Program {
+        name: "all_ops".into(),
+        buffers: vec![
+            buf("x", Size::per_batch(2), BufferKind::Input),
+            buf("step", Size::fixed(1), BufferKind::InOut),
+            buf("out", Size::per_batch(16), BufferKind::Output),
+        ],
+        kernels: vec![kernel(
+            "k0",
+            vec![x, step, out],
+            vec![Stmt::Loop {
+                var: i,
+                extent: Idx::N,
+                parallel: true,
+                body,
+            }],
+            1,
+            0,
+        )],
+        arena: Size::default(),
+    }
+}
+
+/// A serial kernel (one GPU thread): `step += 1`, then for each of 2 heads a product
+/// inside a loop, then the mean of `x` into `mean[0]`.
+pub fn serial_step() -> Program {
+    let (x, w, out, step, mean) = (BufId(0), BufId(1), BufId(2), BufId(3), BufId(4));
+    let (h, r, acc) = (VarId(0), VarId(1), LocalId(0));
+    let body = vec![
+        Stmt::Store {
+            buf: step,
+            index: 0i64.into(),
+            value: binary(BinOp::Add, load(step, 0i64.into()), constant(1.0)),
+        },
+        Stmt::Loop {
+            var: h,
+            extent: 2usize.into(),
+            parallel: false,
+            body: vec![Stmt::Gemm(Gemm {
+                m: Idx::N,
+                n: 2i64.into(),
+                k: 2i64.into(),
+                a: mat(x, Idx::from(h) * 2, 4i64, 1i64),
+                b: mat(w, Idx::from(h) * 4, 2i64, 1i64),
+                c: mat(out, Idx::from(h) * 2, 4i64, 1i64),
+                alpha: 1.0,
+                beta: 0.0,
+                batch: None,
+            })],
+        },
+        Stmt::Assign {
+            local: acc,
+            value: constant(0.0),
+        },
+        Stmt::Loop {
+            var: r,
+            extent: Idx::N * 4,
+            parallel: false,
+            body: vec![Stmt::Assign {
+                local: acc,
+                value: binary(BinOp::Add, local(acc), load(x, r.into())),
+            }],
+        },
+        Stmt::Store {
+            buf: mean,
+            index: 0i64.into(),
+            value: binary(BinOp::Div, local(acc), Expr::FromIdx(Idx::N * 4)),
+        },
+    ];
+    Program {
+        name: "serial_step".into(),
+        buffers: vec![
+            buf("x", Size::per_batch(4), BufferKind::Input),
+            buf("w", Size::fixed(8), BufferKind::InOut),
+            buf("out", Size::per_batch(4), BufferKind::Output),
+            buf("step", Size::fixed(1), BufferKind::InOut),
+            buf("mean", Size::fixed(1), BufferKind::Output),
+        ],
+        kernels: vec![kernel("k0", vec![x, w, out, step, mean], body, 2, 1)],
+        arena: Size::default(),
+    }
+}
+
+/// Every sample program, by name.
+pub fn all() -> Vec<Program> {
+    vec![
+        bias_relu(),
+        row_sum(),
+        gemm_transposed(),
+        gemm_batched(),
+        all_ops(),
+        serial_step(),
+    ]
+}
+
+/// Deterministic input buffers for `p` at batch size `n`: inputs and in/out buffers
+/// hold small values of both signs (never zero, so divisions are defined); outputs and
+/// temporaries are zero.
+pub fn inputs(p: &Program, n: usize) -> Vec<Vec<f32>> {
+    p.buffers
+        .iter()
+        .enumerate()
+        .map(|(b, decl)| {
+            let len = decl.len.resolve(n);
+            match decl.kind {
+                BufferKind::Input | BufferKind::InOut => (0..len)
+                    .map(|e| {
+                        let v = ((e * 7 + b * 3) % 11) as f32 * 0.25 - 1.3;
+                        if v == 0.0 {
+                            0.5
+                        } else {
+                            v
+                        }
+                    })
+                    .collect(),
+                _ => vec![0.0; len],
+            }
+        })
+        .collect()
+}
