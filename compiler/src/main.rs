@@ -123,9 +123,16 @@ enum Command {
     Build {
         file: PathBuf,
         /// Stages to print, comma-separated: ast, graph, train-graph, eval-graph, fused,
-        /// kernels, clif, asm. Without `--emit`, prints only the summary line.
+        /// kernels, clif and asm (target cpu), ptx and llvm (target cuda). Without
+        /// `--emit`, prints only the summary line.
         #[arg(long, value_delimiter = ',')]
         emit: Vec<String>,
+        /// The target whose code `--emit` shows (clif/asm are cpu's, ptx/llvm cuda's).
+        #[arg(long, value_enum, default_value_t = TargetArg::Cpu)]
+        target: TargetArg,
+        /// The GPU architecture of `--emit ptx,llvm`: sm_80 or sm_90.
+        #[arg(long, default_value = "sm_80")]
+        gpu_arch: String,
         /// Print the step graphs after this pass: simplify, dce, fuse.
         #[arg(long)]
         dump_after: Option<String>,
@@ -276,6 +283,8 @@ fn main() -> ExitCode {
         Command::Build {
             file,
             emit,
+            target,
+            gpu_arch,
             dump_after,
         } => {
             if let Some(p) = &dump_after {
@@ -298,7 +307,40 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            build(&file, &stages, dump_after.as_deref(), color)
+            let target_name = match target {
+                TargetArg::Interp => "interp",
+                TargetArg::Cpu => "cpu",
+                TargetArg::Cuda => "cuda",
+            };
+            if let Some(s) = stages
+                .iter()
+                .find(|s| s.target().is_some_and(|t| t != target_name))
+            {
+                let wanted = s.target().unwrap_or("cpu");
+                eprintln!(
+                    "error: the `{}` stage is code of the {wanted} target, not of `--target {target_name}`",
+                    s.name()
+                );
+                eprintln!("help: add `--target {wanted}`");
+                return ExitCode::from(2);
+            }
+            if target_name == "cuda" && !cfg!(feature = "cuda") {
+                eprintln!("error: the `cuda` target is not available in this build");
+                eprintln!(
+                    "help: rebuild with `cargo build --release --features cuda` (needs LLVM 19: \
+                     the Debian package `llvm-19-dev`)"
+                );
+                return ExitCode::from(1);
+            }
+            if !["sm_80", "sm_90"].contains(&gpu_arch.as_str()) {
+                eprintln!("error: unknown GPU architecture `{gpu_arch}` for `--gpu-arch`");
+                eprintln!("help: architectures are sm_80, sm_90");
+                return ExitCode::from(2);
+            }
+            let options = nnc::ir::emit::EmitOptions {
+                gpu_arch: Some(gpu_arch),
+            };
+            build(&file, &stages, &options, dump_after.as_deref(), color)
         }
     };
     if ok {
@@ -437,6 +479,7 @@ fn replace_file(path: &Path, contents: &str) -> std::io::Result<()> {
 fn build(
     path: &Path,
     stages: &[nnc::ir::emit::Stage],
+    options: &nnc::ir::emit::EmitOptions,
     dump_after: Option<&str>,
     color: ColorChoice,
 ) -> bool {
@@ -469,7 +512,7 @@ fn build(
             return false;
         }
     };
-    match nnc::ir::emit::emit(&file, &program, stages) {
+    match nnc::ir::emit::emit(&file, &program, stages, options) {
         Ok(text) => print!("{text}"),
         Err(e) => {
             eprintln!("error: {e}");

@@ -96,7 +96,13 @@ fn kernels_of(path: &Path) -> String {
     let base = path.parent().expect("files live in a folder");
     let program = nnc::sema::check_file(&file, base).expect("golden IR programs check");
     use nnc::ir::emit::{emit, Stage};
-    emit(&file, &program, &[Stage::Fused, Stage::Kernels]).expect("steps compile")
+    emit(
+        &file,
+        &program,
+        &[Stage::Fused, Stage::Kernels],
+        &Default::default(),
+    )
+    .expect("steps compile")
 }
 
 #[test]

@@ -157,7 +157,11 @@ pub fn run_bench(program: &Program, opts: &BenchOptions) -> Result<BenchReport, 
                 Some(4 * p.arena.resolve(batch)),
             )
         }
-        Target::Cuda => return Err(super::train::no_cuda()),
+        Target::Cuda => (
+            super::cuda::cuda_executor(&graphs, model, train.seed, batch)?,
+            None,
+            None,
+        ),
     };
     let compile_s = start.elapsed().as_secs_f64();
     let task = task_kind(model, train.loss);

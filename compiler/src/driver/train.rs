@@ -204,7 +204,7 @@ fn make_executor(
     match target {
         Target::Interp => Ok(Box::new(InterpExecutor::new(graphs, model, seed))),
         Target::Cpu => super::cpu::cpu_executor(&graphs, model, seed, train.batch),
-        Target::Cuda => Err(no_cuda()),
+        Target::Cuda => super::cuda::cuda_executor(&graphs, model, seed, train.batch),
     }
 }
 
@@ -316,11 +316,4 @@ fn load_weights(exec: &mut dyn Executor, path: &Path) -> Result<(), DriverError>
     }
     exec.set_state(&updated)
         .map_err(|e| DriverError::Message(e.to_string()))
-}
-
-/// The error of `--target cuda` in a build without the `cuda` feature.
-pub(super) fn no_cuda() -> DriverError {
-    DriverError::Message(
-        "the `cuda` target is not available in this build\nhelp: use `--target cpu`".into(),
-    )
 }

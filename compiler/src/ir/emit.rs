@@ -28,10 +28,14 @@ pub enum Stage {
     Clif,
     /// The host machine code of every CPU kernel (Cranelift's disassembly).
     Asm,
+    /// The PTX of every GPU kernel (the `cuda` target; needs the `cuda` feature).
+    Ptx,
+    /// The optimised LLVM IR the PTX is generated from (the `cuda` target).
+    Llvm,
 }
 
 impl Stage {
-    pub const ALL: [(Stage, &'static str); 8] = [
+    pub const ALL: [(Stage, &'static str); 10] = [
         (Stage::Ast, "ast"),
         (Stage::Graph, "graph"),
         (Stage::TrainGraph, "train-graph"),
@@ -40,6 +44,8 @@ impl Stage {
         (Stage::Kernels, "kernels"),
         (Stage::Clif, "clif"),
         (Stage::Asm, "asm"),
+        (Stage::Ptx, "ptx"),
+        (Stage::Llvm, "llvm"),
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,10 +58,32 @@ impl Stage {
     pub fn from_name(name: &str) -> Option<Stage> {
         Stage::ALL.iter().find(|(_, n)| *n == name).map(|(s, _)| *s)
     }
+
+    /// The target whose code this stage shows (`Some("cpu")` / `Some("cuda")`), or `None`
+    /// for target-independent stages.
+    pub fn target(self) -> Option<&'static str> {
+        match self {
+            Stage::Clif | Stage::Asm => Some("cpu"),
+            Stage::Ptx | Stage::Llvm => Some("cuda"),
+            _ => None,
+        }
+    }
+}
+
+/// Options of [`emit`] that only some stages use.
+#[derive(Clone, Debug, Default)]
+pub struct EmitOptions {
+    /// The GPU architecture of the `ptx` and `llvm` stages (`sm_80` when `None`).
+    pub gpu_arch: Option<String>,
 }
 
 /// The text of the requested stages, in the order given.
-pub fn emit(file: &File, program: &Program, stages: &[Stage]) -> IrResult<String> {
+pub fn emit(
+    file: &File,
+    program: &Program,
+    stages: &[Stage],
+    options: &EmitOptions,
+) -> IrResult<String> {
     let mut out = String::new();
     for &stage in stages {
         out.push_str(&format!("# == {} ==\n", stage.name()));
@@ -64,6 +92,19 @@ pub fn emit(file: &File, program: &Program, stages: &[Stage]) -> IrResult<String
             Stage::Graph => {
                 for model in &program.models {
                     out.push_str(&print_graph(&lower_forward(model, false, 0)?));
+                }
+            }
+            Stage::Ptx | Stage::Llvm => {
+                let steps =
+                    crate::lower::report::compile_program(program, None).map_err(IrError::new)?;
+                for (t, e, _) in &steps {
+                    for step in [t, e] {
+                        out.push_str(&gpu_text(
+                            &step.lowered.program,
+                            stage,
+                            options.gpu_arch.as_deref(),
+                        )?);
+                    }
                 }
             }
             Stage::Fused | Stage::Kernels | Stage::Clif | Stage::Asm => {
@@ -103,4 +144,45 @@ pub fn emit(file: &File, program: &Program, stages: &[Stage]) -> IrResult<String
         }
     }
     Ok(out)
+}
+
+/// The PTX or LLVM IR of one step's kernels, in the GPU schedule (no CPU row split).
+#[cfg(feature = "cuda")]
+fn gpu_text(
+    program: &nnc_kernels::ir::Program,
+    stage: Stage,
+    arch: Option<&str>,
+) -> IrResult<String> {
+    use crate::codegen::ptx::{render_llvm_ir, render_program, GpuArch};
+    let arch = match arch {
+        None => GpuArch::default(),
+        Some(name) => GpuArch::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = GpuArch::ALL.iter().map(|a| a.name()).collect();
+            IrError::new(format!(
+                "unknown GPU architecture `{name}`; known: {}",
+                known.join(", ")
+            ))
+        })?,
+    };
+    let text = if stage == Stage::Ptx {
+        render_program(program, arch)
+    } else {
+        render_llvm_ir(program, arch)
+    };
+    text.map_err(|e| IrError::new(e.to_string()))
+}
+
+/// Without the `cuda` feature there is no LLVM to generate PTX with: an error that says
+/// how to get it.
+#[cfg(not(feature = "cuda"))]
+fn gpu_text(
+    _program: &nnc_kernels::ir::Program,
+    stage: Stage,
+    _arch: Option<&str>,
+) -> IrResult<String> {
+    Err(IrError::new(format!(
+        "the `{}` stage needs the `cuda` feature (LLVM 19), which this build lacks; rebuild \
+         with `cargo build --release --features cuda` (Debian package `llvm-19-dev`)",
+        stage.name()
+    )))
 }

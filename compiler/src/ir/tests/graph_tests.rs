@@ -367,6 +367,7 @@ fn emit_prints_requested_stages_with_node_counts() {
             Stage::TrainGraph,
             Stage::EvalGraph,
         ],
+        &Default::default(),
     )
     .unwrap();
     let headers: Vec<&str> = out
@@ -388,7 +389,8 @@ fn emit_prints_requested_stages_with_node_counts() {
     assert_eq!(Stage::from_name("train-graph"), Some(Stage::TrainGraph));
     assert_eq!(Stage::from_name("kernels"), Some(Stage::Kernels));
     assert_eq!(Stage::from_name("clif"), Some(Stage::Clif));
-    assert_eq!(Stage::from_name("llvm"), None);
+    assert_eq!(Stage::from_name("ptx"), Some(Stage::Ptx));
+    assert_eq!(Stage::from_name("llvm-ir"), None);
 }
 
 /// Snapshots of the printed step graphs of the hand-built models: any change to
