@@ -1,7 +1,8 @@
-//! The `cpu` target against the reference: for every example, the compiled executor and
-//! the interpreter executor start from the same seed, run the same random batches (full
-//! ones and a partial one), and must agree on the loss and every state tensor after each
-//! step (each step starting from the interpreter's state), and on an eval batch; then training end to end through the CLI gives the same
+//! The compiled targets against the reference (`cpu` always, `cuda` where a GPU is): for
+//! every example, the compiled executor and the interpreter executor start from the same
+//! seed, run the same random batches (full ones and a partial one), and must agree on the
+//! loss and every state tensor after each step (each step starting from the interpreter's
+//! state), and on an eval batch; then training end to end through the CLI gives the same
 //! losses on both targets and reaches the accuracy the issues ask for.
 //!
 //! Tolerance: compiled code sums matrix products in the GEMM library's order and
@@ -50,7 +51,7 @@ fn close(a: f32, b: f32) -> bool {
 fn assert_close(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(close(g, w), "{what}[{i}]: cpu {g}, interp {w}");
+        assert!(close(g, w), "{what}[{i}]: compiled {g}, interp {w}");
     }
 }
 
@@ -86,8 +87,33 @@ fn batch(exec: &dyn Executor, n: usize, classes: Option<usize>, rng: &mut Rng) -
     (x, y)
 }
 
+/// A compiled executor of one target for a train block: `(graphs, model, seed, batch)`.
+type MakeExecutor = dyn Fn(
+    &nnc::ir::train::StepGraphs,
+    &nnc::sema::typed::TypedModel,
+    u64,
+    usize,
+) -> Result<Box<dyn Executor>, nnc::driver::DriverError>;
+
 #[test]
 fn every_example_steps_like_the_interpreter() {
+    steps_like_the_interpreter(&cpu_executor);
+}
+
+/// The same comparison on the GPU; skipped, with the reason printed, without one.
+#[cfg(feature = "cuda")]
+#[test]
+fn every_example_steps_like_the_interpreter_on_the_gpu() {
+    if let Err(e) = nnc_runtime::cuda::open_device(0) {
+        eprintln!("skipped: no usable GPU here ({})", e.message);
+        return;
+    }
+    steps_like_the_interpreter(&nnc::driver::cuda::cuda_executor);
+}
+
+/// For every example, a compiled executor and the interpreter start from the same seed,
+/// run the same random batches and must agree after each step and on an eval batch.
+fn steps_like_the_interpreter(make: &MakeExecutor) {
     let mut checked = 0;
     for path in examples() {
         let src = std::fs::read_to_string(&path).expect("readable");
@@ -96,8 +122,8 @@ fn every_example_steps_like_the_interpreter() {
             let model = &program.models[train.model];
             let graphs = build_step_graphs(model, train).expect("step graphs");
             let label = format!("{} / {}", path.display(), model.name);
-            let mut cpu = cpu_executor(&graphs, model, 7, train.batch)
-                .unwrap_or_else(|e| panic!("{label}: cpu executor: {e:?}"));
+            let mut cpu = make(&graphs, model, 7, train.batch)
+                .unwrap_or_else(|e| panic!("{label}: compiled executor: {e:?}"));
             let mut interp = InterpExecutor::new(graphs, model, 7);
             // Classifiers (cross-entropy on labels) get class indices.
             let out = cpu.output_shape();
@@ -107,11 +133,11 @@ fn every_example_steps_like_the_interpreter() {
             let full = train.batch.min(16);
             for (step, n) in [full, full, 3].into_iter().enumerate() {
                 let (x, y) = batch(cpu.as_ref(), n, classes, &mut rng);
-                let a = cpu.train_step(&x, &y).expect("cpu step");
+                let a = cpu.train_step(&x, &y).expect("compiled step");
                 let b = interp.train_step(&x, &y).expect("interp step");
                 assert!(
                     close(a.loss, b.loss),
-                    "{label} step {step}: loss cpu {} interp {}",
+                    "{label} step {step}: loss compiled {} interp {}",
                     a.loss,
                     b.loss
                 );
@@ -129,7 +155,7 @@ fn every_example_steps_like_the_interpreter() {
                 cpu.set_state(&sb).expect("set state");
             }
             let (x, y) = batch(cpu.as_ref(), 5, classes, &mut rng);
-            let a = cpu.eval_batch(&x, &y).expect("cpu eval");
+            let a = cpu.eval_batch(&x, &y).expect("compiled eval");
             let b = interp.eval_batch(&x, &y).expect("interp eval");
             assert!(close(a.loss, b.loss), "{label} eval loss");
             assert_close(
@@ -207,6 +233,61 @@ fn bench_reports_kernels_throughput_and_flops_as_json() {
     let flops = v["flops_per_step"].as_f64().expect("flops");
     let gemm = (4.0 * 784.0 * 128.0 + 6.0 * (128.0 * 64.0 + 64.0 * 10.0)) * 32.0;
     assert!(flops >= gemm && flops <= gemm * 1.2, "{flops} vs {gemm}");
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn build_emits_ptx_for_the_cuda_target() {
+    let file = repo().join("examples/mnist_mlp.nn");
+    let file = file.display().to_string();
+    let o = nnc(&["build", &file, "--target", "cuda", "--emit", "ptx"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.starts_with("# == ptx =="));
+    assert!(text.contains(".target sm_80"));
+    // One entry per kernel: 14 in the train step, 5 in the eval step.
+    assert_eq!(text.matches(".entry ").count(), 14 + 5, "{text}");
+    let o = nnc(&[
+        "build",
+        &file,
+        "--target",
+        "cuda",
+        "--emit",
+        "llvm",
+        "--gpu-arch",
+        "sm_90",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("nvptx64-nvidia-cuda"), "{text}");
+    assert!(text.contains("sm_90"));
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn ptx_without_the_cuda_feature_says_how_to_get_it() {
+    let file = repo().join("examples/line.nn");
+    let file = file.display().to_string();
+    let o = nnc(&["build", &file, "--target", "cuda", "--emit", "ptx"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--features cuda"), "{err}");
+    let o = nnc(&["train", &file, "--target", "cuda"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--features cuda"));
+}
+
+#[test]
+fn a_stage_of_another_target_is_a_usage_error() {
+    let file = repo().join("examples/line.nn");
+    let file = file.display().to_string();
+    let o = nnc(&["build", &file, "--emit", "ptx"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("help: add `--target cuda`"), "{err}");
+    let o = nnc(&["build", &file, "--target", "cuda", "--emit", "asm"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("help: add `--target cpu`"));
 }
 
 #[test]

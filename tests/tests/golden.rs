@@ -71,6 +71,7 @@ fn graphs_of(path: &Path) -> String {
         &file,
         &program,
         &[Stage::Graph, Stage::TrainGraph, Stage::EvalGraph],
+        &Default::default(),
     )
     .expect("graphs build")
 }

@@ -6,14 +6,16 @@
 //! `CudaContext::new` panics when `libcuda.so` cannot be loaded, so [`open_device`]
 //! checks `is_culib_present` first and every failure becomes one [`ExecError`] sentence.
 //!
-//! Not yet here: loading the PTX module and launching a step's kernels (the PTX
-//! renderer and the launch mapping `nnc_kernels::gpu` are ready for it).
+//! [`CudaExecutor`] (in `executor.rs`) loads a step's PTX and launches its kernels.
+
+mod executor;
 
 use std::sync::Arc;
 
 use cudarc::driver::{sys, CudaContext};
 
 use crate::executor::ExecError;
+pub use executor::{CudaExecutor, GpuProgram};
 
 /// A GPU the runtime can use.
 pub struct Device {
