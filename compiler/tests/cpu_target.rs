@@ -129,7 +129,7 @@ fn steps_like_the_interpreter(make: &MakeExecutor) {
             let out = cpu.output_shape();
             let classes = matches!(train.loss, nnc::sema::typed::Loss::CrossEntropy)
                 .then(|| out.last().copied().unwrap_or(1));
-            let mut rng = Rng(0x9e37_79b9 ^ checked as u64 + 1);
+            let mut rng = Rng(0x9e37_79b9 ^ (checked as u64 + 1));
             let full = train.batch.min(16);
             for (step, n) in [full, full, 3].into_iter().enumerate() {
                 let (x, y) = batch(cpu.as_ref(), n, classes, &mut rng);
@@ -253,14 +253,15 @@ fn build_emits_ptx_for_the_cuda_target() {
         "--target",
         "cuda",
         "--emit",
-        "llvm",
+        "llvm,ptx",
         "--gpu-arch",
         "sm_90",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.starts_with("# == llvm =="));
     assert!(text.contains("nvptx64-nvidia-cuda"), "{text}");
-    assert!(text.contains("sm_90"));
+    assert!(text.contains(".target sm_90"));
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -71,6 +71,9 @@ impl Mul<i64> for Idx {
     }
 }
 
+// `div`/`rem` take a constant divisor (what index arithmetic allows), not another `Idx`,
+// so they are not the `Div`/`Rem` traits.
+#[allow(clippy::should_implement_trait)]
 impl Idx {
     pub fn div(self, c: i64) -> Idx {
         match self {

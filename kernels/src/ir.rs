@@ -289,7 +289,9 @@ pub struct MatRef {
     pub col_stride: Idx,
 }
 
-/// Statements.
+/// Statements. (`Gemm` is the large variant; kernels hold a handful of statements, so
+/// boxing it would buy nothing.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
     /// `for var in 0..extent { body }`.

@@ -127,6 +127,27 @@ pub fn format_shape(shape: &[usize]) -> String {
     format!("[{}]", dims.join(", "))
 }
 
+/// The first element of `data` that is NaN or infinite, with its index. The common case
+/// (all finite) is one branch-free pass that the compiler vectorises: `x·0` is 0 for
+/// every finite `x` and NaN otherwise, so a NaN sum flags a non-finite element.
+pub fn first_non_finite(data: &[f32]) -> Option<(usize, f32)> {
+    let mut lanes = [0.0f32; 16];
+    let chunks = data.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += x * 0.0;
+        }
+    }
+    if lanes.iter().all(|l| *l == 0.0) && tail.iter().all(|v| v.is_finite()) {
+        return None;
+    }
+    data.iter()
+        .copied()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -165,25 +186,4 @@ mod tests {
         assert_eq!(b.shape, vec![2, 2]);
         assert_eq!(b.data, vec![4.0, 5.0, 0.0, 1.0]);
     }
-}
-
-/// The first element of `data` that is NaN or infinite, with its index. The common case
-/// (all finite) is one branch-free pass that the compiler vectorises: `x·0` is 0 for
-/// every finite `x` and NaN otherwise, so a NaN sum flags a non-finite element.
-pub fn first_non_finite(data: &[f32]) -> Option<(usize, f32)> {
-    let mut lanes = [0.0f32; 16];
-    let chunks = data.chunks_exact(16);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (l, &x) in lanes.iter_mut().zip(c) {
-            *l += x * 0.0;
-        }
-    }
-    if lanes.iter().all(|l| *l == 0.0) && tail.iter().all(|v| v.is_finite()) {
-        return None;
-    }
-    data.iter()
-        .copied()
-        .enumerate()
-        .find(|(_, v)| !v.is_finite())
 }

@@ -712,7 +712,7 @@ pub fn train_loop(
             train.x.gather_rows_into(idx, &mut x);
             train.y.gather_rows_into(idx, &mut y);
             let (x, y) = (&x, &y);
-            let out = exec.train_step(&x, &y).map_err(|error| TrainError::Exec {
+            let out = exec.train_step(x, y).map_err(|error| TrainError::Exec {
                 epoch,
                 batch: batch_no,
                 evaluating: false,
@@ -746,7 +746,7 @@ pub fn train_loop(
             }
             acc.add_loss(out.loss, idx.len());
             if let Some(output) = &out.output {
-                acc.add_outputs(output, &y)
+                acc.add_outputs(output, y)
                     .map_err(|error| TrainError::Metric {
                         epoch,
                         batch: batch_no,
