@@ -159,6 +159,9 @@ enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+        /// Then run as many steps again timing every kernel, and print each one's share.
+        #[arg(long)]
+        profile: bool,
     },
     /// Print each kernel of the compiled steps: the ops it fused and why (or why a
     /// fusion was refused), and its estimated FLOPs and bytes moved.
@@ -241,6 +244,7 @@ fn main() -> ExitCode {
             steps,
             warmup,
             json,
+            profile,
         } => {
             let opts = driver::BenchOptions {
                 model,
@@ -248,6 +252,7 @@ fn main() -> ExitCode {
                 batch,
                 steps,
                 warmup,
+                profile,
             };
             with_program(&file, color, |program, source| {
                 driver::run_bench(program, &opts)

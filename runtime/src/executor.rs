@@ -138,6 +138,17 @@ pub trait Executor {
     /// The loss and output on a batch, without changing any state.
     fn eval_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<EvalOutput, ExecError>;
 
+    /// Starts (or stops) timing each kernel of the training step; a backend without
+    /// kernels ignores it.
+    fn set_profiling(&mut self, _on: bool) {}
+
+    /// Per kernel of the training step, in launch order: its name, how many times it
+    /// ran and the seconds it took in all, since profiling was switched on. Empty for a
+    /// backend without kernels or without profiling.
+    fn kernel_profile(&self) -> Vec<KernelTime> {
+        Vec::new()
+    }
+
     /// The name of the first parameter holding a NaN or infinity, checked after every
     /// step. The default reads the whole state; a device backend can override it with a
     /// check that runs on the device.
@@ -156,6 +167,14 @@ pub trait Executor {
         }
         Ok(None)
     }
+}
+
+/// The time one kernel of the training step took while profiling.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    pub name: String,
+    pub calls: u64,
+    pub seconds: f64,
 }
 
 /// A parameter element that became NaN or infinite.

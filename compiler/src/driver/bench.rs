@@ -29,6 +29,20 @@ pub struct BenchOptions {
     pub batch: Option<usize>,
     pub steps: usize,
     pub warmup: usize,
+    /// After the timed steps, run as many again timing every kernel.
+    pub profile: bool,
+}
+
+/// One kernel's share of the training step (`nnc bench --profile`).
+#[derive(Clone, Debug)]
+pub struct KernelProfile {
+    pub name: String,
+    /// Mean microseconds per step.
+    pub mean_us: f64,
+    /// The compiler's estimate of its floating-point operations per step.
+    pub flops: u64,
+    /// The compiler's estimate of the bytes it reads and writes per step.
+    pub bytes: u64,
 }
 
 /// What `nnc bench` measured.
@@ -48,6 +62,8 @@ pub struct BenchReport {
     pub samples_per_s: f64,
     pub gflops: f64,
     pub peak_rss_bytes: Option<u64>,
+    /// Per kernel, in launch order, with `--profile`.
+    pub kernels: Vec<KernelProfile>,
 }
 
 impl fmt::Display for BenchReport {
@@ -75,9 +91,35 @@ impl fmt::Display for BenchReport {
             self.flops_per_step as f64 / 1e6
         )?;
         match self.peak_rss_bytes {
-            Some(b) => writeln!(f, "  peak memory       {:.1} MiB", b as f64 / 1048576.0),
-            None => writeln!(f, "  peak memory       -"),
+            Some(b) => writeln!(f, "  peak memory       {:.1} MiB", b as f64 / 1048576.0)?,
+            None => writeln!(f, "  peak memory       -")?,
         }
+        if !self.kernels.is_empty() {
+            let total: f64 = self.kernels.iter().map(|k| k.mean_us).sum();
+            writeln!(
+                f,
+                "  per kernel (mean of the profiled steps; {total:.1} µs in kernels, the rest \
+                 of the step is the host's)"
+            )?;
+            writeln!(
+                f,
+                "    {:<28} {:>9} {:>6} {:>9} {:>9}",
+                "kernel", "µs", "share", "GFLOP/s", "GB/s"
+            )?;
+            for k in &self.kernels {
+                let per_s = |v: u64| v as f64 / (k.mean_us * 1e-6).max(1e-12) / 1e9;
+                writeln!(
+                    f,
+                    "    {:<28} {:>9.1} {:>5.1}% {:>9.1} {:>9.1}",
+                    k.name,
+                    k.mean_us,
+                    100.0 * k.mean_us / total.max(1e-12),
+                    per_s(k.flops),
+                    per_s(k.bytes)
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -90,7 +132,8 @@ impl BenchReport {
                 "{{\"model\":\"{}\",\"target\":\"{}\",\"batch\":{},\"steps\":{},",
                 "\"compile_s\":{:.4},\"train_kernels\":{},\"eval_kernels\":{},",
                 "\"arena_bytes\":{},\"flops_per_step\":{},\"median_step_us\":{:.2},",
-                "\"samples_per_s\":{:.1},\"gflops\":{:.2},\"peak_rss_bytes\":{}}}"
+                "\"samples_per_s\":{:.1},\"gflops\":{:.2},\"peak_rss_bytes\":{},",
+                "\"kernels\":[{}]}}"
             ),
             self.model,
             self.target,
@@ -106,6 +149,14 @@ impl BenchReport {
             self.gflops,
             self.peak_rss_bytes
                 .map_or_else(|| "null".to_string(), |v| v.to_string()),
+            self.kernels
+                .iter()
+                .map(|k| format!(
+                    "{{\"name\":\"{}\",\"mean_us\":{:.2},\"flops\":{},\"bytes\":{}}}",
+                    k.name, k.mean_us, k.flops, k.bytes
+                ))
+                .collect::<Vec<_>>()
+                .join(","),
         )
     }
 }
@@ -134,13 +185,11 @@ pub fn run_bench(program: &Program, opts: &BenchOptions) -> Result<BenchReport, 
             model.name
         ))
     })?;
-    let flops = compile_step(&graphs.train, batch, None)
+    let reports = compile_step(&graphs.train, batch, None)
         .map_err(DriverError::Message)?
         .lowered
-        .reports
-        .iter()
-        .map(|r| r.flops)
-        .sum();
+        .reports;
+    let flops = reports.iter().map(|r| r.flops).sum();
     let start = Instant::now();
     let (mut exec, kernels, arena): (Box<dyn Executor>, _, _) = match opts.target {
         Target::Interp => (
@@ -210,6 +259,34 @@ pub fn run_bench(program: &Program, opts: &BenchOptions) -> Result<BenchReport, 
         }
     }
     let elapsed = timed_from.elapsed().as_secs_f64();
+    let mut profile = Vec::new();
+    if opts.profile {
+        exec.set_profiling(true);
+        for _ in 0..opts.steps {
+            if cursor + batch > order.len() {
+                rng.shuffle(&mut order);
+                cursor = 0;
+            }
+            let end = (cursor + batch).min(order.len());
+            gather(&pool, &order[cursor..end], &shapes, &mut x, &mut y);
+            cursor += batch;
+            exec.train_step(&x, &y)
+                .map_err(|e| DriverError::Message(e.to_string()))?;
+        }
+        // The artifact runs the step's kernels in the compiler's order, one to one.
+        profile = exec
+            .kernel_profile()
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| KernelProfile {
+                name: k.name,
+                mean_us: k.seconds * 1e6 / k.calls.max(1) as f64,
+                flops: reports.get(i).map_or(0, |r| r.flops),
+                bytes: reports.get(i).map_or(0, |r| r.bytes),
+            })
+            .collect();
+        exec.set_profiling(false);
+    }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let samples_per_s = (opts.steps * batch) as f64 / elapsed;
@@ -227,6 +304,7 @@ pub fn run_bench(program: &Program, opts: &BenchOptions) -> Result<BenchReport, 
         samples_per_s,
         gflops: flops as f64 * opts.steps as f64 / elapsed / 1e9,
         peak_rss_bytes: peak_rss(),
+        kernels: profile,
     })
 }
 

@@ -15,6 +15,13 @@
 //! multiplies its own rows of `A` into its own rows of `C` and runs the epilogue of those
 //! rows right away, while they are still in cache. The runtime hands one part to each
 //! lane. Epilogues are elementwise over the product, so rows never depend on each other.
+//!
+//! A kernel that already is one parallel loop is cut the same way when its body holds
+//! loop invariants that hoisting could not move (nothing leaves a parallel loop): an
+//! optimizer update of a bias evaluates Adam's bias corrections, two `exp`s, per element.
+//! As `parallel for p in 0..2 { for i in 0..rows(p) { … } }` the invariants move out of
+//! the inner loop and are computed once per part. The runtime splits a parallel loop into
+//! halves anyway, so the parts run exactly as the halves did.
 
 use nnc_kernels::ir::{Expr, Gemm, Idx, Kernel, Stmt, VarId};
 
@@ -22,14 +29,60 @@ use nnc_kernels::ir::{Expr, Gemm, Idx, Kernel, Stmt, VarId};
 /// other lane costs about a microsecond.
 const MIN_FLOPS: i64 = 1 << 18;
 
-/// Splits every eligible matrix-product kernel of `kernels` (see the module doc).
+/// Splits every eligible matrix-product kernel of `kernels`, and every parallel loop
+/// with invariants left in it (see the module doc).
 pub fn split_gemm_rows(kernels: &mut [Kernel], batch: usize) {
     for k in kernels {
         if let Some(body) = split(k, batch as i64) {
             k.body = body;
             k.num_vars += 1;
+        } else if let Some(halved) = halve_parallel_loop(k) {
+            *k = halved;
         }
     }
+}
+
+/// `parallel for i in 0..E { B }` as two parts with `B`'s invariants hoisted out of each
+/// part's loop; `None` when the kernel is not one parallel loop or nothing would move.
+fn halve_parallel_loop(k: &Kernel) -> Option<Kernel> {
+    let [Stmt::Loop {
+        var,
+        extent,
+        body,
+        parallel: true,
+    }] = k.body.as_slice()
+    else {
+        return None;
+    };
+    let p = VarId(k.num_vars);
+    let half = (extent.clone() + 1).div(2);
+    let lo = Idx::Min(
+        Box::new(Idx::Var(p) * half.clone()),
+        Box::new(extent.clone()),
+    );
+    let rows = Idx::Min(Box::new(half), Box::new(extent.clone() - lo.clone()));
+    let mut out = k.clone();
+    out.num_vars += 1;
+    out.body = vec![Stmt::Loop {
+        var: p,
+        extent: Idx::Const(2),
+        body: vec![Stmt::Loop {
+            var: *var,
+            extent: rows,
+            body: body.iter().map(|s| shift_stmt(s, *var, &lo)).collect(),
+            parallel: false,
+        }],
+        parallel: true,
+    }];
+    super::hoist::hoist_invariants(&mut out);
+    // Worth it only if something now runs once per part instead of once per element.
+    let Stmt::Loop { body: parts, .. } = &out.body[0] else {
+        return None;
+    };
+    parts
+        .iter()
+        .any(|s| matches!(s, Stmt::Assign { .. }))
+        .then_some(out)
 }
 
 fn split(k: &Kernel, n: i64) -> Option<Vec<Stmt>> {

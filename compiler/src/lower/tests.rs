@@ -242,6 +242,70 @@ fn mnist_products_are_split_in_two() {
     );
 }
 
+/// Adam's bias corrections (two `exp`s) in the bias updates, which live in parallel loops
+/// that hoisting cannot leave, are computed once per part after the split, not per element.
+#[test]
+fn adam_bias_corrections_run_once_per_part() {
+    use nnc_kernels::ir::{Expr, Stmt, UnOp};
+    fn has_exp(e: &Expr) -> bool {
+        match e {
+            Expr::Unary(UnOp::Exp, _) => true,
+            Expr::Unary(_, a) => has_exp(a),
+            Expr::Binary(_, a, b) => has_exp(a) || has_exp(b),
+            Expr::Fma(a, b, c) => has_exp(a) || has_exp(b) || has_exp(c),
+            Expr::Select {
+                a,
+                b,
+                then,
+                otherwise,
+                ..
+            } => has_exp(a) || has_exp(b) || has_exp(then) || has_exp(otherwise),
+            _ => false,
+        }
+    }
+    fn exp_in_loops(s: &Stmt) -> bool {
+        match s {
+            Stmt::Loop { body, .. } => body.iter().any(|s| match s {
+                Stmt::Assign { value, .. } | Stmt::Store { value, .. } => has_exp(value),
+                s => exp_in_loops(s),
+            }),
+            _ => false,
+        }
+    }
+    let path = repo().join("examples/fashion_mlp.nn");
+    let (_, g, _, _) = steps_of(&path).remove(0);
+    let (sg, _) = run_passes(&g, &PassOptions::default()).expect("passes");
+    let fusion = fuse::partition(&sg);
+    let mut lowered = lower_graph(&sg, &fusion, 128).expect("lowers");
+    let biases: Vec<String> = lowered
+        .program
+        .kernels
+        .iter()
+        .filter(|k| k.name.contains("reduce_sum") && k.body.iter().any(exp_in_loops))
+        .map(|k| k.name.clone())
+        .collect();
+    assert_eq!(biases.len(), 3, "three bias updates, exp per element");
+    super::split::split_gemm_rows(&mut lowered.program.kernels, 128);
+    lowered.program.validate().expect("valid after the split");
+    let text = nnc_kernels::print::print_program(&lowered.program);
+    for k in lowered
+        .program
+        .kernels
+        .iter()
+        .filter(|k| biases.contains(&k.name))
+    {
+        let [Stmt::Loop { body, .. }] = &k.body[..] else {
+            panic!("{text}");
+        };
+        // Inside the two-part loop: the corrections, then the loop over the part.
+        assert!(
+            !body.iter().any(exp_in_loops),
+            "exp left inside a loop of {}:\n{text}",
+            k.name
+        );
+    }
+}
+
 #[test]
 fn kernel_rand_is_the_graph_rand() {
     for (seed, key, step, i) in [(0, 0, 0, 0), (7, 3, 1, 42), (u64::MAX, 9, 1000, 123_456)] {

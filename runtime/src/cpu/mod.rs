@@ -24,7 +24,7 @@ use nnc_kernels::ir::BufferKind;
 use nnc_kernels::manifest::Manifest;
 
 use crate::executor::{
-    EvalOutput, ExecError, Executor, NonFiniteParam, StateKind, StateTensor, StepOutput,
+    EvalOutput, ExecError, Executor, KernelTime, NonFiniteParam, StateKind, StateTensor, StepOutput,
 };
 use crate::tensor::Tensor;
 pub use pool::Pool;
@@ -68,6 +68,8 @@ pub struct CpuExecutor {
     arena: Vec<f32>,
     pool: Pool,
     ctx: KernelCtx,
+    /// Per train kernel: calls and seconds, while profiling.
+    profile: Option<Vec<(u64, f64)>>,
     _library: libloading::Library,
 }
 
@@ -133,6 +135,7 @@ impl CpuExecutor {
             arena: Vec::new(),
             pool: Pool::new(threads.clamp(1, 2)),
             ctx: KernelCtx { sgemm: host_sgemm },
+            profile: None,
             _library: library,
         })
     }
@@ -207,7 +210,9 @@ impl CpuExecutor {
             ptrs.push(ptr);
         }
         let ctx = CtxPtr(&self.ctx);
-        for (entry, f) in prog.manifest.kernels.iter().zip(&prog.kernels) {
+        let mut profile = self.profile.as_mut().filter(|_| train);
+        for (i, (entry, f)) in prog.manifest.kernels.iter().zip(&prog.kernels).enumerate() {
+            let started = profile.is_some().then(std::time::Instant::now);
             let args: Vec<*mut f32> = entry.params.iter().map(|&i| ptrs[i]).collect();
             let args = SendPtrs(args);
             let n64 = n as i64;
@@ -225,6 +230,12 @@ impl CpuExecutor {
                 SERIAL_POOL.with(|p| p.set(&self.pool));
                 call(0, extent);
                 SERIAL_POOL.with(|p| p.set(std::ptr::null()));
+            }
+            if let (Some(p), Some(t)) = (profile.as_deref_mut(), started) {
+                if let Some(slot) = p.get_mut(i) {
+                    slot.0 += 1;
+                    slot.1 += t.elapsed().as_secs_f64();
+                }
             }
         }
         Ok(())
@@ -381,6 +392,27 @@ impl Executor for CpuExecutor {
             slot.copy_from_slice(&s.tensor.data);
         }
         Ok(())
+    }
+
+    fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(|| vec![(0, 0.0); self.train.kernels.len()]);
+    }
+
+    fn kernel_profile(&self) -> Vec<KernelTime> {
+        let Some(p) = &self.profile else {
+            return Vec::new();
+        };
+        self.train
+            .manifest
+            .kernels
+            .iter()
+            .zip(p)
+            .map(|(k, &(calls, seconds))| KernelTime {
+                name: k.symbol.clone(),
+                calls,
+                seconds,
+            })
+            .collect()
     }
 
     /// Scans the parameters in place (the default would copy all state every step).
