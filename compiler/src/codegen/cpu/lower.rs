@@ -95,6 +95,8 @@ pub(super) fn lower_kernel(
         bases,
         vars,
         vlocals: vec![None; locals.len()],
+        vptrs: std::collections::HashMap::new(),
+        vcopy: 0,
         locals,
         ctx,
         n,
@@ -133,6 +135,11 @@ struct Lower<'f, 'k> {
     /// The f32x4 value of each loop-private local while a vector loop body is lowered
     /// (`None` outside it, and for locals the body does not assign: those are splats).
     vlocals: Vec<Option<Value>>,
+    /// While a vector loop body is lowered: `&buf[f(0)]` of each unit-stride access
+    /// `buf[f(var)]`, computed before the loop.
+    vptrs: std::collections::HashMap<(u32, Idx), Value>,
+    /// Which copy of an unrolled vector body is being lowered (lanes `var + 4·vcopy ..`).
+    vcopy: i32,
     ctx: Value,
     n: Value,
     sgemm_sig: cranelift_codegen::ir::SigRef,
@@ -157,19 +164,27 @@ impl Lower<'_, '_> {
                     if body[i + 1..].iter().any(|s| matches!(s, Stmt::Loop { .. })) =>
                 {
                     let v = self.expr(value)?;
-                    let slot = self.b.create_sized_stack_slot(StackSlotData::new(
-                        StackSlotKind::ExplicitSlot,
-                        4,
-                        2,
-                    ));
-                    self.b.ins().stack_store(types::I64, v, slot, 0);
-                    let v = self.b.ins().stack_load(types::I64, types::F32, slot, 0);
+                    let v = self.opaque(v, types::F32);
                     self.b.def_var(self.locals[local.0 as usize], v);
                 }
                 s => self.stmt(s)?,
             }
         }
         Ok(())
+    }
+
+    /// `v` (of type `ty`) through a stack slot: the reloaded value is opaque to
+    /// Cranelift's egraph, which would otherwise re-elaborate pure arithmetic at its uses
+    /// and so sink values computed before a loop back into it.
+    fn opaque(&mut self, v: Value, ty: types::Type) -> Value {
+        let size = ty.bytes();
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            size,
+            size.trailing_zeros() as u8,
+        ));
+        self.b.ins().stack_store(types::I64, v, slot, 0);
+        self.b.ins().stack_load(types::I64, ty, slot, 0)
     }
 
     fn stmt(&mut self, s: &Stmt) -> Result<(), CodegenError> {
@@ -208,40 +223,95 @@ impl Lower<'_, '_> {
         if !vectorisable(var, body) || self.locals_escape(body) {
             return self.counted_loop(v, lo, hi, |l| l.stmts(body));
         }
-        // while var + 4 <= hi { 4 lanes at once }, then the scalar loop finishes.
-        let header = self.b.create_block();
-        let body_block = self.b.create_block();
-        let exit = self.b.create_block();
-        self.b.def_var(v, lo);
-        self.b.ins().jump(header, &[]);
-        self.b.switch_to_block(header);
-        let i = self.b.use_var(v);
-        let i4 = self.b.ins().iadd_imm_s(i, LANES);
-        let more = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, i4, hi);
-        self.b.ins().brif(more, body_block, &[], exit, &[]);
-        self.b.switch_to_block(body_block);
+        // Every unit-stride access `buf[f(var)]` becomes `p + 4·var` with `p = &buf[f(0)]`
+        // computed once here: the index arithmetic of the outer loops (row offsets, the
+        // row split's `min`) leaves the loop.
+        let zero = self.b.ins().iconst(I64, 0);
+        self.b.def_var(v, zero);
+        let mut accesses = Vec::new();
         for s in body {
             match s {
                 Stmt::Store { buf, index, value } => {
-                    let x = self.vexpr(var, value)?;
-                    let addr = self.address(buf.0, index)?;
-                    self.b.ins().store(vector_flags(), x, addr, 0);
+                    accesses.push((buf.0, index.clone()));
+                    unit_loads(value, var, &mut accesses);
                 }
-                Stmt::Assign { local, value } => {
-                    let x = self.vexpr(var, value)?;
-                    self.vlocals[local.0 as usize] = Some(x);
-                }
-                _ => return self.fail("a vectorised loop body holds a loop or a gemm".into()),
+                Stmt::Assign { value, .. } => unit_loads(value, var, &mut accesses),
+                _ => {}
             }
         }
-        self.vlocals.fill(None);
-        let i = self.b.use_var(v);
-        let next = self.b.ins().iadd_imm_s(i, LANES);
-        self.b.def_var(v, next);
-        self.b.ins().jump(header, &[]);
-        self.b.switch_to_block(exit);
+        self.vptrs.clear();
+        for (buf, index) in accesses {
+            if let std::collections::hash_map::Entry::Vacant(e) = self.vptrs.entry((buf, index)) {
+                let key = e.key().clone();
+                let p = self.address(key.0, &key.1)?;
+                let p = self.opaque(p, I64);
+                self.vptrs.insert(key, p);
+            }
+        }
+        self.b.def_var(v, lo);
+        // Two copies of the body per iteration (8 lanes: independent chains of `sqrt` and
+        // `div` overlap), then one (4 lanes), then the scalar loop finishes.
+        for copies in [2, 1] {
+            let header = self.b.create_block();
+            let body_block = self.b.create_block();
+            let exit = self.b.create_block();
+            self.b.ins().jump(header, &[]);
+            self.b.switch_to_block(header);
+            let i = self.b.use_var(v);
+            let end = self.b.ins().iadd_imm_s(i, LANES * copies);
+            let more = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, end, hi);
+            self.b.ins().brif(more, body_block, &[], exit, &[]);
+            self.b.switch_to_block(body_block);
+            for copy in 0..copies {
+                self.vcopy = copy as i32;
+                for s in body {
+                    match s {
+                        Stmt::Store { buf, index, value } => {
+                            let x = self.vexpr(var, value)?;
+                            let (addr, off) = self.vaddress(var, buf.0, index)?;
+                            self.b.ins().store(vector_flags(), x, addr, off);
+                        }
+                        Stmt::Assign { local, value } => {
+                            let x = self.vexpr(var, value)?;
+                            self.vlocals[local.0 as usize] = Some(x);
+                        }
+                        _ => {
+                            return self
+                                .fail("a vectorised loop body holds a loop or a gemm".into())
+                        }
+                    }
+                }
+                self.vlocals.fill(None);
+            }
+            let i = self.b.use_var(v);
+            let next = self.b.ins().iadd_imm_s(i, LANES * copies);
+            self.b.def_var(v, next);
+            self.b.ins().jump(header, &[]);
+            self.b.switch_to_block(exit);
+        }
+        self.vptrs.clear();
+        self.vcopy = 0;
         let rest = self.b.use_var(v);
         self.counted_loop(v, rest, hi, |l| l.stmts(body))
+    }
+
+    /// The address of lanes `var + 4·copy ..` of a unit-stride access, as a base value and
+    /// a constant byte offset.
+    fn vaddress(
+        &mut self,
+        var: VarId,
+        buf: u32,
+        index: &Idx,
+    ) -> Result<(Value, i32), CodegenError> {
+        let off = 16 * self.vcopy;
+        match self.vptrs.get(&(buf, index.clone())).copied() {
+            Some(p) => {
+                let i = self.b.use_var(self.vars[var.0 as usize]);
+                let bytes = self.b.ins().ishl_imm_u(i, 2);
+                Ok((self.b.ins().iadd(p, bytes), off))
+            }
+            None => Ok((self.address(buf, index)?, off)),
+        }
     }
 
     /// Whether a local assigned in the loop `body` is read anywhere in the kernel outside
@@ -263,8 +333,8 @@ impl Lower<'_, '_> {
     fn vexpr(&mut self, var: VarId, e: &Expr) -> Result<Value, CodegenError> {
         Ok(match e {
             Expr::Load { buf, index } if stride(index, var) == Some(1) => {
-                let addr = self.address(buf.0, index)?;
-                self.b.ins().load(F32X4, vector_flags(), addr, 0)
+                let (addr, off) = self.vaddress(var, buf.0, index)?;
+                self.b.ins().load(F32X4, vector_flags(), addr, off)
             }
             Expr::Local(l) if self.vlocals[l.0 as usize].is_some() => {
                 self.vlocals[l.0 as usize].expect("checked by the guard")
@@ -602,6 +672,38 @@ fn vector_flags() -> MemFlagsData {
 
 fn vector_bitcast() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
+}
+
+/// Every unit-stride load of `var` in `e`, as `(buffer, index)`.
+fn unit_loads(e: &Expr, var: VarId, out: &mut Vec<(u32, Idx)>) {
+    match e {
+        Expr::Load { buf, index } if stride(index, var) == Some(1) => {
+            out.push((buf.0, index.clone()))
+        }
+        Expr::Const(_) | Expr::Local(_) | Expr::Load { .. } | Expr::FromIdx(_) => {}
+        Expr::Unary(_, a) => unit_loads(a, var, out),
+        Expr::Binary(_, a, b) => {
+            unit_loads(a, var, out);
+            unit_loads(b, var, out);
+        }
+        Expr::Fma(a, b, c) => {
+            for x in [a, b, c] {
+                unit_loads(x, var, out);
+            }
+        }
+        Expr::Select {
+            a,
+            b,
+            then,
+            otherwise,
+            ..
+        } => {
+            for x in [a, b, then, otherwise] {
+                unit_loads(x, var, out);
+            }
+        }
+        Expr::Rand { step, .. } => unit_loads(step, var, out),
+    }
 }
 
 /// How `i` changes when `var` grows by one, if that is a constant.

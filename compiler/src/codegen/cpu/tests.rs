@@ -1435,7 +1435,8 @@ fn adam_and_relu(rows: usize, cols: usize) -> Program {
 
 #[test]
 fn loops_with_private_locals_are_vectorised_and_match_interpreter_bitwise() {
-    // Odd extents: remainders of 3, 1 and 3 after the vector iterations (and 7 < 8).
+    // Extents that reach every path: 7 = 4 + 3, 13 = 8 + 4 + 1, 259 = 32·8 + 3 (the
+    // unrolled 8-lane loop, the 4-lane loop, the scalar remainder).
     for (rows, cols) in [(3, 7), (2, 13), (2, 259)] {
         let p = adam_and_relu(rows, cols);
         let len = rows * cols;
