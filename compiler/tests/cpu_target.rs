@@ -320,3 +320,45 @@ fn cpu_is_the_default_target() {
     assert!(!text.is_empty());
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The cpu executor's own parameter scan (both lanes over large tensors) finds a NaN in
+/// either half of a large weight and an infinity in a small one, by name and position.
+#[test]
+fn the_cpu_executor_finds_non_finite_parameters() {
+    let path = repo().join("examples/mnist_mlp.nn");
+    let src = std::fs::read_to_string(&path).expect("readable");
+    let program = nnc::check_source(&src, &repo().join("examples")).expect("checks");
+    let train = &program.trains[0];
+    let model = &program.models[train.model];
+    let graphs = build_step_graphs(model, train).expect("step graphs");
+    let mut exec = cpu_executor(&graphs, model, 7, train.batch).expect("cpu executor");
+    assert_eq!(exec.first_non_finite_param().expect("scan"), None);
+    let clean = exec.state().expect("state");
+    let params = || {
+        clean
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.kind == nnc_runtime::executor::StateKind::Param)
+    };
+    let (big, _) = params()
+        .find(|(_, s)| s.tensor.data.len() >= 1 << 16)
+        .expect("a large weight");
+    let (small, _) = params()
+        .filter(|(_, s)| s.tensor.data.len() < 1 << 16)
+        .last()
+        .expect("a small parameter");
+    let len = clean[big].tensor.data.len();
+    for (at, which, bad) in [
+        (3, big, f32::NAN),
+        (len - 2, big, f32::NAN),
+        (1, small, f32::NEG_INFINITY),
+    ] {
+        let mut state = clean.clone();
+        state[which].tensor.data[at] = bad;
+        exec.set_state(&state).expect("set state");
+        let found = exec.first_non_finite_param().expect("scan").expect("found");
+        assert_eq!(found.name, clean[which].name);
+        assert_eq!(found.index, at);
+        assert!(!found.value.is_finite());
+    }
+}
