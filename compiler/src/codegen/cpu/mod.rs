@@ -28,7 +28,10 @@
 //! (arithmetic, min/max, fma, selects, loads at stride 0 or 1) and assignments to locals
 //! that are private to one iteration (written before they are read, in every iteration),
 //! and that reads no stored buffer at another index, runs four iterations at a time on
-//! f32x4, then finishes with the scalar loop; results are bit-identical to the scalar loop.
+//! f32x4 (two independent bodies per iteration, eight lanes, so that chains of `sqrt` and
+//! `div` overlap; then one body; then the scalar loop finishes); results are
+//! bit-identical to the scalar loop. Unit-stride accesses are addressed from row pointers
+//! computed before the loop.
 //! Loops that carry a local across iterations (reductions), transcendentals, `pow`,
 //! `FromIdx` or `Rand` stay scalar. Distinct buffers are assumed not to overlap.
 
