@@ -220,6 +220,7 @@ fn bench_reports_kernels_throughput_and_flops_as_json() {
         "--batch",
         "32",
         "--json",
+        "--profile",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value =
@@ -233,6 +234,21 @@ fn bench_reports_kernels_throughput_and_flops_as_json() {
     let flops = v["flops_per_step"].as_f64().expect("flops");
     let gemm = (4.0 * 784.0 * 128.0 + 6.0 * (128.0 * 64.0 + 64.0 * 10.0)) * 32.0;
     assert!(flops >= gemm && flops <= gemm * 1.2, "{flops} vs {gemm}");
+    // `--profile`: every train kernel, in order, timed, with the compiler's estimates.
+    let kernels = v["kernels"].as_array().expect("kernel profile");
+    assert_eq!(kernels.len(), 14);
+    assert!(kernels[0]["name"]
+        .as_str()
+        .expect("name")
+        .starts_with("train_k0"));
+    assert!(kernels
+        .iter()
+        .all(|k| k["mean_us"].as_f64().expect("µs") > 0.0));
+    let kernel_flops: f64 = kernels
+        .iter()
+        .map(|k| k["flops"].as_f64().expect("flops"))
+        .sum();
+    assert_eq!(kernel_flops, flops);
 }
 
 #[cfg(feature = "cuda")]
