@@ -745,18 +745,19 @@ fn vectorisable(var: VarId, body: &[Stmt]) -> bool {
         .collect();
     let mut defined: Vec<LocalId> = Vec::new();
     for s in body {
-        let value = match s {
-            Stmt::Store { buf, index, value } => {
-                if stride(index, var) != Some(1) {
-                    return false;
-                }
-                stores.push((*buf, index));
-                value
+        if let Stmt::Store { buf, index, .. } = s {
+            if stride(index, var) != Some(1) {
+                return false;
             }
-            Stmt::Assign { value, .. } => value,
+            stores.push((*buf, index));
+        }
+    }
+    for s in body {
+        let value = match s {
+            Stmt::Store { value, .. } | Stmt::Assign { value, .. } => value,
             _ => return false,
         };
-        if !vector_expr_ok(value, var) {
+        if !vector_expr_ok(value, var, &stores) {
             return false;
         }
         let mut private = true;
@@ -850,17 +851,16 @@ fn loads_only_at(e: &Expr, buf: BufId, index: &Idx) -> bool {
 /// Whether `e` has a lane-wise f32x4 form: loads at stride 0 or 1, arithmetic, min/max,
 /// fma and selects without loads in their arms (transcendentals, `pow`, `FromIdx` and
 /// `Rand` stay scalar for now).
-fn vector_expr_ok(e: &Expr, var: VarId) -> bool {
+fn vector_expr_ok(e: &Expr, var: VarId, stores: &[(BufId, &Idx)]) -> bool {
+    let ok = |x: &Expr| vector_expr_ok(x, var, stores);
     match e {
         Expr::Const(_) | Expr::Local(_) => true,
         Expr::Load { index, .. } => matches!(stride(index, var), Some(0 | 1)),
-        Expr::Unary(op, a) => {
-            !matches!(op, UnOp::Exp | UnOp::Log | UnOp::Tanh) && vector_expr_ok(a, var)
-        }
-        Expr::Binary(op, a, b) => {
-            *op != BinOp::Pow && vector_expr_ok(a, var) && vector_expr_ok(b, var)
-        }
-        Expr::Fma(a, b, c) => [a, b, c].iter().all(|x| vector_expr_ok(x, var)),
+        Expr::Unary(op, a) => !matches!(op, UnOp::Exp | UnOp::Log | UnOp::Tanh) && ok(a),
+        Expr::Binary(op, a, b) => *op != BinOp::Pow && ok(a) && ok(b),
+        Expr::Fma(a, b, c) => [a, b, c].iter().all(|x| ok(x)),
+        // Lanes evaluate both sides, so a side may load only where the body stores anyway
+        // (always in range): a select can guard an out-of-range load (padding).
         Expr::Select {
             a,
             b,
@@ -868,17 +868,34 @@ fn vector_expr_ok(e: &Expr, var: VarId) -> bool {
             otherwise,
             ..
         } => {
-            !loads(then)
-                && !loads(otherwise)
-                && [a, b, then, otherwise]
-                    .iter()
-                    .all(|x| vector_expr_ok(x, var))
+            loads_only_where_stored(then, stores)
+                && loads_only_where_stored(otherwise, stores)
+                && [a, b, then, otherwise].iter().all(|x| ok(x))
         }
         Expr::FromIdx(_) | Expr::Rand { .. } => false,
     }
 }
 
-/// Whether evaluating `e` reads a buffer.
+/// Whether every load in `e` reads a buffer at an index the loop body stores to.
+fn loads_only_where_stored(e: &Expr, stores: &[(BufId, &Idx)]) -> bool {
+    let all = |xs: &[&Expr]| xs.iter().all(|x| loads_only_where_stored(x, stores));
+    match e {
+        Expr::Load { buf, index } => stores.iter().any(|(b, i)| b == buf && *i == index),
+        Expr::Const(_) | Expr::Local(_) | Expr::FromIdx(_) => true,
+        Expr::Unary(_, a) => all(&[a]),
+        Expr::Binary(_, a, b) => all(&[a, b]),
+        Expr::Fma(a, b, c) => all(&[a, b, c]),
+        Expr::Select {
+            a,
+            b,
+            then,
+            otherwise,
+            ..
+        } => all(&[a, b, then, otherwise]),
+        Expr::Rand { step, .. } => all(&[step]),
+    }
+}
+
 fn loads(e: &Expr) -> bool {
     match e {
         Expr::Load { .. } => true,

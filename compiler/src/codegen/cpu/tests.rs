@@ -1624,3 +1624,70 @@ fn throughput_report() {
     let ns = t.elapsed().as_secs_f64() * 1e9 / (10.0 * len as f64);
     eprintln!("fma (vectorised): {ns:.2} ns/element");
 }
+
+/// The ReLU gradient `g[i] = h[i] > 0 ? g[i] : 0` loads, in a select arm, exactly where
+/// the loop stores: both arms are safe to evaluate, so the loop runs on f32x4 (a scalar
+/// loop branches on every unpredictable mask). A select arm loading anywhere else keeps
+/// its loop scalar and never evaluates the arm not taken.
+#[test]
+fn selects_loading_where_the_loop_stores_are_vectorised() {
+    let (g, h, out, x) = (BufId(0), BufId(1), BufId(2), BufId(3));
+    let i = VarId(0);
+    let len = 37;
+    let far = Idx::from(i) + 1_000_000_000_000i64;
+    let relu_grad = select(
+        CmpOp::Gt,
+        load(h, i.into()),
+        constant(0.0),
+        load(g, i.into()),
+        constant(0.0),
+    );
+    let guarded = select(
+        CmpOp::Lt,
+        load(h, i.into()),
+        constant(-10.0),
+        load(x, far),
+        load(h, i.into()),
+    );
+    let p = program(
+        "relu_grad",
+        vec![
+            decl("g", Size::fixed(len), BufferKind::InOut),
+            decl("h", Size::fixed(len), BufferKind::Input),
+            decl("out", Size::fixed(len), BufferKind::Output),
+            decl("x", Size::fixed(1), BufferKind::Input),
+        ],
+        vec![
+            kernel(
+                "relu_grad",
+                vec![g, h],
+                vec![for_(i, len, false, vec![store(g, i.into(), relu_grad)])],
+                1,
+                0,
+            ),
+            kernel(
+                "guarded",
+                vec![out, h, x],
+                vec![for_(i, len, false, vec![store(out, i.into(), guarded)])],
+                1,
+                0,
+            ),
+        ],
+    );
+    let mut hs = random(len, 9, -1.0, 1.0);
+    hs[3] = 0.0;
+    hs[5] = -0.0;
+    hs[7] = f32::NAN;
+    let (want, got) = both(
+        &p,
+        vec![random(len, 8, -2.0, 2.0), hs, vec![0.0; len], vec![0.0]],
+        1,
+    );
+    assert_bitwise(&want, &got);
+    // A vector select is a packed compare and a blend.
+    assert!(
+        packed(&p, 0, "blendv"),
+        "the relu gradient is not vectorised"
+    );
+    assert!(!packed(&p, 1, "blendv"), "the guarded load was vectorised");
+}
