@@ -199,14 +199,17 @@ fn every_compiled_step_matches_the_interpreter() {
 /// Every example with every eligible matrix product split into two row halves (the hint
 /// makes them all eligible; batch 5 splits rows 3 + 2, fixed dimensions unevenly too).
 #[test]
-fn row_split_steps_match_the_interpreter() {
+fn split_steps_match_the_interpreter() {
     let mut failures = Vec::new();
     let mut split = 0;
     for path in files() {
         for (label, g, batch, classes) in steps_of(&path) {
-            match check_scheduled(&label, &g, batch, classes, Some(1 << 20)) {
-                Ok(_) => split += 1,
-                Err(e) => failures.push(e),
+            // A huge batch hint splits products by rows, a tiny one by columns.
+            for hint in [1 << 20, 8] {
+                match check_scheduled(&label, &g, batch, classes, Some(hint)) {
+                    Ok(_) => split += 1,
+                    Err(e) => failures.push(format!("hint {hint}: {e}")),
+                }
             }
         }
     }
@@ -304,6 +307,29 @@ fn adam_bias_corrections_run_once_per_part() {
             k.name
         );
     }
+}
+
+/// At a small batch the forward products (few rows, many columns) are split by columns:
+/// each part multiplies all rows by its half of the weight's columns.
+#[test]
+fn small_batch_products_are_split_by_columns() {
+    use nnc_kernels::ir::{Idx, Stmt};
+    let path = repo().join("examples/mnist_mlp.nn");
+    let (_, g, _, _) = steps_of(&path).remove(0);
+    let (sg, _) = run_passes(&g, &PassOptions::default()).expect("passes");
+    let fusion = fuse::partition(&sg);
+    let mut lowered = lower_graph(&sg, &fusion, 32).expect("lowers");
+    super::split::split_gemm_rows(&mut lowered.program.kernels, 32);
+    lowered.program.validate().expect("valid after the split");
+    let text = nnc_kernels::print::print_program(&lowered.program);
+    let [Stmt::Loop { body, .. }] = &lowered.program.kernels[0].body[..] else {
+        panic!("k0 is not split:\n{text}");
+    };
+    let Some(Stmt::Gemm(part)) = body.first() else {
+        panic!("no product first in k0's parts:\n{text}");
+    };
+    assert_eq!(part.m, Idx::N, "all rows in each part:\n{text}");
+    assert!(matches!(part.n, Idx::Min(..)), "half the columns:\n{text}");
 }
 
 #[test]
