@@ -231,6 +231,16 @@ pub fn run_bench(program: &Program, opts: &BenchOptions) -> Result<BenchReport, 
         data: Vec::new(),
     };
     let mut y = x.clone();
+    // The next batch of the pool into `x`, `y` (reshuffled at the end of each pass).
+    let mut next_batch = |x: &mut Tensor, y: &mut Tensor| {
+        if cursor + batch > order.len() {
+            rng.shuffle(&mut order);
+            cursor = 0;
+        }
+        let end = (cursor + batch).min(order.len());
+        gather(&pool, &order[cursor..end], &shapes, x, y);
+        cursor += batch;
+    };
     let total = Instant::now();
     let mut timed_from = total;
     for step in 0..opts.warmup + opts.steps {
@@ -238,13 +248,7 @@ pub fn run_bench(program: &Program, opts: &BenchOptions) -> Result<BenchReport, 
             timed_from = Instant::now();
         }
         let t = Instant::now();
-        if cursor + batch > order.len() {
-            rng.shuffle(&mut order);
-            cursor = 0;
-        }
-        let end = (cursor + batch).min(order.len());
-        gather(&pool, &order[cursor..end], &shapes, &mut x, &mut y);
-        cursor += batch;
+        next_batch(&mut x, &mut y);
         let out = exec
             .train_step(&x, &y)
             .map_err(|e| DriverError::Message(e.to_string()))?;
@@ -263,13 +267,7 @@ pub fn run_bench(program: &Program, opts: &BenchOptions) -> Result<BenchReport, 
     if opts.profile {
         exec.set_profiling(true);
         for _ in 0..opts.steps {
-            if cursor + batch > order.len() {
-                rng.shuffle(&mut order);
-                cursor = 0;
-            }
-            let end = (cursor + batch).min(order.len());
-            gather(&pool, &order[cursor..end], &shapes, &mut x, &mut y);
-            cursor += batch;
+            next_batch(&mut x, &mut y);
             exec.train_step(&x, &y)
                 .map_err(|e| DriverError::Message(e.to_string()))?;
         }

@@ -62,12 +62,7 @@ fn halve_parallel_loop(k: &Kernel) -> Option<Kernel> {
         return None;
     };
     let p = VarId(k.num_vars);
-    let half = (extent.clone() + 1).div(2);
-    let lo = Idx::Min(
-        Box::new(Idx::Var(p) * half.clone()),
-        Box::new(extent.clone()),
-    );
-    let rows = Idx::Min(Box::new(half), Box::new(extent.clone() - lo.clone()));
+    let (lo, rows) = part_of(extent, p);
     let mut out = k.clone();
     out.num_vars += 1;
     out.body = vec![Stmt::Loop {
@@ -120,9 +115,7 @@ fn split(k: &Kernel, n: i64) -> Option<Vec<Stmt>> {
     if let Some(body) = split_columns(g, rest, p, n) {
         return Some(body);
     }
-    let half = (g.m.clone() + 1).div(2);
-    let lo = Idx::Min(Box::new(Idx::Var(p) * half.clone()), Box::new(g.m.clone()));
-    let rows = Idx::Min(Box::new(half), Box::new(g.m.clone() - lo.clone()));
+    let (lo, rows) = part_of(&g.m, p);
     let mut part = g.clone();
     part.m = rows.clone();
     part.a.offset = g.a.offset.clone() + lo.clone() * g.a.row_stride.clone();
@@ -161,9 +154,7 @@ fn split_columns(g: &Gemm, rest: &[Stmt], p: VarId, n: i64) -> Option<Vec<Stmt>>
     if m >= FEW_ROWS || cols_n < 2 * m {
         return None;
     }
-    let half = (g.n.clone() + 1).div(2);
-    let lo = Idx::Min(Box::new(Idx::Var(p) * half.clone()), Box::new(g.n.clone()));
-    let cols = Idx::Min(Box::new(half), Box::new(g.n.clone() - lo.clone()));
+    let (lo, cols) = part_of(&g.n, p);
     let mut part = g.clone();
     part.n = cols.clone();
     part.b.offset = g.b.offset.clone() + lo.clone() * g.b.col_stride.clone();
@@ -211,6 +202,17 @@ fn split_columns(g: &Gemm, rest: &[Stmt], p: VarId, n: i64) -> Option<Vec<Stmt>>
         body,
         parallel: true,
     }])
+}
+
+/// Part `p` (0 or 1) of `0..extent`: its start `min(p·⌈extent/2⌉, extent)` and length.
+fn part_of(extent: &Idx, p: VarId) -> (Idx, Idx) {
+    let half = (extent.clone() + 1).div(2);
+    let lo = Idx::Min(
+        Box::new(Idx::Var(p) * half.clone()),
+        Box::new(extent.clone()),
+    );
+    let len = Idx::Min(Box::new(half), Box::new(extent.clone() - lo.clone()));
+    (lo, len)
 }
 
 /// The value of an index without loop variables at batch size `n`.

@@ -319,13 +319,7 @@ impl Lower<'_, '_> {
     /// remainder (which may run zero times) is what defines the scalar variables, so a read
     /// after the loop could see a stale value: such loops stay scalar.
     fn locals_escape(&self, body: &[Stmt]) -> bool {
-        let assigned: Vec<LocalId> = body
-            .iter()
-            .filter_map(|s| match s {
-                Stmt::Assign { local, .. } => Some(*local),
-                _ => None,
-            })
-            .collect();
+        let assigned = assigned_locals(body);
         !assigned.is_empty() && reads_outside(&self.kernel.body, body, &assigned)
     }
 
@@ -674,6 +668,16 @@ fn vector_bitcast() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
 }
 
+/// The locals the statements of `body` (not of nested loops) assign.
+fn assigned_locals(body: &[Stmt]) -> Vec<LocalId> {
+    body.iter()
+        .filter_map(|s| match s {
+            Stmt::Assign { local, .. } => Some(*local),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Every unit-stride load of `var` in `e`, as `(buffer, index)`.
 fn unit_loads(e: &Expr, var: VarId, out: &mut Vec<(u32, Idx)>) {
     match e {
@@ -736,13 +740,7 @@ fn stride(i: &Idx, var: VarId) -> Option<i64> {
 fn vectorisable(var: VarId, body: &[Stmt]) -> bool {
     let mut stores: Vec<(BufId, &Idx)> = Vec::new();
     let mut values: Vec<&Expr> = Vec::new();
-    let assigned: Vec<LocalId> = body
-        .iter()
-        .filter_map(|s| match s {
-            Stmt::Assign { local, .. } => Some(*local),
-            _ => None,
-        })
-        .collect();
+    let assigned = assigned_locals(body);
     let mut defined: Vec<LocalId> = Vec::new();
     for s in body {
         if let Stmt::Store { buf, index, .. } = s {
