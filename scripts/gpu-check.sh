@@ -60,7 +60,9 @@ run() {
     local status=0
     echo "== 1. every example on the GPU against the interpreter"
     "$GPU/cpu_target" --exact every_example_steps_like_the_interpreter_on_the_gpu \
-        --nocapture || status=1
+        --nocapture 2>&1 | tee "$GPU/test.out" || status=1
+    # The test skips (and passes) without a GPU: here that is a failure.
+    if grep -q '^skipped:' "$GPU/test.out"; then status=1; fi
     echo "== 2. PTX of the MNIST example"
     "$GPU/nnc" build examples/mnist_mlp.nn --target cuda --emit ptx --gpu-arch sm_90 |
         grep -c '^\.visible \.entry' || status=1
