@@ -133,6 +133,10 @@ enum Command {
         /// The GPU architecture of `--emit ptx,llvm`: sm_80 or sm_90.
         #[arg(long, default_value = "sm_80")]
         gpu_arch: String,
+        /// With `--emit ptx`: after each step's PTX, the registers, spills, stack and
+        /// shared memory of every kernel, as `ptxas -v` reports them (needs ptxas).
+        #[arg(short, long)]
+        verbose: bool,
         /// Print the step graphs after this pass: simplify, dce, fuse.
         #[arg(long)]
         dump_after: Option<String>,
@@ -290,6 +294,7 @@ fn main() -> ExitCode {
             emit,
             target,
             gpu_arch,
+            verbose,
             dump_after,
         } => {
             if let Some(p) = &dump_after {
@@ -344,6 +349,7 @@ fn main() -> ExitCode {
             }
             let options = nnc::ir::emit::EmitOptions {
                 gpu_arch: Some(gpu_arch),
+                verbose,
             };
             build(&file, &stages, &options, dump_after.as_deref(), color)
         }

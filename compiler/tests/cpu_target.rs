@@ -280,6 +280,48 @@ fn build_emits_ptx_for_the_cuda_target() {
     assert!(text.contains(".target sm_90"));
 }
 
+/// `-v` appends ptxas's resource report of every kernel (skipped without ptxas).
+#[cfg(feature = "cuda")]
+#[test]
+fn build_reports_registers_and_spills_with_v() {
+    if nnc::codegen::ptx::ptxas::find_ptxas().is_none() {
+        eprintln!("skipped: no ptxas (set PTXAS or install nvidia-cuda-nvcc-cu12)");
+        return;
+    }
+    let file = repo().join("examples/mnist_mlp.nn");
+    let o = nnc(&[
+        "build",
+        &file.display().to_string(),
+        "--target",
+        "cuda",
+        "--emit",
+        "ptx",
+        "-v",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        text.matches("// ptxas -v (sm_80)").count(),
+        2,
+        "train and eval steps"
+    );
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("// k")).collect();
+    assert_eq!(rows.len(), 14 + 5, "{text}");
+    assert!(
+        rows[0].starts_with("// k0_"),
+        "in the step's order: {rows:?}"
+    );
+    for r in rows {
+        let fields: Vec<u64> = r
+            .split_whitespace()
+            .skip(2)
+            .map(|f| f.parse().expect("number"))
+            .collect();
+        assert_eq!(fields.len(), 5, "{r}");
+        assert!(fields[0] > 0, "registers: {r}");
+    }
+}
+
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn ptx_without_the_cuda_feature_says_how_to_get_it() {
@@ -360,8 +402,7 @@ fn the_cpu_executor_finds_non_finite_parameters() {
         .find(|(_, s)| s.tensor.data.len() >= 1 << 16)
         .expect("a large weight");
     let (small, _) = params()
-        .filter(|(_, s)| s.tensor.data.len() < 1 << 16)
-        .last()
+        .rfind(|(_, s)| s.tensor.data.len() < 1 << 16)
         .expect("a small parameter");
     let len = clean[big].tensor.data.len();
     for (at, which, bad) in [

@@ -75,6 +75,9 @@ impl Stage {
 pub struct EmitOptions {
     /// The GPU architecture of the `ptx` and `llvm` stages (`sm_80` when `None`).
     pub gpu_arch: Option<String>,
+    /// After each step's PTX, `ptxas -v`'s report of every kernel's registers, spills,
+    /// stack and shared memory (needs `ptxas`).
+    pub verbose: bool,
 }
 
 /// The text of the requested stages, in the order given.
@@ -99,11 +102,7 @@ pub fn emit(
                     crate::lower::report::compile_program(program, None).map_err(IrError::new)?;
                 for (t, e, _) in &steps {
                     for step in [t, e] {
-                        out.push_str(&gpu_text(
-                            &step.lowered.program,
-                            stage,
-                            options.gpu_arch.as_deref(),
-                        )?);
+                        out.push_str(&gpu_text(&step.lowered.program, stage, options)?);
                     }
                 }
             }
@@ -146,15 +145,16 @@ pub fn emit(
     Ok(out)
 }
 
-/// The PTX or LLVM IR of one step's kernels, in the GPU schedule (no CPU row split).
+/// The PTX or LLVM IR of one step's kernels, in the GPU schedule (no CPU row split);
+/// with `verbose`, the PTX is followed by `ptxas -v`'s resource report.
 #[cfg(feature = "cuda")]
 fn gpu_text(
     program: &nnc_kernels::ir::Program,
     stage: Stage,
-    arch: Option<&str>,
+    options: &EmitOptions,
 ) -> IrResult<String> {
-    use crate::codegen::ptx::{render_llvm_ir, render_program, GpuArch};
-    let arch = match arch {
+    use crate::codegen::ptx::{ptxas, render_llvm_ir, render_program, GpuArch};
+    let arch = match options.gpu_arch.as_deref() {
         None => GpuArch::default(),
         Some(name) => GpuArch::parse(name).ok_or_else(|| {
             let known: Vec<&str> = GpuArch::ALL.iter().map(|a| a.name()).collect();
@@ -164,12 +164,23 @@ fn gpu_text(
             ))
         })?,
     };
-    let text = if stage == Stage::Ptx {
-        render_program(program, arch)
-    } else {
-        render_llvm_ir(program, arch)
-    };
-    text.map_err(|e| IrError::new(e.to_string()))
+    if stage == Stage::Llvm {
+        return render_llvm_ir(program, arch).map_err(|e| IrError::new(e.to_string()));
+    }
+    let mut text = render_program(program, arch).map_err(|e| IrError::new(e.to_string()))?;
+    if options.verbose {
+        let Some(tool) = ptxas::find_ptxas() else {
+            return Err(IrError::new(
+                "`-v` needs NVIDIA's `ptxas`: set PTXAS to its path or install the pip \
+                 package `nvidia-cuda-nvcc-cu12` (as `.ci/run` does)",
+            ));
+        };
+        let mut kernels = ptxas::assemble(&tool, &text, arch).map_err(|e| IrError::new(e.0))?;
+        // In the step's order (ptxas reports them in its own).
+        kernels.sort_by_key(|k| program.kernels.iter().position(|p| p.name == k.name));
+        text.push_str(&ptxas::report_text(arch, &kernels));
+    }
+    Ok(text)
 }
 
 /// Without the `cuda` feature there is no LLVM to generate PTX with: an error that says
@@ -178,7 +189,7 @@ fn gpu_text(
 fn gpu_text(
     _program: &nnc_kernels::ir::Program,
     stage: Stage,
-    _arch: Option<&str>,
+    _options: &EmitOptions,
 ) -> IrResult<String> {
     Err(IrError::new(format!(
         "the `{}` stage needs the `cuda` feature (LLVM 19), which this build lacks; rebuild \

@@ -57,6 +57,7 @@ use nnc_kernels::ir::{
     mix64, BinOp, BufId, CmpOp, Expr, Gemm, Idx, Kernel, LocalId, Program, Stmt, UnOp, VarId,
 };
 
+pub mod ptxas;
 #[cfg(test)]
 mod tests;
 

@@ -15,25 +15,16 @@ use nnc_kernels::samples;
 
 use super::{render_llvm_ir, render_program, GpuArch};
 
-/// `ptxas` from `$PTXAS`, else the pip wheel's copy in the cache; `None` (with the
-/// reason printed) when neither exists.
+/// `ptxas` as [`super::ptxas::find_ptxas`] finds it; `None` (with the reason printed)
+/// skips the assembler checks.
 fn ptxas() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PTXAS") {
-        return Some(PathBuf::from(p));
-    }
-    let home = std::env::var_os("HOME")?;
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(home).join(".cache"));
-    let p = cache.join("nvidia-cuda-nvcc-cu12-12.9.86/nvidia/cuda_nvcc/bin/ptxas");
-    if p.exists() {
-        Some(p)
-    } else {
+    let found = super::ptxas::find_ptxas();
+    if found.is_none() {
         eprintln!(
             "skipping ptxas checks: set PTXAS or install nvidia-cuda-nvcc-cu12 (see .ci/run)"
         );
-        None
     }
+    found
 }
 
 /// The names of the `.entry` functions of a PTX text.
