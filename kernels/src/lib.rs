@@ -11,6 +11,7 @@ pub mod ir;
 pub mod manifest;
 pub mod print;
 pub mod samples;
+pub mod simplify;
 
 #[cfg(test)]
 mod tests;
