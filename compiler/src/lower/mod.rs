@@ -215,10 +215,7 @@ fn lower_once(
         });
     }
     let hazards = alias_hazards(g, fusion, &kernels, &writers);
-    for k in kernels.iter_mut() {
-        nnc_kernels::simplify::simplify_kernel(k);
-        hoist::hoist_invariants(k);
-    }
+    kernels.iter_mut().for_each(hoist::hoist_invariants);
     let mut program = Program {
         name: g.name.clone(),
         buffers: plan.buffers,

@@ -1,4 +1,5 @@
-//! The CPU schedule of matrix-product kernels: split into two row halves.
+//! The CPU schedule: index arithmetic simplified ([`nnc_kernels::simplify`]), then
+//! matrix-product kernels split into two halves.
 //!
 //! A kernel made of a `Gemm` and its epilogue loop over the product's rows has no
 //! parallel loop, so it would run on one core. When the product is large enough to pay
@@ -40,6 +41,9 @@ const FEW_ROWS: i64 = 64;
 /// with invariants left in it (see the module doc).
 pub fn split_gemm_rows(kernels: &mut [Kernel], batch: usize) {
     for k in kernels {
+        // Index arithmetic first: on the CPU it is most of a convolution gradient's work.
+        // (Not on the GPU schedule: there the simplified conv gradients spill registers.)
+        nnc_kernels::simplify::simplify_kernel(k);
         if let Some(body) = split(k, batch as i64) {
             k.body = body;
             k.num_vars += 1;
