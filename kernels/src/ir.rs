@@ -108,6 +108,24 @@ pub enum Idx {
     Max(Box<Idx>, Box<Idx>),
 }
 
+impl Idx {
+    /// This index with every loop variable `v` replaced by `f(v)`.
+    pub fn map_vars(&self, f: &impl Fn(VarId) -> Idx) -> Idx {
+        let m = |x: &Idx| Box::new(x.map_vars(f));
+        match self {
+            Idx::Var(v) => f(*v),
+            Idx::Const(_) | Idx::N => self.clone(),
+            Idx::Add(a, b) => Idx::Add(m(a), m(b)),
+            Idx::Sub(a, b) => Idx::Sub(m(a), m(b)),
+            Idx::Mul(a, b) => Idx::Mul(m(a), m(b)),
+            Idx::Div(a, c) => Idx::Div(m(a), *c),
+            Idx::Rem(a, c) => Idx::Rem(m(a), *c),
+            Idx::Min(a, b) => Idx::Min(m(a), m(b)),
+            Idx::Max(a, b) => Idx::Max(m(a), m(b)),
+        }
+    }
+}
+
 /// Elementwise functions of one f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UnOp {

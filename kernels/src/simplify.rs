@@ -385,18 +385,7 @@ mod tests {
     }
 
     fn subst(i: &Idx, vals: &[i64]) -> Idx {
-        let s = |x: &Idx| Box::new(subst(x, vals));
-        match i {
-            Idx::Var(v) => Idx::Const(vals[v.0 as usize]),
-            Idx::Const(_) | Idx::N => i.clone(),
-            Idx::Add(a, b) => Idx::Add(s(a), s(b)),
-            Idx::Sub(a, b) => Idx::Sub(s(a), s(b)),
-            Idx::Mul(a, b) => Idx::Mul(s(a), s(b)),
-            Idx::Div(a, d) => Idx::Div(s(a), *d),
-            Idx::Rem(a, d) => Idx::Rem(s(a), *d),
-            Idx::Min(a, b) => Idx::Min(s(a), s(b)),
-            Idx::Max(a, b) => Idx::Max(s(a), s(b)),
-        }
+        i.map_vars(&|v| Idx::Const(vals[v.0 as usize]))
     }
 
     #[test]

@@ -308,16 +308,11 @@ fn shift_expr(e: &Expr, var: VarId, by: &Idx) -> Expr {
 }
 
 fn shift_idx(i: &Idx, var: VarId, by: &Idx) -> Idx {
-    let s = |x: &Idx| Box::new(shift_idx(x, var, by));
-    match i {
-        Idx::Var(v) if *v == var => by.clone() + Idx::Var(var),
-        Idx::Const(_) | Idx::N | Idx::Var(_) => i.clone(),
-        Idx::Add(a, b) => Idx::Add(s(a), s(b)),
-        Idx::Sub(a, b) => Idx::Sub(s(a), s(b)),
-        Idx::Mul(a, b) => Idx::Mul(s(a), s(b)),
-        Idx::Div(a, c) => Idx::Div(s(a), *c),
-        Idx::Rem(a, c) => Idx::Rem(s(a), *c),
-        Idx::Min(a, b) => Idx::Min(s(a), s(b)),
-        Idx::Max(a, b) => Idx::Max(s(a), s(b)),
-    }
+    i.map_vars(&|v| {
+        if v == var {
+            by.clone() + Idx::Var(var)
+        } else {
+            Idx::Var(v)
+        }
+    })
 }
