@@ -13,8 +13,8 @@
 //!   its buffers' device pointers in `Kernel::params` order followed by `n: i64`, the
 //!   ABI the PTX renderer writes;
 //! - launches go through the driver's raw `cuLaunchKernel` with pointers resolved once per
-//!   step: cudarc's safe launch records events per argument, which costs more than the
-//!   small kernels themselves. Everything runs on one stream, so launches are ordered.
+//!   step (cudarc's event tracking is switched off: everything runs on one stream, so
+//!   launches, copies and frees are ordered).
 //!
 //! Invariant: the host waits for the stream only when it reads results back (the loss and
 //! output after each step, state on request), so a step is one burst of launches.
@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::sync::Arc;
 
-use cudarc::driver::{result, sys, CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::{result, sys, CudaContext, CudaSlice, CudaStream, DevicePtr};
 use nnc_kernels::gpu::{eval_idx, launch_dims, plan, Launch};
 use nnc_kernels::ir::{BufferKind, Program};
 
@@ -45,6 +45,8 @@ struct LoadedProgram {
     program: Program,
     module: sys::CUmodule,
     functions: Vec<sys::CUfunction>,
+    /// The context the module lives in (bound again to unload it).
+    context: Arc<CudaContext>,
 }
 
 /// The executor for `--target cuda`.
@@ -93,6 +95,7 @@ fn load_program(device: &Device, gp: GpuProgram) -> Result<LoadedProgram, ExecEr
         program: gp.program,
         module,
         functions,
+        context: Arc::clone(&device.context),
     })
 }
 
@@ -128,9 +131,16 @@ impl CudaExecutor {
         }
         let mut state = HashMap::new();
         for (name, _, t) in &info.state {
-            let slice = stream
-                .clone_htod(&t.data)
-                .map_err(driver_error(&format!("cannot upload `{name}` to the GPU")))?;
+            let what = format!("cannot upload `{name}` to the GPU");
+            let upload = driver_error(&what);
+            // At least one element: the driver refuses empty allocations.
+            let mut slice = stream
+                .alloc_zeros::<f32>(t.data.len().max(1))
+                .map_err(&upload)?;
+            if !t.data.is_empty() {
+                let mut view = slice.slice_mut(0..t.data.len());
+                stream.memcpy_htod(&t.data, &mut view).map_err(&upload)?;
+            }
             state.insert(name.clone(), slice);
         }
         Ok(CudaExecutor {
@@ -175,6 +185,7 @@ impl CudaExecutor {
             (prog.program.arena.resolve(n), prog.program.buffers.clone())
         };
         if self.arena.as_ref().is_none_or(|a| a.len() < arena_len) {
+            self.arena = None; // free the old arena before allocating the larger one
             self.arena = Some(
                 self.stream
                     .alloc_zeros::<f32>(arena_len.max(1))
@@ -222,7 +233,14 @@ impl CudaExecutor {
                     let s = self.batch_bufs.get(key).ok_or_else(|| {
                         ExecError::new(format!("`{name}` was not given to the step"))
                     })?;
-                    (address(s, &self.stream), s.len())
+                    // The batch buffers only grow: what counts for `x` and `y` is what this
+                    // step uploaded.
+                    let have = match key {
+                        INPUT => x.data.len(),
+                        LABELS => y.data.len(),
+                        _ => s.len(),
+                    };
+                    (address(s, &self.stream), have)
                 }
                 (_, name) => {
                     let s = self
@@ -298,12 +316,14 @@ impl CudaExecutor {
     }
 
     fn take_results(&self, n: usize) -> Result<(f32, Tensor), ExecError> {
-        let loss = self.download(LOSS, 1)?.first().copied().unwrap_or(f32::NAN);
         let per = self.info.output_shape.iter().product::<usize>();
+        let loss = self.download(LOSS, 1)?;
         let data = self.download(OUTPUT, n * per)?;
+        // The copies may still be in flight: nothing is read before the stream is done.
         self.stream
             .synchronize()
             .map_err(driver_error("the GPU step failed"))?;
+        let loss = loss.first().copied().unwrap_or(f32::NAN);
         let mut shape = vec![n];
         shape.extend_from_slice(&self.info.output_shape);
         Ok((loss, Tensor { shape, data }))
@@ -311,9 +331,19 @@ impl CudaExecutor {
 
     fn read_state(&self, name: &str) -> Result<Vec<f32>, ExecError> {
         let s = &self.state[name];
-        let mut out = vec![0.0f32; s.len()];
+        // The logical length (an empty tensor has a one-element allocation).
+        let len = self
+            .info
+            .state
+            .iter()
+            .find(|(n, ..)| n == name)
+            .map_or(s.len(), |(_, _, t)| t.data.len());
+        let mut out = vec![0.0f32; len];
+        if len == 0 {
+            return Ok(out);
+        }
         self.stream
-            .memcpy_dtoh(s, &mut out)
+            .memcpy_dtoh(&s.slice(0..len), &mut out)
             .map_err(driver_error(&format!("cannot read `{name}` from the GPU")))?;
         self.stream
             .synchronize()
@@ -324,9 +354,22 @@ impl CudaExecutor {
 
 impl Drop for LoadedProgram {
     fn drop(&mut self) {
-        // SAFETY: the module was loaded by `load_program` and nothing uses its functions
-        // after the program drops. An error here (a lost context) leaves nothing to free.
-        let _ = unsafe { result::module::unload(self.module) };
+        // `cuModuleUnload` acts on the calling thread's current context.
+        if self.context.bind_to_thread().is_ok() {
+            // SAFETY: the module was loaded by `load_program`; the executor waited for its
+            // kernels before dropping (`CudaExecutor::drop`). An error here (a lost
+            // context) leaves nothing to free.
+            let _ = unsafe { result::module::unload(self.module) };
+        }
+    }
+}
+
+impl Drop for CudaExecutor {
+    fn drop(&mut self) {
+        // Kernels still running (after a failed step) must finish before their modules
+        // and buffers go.
+        let _ = self.device.context.bind_to_thread();
+        let _ = self.stream.synchronize();
     }
 }
 
@@ -370,14 +413,18 @@ impl Executor for CudaExecutor {
                 .state
                 .get_mut(&s.name)
                 .ok_or_else(|| ExecError::new(format!("unknown state tensor `{}`", s.name)))?;
-            if slot.len() != s.tensor.data.len() {
+            let len = s.tensor.data.len();
+            if slot.len() != len.max(1) {
                 return Err(ExecError::new(format!(
                     "state `{}` has the wrong size",
                     s.name
                 )));
             }
+            if len == 0 {
+                continue;
+            }
             self.stream
-                .memcpy_htod(&s.tensor.data, slot)
+                .memcpy_htod(&s.tensor.data, &mut slot.slice_mut(0..len))
                 .map_err(driver_error(&format!(
                     "cannot copy `{}` to the GPU",
                     s.name

@@ -54,6 +54,9 @@ pub fn open_device(ordinal: usize) -> Result<Device, ExecError> {
     }
     let context = CudaContext::new(ordinal)
         .map_err(|e| ExecError::new(format!("cannot open GPU {ordinal}: {e}")))?;
+    // SAFETY: the runtime uses one stream per context, where every operation is ordered,
+    // so cudarc's per-allocation events would only cost time.
+    unsafe { context.disable_event_tracking() };
     let name = context
         .name()
         .map_err(|e| ExecError::new(format!("cannot query GPU {ordinal}: {e}")))?;
