@@ -4,54 +4,13 @@ use crate::build::*;
 use crate::interp::run;
 use crate::ir::*;
 use crate::print::print_program;
+use crate::samples::{bias_relu, row_sum};
 
 fn buf(name: &str, len: Size, kind: BufferKind) -> BufferDecl {
     BufferDecl {
         name: name.into(),
         len,
         kind,
-    }
-}
-
-/// `out[n, j] = max(x[n, j] + bias[j], 0)` over `[N, 3]`.
-fn bias_relu() -> Program {
-    let (x, b, out) = (BufId(0), BufId(1), BufId(2));
-    let (i, j) = (VarId(0), VarId(1));
-    let at = Idx::from(i) * 3 + Idx::from(j);
-    Program {
-        name: "bias_relu".into(),
-        buffers: vec![
-            buf("x", Size::per_batch(3), BufferKind::Input),
-            buf("bias", Size::fixed(3), BufferKind::InOut),
-            buf("out", Size::per_batch(3), BufferKind::Output),
-        ],
-        kernels: vec![Kernel {
-            name: "k0".into(),
-            params: vec![x, b, out],
-            body: vec![Stmt::Loop {
-                var: i,
-                extent: Idx::N,
-                parallel: true,
-                body: vec![Stmt::Loop {
-                    var: j,
-                    extent: 3usize.into(),
-                    parallel: false,
-                    body: vec![Stmt::Store {
-                        buf: out,
-                        index: at.clone(),
-                        value: binary(
-                            BinOp::Max,
-                            binary(BinOp::Add, load(x, at), load(b, j.into())),
-                            constant(0.0),
-                        ),
-                    }],
-                }],
-            }],
-            num_vars: 2,
-            num_locals: 0,
-            note: "bias + relu".into(),
-        }],
-        arena: Size::default(),
     }
 }
 
@@ -91,52 +50,7 @@ fn printer_is_stable_and_readable() {
 #[test]
 fn row_sum_uses_a_local_accumulator() {
     // out[i] = sum_j x[i, j] over [N, 4].
-    let (x, out) = (BufId(0), BufId(1));
-    let (i, j, acc) = (VarId(0), VarId(1), LocalId(0));
-    let p = Program {
-        name: "rowsum".into(),
-        buffers: vec![
-            buf("x", Size::per_batch(4), BufferKind::Input),
-            buf("out", Size::per_batch(1), BufferKind::Output),
-        ],
-        kernels: vec![Kernel {
-            name: "k0".into(),
-            params: vec![x, out],
-            body: vec![Stmt::Loop {
-                var: i,
-                extent: Idx::N,
-                parallel: true,
-                body: vec![
-                    Stmt::Assign {
-                        local: acc,
-                        value: constant(0.0),
-                    },
-                    Stmt::Loop {
-                        var: j,
-                        extent: 4usize.into(),
-                        parallel: false,
-                        body: vec![Stmt::Assign {
-                            local: acc,
-                            value: binary(
-                                BinOp::Add,
-                                local(acc),
-                                load(x, Idx::from(i) * 4 + Idx::from(j)),
-                            ),
-                        }],
-                    },
-                    Stmt::Store {
-                        buf: out,
-                        index: i.into(),
-                        value: local(acc),
-                    },
-                ],
-            }],
-            num_vars: 2,
-            num_locals: 1,
-            note: String::new(),
-        }],
-        arena: Size::default(),
-    };
+    let p = row_sum();
     p.validate().unwrap();
     let mut bufs = vec![(1..=8).map(|v| v as f32).collect(), vec![0.0; 2]];
     run(&p, &mut bufs, 2).unwrap();
