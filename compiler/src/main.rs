@@ -123,7 +123,7 @@ enum Command {
     Build {
         file: PathBuf,
         /// Stages to print, comma-separated: ast, graph, train-graph, eval-graph, fused,
-        /// kernels, clif and asm (target cpu), ptx and llvm (target cuda). Without
+        /// kernels, cpu-kernels, clif and asm (target cpu), ptx and llvm (target cuda). Without
         /// `--emit`, prints only the summary line.
         #[arg(long, value_delimiter = ',')]
         emit: Vec<String>,
@@ -335,11 +335,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             if target_name == "cuda" && !cfg!(feature = "cuda") {
-                eprintln!("error: the `cuda` target is not available in this build");
-                eprintln!(
-                    "help: rebuild with `cargo build --release --features cuda` (needs LLVM 19: \
-                     the Debian package `llvm-19-dev`)"
-                );
+                eprintln!("error: {}", nnc::driver::cuda::UNAVAILABLE);
                 return ExitCode::from(1);
             }
             if !["sm_80", "sm_90"].contains(&gpu_arch.as_str()) {

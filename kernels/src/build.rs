@@ -3,7 +3,10 @@
 
 use std::ops::{Add, Mul, Sub};
 
-use crate::ir::{BinOp, BufId, CmpOp, Expr, Idx, LocalId, UnOp, VarId};
+use crate::ir::{
+    BinOp, BufId, BufferDecl, BufferKind, CmpOp, Expr, Idx, Kernel, LocalId, Program, Size, Stmt,
+    UnOp, VarId,
+};
 
 impl From<i64> for Idx {
     fn from(c: i64) -> Idx {
@@ -126,4 +129,55 @@ pub fn select(op: CmpOp, a: Expr, b: Expr, then: Expr, otherwise: Expr) -> Expr 
         then: Box::new(then),
         otherwise: Box::new(otherwise),
     }
+}
+
+/// A buffer declaration.
+pub fn decl(name: &str, len: Size, kind: BufferKind) -> BufferDecl {
+    BufferDecl {
+        name: name.into(),
+        len,
+        kind,
+    }
+}
+
+/// A kernel with `vars` loop variables and `locals` locals, without a note.
+pub fn kernel(name: &str, params: Vec<BufId>, body: Vec<Stmt>, vars: u32, locals: u32) -> Kernel {
+    Kernel {
+        name: name.into(),
+        params,
+        body,
+        num_vars: vars,
+        num_locals: locals,
+        note: String::new(),
+    }
+}
+
+/// A program whose arena is not planned yet (empty).
+pub fn program(name: &str, buffers: Vec<BufferDecl>, kernels: Vec<Kernel>) -> Program {
+    Program {
+        name: name.into(),
+        buffers,
+        kernels,
+        arena: Size::default(),
+    }
+}
+
+/// `for var in 0..extent { body }`, `parallel` or not.
+pub fn for_(var: VarId, extent: impl Into<Idx>, parallel: bool, body: Vec<Stmt>) -> Stmt {
+    Stmt::Loop {
+        var,
+        extent: extent.into(),
+        body,
+        parallel,
+    }
+}
+
+/// `buf[index] = value`.
+pub fn store(buf: BufId, index: Idx, value: Expr) -> Stmt {
+    Stmt::Store { buf, index, value }
+}
+
+/// `local = value`.
+pub fn assign(local: LocalId, value: Expr) -> Stmt {
+    Stmt::Assign { local, value }
 }

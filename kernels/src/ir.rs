@@ -331,6 +331,163 @@ pub enum Stmt {
     Gemm(Gemm),
 }
 
+impl Expr {
+    /// Calls `f` on this expression and every subexpression, parents first.
+    pub fn visit(&self, f: &mut impl FnMut(&Expr)) {
+        f(self);
+        match self {
+            Expr::Const(_) | Expr::Local(_) | Expr::Load { .. } | Expr::FromIdx(_) => {}
+            Expr::Unary(_, a) => a.visit(f),
+            Expr::Binary(_, a, b) => {
+                a.visit(f);
+                b.visit(f);
+            }
+            Expr::Fma(a, b, c) => {
+                a.visit(f);
+                b.visit(f);
+                c.visit(f);
+            }
+            Expr::Select {
+                a,
+                b,
+                then,
+                otherwise,
+                ..
+            } => {
+                for x in [a, b, then, otherwise] {
+                    x.visit(f);
+                }
+            }
+            Expr::Rand { step, .. } => step.visit(f),
+        }
+    }
+
+    /// Calls `f` on the buffer and index of every load in this expression.
+    pub fn for_each_load(&self, f: &mut impl FnMut(BufId, &Idx)) {
+        self.visit(&mut |e| {
+            if let Expr::Load { buf, index } = e {
+                f(*buf, index);
+            }
+        });
+    }
+
+    /// Whether every load in this expression satisfies `ok(buffer, index)`.
+    pub fn all_loads(&self, ok: impl Fn(BufId, &Idx) -> bool) -> bool {
+        let mut all = true;
+        self.for_each_load(&mut |b, i| all &= ok(b, i));
+        all
+    }
+
+    /// Whether this expression loads from any buffer.
+    pub fn loads_any(&self) -> bool {
+        !self.all_loads(|_, _| false)
+    }
+
+    /// Calls `f` on every local this expression reads.
+    pub fn for_each_local(&self, f: &mut impl FnMut(LocalId)) {
+        self.visit(&mut |e| {
+            if let Expr::Local(l) = e {
+                f(*l);
+            }
+        });
+    }
+
+    /// This expression with every index `i` in it replaced by `f(i)`.
+    pub fn map_indices(&self, f: &impl Fn(&Idx) -> Idx) -> Expr {
+        let m = |x: &Expr| Box::new(x.map_indices(f));
+        match self {
+            Expr::Const(_) | Expr::Local(_) => self.clone(),
+            Expr::Load { buf, index } => Expr::Load {
+                buf: *buf,
+                index: f(index),
+            },
+            Expr::FromIdx(i) => Expr::FromIdx(f(i)),
+            Expr::Unary(op, a) => Expr::Unary(*op, m(a)),
+            Expr::Binary(op, a, b) => Expr::Binary(*op, m(a), m(b)),
+            Expr::Fma(a, b, c) => Expr::Fma(m(a), m(b), m(c)),
+            Expr::Select {
+                op,
+                a,
+                b,
+                then,
+                otherwise,
+            } => Expr::Select {
+                op: *op,
+                a: m(a),
+                b: m(b),
+                then: m(then),
+                otherwise: m(otherwise),
+            },
+            Expr::Rand {
+                seed,
+                key,
+                step,
+                counter,
+            } => Expr::Rand {
+                seed: *seed,
+                key: *key,
+                step: m(step),
+                counter: f(counter),
+            },
+        }
+    }
+}
+
+impl Gemm {
+    /// This product with every index in it (sizes, offsets, strides) replaced by `f(i)`.
+    pub fn map_indices(&self, f: &impl Fn(&Idx) -> Idx) -> Gemm {
+        let m = |r: &MatRef| MatRef {
+            buf: r.buf,
+            offset: f(&r.offset),
+            row_stride: f(&r.row_stride),
+            col_stride: f(&r.col_stride),
+        };
+        Gemm {
+            m: f(&self.m),
+            n: f(&self.n),
+            k: f(&self.k),
+            a: m(&self.a),
+            b: m(&self.b),
+            c: m(&self.c),
+            alpha: self.alpha,
+            beta: self.beta,
+            batch: self
+                .batch
+                .as_ref()
+                .map(|(count, strides)| (f(count), strides.clone().map(|s| f(&s)))),
+        }
+    }
+}
+
+impl Stmt {
+    /// This statement with every index in it (nested loops included) replaced by `f(i)`.
+    pub fn map_indices(&self, f: &impl Fn(&Idx) -> Idx) -> Stmt {
+        match self {
+            Stmt::Loop {
+                var,
+                extent,
+                body,
+                parallel,
+            } => Stmt::Loop {
+                var: *var,
+                extent: f(extent),
+                body: body.iter().map(|s| s.map_indices(f)).collect(),
+                parallel: *parallel,
+            },
+            Stmt::Store { buf, index, value } => Stmt::Store {
+                buf: *buf,
+                index: f(index),
+                value: value.map_indices(f),
+            },
+            Stmt::Assign { local, value } => Stmt::Assign {
+                local: *local,
+                value: value.map_indices(f),
+            },
+            Stmt::Gemm(g) => Stmt::Gemm(g.map_indices(f)),
+        }
+    }
+}
+
 /// One kernel: the buffers it touches and its body.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel {

@@ -6,25 +6,6 @@
 use crate::build::*;
 use crate::ir::*;
 
-fn buf(name: &str, len: Size, kind: BufferKind) -> BufferDecl {
-    BufferDecl {
-        name: name.into(),
-        len,
-        kind,
-    }
-}
-
-fn kernel(name: &str, params: Vec<BufId>, body: Vec<Stmt>, vars: u32, locals: u32) -> Kernel {
-    Kernel {
-        name: name.into(),
-        params,
-        body,
-        num_vars: vars,
-        num_locals: locals,
-        note: String::new(),
-    }
-}
-
 fn mat(buf: BufId, offset: Idx, rs: impl Into<Idx>, cs: impl Into<Idx>) -> MatRef {
     MatRef {
         buf,
@@ -69,9 +50,9 @@ pub fn bias_relu() -> Program {
     Program {
         name: "bias_relu".into(),
         buffers: vec![
-            buf("x", Size::per_batch(3), BufferKind::Input),
-            buf("bias", Size::fixed(3), BufferKind::InOut),
-            buf("out", Size::per_batch(3), BufferKind::Output),
+            decl("x", Size::per_batch(3), BufferKind::Input),
+            decl("bias", Size::fixed(3), BufferKind::InOut),
+            decl("out", Size::per_batch(3), BufferKind::Output),
         ],
         kernels: vec![k],
         arena: Size::default(),
@@ -85,8 +66,8 @@ pub fn row_sum() -> Program {
     Program {
         name: "rowsum".into(),
         buffers: vec![
-            buf("x", Size::per_batch(4), BufferKind::Input),
-            buf("out", Size::per_batch(1), BufferKind::Output),
+            decl("x", Size::per_batch(4), BufferKind::Input),
+            decl("out", Size::per_batch(1), BufferKind::Output),
         ],
         kernels: vec![kernel(
             "k0",
@@ -147,10 +128,10 @@ pub fn gemm_transposed() -> Program {
     Program {
         name: "gemm_t".into(),
         buffers: vec![
-            buf("a", Size::per_batch(4), BufferKind::Input),
-            buf("b", Size::fixed(12), BufferKind::InOut),
-            buf("c", Size::per_batch(3), BufferKind::Output),
-            buf("d", Size::per_batch(3), BufferKind::InOut),
+            decl("a", Size::per_batch(4), BufferKind::Input),
+            decl("b", Size::fixed(12), BufferKind::InOut),
+            decl("c", Size::per_batch(3), BufferKind::Output),
+            decl("d", Size::per_batch(3), BufferKind::InOut),
         ],
         kernels: vec![
             kernel("k0", vec![a, b, c], vec![gemm(c, 1.0, 0.0)], 0, 0),
@@ -167,9 +148,9 @@ pub fn gemm_batched() -> Program {
     Program {
         name: "gemm_batched".into(),
         buffers: vec![
-            buf("a", Size::per_batch(6), BufferKind::Input),
-            buf("b", Size::per_batch(6), BufferKind::Input),
-            buf(
+            decl("a", Size::per_batch(6), BufferKind::Input),
+            decl("b", Size::per_batch(6), BufferKind::Input),
+            decl(
                 "c",
                 Size {
                     per_batch: 4,
@@ -253,9 +234,9 @@ pub fn all_ops() -> Program {
     Program {
         name: "all_ops".into(),
         buffers: vec![
-            buf("x", Size::per_batch(2), BufferKind::Input),
-            buf("step", Size::fixed(1), BufferKind::InOut),
-            buf("out", Size::per_batch(16), BufferKind::Output),
+            decl("x", Size::per_batch(2), BufferKind::Input),
+            decl("step", Size::fixed(1), BufferKind::InOut),
+            decl("out", Size::per_batch(16), BufferKind::Output),
         ],
         kernels: vec![kernel(
             "k0",
@@ -322,11 +303,11 @@ pub fn serial_step() -> Program {
     Program {
         name: "serial_step".into(),
         buffers: vec![
-            buf("x", Size::per_batch(4), BufferKind::Input),
-            buf("w", Size::fixed(8), BufferKind::InOut),
-            buf("out", Size::per_batch(4), BufferKind::Output),
-            buf("step", Size::fixed(1), BufferKind::InOut),
-            buf("mean", Size::fixed(1), BufferKind::Output),
+            decl("x", Size::per_batch(4), BufferKind::Input),
+            decl("w", Size::fixed(8), BufferKind::InOut),
+            decl("out", Size::per_batch(4), BufferKind::Output),
+            decl("step", Size::fixed(1), BufferKind::InOut),
+            decl("mean", Size::fixed(1), BufferKind::Output),
         ],
         kernels: vec![kernel("k0", vec![x, w, out, step, mean], body, 2, 1)],
         arena: Size::default(),

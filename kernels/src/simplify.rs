@@ -13,7 +13,7 @@
 //! comparing two constants is its chosen arm. Every rewrite is an identity on integers
 //! (and on the values the interpreter computes), so results are unchanged bit for bit.
 
-use crate::ir::{CmpOp, Expr, Gemm, Idx, Kernel, MatRef, Stmt, VarId};
+use crate::ir::{Expr, Idx, Kernel, Stmt, VarId};
 
 /// An inclusive integer range; `i64::MIN`/`i64::MAX` stand for unbounded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,26 +287,7 @@ fn stmt(s: Stmt, scope: &mut Scope) -> Stmt {
             local,
             value: expr(value, scope),
         },
-        Stmt::Gemm(g) => {
-            let m = |r: MatRef| MatRef {
-                buf: r.buf,
-                offset: scope.simplify(&r.offset),
-                row_stride: scope.simplify(&r.row_stride),
-                col_stride: scope.simplify(&r.col_stride),
-            };
-            Stmt::Gemm(Gemm {
-                m: scope.simplify(&g.m),
-                n: scope.simplify(&g.n),
-                k: scope.simplify(&g.k),
-                a: m(g.a),
-                b: m(g.b),
-                c: m(g.c),
-                batch: g.batch.map(|(count, strides)| {
-                    (scope.simplify(&count), strides.map(|s| scope.simplify(&s)))
-                }),
-                ..g
-            })
-        }
+        Stmt::Gemm(g) => Stmt::Gemm(g.map_indices(&|i| scope.simplify(i))),
     }
 }
 
@@ -335,14 +316,7 @@ fn expr(e: Expr, scope: &Scope) -> Expr {
             let (a, c) = (expr(*a, scope), expr(*c, scope));
             if let (Expr::Const(x), Expr::Const(y)) = (&a, &c) {
                 // Only the chosen arm is ever evaluated, so dropping the other is exact.
-                let taken = match op {
-                    CmpOp::Lt => x < y,
-                    CmpOp::Le => x <= y,
-                    CmpOp::Gt => x > y,
-                    CmpOp::Ge => x >= y,
-                    CmpOp::Eq => x == y,
-                    CmpOp::Ne => x != y,
-                };
+                let taken = op.apply(*x, *y);
                 return expr(if taken { *then } else { *otherwise }, scope);
             }
             Expr::Select {

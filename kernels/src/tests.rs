@@ -6,14 +6,6 @@ use crate::ir::*;
 use crate::print::print_program;
 use crate::samples::{bias_relu, row_sum};
 
-fn buf(name: &str, len: Size, kind: BufferKind) -> BufferDecl {
-    BufferDecl {
-        name: name.into(),
-        len,
-        kind,
-    }
-}
-
 #[test]
 fn elementwise_kernel_broadcasts_the_bias() {
     let p = bias_relu();
@@ -67,33 +59,26 @@ fn gemm_with_transposed_operand_matches_naive_product() {
         row_stride: rs.into(),
         col_stride: cs.into(),
     };
-    let p = Program {
-        name: "g".into(),
-        buffers: vec![
-            buf("a", Size::fixed(8), BufferKind::Input),
-            buf("b", Size::fixed(12), BufferKind::Input),
-            buf("c", Size::fixed(6), BufferKind::Output),
+    let gemm = Stmt::Gemm(Gemm {
+        m: 2i64.into(),
+        n: 3i64.into(),
+        k: 4i64.into(),
+        a: m(a, 4, 1),
+        b: m(b, 1, 4),
+        c: m(c, 3, 1),
+        alpha: 1.0,
+        beta: 0.0,
+        batch: None,
+    });
+    let p = program(
+        "g",
+        vec![
+            decl("a", Size::fixed(8), BufferKind::Input),
+            decl("b", Size::fixed(12), BufferKind::Input),
+            decl("c", Size::fixed(6), BufferKind::Output),
         ],
-        kernels: vec![Kernel {
-            name: "k0".into(),
-            params: vec![a, b, c],
-            body: vec![Stmt::Gemm(Gemm {
-                m: 2i64.into(),
-                n: 3i64.into(),
-                k: 4i64.into(),
-                a: m(a, 4, 1),
-                b: m(b, 1, 4),
-                c: m(c, 3, 1),
-                alpha: 1.0,
-                beta: 0.0,
-                batch: None,
-            })],
-            num_vars: 0,
-            num_locals: 0,
-            note: String::new(),
-        }],
-        arena: Size::default(),
-    };
+        vec![kernel("k0", vec![a, b, c], vec![gemm], 0, 0)],
+    );
     let av: Vec<f32> = (0..8).map(|v| v as f32).collect();
     let bv: Vec<f32> = (0..12).map(|v| (v as f32) * 0.5).collect();
     let mut bufs = vec![av.clone(), bv.clone(), vec![0.0; 6]];

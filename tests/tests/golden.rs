@@ -119,3 +119,19 @@ fn examples_kernels_golden() {
         insta::assert_snapshot!(kernels_of(path));
     });
 }
+
+/// The kernel IR of every example as the CPU runs it (the CPU schedule: simplified
+/// indices, split products), so that schedule changes show up as snapshot diffs too.
+#[test]
+fn examples_cpu_kernels_golden() {
+    insta::glob!("../../examples", "*.nn", |path| {
+        let src = std::fs::read_to_string(path).expect("example is readable");
+        let file = nnc::syntax::parse_file(&src).expect("examples parse");
+        let base = path.parent().expect("files live in a folder");
+        let program = nnc::sema::check_file(&file, base).expect("examples check");
+        use nnc::ir::emit::{emit, Stage};
+        let text = emit(&file, &program, &[Stage::CpuKernels], &Default::default())
+            .expect("steps compile");
+        insta::assert_snapshot!(text);
+    });
+}

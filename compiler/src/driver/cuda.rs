@@ -69,10 +69,11 @@ pub fn cuda_executor(
     _seed: u64,
     _batch: usize,
 ) -> Result<Box<dyn Executor>, DriverError> {
-    Err(DriverError::Message(
-        "the `cuda` target is not available in this build\nhelp: rebuild with \
-         `cargo build --features cuda` (needs LLVM 19: the Debian package `llvm-19-dev`), \
-         or use `--target cpu` or `--target interp`"
-            .into(),
-    ))
+    Err(DriverError::Message(UNAVAILABLE.into()))
 }
+
+/// Why the `cuda` target (running on it, or emitting its code) is missing from a build
+/// without the `cuda` feature, and how to get it.
+pub const UNAVAILABLE: &str = "the `cuda` target is not available in this build\n\
+     help: rebuild with `cargo build --release --features cuda` (needs LLVM 19: the Debian \
+     package `llvm-19-dev`), or use `--target cpu` or `--target interp`";

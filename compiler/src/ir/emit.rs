@@ -24,6 +24,8 @@ pub enum Stage {
     Fused,
     /// The kernel IR of each train and eval step.
     Kernels,
+    /// The kernel IR as the CPU runs it: indices simplified, products split in two parts.
+    CpuKernels,
     /// The Cranelift IR of every CPU kernel.
     Clif,
     /// The host machine code of every CPU kernel (Cranelift's disassembly).
@@ -35,13 +37,14 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [(Stage, &'static str); 10] = [
+    pub const ALL: [(Stage, &'static str); 11] = [
         (Stage::Ast, "ast"),
         (Stage::Graph, "graph"),
         (Stage::TrainGraph, "train-graph"),
         (Stage::EvalGraph, "eval-graph"),
         (Stage::Fused, "fused"),
         (Stage::Kernels, "kernels"),
+        (Stage::CpuKernels, "cpu-kernels"),
         (Stage::Clif, "clif"),
         (Stage::Asm, "asm"),
         (Stage::Ptx, "ptx"),
@@ -63,7 +66,7 @@ impl Stage {
     /// for target-independent stages.
     pub fn target(self) -> Option<&'static str> {
         match self {
-            Stage::Clif | Stage::Asm => Some("cpu"),
+            Stage::CpuKernels | Stage::Clif | Stage::Asm => Some("cpu"),
             Stage::Ptx | Stage::Llvm => Some("cuda"),
             _ => None,
         }
@@ -106,18 +109,19 @@ pub fn emit(
                     }
                 }
             }
-            Stage::Fused | Stage::Kernels | Stage::Clif | Stage::Asm => {
+            Stage::Fused | Stage::Kernels | Stage::CpuKernels | Stage::Clif | Stage::Asm => {
                 let steps =
                     crate::lower::report::compile_program(program, None).map_err(IrError::new)?;
                 for (t, e, batch) in &steps {
                     for step in [t, e] {
-                        // Machine code is shown with the CPU schedule the artifact uses.
+                        // CPU code is shown with the CPU schedule the artifact uses.
                         let mut p = step.lowered.program.clone();
                         crate::lower::split::split_gemm_rows(&mut p.kernels, *batch);
                         let p = &p;
                         out.push_str(&match stage {
                             Stage::Fused => crate::lower::report::fused_text(step),
                             Stage::Kernels => crate::lower::report::kernels_text(step),
+                            Stage::CpuKernels => nnc_kernels::print::print_program(p),
                             Stage::Clif => crate::codegen::cpu::emit_clif(p)
                                 .map_err(|e| IrError::new(e.to_string()))?,
                             _ => crate::codegen::cpu::emit_asm(p)
@@ -192,8 +196,8 @@ fn gpu_text(
     _options: &EmitOptions,
 ) -> IrResult<String> {
     Err(IrError::new(format!(
-        "the `{}` stage needs the `cuda` feature (LLVM 19), which this build lacks; rebuild \
-         with `cargo build --release --features cuda` (Debian package `llvm-19-dev`)",
-        stage.name()
+        "stage `{}`: {}",
+        stage.name(),
+        crate::driver::cuda::UNAVAILABLE
     )))
 }

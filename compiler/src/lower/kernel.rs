@@ -660,36 +660,7 @@ pub fn collect_bufs(s: &Stmt, out: &mut Vec<BufId>) {
 }
 
 fn expr_bufs(e: &Expr, out: &mut Vec<BufId>) {
-    walk_loads(e, &mut |b, _| out.push(b));
-}
-
-fn walk_loads(e: &Expr, f: &mut dyn FnMut(BufId, &Idx)) {
-    match e {
-        Expr::Load { buf, index } => f(*buf, index),
-        Expr::Const(_) | Expr::Local(_) | Expr::FromIdx(_) => {}
-        Expr::Unary(_, a) => walk_loads(a, f),
-        Expr::Binary(_, a, b) => {
-            walk_loads(a, f);
-            walk_loads(b, f);
-        }
-        Expr::Fma(a, b, c) => {
-            walk_loads(a, f);
-            walk_loads(b, f);
-            walk_loads(c, f);
-        }
-        Expr::Select {
-            a,
-            b,
-            then,
-            otherwise,
-            ..
-        } => {
-            for x in [a, b, then, otherwise] {
-                walk_loads(x, f);
-            }
-        }
-        Expr::Rand { step, .. } => walk_loads(step, f),
-    }
+    e.for_each_load(&mut |b, _| out.push(b));
 }
 
 /// Every load and store index of `buf` in a statement, and whether a `Gemm` reads it.
@@ -712,13 +683,13 @@ pub fn accesses(
             if *b == buf {
                 stores.push(index.clone());
             }
-            walk_loads(value, &mut |b, i| {
+            value.for_each_load(&mut |b, i| {
                 if b == buf {
                     loads.push(i.clone())
                 }
             });
         }
-        Stmt::Assign { value, .. } => walk_loads(value, &mut |b, i| {
+        Stmt::Assign { value, .. } => value.for_each_load(&mut |b, i| {
             if b == buf {
                 loads.push(i.clone())
             }

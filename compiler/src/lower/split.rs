@@ -28,7 +28,8 @@
 //! the inner loop and are computed once per part. The runtime splits a parallel loop into
 //! halves anyway, so the parts run exactly as the halves did.
 
-use nnc_kernels::ir::{Expr, Gemm, Idx, Kernel, Stmt, VarId};
+use nnc_kernels::gpu::eval_idx;
+use nnc_kernels::ir::{Gemm, Idx, Kernel, Stmt, VarId};
 
 /// Products below this many FLOPs (at the batch-size hint) stay on one core: waking the
 /// other lane costs about a microsecond.
@@ -98,7 +99,9 @@ fn split(k: &Kernel, n: i64) -> Option<Vec<Stmt>> {
     if g.batch.is_some() {
         return None;
     }
-    let flops = 2 * eval(&g.m, n)? * eval(&g.n, n)? * eval(&g.k, n)?;
+    let flops = [&g.m, &g.n, &g.k]
+        .into_iter()
+        .try_fold(2i64, |acc, d| acc.checked_mul(eval_idx(d, n)?))?;
     if flops < MIN_FLOPS {
         return None;
     }
@@ -154,7 +157,7 @@ fn split(k: &Kernel, n: i64) -> Option<Vec<Stmt>> {
 /// products) and at least twice as many columns, whose epilogue is one loop nest over
 /// rows and columns; `None` otherwise, and the rows are split.
 fn split_columns(g: &Gemm, rest: &[Stmt], p: VarId, n: i64) -> Option<Vec<Stmt>> {
-    let (m, cols_n) = (eval(&g.m, n)?, eval(&g.n, n)?);
+    let (m, cols_n) = (eval_idx(&g.m, n)?, eval_idx(&g.n, n)?);
     if m >= FEW_ROWS || cols_n < 2 * m {
         return None;
     }
@@ -219,92 +222,9 @@ fn part_of(extent: &Idx, p: VarId) -> (Idx, Idx) {
     (lo, len)
 }
 
-/// The value of an index without loop variables at batch size `n`.
-fn eval(i: &Idx, n: i64) -> Option<i64> {
-    Some(match i {
-        Idx::Const(c) => *c,
-        Idx::N => n,
-        Idx::Var(_) => return None,
-        Idx::Add(a, b) => eval(a, n)?.checked_add(eval(b, n)?)?,
-        Idx::Sub(a, b) => eval(a, n)?.checked_sub(eval(b, n)?)?,
-        Idx::Mul(a, b) => eval(a, n)?.checked_mul(eval(b, n)?)?,
-        Idx::Div(a, c) => eval(a, n)?.div_euclid(*c),
-        Idx::Rem(a, c) => eval(a, n)?.rem_euclid(*c),
-        Idx::Min(a, b) => eval(a, n)?.min(eval(b, n)?),
-        Idx::Max(a, b) => eval(a, n)?.max(eval(b, n)?),
-    })
-}
-
 /// `s` with every use of `var` replaced by `by + var`.
 fn shift_stmt(s: &Stmt, var: VarId, by: &Idx) -> Stmt {
-    match s {
-        Stmt::Loop {
-            var: v,
-            extent,
-            body,
-            parallel,
-        } => Stmt::Loop {
-            var: *v,
-            extent: shift_idx(extent, var, by),
-            body: body.iter().map(|s| shift_stmt(s, var, by)).collect(),
-            parallel: *parallel,
-        },
-        Stmt::Store { buf, index, value } => Stmt::Store {
-            buf: *buf,
-            index: shift_idx(index, var, by),
-            value: shift_expr(value, var, by),
-        },
-        Stmt::Assign { local, value } => Stmt::Assign {
-            local: *local,
-            value: shift_expr(value, var, by),
-        },
-        Stmt::Gemm(g) => {
-            let mut g = g.clone();
-            for m in [&mut g.a, &mut g.b, &mut g.c] {
-                m.offset = shift_idx(&m.offset, var, by);
-            }
-            Stmt::Gemm(g)
-        }
-    }
-}
-
-fn shift_expr(e: &Expr, var: VarId, by: &Idx) -> Expr {
-    let b = |x: &Expr| Box::new(shift_expr(x, var, by));
-    match e {
-        Expr::Const(_) | Expr::Local(_) => e.clone(),
-        Expr::Load { buf, index } => Expr::Load {
-            buf: *buf,
-            index: shift_idx(index, var, by),
-        },
-        Expr::FromIdx(i) => Expr::FromIdx(shift_idx(i, var, by)),
-        Expr::Unary(op, a) => Expr::Unary(*op, b(a)),
-        Expr::Binary(op, x, y) => Expr::Binary(*op, b(x), b(y)),
-        Expr::Fma(x, y, z) => Expr::Fma(b(x), b(y), b(z)),
-        Expr::Select {
-            op,
-            a,
-            b: bb,
-            then,
-            otherwise,
-        } => Expr::Select {
-            op: *op,
-            a: b(a),
-            b: b(bb),
-            then: b(then),
-            otherwise: b(otherwise),
-        },
-        Expr::Rand {
-            seed,
-            key,
-            step,
-            counter,
-        } => Expr::Rand {
-            seed: *seed,
-            key: *key,
-            step: b(step),
-            counter: shift_idx(counter, var, by),
-        },
-    }
+    s.map_indices(&|i| shift_idx(i, var, by))
 }
 
 fn shift_idx(i: &Idx, var: VarId, by: &Idx) -> Idx {

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nnc_kernels::abi::KernelCtx;
-use nnc_kernels::ir::BufferKind;
+use nnc_kernels::ir::{BufferDecl, BufferKind};
 use nnc_kernels::manifest::Manifest;
 
 use crate::executor::{
@@ -115,17 +115,7 @@ impl CpuExecutor {
             .map(|(n, _, t)| (n.clone(), t.data.clone()))
             .collect();
         for prog in [&train, &eval] {
-            for b in &prog.manifest.buffers {
-                let known = matches!(b.kind, BufferKind::Temp { .. })
-                    || [INPUT, LABELS, LOSS, OUTPUT].contains(&b.name.as_str())
-                    || info.state.iter().any(|(n, ..)| *n == b.name);
-                if !known {
-                    return Err(ExecError::new(format!(
-                        "artifact buffer `{}` is neither state nor a step input or output",
-                        b.name
-                    )));
-                }
-            }
+            check_bindings(&prog.manifest.buffers, &info)?;
         }
         Ok(CpuExecutor {
             train,
@@ -154,9 +144,8 @@ impl CpuExecutor {
         let mut ptrs: Vec<*mut f32> = Vec::with_capacity(prog.manifest.buffers.len());
         for b in &prog.manifest.buffers {
             let need = b.len.resolve(n);
-            let ptr = match (b.kind, b.name.as_str()) {
-                (BufferKind::Temp { offset }, _) => {
-                    let at = offset.resolve(n);
+            let ptr = match binding(b, n) {
+                Binding::Arena(at) => {
                     if at + need > self.arena.len() {
                         return Err(ExecError::new(format!(
                             "temporary `{}` overruns the arena",
@@ -167,7 +156,7 @@ impl CpuExecutor {
                     unsafe { self.arena.as_mut_ptr().add(at) }
                 }
                 // The batch is bound in place: kernels never write `input` buffers.
-                (BufferKind::Input, name @ (INPUT | LABELS)) => {
+                Binding::Batch(name @ (INPUT | LABELS)) if b.kind == BufferKind::Input => {
                     let data = if name == INPUT { &x.data } else { &y.data };
                     if data.len() < need {
                         return Err(ExecError::new(format!(
@@ -177,12 +166,8 @@ impl CpuExecutor {
                     }
                     data.as_ptr().cast_mut()
                 }
-                (_, name @ (INPUT | LABELS | LOSS | OUTPUT)) => {
-                    let key = [INPUT, LABELS, LOSS, OUTPUT]
-                        .into_iter()
-                        .find(|k| *k == name)
-                        .unwrap_or(OUTPUT);
-                    let v = self.batch_bufs.entry(key).or_default();
+                Binding::Batch(name) => {
+                    let v = self.batch_bufs.entry(name).or_default();
                     if v.len() < need {
                         if matches!(b.kind, BufferKind::Input) {
                             return Err(ExecError::new(format!(
@@ -194,7 +179,7 @@ impl CpuExecutor {
                     }
                     v.as_mut_ptr()
                 }
-                (_, name) => {
+                Binding::State(name) => {
                     let v = self
                         .state
                         .get_mut(name)
@@ -258,6 +243,45 @@ impl CpuExecutor {
             .unwrap_or_default();
         (loss, Tensor { shape, data })
     }
+}
+
+/// Where a compiled executor finds a step buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Binding<'a> {
+    /// A temporary, at this offset (in floats) of the arena.
+    Arena(usize),
+    /// The batch or a result: one of [`INPUT`], [`LABELS`], [`LOSS`], [`OUTPUT`].
+    Batch(&'static str),
+    /// A named state tensor (a parameter, optimizer state, `step`).
+    State(&'a str),
+}
+
+/// How buffer `b` is bound for a batch of `n` (by kind for temporaries, else by name).
+pub(crate) fn binding(b: &BufferDecl, n: usize) -> Binding<'_> {
+    if let BufferKind::Temp { offset } = b.kind {
+        return Binding::Arena(offset.resolve(n));
+    }
+    match [INPUT, LABELS, LOSS, OUTPUT]
+        .into_iter()
+        .find(|k| *k == b.name)
+    {
+        Some(key) => Binding::Batch(key),
+        None => Binding::State(&b.name),
+    }
+}
+
+/// Every buffer of a step must be a temporary, the batch, a result or known state.
+pub(crate) fn check_bindings(buffers: &[BufferDecl], info: &ModelInfo) -> Result<(), ExecError> {
+    for b in buffers {
+        if let Binding::State(name) = binding(b, 0) {
+            if !info.state.iter().any(|(n, ..)| n == name) {
+                return Err(ExecError::new(format!(
+                    "step buffer `{name}` is neither state nor a step input or output"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 thread_local! {

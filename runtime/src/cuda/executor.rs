@@ -25,10 +25,10 @@ use std::sync::Arc;
 
 use cudarc::driver::{result, sys, CudaContext, CudaSlice, CudaStream, DevicePtr};
 use nnc_kernels::gpu::{eval_idx, launch_dims, plan, Launch};
-use nnc_kernels::ir::{BufferKind, Program};
+use nnc_kernels::ir::Program;
 
 use super::Device;
-use crate::cpu::{ModelInfo, INPUT, LABELS, LOSS, OUTPUT};
+use crate::cpu::{binding, check_bindings, Binding, ModelInfo, INPUT, LABELS, LOSS, OUTPUT};
 use crate::executor::{
     EvalOutput, ExecError, Executor, NonFiniteParam, StateKind, StateTensor, StepOutput,
 };
@@ -117,17 +117,7 @@ impl CudaExecutor {
         let train = load_program(&device, train)?;
         let eval = load_program(&device, eval)?;
         for prog in [&train, &eval] {
-            for b in &prog.program.buffers {
-                let known = matches!(b.kind, BufferKind::Temp { .. })
-                    || [INPUT, LABELS, LOSS, OUTPUT].contains(&b.name.as_str())
-                    || info.state.iter().any(|(n, ..)| *n == b.name);
-                if !known {
-                    return Err(ExecError::new(format!(
-                        "step buffer `{}` is neither state nor a step input or output",
-                        b.name
-                    )));
-                }
-            }
+            check_bindings(&prog.program.buffers, &info)?;
         }
         let mut state = HashMap::new();
         for (name, _, t) in &info.state {
@@ -214,9 +204,8 @@ impl CudaExecutor {
         let mut ptrs: Vec<u64> = Vec::with_capacity(buffers.len());
         for b in &buffers {
             let need = b.len.resolve(n);
-            let (base, have) = match (b.kind, b.name.as_str()) {
-                (BufferKind::Temp { offset }, _) => {
-                    let at = offset.resolve(n);
+            let (base, have) = match binding(b, n) {
+                Binding::Arena(at) => {
                     if at + need > arena.len() {
                         return Err(ExecError::new(format!(
                             "temporary `{}` overruns the arena",
@@ -225,13 +214,9 @@ impl CudaExecutor {
                     }
                     (arena_base + 4 * at as u64, need)
                 }
-                (_, name @ (INPUT | LABELS | LOSS | OUTPUT)) => {
-                    let key = [INPUT, LABELS, LOSS, OUTPUT]
-                        .into_iter()
-                        .find(|k| *k == name)
-                        .unwrap_or(OUTPUT);
+                Binding::Batch(key) => {
                     let s = self.batch_bufs.get(key).ok_or_else(|| {
-                        ExecError::new(format!("`{name}` was not given to the step"))
+                        ExecError::new(format!("`{key}` was not given to the step"))
                     })?;
                     // The batch buffers only grow: what counts for `x` and `y` is what this
                     // step uploaded.
@@ -242,7 +227,7 @@ impl CudaExecutor {
                     };
                     (address(s, &self.stream), have)
                 }
-                (_, name) => {
+                Binding::State(name) => {
                     let s = self
                         .state
                         .get(name)

@@ -228,24 +228,28 @@ impl Lower<'_, '_> {
         // row split's `min`) leaves the loop.
         let zero = self.b.ins().iconst(I64, 0);
         self.b.def_var(v, zero);
-        let mut accesses = Vec::new();
+        let mut accesses: Vec<(u32, Idx)> = Vec::new();
         for s in body {
-            match s {
+            let value = match s {
                 Stmt::Store { buf, index, value } => {
                     accesses.push((buf.0, index.clone()));
-                    unit_loads(value, var, &mut accesses);
+                    value
                 }
-                Stmt::Assign { value, .. } => unit_loads(value, var, &mut accesses),
-                _ => {}
-            }
+                Stmt::Assign { value, .. } => value,
+                _ => continue,
+            };
+            value.for_each_load(&mut |b, i| {
+                if stride(i, var) == Some(1) {
+                    accesses.push((b.0, i.clone()));
+                }
+            });
         }
         self.vptrs.clear();
         for (buf, index) in accesses {
-            if let std::collections::hash_map::Entry::Vacant(e) = self.vptrs.entry((buf, index)) {
-                let key = e.key().clone();
-                let p = self.address(key.0, &key.1)?;
+            if !self.vptrs.contains_key(&(buf, index.clone())) {
+                let p = self.address(buf, &index)?;
                 let p = self.opaque(p, I64);
-                self.vptrs.insert(key, p);
+                self.vptrs.insert((buf, index), p);
             }
         }
         self.b.def_var(v, lo);
@@ -303,15 +307,12 @@ impl Lower<'_, '_> {
         buf: u32,
         index: &Idx,
     ) -> Result<(Value, i32), CodegenError> {
-        let off = 16 * self.vcopy;
-        match self.vptrs.get(&(buf, index.clone())).copied() {
-            Some(p) => {
-                let i = self.b.use_var(self.vars[var.0 as usize]);
-                let bytes = self.b.ins().ishl_imm_u(i, 2);
-                Ok((self.b.ins().iadd(p, bytes), off))
-            }
-            None => Ok((self.address(buf, index)?, off)),
-        }
+        let Some(p) = self.vptrs.get(&(buf, index.clone())).copied() else {
+            return self.fail(format!("no row pointer for a unit-stride access of b{buf}"));
+        };
+        let i = self.b.use_var(self.vars[var.0 as usize]);
+        let bytes = self.b.ins().ishl_imm_u(i, 2);
+        Ok((self.b.ins().iadd(p, bytes), 16 * self.vcopy))
     }
 
     /// Whether a local assigned in the loop `body` is read anywhere in the kernel outside
@@ -552,7 +553,7 @@ impl Lower<'_, '_> {
             } => {
                 let (a, b) = (self.expr(a)?, self.expr(b)?);
                 let cond = self.b.ins().fcmp(float_cc(*op), a, b);
-                if loads(then) || loads(otherwise) {
+                if then.loads_any() || otherwise.loads_any() {
                     self.branchy_select(cond, then, otherwise)?
                 } else {
                     let (t, o) = (self.expr(then)?, self.expr(otherwise)?);
@@ -678,38 +679,6 @@ fn assigned_locals(body: &[Stmt]) -> Vec<LocalId> {
         .collect()
 }
 
-/// Every unit-stride load of `var` in `e`, as `(buffer, index)`.
-fn unit_loads(e: &Expr, var: VarId, out: &mut Vec<(u32, Idx)>) {
-    match e {
-        Expr::Load { buf, index } if stride(index, var) == Some(1) => {
-            out.push((buf.0, index.clone()))
-        }
-        Expr::Const(_) | Expr::Local(_) | Expr::Load { .. } | Expr::FromIdx(_) => {}
-        Expr::Unary(_, a) => unit_loads(a, var, out),
-        Expr::Binary(_, a, b) => {
-            unit_loads(a, var, out);
-            unit_loads(b, var, out);
-        }
-        Expr::Fma(a, b, c) => {
-            for x in [a, b, c] {
-                unit_loads(x, var, out);
-            }
-        }
-        Expr::Select {
-            a,
-            b,
-            then,
-            otherwise,
-            ..
-        } => {
-            for x in [a, b, then, otherwise] {
-                unit_loads(x, var, out);
-            }
-        }
-        Expr::Rand { step, .. } => unit_loads(step, var, out),
-    }
-}
-
 /// How `i` changes when `var` grows by one, if that is a constant.
 fn stride(i: &Idx, var: VarId) -> Option<i64> {
     match i {
@@ -759,7 +728,7 @@ fn vectorisable(var: VarId, body: &[Stmt]) -> bool {
             return false;
         }
         let mut private = true;
-        each_local(value, &mut |l| {
+        value.for_each_local(&mut |l| {
             private &= !assigned.contains(&l) || defined.contains(&l);
         });
         if !private {
@@ -775,7 +744,9 @@ fn vectorisable(var: VarId, body: &[Stmt]) -> bool {
     }
     stores.iter().all(|(buf, index)| {
         stores.iter().all(|(b2, i2)| b2 != buf || i2 == index)
-            && values.iter().all(|v| loads_only_at(v, *buf, index))
+            && values
+                .iter()
+                .all(|v| v.all_loads(|b, i| b != *buf || i == *index))
     })
 }
 
@@ -788,62 +759,11 @@ fn reads_outside(stmts: &[Stmt], body: &[Stmt], locals: &[LocalId]) -> bool {
         }
         Stmt::Store { value, .. } | Stmt::Assign { value, .. } => {
             let mut reads = false;
-            each_local(value, &mut |l| reads |= locals.contains(&l));
+            value.for_each_local(&mut |l| reads |= locals.contains(&l));
             reads
         }
         Stmt::Gemm(_) => false,
     })
-}
-
-/// Calls `f` on every local `e` reads.
-fn each_local(e: &Expr, f: &mut impl FnMut(LocalId)) {
-    match e {
-        Expr::Local(l) => f(*l),
-        Expr::Const(_) | Expr::Load { .. } | Expr::FromIdx(_) => {}
-        Expr::Unary(_, a) => each_local(a, f),
-        Expr::Binary(_, a, b) => {
-            each_local(a, f);
-            each_local(b, f);
-        }
-        Expr::Fma(a, b, c) => {
-            each_local(a, f);
-            each_local(b, f);
-            each_local(c, f);
-        }
-        Expr::Select {
-            a,
-            b,
-            then,
-            otherwise,
-            ..
-        } => {
-            for x in [a, b, then, otherwise] {
-                each_local(x, f);
-            }
-        }
-        Expr::Rand { step, .. } => each_local(step, f),
-    }
-}
-
-/// Whether every load of `buf` in `e` is at exactly `index`.
-fn loads_only_at(e: &Expr, buf: BufId, index: &Idx) -> bool {
-    match e {
-        Expr::Load { buf: b, index: i } => *b != buf || i == index,
-        Expr::Const(_) | Expr::Local(_) | Expr::FromIdx(_) => true,
-        Expr::Unary(_, a) => loads_only_at(a, buf, index),
-        Expr::Binary(_, a, b) => loads_only_at(a, buf, index) && loads_only_at(b, buf, index),
-        Expr::Fma(a, b, c) => [a, b, c].iter().all(|x| loads_only_at(x, buf, index)),
-        Expr::Select {
-            a,
-            b,
-            then,
-            otherwise,
-            ..
-        } => [a, b, then, otherwise]
-            .iter()
-            .all(|x| loads_only_at(x, buf, index)),
-        Expr::Rand { step, .. } => loads_only_at(step, buf, index),
-    }
 }
 
 /// Whether `e` has a lane-wise f32x4 form: loads at stride 0 or 1, arithmetic, min/max,
@@ -866,49 +786,12 @@ fn vector_expr_ok(e: &Expr, var: VarId, stores: &[(BufId, &Idx)]) -> bool {
             otherwise,
             ..
         } => {
-            loads_only_where_stored(then, stores)
-                && loads_only_where_stored(otherwise, stores)
+            [then, otherwise]
+                .iter()
+                .all(|x| x.all_loads(|b, i| stores.iter().any(|(sb, si)| *sb == b && *si == i)))
                 && [a, b, then, otherwise].iter().all(|x| ok(x))
         }
         Expr::FromIdx(_) | Expr::Rand { .. } => false,
-    }
-}
-
-/// Whether every load in `e` reads a buffer at an index the loop body stores to.
-fn loads_only_where_stored(e: &Expr, stores: &[(BufId, &Idx)]) -> bool {
-    let all = |xs: &[&Expr]| xs.iter().all(|x| loads_only_where_stored(x, stores));
-    match e {
-        Expr::Load { buf, index } => stores.iter().any(|(b, i)| b == buf && *i == index),
-        Expr::Const(_) | Expr::Local(_) | Expr::FromIdx(_) => true,
-        Expr::Unary(_, a) => all(&[a]),
-        Expr::Binary(_, a, b) => all(&[a, b]),
-        Expr::Fma(a, b, c) => all(&[a, b, c]),
-        Expr::Select {
-            a,
-            b,
-            then,
-            otherwise,
-            ..
-        } => all(&[a, b, then, otherwise]),
-        Expr::Rand { step, .. } => all(&[step]),
-    }
-}
-
-fn loads(e: &Expr) -> bool {
-    match e {
-        Expr::Load { .. } => true,
-        Expr::Const(_) | Expr::Local(_) | Expr::FromIdx(_) => false,
-        Expr::Unary(_, a) => loads(a),
-        Expr::Binary(_, a, b) => loads(a) || loads(b),
-        Expr::Fma(a, b, c) => loads(a) || loads(b) || loads(c),
-        Expr::Select {
-            a,
-            b,
-            then,
-            otherwise,
-            ..
-        } => loads(a) || loads(b) || loads(then) || loads(otherwise),
-        Expr::Rand { step, .. } => loads(step),
     }
 }
 

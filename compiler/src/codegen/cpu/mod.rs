@@ -32,8 +32,10 @@
 //! `div` overlap; then one body; then the scalar loop finishes); results are
 //! bit-identical to the scalar loop. Unit-stride accesses are addressed from row pointers
 //! computed before the loop.
-//! Loops that carry a local across iterations (reductions), transcendentals, `pow`,
-//! `FromIdx` or `Rand` stay scalar. Distinct buffers are assumed not to overlap.
+//! Both arms of a vector `select` are evaluated, so an arm may load only where the loop
+//! stores (a select can guard an out-of-range load, as padding does). Loops that carry a
+//! local across iterations (reductions), transcendentals, `pow`, `FromIdx`, `Rand` or
+//! other loads under a select stay scalar. Distinct buffers are assumed not to overlap.
 
 mod lower;
 mod math;

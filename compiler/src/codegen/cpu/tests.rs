@@ -102,51 +102,6 @@ impl Artifact {
     }
 }
 
-fn decl(name: &str, len: Size, kind: BufferKind) -> BufferDecl {
-    BufferDecl {
-        name: name.into(),
-        len,
-        kind,
-    }
-}
-
-fn kernel(name: &str, params: Vec<BufId>, body: Vec<Stmt>, vars: u32, locals: u32) -> Kernel {
-    Kernel {
-        name: name.into(),
-        params,
-        body,
-        num_vars: vars,
-        num_locals: locals,
-        note: String::new(),
-    }
-}
-
-fn program(name: &str, buffers: Vec<BufferDecl>, kernels: Vec<Kernel>) -> Program {
-    Program {
-        name: name.into(),
-        buffers,
-        kernels,
-        arena: Size::default(),
-    }
-}
-
-fn for_(var: VarId, extent: impl Into<Idx>, parallel: bool, body: Vec<Stmt>) -> Stmt {
-    Stmt::Loop {
-        var,
-        extent: extent.into(),
-        body,
-        parallel,
-    }
-}
-
-fn store(buf: BufId, index: Idx, value: Expr) -> Stmt {
-    Stmt::Store { buf, index, value }
-}
-
-fn assign(local: LocalId, value: Expr) -> Stmt {
-    Stmt::Assign { local, value }
-}
-
 /// Runs `p` with the interpreter and compiled; returns (interpreted, compiled) buffers.
 fn both(p: &Program, bufs: Vec<Vec<f32>>, n: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let mut want = bufs.clone();

@@ -48,7 +48,7 @@ use inkwell::passes::PassBuilderOptions;
 use inkwell::targets::{
     CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine, TargetTriple,
 };
-use inkwell::types::{FloatType, IntType};
+use inkwell::types::{BasicType, FloatType, IntType};
 use inkwell::values::{BasicMetadataValueEnum, FloatValue, FunctionValue, IntValue, PointerValue};
 use inkwell::{AddressSpace, FloatPredicate, IntPredicate, OptimizationLevel};
 
@@ -356,8 +356,8 @@ impl<'a, 'ctx> KernelGen<'a, 'ctx> {
         Ok(())
     }
 
-    /// A fresh `alloca` in the entry block (so the optimizer promotes it).
-    fn entry_alloca_i64(&self, name: &str) -> R<PointerValue<'ctx>> {
+    /// A fresh `alloca` of `ty` in the entry block (so the optimizer promotes it).
+    fn entry_alloca(&self, ty: impl BasicType<'ctx>, name: &str) -> R<PointerValue<'ctx>> {
         let entry = self
             .function
             .get_first_basic_block()
@@ -367,20 +367,15 @@ impl<'a, 'ctx> KernelGen<'a, 'ctx> {
             Some(i) => b.position_before(&i),
             None => b.position_at_end(entry),
         }
-        Ok(b.build_alloca(self.i64t, name)?)
+        Ok(b.build_alloca(ty, name)?)
+    }
+
+    fn entry_alloca_i64(&self, name: &str) -> R<PointerValue<'ctx>> {
+        self.entry_alloca(self.i64t, name)
     }
 
     fn entry_alloca_f32(&self, name: &str) -> R<PointerValue<'ctx>> {
-        let entry = self
-            .function
-            .get_first_basic_block()
-            .ok_or_else(|| PtxError("function without entry block".into()))?;
-        let b = self.ctx.create_builder();
-        match entry.get_first_instruction() {
-            Some(i) => b.position_before(&i),
-            None => b.position_at_end(entry),
-        }
-        Ok(b.build_alloca(self.f32t, name)?)
+        self.entry_alloca(self.f32t, name)
     }
 
     fn load_i64(&self, slot: PointerValue<'ctx>) -> R<IntValue<'ctx>> {

@@ -8,9 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nnc_kernels::ir::{
-    rand_uniform, BufId, BufferDecl, BufferKind, Expr, Idx, Kernel, Program, Size, Stmt,
-};
+use nnc_kernels::build::{decl, kernel, program};
+use nnc_kernels::ir::{rand_uniform, BufId, BufferKind, Expr, Idx, Program, Size, Stmt};
 use nnc_kernels::samples;
 
 use super::{render_llvm_ir, render_program, GpuArch};
@@ -268,23 +267,11 @@ fn rand_folds_to_the_interpreters_values() {
             },
         })
         .collect();
-    let p = Program {
-        name: "rand".into(),
-        buffers: vec![BufferDecl {
-            name: "out".into(),
-            len: Size::fixed(cases.len()),
-            kind: BufferKind::Output,
-        }],
-        kernels: vec![Kernel {
-            name: "k0".into(),
-            params: vec![out],
-            body,
-            num_vars: 0,
-            num_locals: 0,
-            note: String::new(),
-        }],
-        arena: Size::default(),
-    };
+    let p = program(
+        "rand",
+        vec![decl("out", Size::fixed(cases.len()), BufferKind::Output)],
+        vec![kernel("k0", vec![out], body, 0, 0)],
+    );
     let ir = render_llvm_ir(&p, GpuArch::Sm80).unwrap();
     let stored: Vec<f32> = ir
         .lines()
