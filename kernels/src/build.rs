@@ -149,6 +149,7 @@ pub fn kernel(name: &str, params: Vec<BufId>, body: Vec<Stmt>, vars: u32, locals
         num_vars: vars,
         num_locals: locals,
         note: String::new(),
+        gpu: None,
     }
 }
 

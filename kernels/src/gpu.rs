@@ -1,100 +1,43 @@
-//! GPU mapping of kernel IR: how each kernel is spread over a CUDA grid. The PTX
-//! renderer translates what [`plan`] decides and the CUDA executor launches with
-//! [`launch_dims`]; neither decides anything itself.
+//! The GPU execution model of kernel IR, and a simulator that runs GPU kernels on the CPU
+//! with their real grid, blocks, threads, shared memory, barriers and warp shuffles.
 //!
-//! The mapping (one rule per kernel shape, checked in this order):
-//! - a kernel whose body is one top-level `parallel` loop is **grid-stride**: its loop
-//!   variable starts at `blockIdx.x·blockDim.x + threadIdx.x` and advances by
-//!   `blockDim.x·gridDim.x` while below the extent. Consecutive threads take consecutive
-//!   iterations, so an elementwise kernel indexed by the loop variable is coalesced. Any
-//!   grid size is correct; [`launch_dims`] picks one thread per iteration up to a cap.
-//! - a kernel whose body is exactly one [`Stmt::Gemm`] is **one thread per output
-//!   element**: the `count·m·n` elements of `C` are a grid-stride range; each thread
-//!   computes its dot product over `k` with f32 fused multiply-adds.
-//! - any other kernel (serial statements, reductions to a scalar, optimizer step
-//!   counters) runs on **one thread** of one block: correct, and slow for big serial
-//!   kernels; the fusion pass keeps such kernels small.
+//! A GPU kernel ([`Kernel::gpu`] is set, by the compiler's GPU schedule) is written for
+//! one thread: it reads its position through [`Idx::Thread`] and [`Idx::Block`], and
+//! may use block-shared arrays, [`Stmt::Barrier`] and [`Expr::ShuffleXor`]. The launch is
+//! `grid[0] × grid[1] × grid[2]` blocks of `threads` threads ([`launch_dims`]).
 //!
-//! Invariant: the mapping never changes what a kernel computes: every iteration of the
-//! parallel loop (every element of `C`) is run by exactly one thread.
-//! [`simulate_program`] runs a program thread by thread through this mapping so tests
-//! can check that against the reference interpreter.
+//! The simulator runs each block's threads in lockstep, statement by statement (every
+//! active thread evaluates a statement before any of them writes its result, so a
+//! shuffle reads the other lane's value from before the statement, as on the hardware).
+//! Lockstep execution is one legal interleaving of the block's threads; to make the
+//! result stand for all of them, the simulator reports what would make it
+//! interleaving-dependent on a real GPU:
+//! - reading a shared element that no thread of the block has written (uninitialised
+//!   shared memory), or that another thread wrote since the last barrier;
+//! - writing a shared element that another thread wrote or read since the last barrier;
+//! - two threads storing to the same global element in one statement;
+//! - a barrier that only some threads of the block reach, a shuffle while some lanes of
+//!   the warp are inactive.
+//!
+//! Blocks run one after another (the GPU schedule never lets blocks communicate within a
+//! kernel), so the simulated program must equal [`crate::interp::run`] of the CPU-shaped
+//! program it came from, up to the order of floating-point sums.
 
-use crate::interp::{run_kernel_with, InterpError};
-use crate::ir::{Gemm, Idx, Kernel, Program, Stmt, VarId};
+use std::borrow::Cow;
+use std::cell::Cell;
 
-/// Threads per block of every launch.
-pub const BLOCK_THREADS: u32 = 256;
+use crate::interp::{GpuReads, InterpError, State};
+use crate::ir::{Idx, Kernel, LocalId, Program, SharedId, Stmt};
 
-/// Blocks at most per launch (grid-stride loops cover the rest): 4 waves of 132 SMs
-/// × 8 resident blocks is far below this, so it only bounds pathological sizes.
-pub const MAX_BLOCKS: u32 = 65_535;
+/// Lanes per warp.
+pub const WARP: u32 = 32;
 
-/// How one kernel runs on a GPU.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Launch<'k> {
-    /// One thread runs the whole body.
-    Single,
-    /// The top-level parallel loop becomes a grid-stride loop over `var`.
-    GridStride {
-        var: VarId,
-        extent: &'k Idx,
-        body: &'k [Stmt],
-    },
-    /// One thread per element of the product's output.
-    GemmPerElement(&'k Gemm),
-}
-
-/// A kernel with its launch decision.
-#[derive(Clone, Debug, PartialEq)]
-pub struct GpuKernel<'k> {
-    pub kernel: &'k Kernel,
-    pub launch: Launch<'k>,
-}
-
-impl GpuKernel<'_> {
-    /// The number of work items (loop iterations, output elements; 1 for a single-thread
-    /// kernel) as an index expression in `N`.
-    pub fn work(&self) -> Idx {
-        match &self.launch {
-            Launch::Single => Idx::Const(1),
-            Launch::GridStride { extent, .. } => (*extent).clone(),
-            Launch::GemmPerElement(g) => gemm_elements(g),
-        }
-    }
-}
-
-/// `count·m·n`, the number of output elements of a (batched) product.
-pub fn gemm_elements(g: &Gemm) -> Idx {
-    let count = g.batch.as_ref().map_or(Idx::Const(1), |(c, _)| c.clone());
-    count * g.m.clone() * g.n.clone()
-}
-
-/// Decides how `k` runs on a GPU (see the module doc).
-pub fn plan(k: &Kernel) -> GpuKernel<'_> {
-    let launch = match k.body.as_slice() {
-        [Stmt::Loop {
-            var,
-            extent,
-            body,
-            parallel: true,
-        }] => Launch::GridStride {
-            var: *var,
-            extent,
-            body,
-        },
-        [Stmt::Gemm(g)] => Launch::GemmPerElement(g),
-        _ => Launch::Single,
-    };
-    GpuKernel { kernel: k, launch }
-}
-
-/// Evaluates an index expression without loop variables for batch size `n`; `None`
-/// when it reads a loop variable or divides by a non-positive constant.
+/// Evaluates an index expression without loop variables or GPU indices for batch size
+/// `n`; `None` when it reads one or divides by a non-positive constant.
 pub fn eval_idx(i: &Idx, n: i64) -> Option<i64> {
     Some(match i {
         Idx::Const(c) => *c,
-        Idx::Var(_) => return None,
+        Idx::Var(_) | Idx::Thread | Idx::Block(_) => return None,
         Idx::N => n,
         Idx::Add(a, b) => eval_idx(a, n)?.wrapping_add(eval_idx(b, n)?),
         Idx::Sub(a, b) => eval_idx(a, n)?.wrapping_sub(eval_idx(b, n)?),
@@ -107,74 +50,337 @@ pub fn eval_idx(i: &Idx, n: i64) -> Option<i64> {
     })
 }
 
-/// `(blocks, threads per block)` for `work` items: one thread per item up to
-/// [`MAX_BLOCKS`] blocks, at least one block.
-pub fn launch_dims(work: i64) -> (u32, u32) {
-    let work = work.max(1) as u64;
-    let blocks = work.div_ceil(u64::from(BLOCK_THREADS));
-    (blocks.min(u64::from(MAX_BLOCKS)) as u32, BLOCK_THREADS)
+/// The largest grid CUDA launches: `x` up to 2³¹ − 1 blocks, `y` and `z` up to 65,535.
+pub const MAX_GRID: [i64; 3] = [(1 << 31) - 1, 65_535, 65_535];
+
+/// `(blocks per grid axis, threads per block)` of GPU kernel `k` for batch size `n`; an
+/// error for a CPU kernel or a grid CUDA cannot launch. A zero-sized axis means the
+/// kernel has no work for this batch size (the launch is skipped).
+pub fn launch_dims(k: &Kernel, n: usize) -> Result<([u32; 3], u32), String> {
+    let Some(g) = &k.gpu else {
+        return Err(format!("kernel `{}` is not a GPU kernel", k.name));
+    };
+    let mut grid = [0u32; 3];
+    for (axis, i) in g.grid.iter().enumerate() {
+        let v = eval_idx(i, n as i64)
+            .ok_or_else(|| format!("kernel `{}`: grid size is not an index of N", k.name))?;
+        if !(0..=MAX_GRID[axis]).contains(&v) {
+            return Err(format!(
+                "kernel `{}`: {v} blocks along grid axis {axis} (CUDA allows 0..={})",
+                k.name, MAX_GRID[axis]
+            ));
+        }
+        grid[axis] = v as u32;
+    }
+    Ok((grid, g.threads))
 }
 
-/// Runs `program` the way a GPU would under [`plan`]: every kernel is launched on the
-/// grid [`launch_dims`] gives (with `max_blocks` blocks at most, so small caps exercise
-/// the grid-stride loops), and every simulated thread runs the iterations its global
-/// thread id selects, one thread after another, with its own locals. The result must
-/// equal [`crate::interp::run`]'s.
+/// Runs every kernel of `program` (all GPU kernels) over `buffers` the way a GPU would,
+/// block after block, each block's threads in lockstep; see the module doc for what is
+/// reported as an error.
 pub fn simulate_program(
     program: &Program,
     buffers: &mut [Vec<f32>],
     n: usize,
-    max_blocks: u32,
 ) -> Result<(), InterpError> {
     crate::interp::check_buffers(program, buffers, n)?;
     for k in &program.kernels {
-        simulate_kernel(k, buffers, n, max_blocks)?;
+        simulate_kernel(k, buffers, n)?;
     }
     Ok(())
 }
 
-fn simulate_kernel(
-    k: &Kernel,
-    buffers: &mut [Vec<f32>],
-    n: usize,
-    max_blocks: u32,
-) -> Result<(), InterpError> {
-    let g = plan(k);
-    let work = eval_idx(&g.work(), n as i64).ok_or_else(|| {
-        InterpError(format!(
-            "kernel `{}`: launch size depends on a loop variable",
-            k.name
-        ))
-    })?;
-    let (blocks, threads) = match g.launch {
-        Launch::Single => (1, 1),
-        _ => {
-            let (b, t) = launch_dims(work);
-            (b.min(max_blocks.max(1)), t)
-        }
-    };
-    let stride = i64::from(blocks) * i64::from(threads);
-    for block in 0..blocks {
-        for thread in 0..threads {
-            let tid = i64::from(block) * i64::from(threads) + i64::from(thread);
-            match &g.launch {
-                Launch::Single => run_kernel_with(k, &k.body, &[], buffers, n)?,
-                Launch::GridStride { var, body, .. } => {
-                    let mut i = tid;
-                    while i < work {
-                        run_kernel_with(k, body, &[(*var, i)], buffers, n)?;
-                        i += stride;
-                    }
-                }
-                Launch::GemmPerElement(gemm) => {
-                    let mut e = tid;
-                    while e < work {
-                        crate::interp::gemm_element(k, gemm, e, buffers, n)?;
-                        e += stride;
-                    }
-                }
+/// Runs one GPU kernel on its whole grid.
+pub fn simulate_kernel(k: &Kernel, buffers: &mut [Vec<f32>], n: usize) -> Result<(), InterpError> {
+    let (grid, threads) = launch_dims(k, n).map_err(InterpError)?;
+    let shared = k.gpu.as_ref().map_or(&[][..], |g| &g.shared[..]);
+    for z in 0..grid[2] {
+        for y in 0..grid[1] {
+            for x in 0..grid[0] {
+                let block = [i64::from(x), i64::from(y), i64::from(z)];
+                let mut sim = BlockSim::new(k, n, threads, block, shared);
+                let all: Vec<usize> = (0..threads as usize).collect();
+                sim.exec(&k.body, &all, buffers)?;
             }
         }
     }
     Ok(())
+}
+
+/// Who touched a shared element last (epochs count barriers from 1; 0 is never).
+#[derive(Clone, Copy, Debug, Default)]
+struct Meta {
+    written_epoch: u32,
+    writer: u32,
+    read_epoch: u32,
+    /// The one thread that read it in `read_epoch`, or [`MANY`].
+    reader: u32,
+}
+
+const MANY: u32 = u32::MAX;
+
+/// One block being simulated.
+struct BlockSim<'k> {
+    threads: Vec<State<'k>>,
+    shared: Vec<Vec<Cell<f32>>>,
+    meta: Vec<Vec<Cell<Meta>>>,
+    names: &'k [crate::ir::SharedDecl],
+    /// Barriers passed so far, plus one.
+    epoch: u32,
+    /// Which threads execute the statement being evaluated.
+    active: Vec<bool>,
+}
+
+impl<'k> BlockSim<'k> {
+    fn new(
+        k: &'k Kernel,
+        n: usize,
+        threads: u32,
+        block: [i64; 3],
+        names: &'k [crate::ir::SharedDecl],
+    ) -> BlockSim<'k> {
+        let threads = (0..i64::from(threads))
+            .map(|t| {
+                let mut s = State::new(k, n);
+                s.pos = Some((t, block));
+                s
+            })
+            .collect();
+        let cells = |len: u32, v| (0..len).map(|_| Cell::new(v)).collect::<Vec<_>>();
+        BlockSim {
+            threads,
+            shared: names.iter().map(|d| cells(d.len, 0.0)).collect(),
+            meta: names
+                .iter()
+                .map(|d| (0..d.len).map(|_| Cell::new(Meta::default())).collect())
+                .collect(),
+            names,
+            epoch: 1,
+            active: Vec::new(),
+        }
+    }
+
+    fn err<T>(&self, msg: String) -> Result<T, InterpError> {
+        self.threads[0].err(msg)
+    }
+
+    fn set_active(&mut self, active: &[usize]) {
+        self.active.clear();
+        self.active.resize(self.threads.len(), false);
+        for &t in active {
+            self.active[t] = true;
+        }
+    }
+
+    fn shared_name(&self, buf: SharedId) -> String {
+        let name = self.names.get(buf.0 as usize).map_or("?", |d| &d.name);
+        format!("s{} `{name}`", buf.0)
+    }
+
+    fn shared_cell(&self, buf: SharedId, i: i64) -> Result<(&Cell<f32>, &Cell<Meta>), String> {
+        let (vals, meta) = match (self.shared.get(buf.0 as usize), self.meta.get(buf.0 as usize)) {
+            (Some(v), Some(m)) => (v, m),
+            _ => return Err(format!("shared array s{} is not declared", buf.0)),
+        };
+        if i < 0 || i as usize >= vals.len() {
+            return Err(format!(
+                "index {i} out of bounds of {} (length {})",
+                self.shared_name(buf),
+                vals.len()
+            ));
+        }
+        Ok((&vals[i as usize], &meta[i as usize]))
+    }
+
+    fn exec(
+        &mut self,
+        stmts: &[Stmt],
+        active: &[usize],
+        bufs: &mut [Vec<f32>],
+    ) -> Result<(), InterpError> {
+        for s in stmts {
+            self.stmt(s, active, bufs)?;
+        }
+        Ok(())
+    }
+
+    fn stmt(&mut self, s: &Stmt, active: &[usize], bufs: &mut [Vec<f32>]) -> Result<(), InterpError> {
+        match s {
+            Stmt::Loop {
+                var, extent, body, ..
+            } => {
+                let mut extents = Vec::with_capacity(active.len());
+                for &t in active {
+                    extents.push(self.threads[t].idx(extent)?);
+                }
+                let max = extents.iter().copied().max().unwrap_or(0);
+                let uniform = extents.iter().all(|&e| e == max);
+                for i in 0..max.max(0) {
+                    let sub: Cow<[usize]> = if uniform {
+                        Cow::Borrowed(active)
+                    } else {
+                        let still = active.iter().zip(&extents).filter(|(_, &e)| i < e);
+                        Cow::Owned(still.map(|(&t, _)| t).collect())
+                    };
+                    for &t in sub.iter() {
+                        self.threads[t].vars[var.0 as usize] = i;
+                    }
+                    self.exec(body, &sub, bufs)?;
+                }
+            }
+            Stmt::If { conds, body } => {
+                let mut sub = Vec::with_capacity(active.len());
+                for &t in active {
+                    if self.threads[t].conds(conds)? {
+                        sub.push(t);
+                    }
+                }
+                if !sub.is_empty() {
+                    self.exec(body, &sub, bufs)?;
+                }
+            }
+            Stmt::Assign { local, value } => {
+                self.set_active(active);
+                let mut values = Vec::with_capacity(active.len());
+                for &t in active {
+                    values.push(self.threads[t].expr_on(value, bufs, &*self)?);
+                }
+                for (&t, v) in active.iter().zip(values) {
+                    self.threads[t].locals[local.0 as usize] = v;
+                }
+            }
+            Stmt::Store { buf, index, value } => {
+                self.set_active(active);
+                let mut writes = Vec::with_capacity(active.len());
+                for &t in active {
+                    let st = &self.threads[t];
+                    let v = st.expr_on(value, bufs, &*self)?;
+                    let slot = st.slot(*buf, st.idx(index)?, bufs)?;
+                    writes.push((slot, t, v));
+                }
+                if writes.len() > 1 {
+                    let mut slots: Vec<(usize, usize)> = writes.iter().map(|w| (w.0, w.1)).collect();
+                    slots.sort_unstable();
+                    if let Some(w) = slots.windows(2).find(|w| w[0].0 == w[1].0) {
+                        return self.err(format!(
+                            "threads {} and {} both store b{}[{}] in one statement",
+                            w[0].1, w[1].1, buf.0, w[0].0
+                        ));
+                    }
+                }
+                for (slot, _, v) in writes {
+                    bufs[buf.0 as usize][slot] = v;
+                }
+            }
+            Stmt::SharedStore { buf, index, value } => {
+                self.set_active(active);
+                let mut writes = Vec::with_capacity(active.len());
+                for &t in active {
+                    let st = &self.threads[t];
+                    writes.push((t, st.idx(index)?, st.expr_on(value, bufs, &*self)?));
+                }
+                for (t, i, v) in writes {
+                    self.shared_write(t, *buf, i, v)?;
+                }
+            }
+            Stmt::Barrier => {
+                if active.len() != self.threads.len() {
+                    return self.err(format!(
+                        "a barrier reached by {} of the block's {} threads (it would hang)",
+                        active.len(),
+                        self.threads.len()
+                    ));
+                }
+                self.epoch += 1;
+            }
+            Stmt::Gemm(_) => {
+                return self.err("a `gemm` in a GPU kernel (the GPU schedule tiles it)".into())
+            }
+        }
+        Ok(())
+    }
+
+    fn shared_write(&self, t: usize, buf: SharedId, i: i64, v: f32) -> Result<(), InterpError> {
+        let (cell, meta) = self
+            .shared_cell(buf, i)
+            .or_else(|m| self.err(format!("thread {t}: {m}")))?;
+        let m = meta.get();
+        let t32 = t as u32;
+        let name = || format!("{}[{i}]", self.shared_name(buf));
+        if m.written_epoch == self.epoch && m.writer != t32 {
+            return self.err(format!(
+                "threads {} and {t} both write {} with no barrier between",
+                m.writer,
+                name()
+            ));
+        }
+        if m.read_epoch == self.epoch && m.reader != t32 {
+            let who = match m.reader {
+                MANY => "other threads".to_string(),
+                r => format!("thread {r}"),
+            };
+            return self.err(format!(
+                "thread {t} overwrites {} that {who} read since the last barrier \
+                 (a barrier is missing before the write)",
+                name()
+            ));
+        }
+        cell.set(v);
+        meta.set(Meta {
+            written_epoch: self.epoch,
+            writer: t32,
+            ..m
+        });
+        Ok(())
+    }
+}
+
+impl GpuReads for BlockSim<'_> {
+    fn shared(&self, thread: i64, buf: SharedId, index: i64) -> Result<f32, String> {
+        let (cell, meta) = self.shared_cell(buf, index)?;
+        let m = meta.get();
+        let t = thread as u32;
+        if m.written_epoch == 0 {
+            return Err(format!(
+                "reads {}[{index}], which no thread of the block has written \
+                 (uninitialised shared memory)",
+                self.shared_name(buf)
+            ));
+        }
+        if m.written_epoch == self.epoch && m.writer != t {
+            return Err(format!(
+                "reads {}[{index}], written by thread {} since the last barrier \
+                 (a barrier is missing before the read)",
+                self.shared_name(buf),
+                m.writer
+            ));
+        }
+        let reader = match (m.read_epoch == self.epoch, m.reader) {
+            (true, r) if r != t => MANY,
+            _ => t,
+        };
+        meta.set(Meta {
+            read_epoch: self.epoch,
+            reader,
+            ..m
+        });
+        Ok(cell.get())
+    }
+
+    fn shuffle(&self, thread: i64, local: LocalId, lanes: u32) -> Result<f32, String> {
+        let t = thread as usize;
+        let warp = t / WARP as usize * WARP as usize;
+        let end = (warp + WARP as usize).min(self.threads.len());
+        if !self.active[warp..end].iter().all(|&a| a) {
+            return Err(format!(
+                "shuffles while some lanes of warp {} are inactive",
+                warp / WARP as usize
+            ));
+        }
+        let partner = t ^ lanes as usize;
+        match self.threads.get(partner) {
+            Some(p) if partner < end => Ok(p.locals[local.0 as usize]),
+            _ => Err(format!("shuffles with lane {partner}, outside the block")),
+        }
+    }
 }

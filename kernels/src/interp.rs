@@ -8,7 +8,9 @@
 
 use std::fmt;
 
-use crate::ir::{rand_uniform, BufId, Expr, Gemm, Idx, Kernel, Program, Stmt, VarId};
+use crate::ir::{
+    rand_uniform, BufId, Expr, Gemm, Idx, Kernel, LocalId, Program, SharedId, Stmt, VarId,
+};
 
 /// A runtime failure of a kernel program.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,25 +105,61 @@ pub fn gemm_element(
     st.gemm_at(g, &geo, p, i, j, buffers)
 }
 
-struct State<'k> {
-    kernel: &'k Kernel,
-    vars: Vec<i64>,
-    locals: Vec<f32>,
+/// What only a GPU thread can read: block-shared memory and other lanes' locals. The
+/// simulator ([`crate::gpu`]) provides it; the reference interpreter has none.
+pub(crate) trait GpuReads {
+    /// Element `index` of shared array `buf`, read by thread `thread` of the block.
+    fn shared(&self, thread: i64, buf: SharedId, index: i64) -> Result<f32, String>;
+    /// `local` of the lane `lanes` away (XOR) from `thread`'s, in its warp.
+    fn shuffle(&self, thread: i64, local: LocalId, lanes: u32) -> Result<f32, String>;
+}
+
+/// The reference interpreter's [`GpuReads`]: CPU-shaped kernels never use them.
+struct NoGpu;
+
+impl GpuReads for NoGpu {
+    fn shared(&self, _: i64, _: SharedId, _: i64) -> Result<f32, String> {
+        Err("reads shared memory outside the GPU simulator".into())
+    }
+    fn shuffle(&self, _: i64, _: LocalId, _: u32) -> Result<f32, String> {
+        Err("shuffles outside the GPU simulator".into())
+    }
+}
+
+/// One thread's view of a kernel: its loop variables and locals, and for a GPU thread its
+/// position in the grid.
+pub(crate) struct State<'k> {
+    pub(crate) kernel: &'k Kernel,
+    pub(crate) vars: Vec<i64>,
+    pub(crate) locals: Vec<f32>,
     n: i64,
+    /// `(thread in block, block index per axis)` of a simulated GPU thread.
+    pub(crate) pos: Option<(i64, [i64; 3])>,
 }
 
 impl<'k> State<'k> {
-    fn new(kernel: &'k Kernel, n: usize) -> State<'k> {
+    pub(crate) fn new(kernel: &'k Kernel, n: usize) -> State<'k> {
         State {
             kernel,
             vars: vec![0; kernel.num_vars as usize],
             locals: vec![0.0; kernel.num_locals as usize],
             n: n as i64,
+            pos: None,
         }
     }
 
-    fn err<T>(&self, msg: String) -> Result<T, InterpError> {
+    pub(crate) fn err<T>(&self, msg: String) -> Result<T, InterpError> {
         Err(InterpError(format!("kernel `{}`: {msg}", self.kernel.name)))
+    }
+
+    /// Whether every condition of an `if` holds.
+    pub(crate) fn conds(&self, conds: &[crate::ir::Cond]) -> Result<bool, InterpError> {
+        for c in conds {
+            if !c.op.apply_i64(self.idx(&c.a)?, self.idx(&c.b)?) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn stmt(&mut self, s: &Stmt, bufs: &mut [Vec<f32>]) -> Result<(), InterpError> {
@@ -148,11 +186,21 @@ impl<'k> State<'k> {
                 self.locals[local.0 as usize] = v;
             }
             Stmt::Gemm(g) => self.gemm(g, bufs)?,
+            Stmt::If { conds, body } => {
+                if self.conds(conds)? {
+                    for s in body {
+                        self.stmt(s, bufs)?;
+                    }
+                }
+            }
+            Stmt::SharedStore { .. } | Stmt::Barrier => {
+                return self.err("a GPU-only statement outside the GPU simulator".into())
+            }
         }
         Ok(())
     }
 
-    fn slot(&self, buf: BufId, i: i64, bufs: &[Vec<f32>]) -> Result<usize, InterpError> {
+    pub(crate) fn slot(&self, buf: BufId, i: i64, bufs: &[Vec<f32>]) -> Result<usize, InterpError> {
         let len = bufs.get(buf.0 as usize).map_or(0, Vec::len);
         if i < 0 || i as usize >= len {
             return self.err(format!(
@@ -163,8 +211,13 @@ impl<'k> State<'k> {
         Ok(i as usize)
     }
 
-    fn idx(&self, i: &Idx) -> Result<i64, InterpError> {
+    pub(crate) fn idx(&self, i: &Idx) -> Result<i64, InterpError> {
         Ok(match i {
+            Idx::Thread | Idx::Block(_) => match (self.pos, i) {
+                (Some((t, _)), Idx::Thread) => t,
+                (Some((_, b)), Idx::Block(a)) if *a < 3 => b[usize::from(*a)],
+                _ => return self.err("a GPU index outside the GPU simulator".into()),
+            },
             Idx::Const(c) => *c,
             Idx::Var(v) => self.vars[v.0 as usize],
             Idx::N => self.n,
@@ -180,18 +233,36 @@ impl<'k> State<'k> {
     }
 
     fn expr(&self, e: &Expr, bufs: &[Vec<f32>]) -> Result<f32, InterpError> {
+        self.expr_on(e, bufs, &NoGpu)
+    }
+
+    /// Evaluates `e` for this thread; `gpu` answers shared loads and shuffles.
+    pub(crate) fn expr_on(
+        &self,
+        e: &Expr,
+        bufs: &[Vec<f32>],
+        gpu: &dyn GpuReads,
+    ) -> Result<f32, InterpError> {
+        let thread = self.pos.map_or(-1, |(t, _)| t);
+        let ex = |x: &Expr| self.expr_on(x, bufs, gpu);
         Ok(match e {
+            Expr::SharedLoad { buf, index } => {
+                let i = self.idx(index)?;
+                gpu.shared(thread, *buf, i)
+                    .or_else(|m| self.err(format!("thread {thread}: {m}")))?
+            }
+            Expr::ShuffleXor { local, lanes } => gpu
+                .shuffle(thread, *local, *lanes)
+                .or_else(|m| self.err(format!("thread {thread}: {m}")))?,
             Expr::Const(c) => *c,
             Expr::Load { buf, index } => {
                 let i = self.idx(index)?;
                 bufs[buf.0 as usize][self.slot(*buf, i, bufs)?]
             }
             Expr::Local(l) => self.locals[l.0 as usize],
-            Expr::Unary(op, a) => op.apply(self.expr(a, bufs)?),
-            Expr::Binary(op, a, b) => op.apply(self.expr(a, bufs)?, self.expr(b, bufs)?),
-            Expr::Fma(a, b, c) => self
-                .expr(a, bufs)?
-                .mul_add(self.expr(b, bufs)?, self.expr(c, bufs)?),
+            Expr::Unary(op, a) => op.apply(ex(a)?),
+            Expr::Binary(op, a, b) => op.apply(ex(a)?, ex(b)?),
+            Expr::Fma(a, b, c) => ex(a)?.mul_add(ex(b)?, ex(c)?),
             Expr::Select {
                 op,
                 a,
@@ -199,10 +270,10 @@ impl<'k> State<'k> {
                 then,
                 otherwise,
             } => {
-                if op.apply(self.expr(a, bufs)?, self.expr(b, bufs)?) {
-                    self.expr(then, bufs)?
+                if op.apply(ex(a)?, ex(b)?) {
+                    ex(then)?
                 } else {
-                    self.expr(otherwise, bufs)?
+                    ex(otherwise)?
                 }
             }
             Expr::FromIdx(i) => self.idx(i)? as f32,
@@ -212,7 +283,7 @@ impl<'k> State<'k> {
                 step,
                 counter,
             } => {
-                let step = self.expr(step, bufs)?.max(0.0) as u64;
+                let step = ex(step)?.max(0.0) as u64;
                 rand_uniform(*seed, *key, step, self.idx(counter)? as u64)
             }
         })

@@ -29,6 +29,10 @@ pub struct VarId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LocalId(pub u32);
 
+/// Index of a block-shared array in [`GpuLaunch::shared`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SharedId(pub u32);
+
 /// An element count `per_batch · N + fixed`, `N` being the runtime batch size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Size {
@@ -106,15 +110,52 @@ pub enum Idx {
     Rem(Box<Idx>, i64),
     Min(Box<Idx>, Box<Idx>),
     Max(Box<Idx>, Box<Idx>),
+    /// The thread's index in its block, `0..threads` (`threadIdx.x`; GPU kernels only).
+    Thread,
+    /// The block's index along grid axis 0, 1 or 2 (`blockIdx.x/y/z`; GPU kernels only).
+    Block(u8),
 }
 
 impl Idx {
+    /// Whether this index reads [`Idx::Thread`] or [`Idx::Block`].
+    pub fn uses_gpu_indices(&self) -> bool {
+        match self {
+            Idx::Thread | Idx::Block(_) => true,
+            Idx::Const(_) | Idx::N | Idx::Var(_) => false,
+            Idx::Div(a, _) | Idx::Rem(a, _) => a.uses_gpu_indices(),
+            Idx::Add(a, b) | Idx::Sub(a, b) | Idx::Mul(a, b) | Idx::Min(a, b) | Idx::Max(a, b) => {
+                a.uses_gpu_indices() || b.uses_gpu_indices()
+            }
+        }
+    }
+
+    /// How this index changes when loop variable `var` grows by one, if that is a
+    /// constant (`None` for GPU indices, which are not loop variables).
+    pub fn stride(&self, var: VarId) -> Option<i64> {
+        match self {
+            Idx::Const(_) | Idx::N => Some(0),
+            Idx::Thread | Idx::Block(_) => Some(0),
+            Idx::Var(v) => Some(i64::from(*v == var)),
+            Idx::Add(a, b) => a.stride(var)?.checked_add(b.stride(var)?),
+            Idx::Sub(a, b) => a.stride(var)?.checked_sub(b.stride(var)?),
+            Idx::Mul(a, b) => match (a.stride(var)?, b.stride(var)?, &**a, &**b) {
+                (0, 0, _, _) => Some(0),
+                (s, 0, _, Idx::Const(c)) | (0, s, Idx::Const(c), _) => s.checked_mul(*c),
+                _ => None,
+            },
+            Idx::Div(a, _) | Idx::Rem(a, _) => (a.stride(var)? == 0).then_some(0),
+            Idx::Min(a, b) | Idx::Max(a, b) => {
+                (a.stride(var)? == 0 && b.stride(var)? == 0).then_some(0)
+            }
+        }
+    }
+
     /// This index with every loop variable `v` replaced by `f(v)`.
     pub fn map_vars(&self, f: &impl Fn(VarId) -> Idx) -> Idx {
         let m = |x: &Idx| Box::new(x.map_vars(f));
         match self {
             Idx::Var(v) => f(*v),
-            Idx::Const(_) | Idx::N => self.clone(),
+            Idx::Const(_) | Idx::N | Idx::Thread | Idx::Block(_) => self.clone(),
             Idx::Add(a, b) => Idx::Add(m(a), m(b)),
             Idx::Sub(a, b) => Idx::Sub(m(a), m(b)),
             Idx::Mul(a, b) => Idx::Mul(m(a), m(b)),
@@ -246,6 +287,26 @@ impl CmpOp {
             CmpOp::Ne => a != b,
         }
     }
+
+    /// The same comparison of two indices.
+    pub fn apply_i64(self, a: i64, b: i64) -> bool {
+        match self {
+            CmpOp::Lt => a < b,
+            CmpOp::Le => a <= b,
+            CmpOp::Gt => a > b,
+            CmpOp::Ge => a >= b,
+            CmpOp::Eq => a == b,
+            CmpOp::Ne => a != b,
+        }
+    }
+}
+
+/// `a op b` on indices: one conjunct of a [`Stmt::If`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Cond {
+    pub a: Idx,
+    pub op: CmpOp,
+    pub b: Idx,
 }
 
 /// Scalar f32 expressions.
@@ -279,6 +340,12 @@ pub enum Expr {
         step: Box<Expr>,
         counter: Idx,
     },
+    /// Element `index` of a block-shared array (GPU kernels only).
+    SharedLoad { buf: SharedId, index: Idx },
+    /// The value of `local` in the thread whose lane is this thread's lane XOR `lanes`,
+    /// within the same warp of 32 (`shfl.sync.bfly`; GPU kernels only, every lane of the
+    /// warp must execute it together).
+    ShuffleXor { local: LocalId, lanes: u32 },
 }
 
 /// `C = alpha·A·B + beta·C` with `A: [m, k]`, `B: [k, n]`, `C: [m, n]`, each operand
@@ -329,6 +396,18 @@ pub enum Stmt {
         value: Expr,
     },
     Gemm(Gemm),
+    /// `if conds[0] && conds[1] && … { body }` (GPU kernels only).
+    If { conds: Vec<Cond>, body: Vec<Stmt> },
+    /// `shared[index] = value` (GPU kernels only).
+    SharedStore {
+        buf: SharedId,
+        index: Idx,
+        value: Expr,
+    },
+    /// Every thread of the block waits here until all have arrived; shared (and global)
+    /// memory written before it is visible to the whole block after it (`bar.sync 0`;
+    /// GPU kernels only, never inside code some threads of the block skip).
+    Barrier,
 }
 
 impl Expr {
@@ -336,7 +415,12 @@ impl Expr {
     pub fn visit(&self, f: &mut impl FnMut(&Expr)) {
         f(self);
         match self {
-            Expr::Const(_) | Expr::Local(_) | Expr::Load { .. } | Expr::FromIdx(_) => {}
+            Expr::Const(_)
+            | Expr::Local(_)
+            | Expr::Load { .. }
+            | Expr::FromIdx(_)
+            | Expr::SharedLoad { .. }
+            | Expr::ShuffleXor { .. } => {}
             Expr::Unary(_, a) => a.visit(f),
             Expr::Binary(_, a, b) => {
                 a.visit(f);
@@ -383,10 +467,11 @@ impl Expr {
         !self.all_loads(|_, _| false)
     }
 
-    /// Calls `f` on every local this expression reads.
+    /// Calls `f` on every local this expression reads (its own or, through a shuffle,
+    /// another lane's).
     pub fn for_each_local(&self, f: &mut impl FnMut(LocalId)) {
         self.visit(&mut |e| {
-            if let Expr::Local(l) = e {
+            if let Expr::Local(l) | Expr::ShuffleXor { local: l, .. } = e {
                 f(*l);
             }
         });
@@ -396,8 +481,12 @@ impl Expr {
     pub fn map_indices(&self, f: &impl Fn(&Idx) -> Idx) -> Expr {
         let m = |x: &Expr| Box::new(x.map_indices(f));
         match self {
-            Expr::Const(_) | Expr::Local(_) => self.clone(),
+            Expr::Const(_) | Expr::Local(_) | Expr::ShuffleXor { .. } => self.clone(),
             Expr::Load { buf, index } => Expr::Load {
+                buf: *buf,
+                index: f(index),
+            },
+            Expr::SharedLoad { buf, index } => Expr::SharedLoad {
                 buf: *buf,
                 index: f(index),
             },
@@ -484,8 +573,42 @@ impl Stmt {
                 value: value.map_indices(f),
             },
             Stmt::Gemm(g) => Stmt::Gemm(g.map_indices(f)),
+            Stmt::If { conds, body } => Stmt::If {
+                conds: conds
+                    .iter()
+                    .map(|c| Cond {
+                        a: f(&c.a),
+                        op: c.op,
+                        b: f(&c.b),
+                    })
+                    .collect(),
+                body: body.iter().map(|s| s.map_indices(f)).collect(),
+            },
+            Stmt::SharedStore { buf, index, value } => Stmt::SharedStore {
+                buf: *buf,
+                index: f(index),
+                value: value.map_indices(f),
+            },
+            Stmt::Barrier => Stmt::Barrier,
         }
     }
+}
+
+/// A block-shared f32 array of a GPU kernel (uninitialised when the block starts).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SharedDecl {
+    pub name: String,
+    pub len: u32,
+}
+
+/// How a GPU kernel is launched: `threads` threads per block (a multiple of 32, at most
+/// 1024) on a grid of `grid[0] × grid[1] × grid[2]` blocks (indices in `N`), each block
+/// with its own `shared` arrays.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GpuLaunch {
+    pub threads: u32,
+    pub grid: [Idx; 3],
+    pub shared: Vec<SharedDecl>,
 }
 
 /// One kernel: the buffers it touches and its body.
@@ -500,6 +623,10 @@ pub struct Kernel {
     pub num_locals: u32,
     /// What the kernel does, for `nnc explain` and the printer's header comment.
     pub note: String,
+    /// Set by the GPU schedule: the kernel is written for one thread of a grid (it may
+    /// use [`Idx::Thread`], [`Idx::Block`], shared arrays, barriers and shuffles); `None`
+    /// for the CPU-shaped kernels every other stage sees.
+    pub gpu: Option<GpuLaunch>,
 }
 
 /// A whole step: buffers and kernels, run in order.
@@ -563,8 +690,44 @@ impl Program {
                     k.name
                 )));
             }
+            if let Some(g) = &k.gpu {
+                let err = |m: String| Err(InvalidProgram(format!("kernel `{}`: {m}", k.name)));
+                if g.threads == 0 || g.threads % 32 != 0 || g.threads > 1024 {
+                    return err(format!(
+                        "{} threads per block (a multiple of 32, at most 1024)",
+                        g.threads
+                    ));
+                }
+                for i in &g.grid {
+                    self.validate_idx(k, i, &[])?;
+                    if i.uses_gpu_indices() {
+                        return err("the grid size depends on a thread or block index".into());
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    fn validate_gpu(&self, k: &Kernel, what: &str) -> Result<(), InvalidProgram> {
+        if k.gpu.is_none() {
+            return Err(InvalidProgram(format!(
+                "kernel `{}` uses {what} but is not a GPU kernel",
+                k.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn validate_shared(&self, k: &Kernel, buf: SharedId) -> Result<(), InvalidProgram> {
+        self.validate_gpu(k, "shared memory")?;
+        match &k.gpu {
+            Some(g) if (buf.0 as usize) < g.shared.len() => Ok(()),
+            _ => Err(InvalidProgram(format!(
+                "kernel `{}` uses shared array s{} it does not declare",
+                k.name, buf.0
+            ))),
+        }
     }
 
     fn validate_stmt(
@@ -584,6 +747,9 @@ impl Program {
             } => {
                 if *parallel && !top {
                     return err(format!("parallel loop {var:?} is not at the top level"));
+                }
+                if *parallel && k.gpu.is_some() {
+                    return err("a GPU kernel has a parallel loop (threads replace it)".into());
                 }
                 if var.0 >= k.num_vars || bound.contains(var) {
                     return err(format!("loop variable {var:?} is out of range or rebound"));
@@ -605,6 +771,25 @@ impl Program {
                     return err(format!("local {local:?} out of range"));
                 }
                 self.validate_expr(k, value, bound)?;
+            }
+            Stmt::If { conds, body } => {
+                self.validate_gpu(k, "`if`")?;
+                for c in conds {
+                    self.validate_idx(k, &c.a, bound)?;
+                    self.validate_idx(k, &c.b, bound)?;
+                }
+                for s in body {
+                    self.validate_stmt(k, s, bound, false)?;
+                }
+            }
+            Stmt::SharedStore { buf, index, value } => {
+                self.validate_shared(k, *buf)?;
+                self.validate_idx(k, index, bound)?;
+                self.validate_expr(k, value, bound)?;
+            }
+            Stmt::Barrier => self.validate_gpu(k, "a barrier")?,
+            Stmt::Gemm(_) if k.gpu.is_some() => {
+                return err("a GPU kernel holds a `gemm` (the GPU schedule tiles it)".into())
             }
             Stmt::Gemm(g) => {
                 for i in [&g.m, &g.n, &g.k] {
@@ -640,6 +825,12 @@ impl Program {
     fn validate_idx(&self, k: &Kernel, i: &Idx, bound: &[VarId]) -> Result<(), InvalidProgram> {
         match i {
             Idx::Const(_) | Idx::N => Ok(()),
+            Idx::Thread => self.validate_gpu(k, "a thread index"),
+            Idx::Block(axis) if *axis < 3 => self.validate_gpu(k, "a block index"),
+            Idx::Block(axis) => Err(InvalidProgram(format!(
+                "kernel `{}` reads block index axis {axis} (axes are 0, 1, 2)",
+                k.name
+            ))),
             Idx::Var(v) if bound.contains(v) => Ok(()),
             Idx::Var(v) => Err(InvalidProgram(format!(
                 "kernel `{}` reads unbound loop variable {v:?}",
@@ -699,6 +890,21 @@ impl Program {
             Expr::Rand { step, counter, .. } => {
                 self.validate_expr(k, step, bound)?;
                 self.validate_idx(k, counter, bound)
+            }
+            Expr::SharedLoad { buf, index } => {
+                self.validate_shared(k, *buf)?;
+                self.validate_idx(k, index, bound)
+            }
+            Expr::ShuffleXor { local, lanes } => {
+                self.validate_gpu(k, "a warp shuffle")?;
+                if local.0 >= k.num_locals || *lanes == 0 || *lanes >= 32 {
+                    return Err(InvalidProgram(format!(
+                        "kernel `{}`: shuffle of local {local:?} with lane mask {lanes} \
+                         (the mask must be in 1..32)",
+                        k.name
+                    )));
+                }
+                Ok(())
             }
         }
     }

@@ -38,7 +38,25 @@ pub fn print_kernel(k: &Kernel) -> String {
     if !k.note.is_empty() {
         let _ = writeln!(out, "# {}", k.note);
     }
-    let _ = writeln!(out, "kernel {}({}) {{", k.name, params.join(", "));
+    match &k.gpu {
+        None => {
+            let _ = writeln!(out, "kernel {}({}) {{", k.name, params.join(", "));
+        }
+        Some(g) => {
+            let grid: Vec<String> = g.grid.iter().map(idx).collect();
+            let _ = writeln!(
+                out,
+                "gpu kernel {}({}) grid=({}) threads={} {{",
+                k.name,
+                params.join(", "),
+                grid.join(", "),
+                g.threads
+            );
+            for (i, d) in g.shared.iter().enumerate() {
+                let _ = writeln!(out, "  shared s{i}[{}] \"{}\"", d.len, d.name);
+            }
+        }
+    }
     for s in &k.body {
         stmt(&mut out, s, 1);
     }
@@ -70,6 +88,23 @@ fn stmt(out: &mut String, s: &Stmt, depth: usize) {
         }
         Stmt::Gemm(g) => {
             let _ = writeln!(out, "{pad}{}", gemm(g));
+        }
+        Stmt::If { conds, body } => {
+            let conds: Vec<String> = conds
+                .iter()
+                .map(|c| format!("{} {} {}", idx(&c.a), c.op.name(), idx(&c.b)))
+                .collect();
+            let _ = writeln!(out, "{pad}if {} {{", conds.join(" && "));
+            for s in body {
+                stmt(out, s, depth + 1);
+            }
+            let _ = writeln!(out, "{pad}}}");
+        }
+        Stmt::SharedStore { buf, index, value } => {
+            let _ = writeln!(out, "{pad}s{}[{}] = {}", buf.0, idx(index), expr(value));
+        }
+        Stmt::Barrier => {
+            let _ = writeln!(out, "{pad}barrier");
         }
     }
 }
@@ -126,6 +161,8 @@ fn idx_prec(i: &Idx, parent: u8) -> String {
         Idx::Rem(a, c) => (format!("{}%{c}", idx_prec(a, 2)), 2),
         Idx::Min(a, b) => (format!("min({}, {})", idx(a), idx(b)), 3),
         Idx::Max(a, b) => (format!("max({}, {})", idx(a), idx(b)), 3),
+        Idx::Thread => ("thread".to_string(), 3),
+        Idx::Block(a) => (format!("block.{}", ["x", "y", "z"][usize::from(*a).min(2)]), 3),
     };
     if prec < parent {
         format!("({text})")
@@ -161,6 +198,8 @@ pub fn expr(e: &Expr) -> String {
             expr(otherwise)
         ),
         Expr::FromIdx(i) => format!("float({})", idx(i)),
+        Expr::SharedLoad { buf, index } => format!("s{}[{}]", buf.0, idx(index)),
+        Expr::ShuffleXor { local, lanes } => format!("shfl_xor(acc{}, {lanes})", local.0),
         Expr::Rand {
             seed,
             key,

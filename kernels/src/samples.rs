@@ -108,6 +108,37 @@ pub fn row_sum() -> Program {
     }
 }
 
+/// `out[i] = Σ_j x[i, j]` over `[4, 2N]`: four long rows (a block reduction on the GPU).
+pub fn wide_row_sum() -> Program {
+    let (x, out) = (BufId(0), BufId(1));
+    let (i, j, acc) = (VarId(0), VarId(1), LocalId(0));
+    let body = vec![
+        assign(acc, constant(0.0)),
+        for_(
+            j,
+            Idx::N * 2,
+            false,
+            vec![assign(
+                acc,
+                binary(
+                    BinOp::Add,
+                    local(acc),
+                    load(x, Idx::from(i) * (Idx::N * 2) + Idx::from(j)),
+                ),
+            )],
+        ),
+        store(out, i.into(), local(acc)),
+    ];
+    program(
+        "wide_row_sum",
+        vec![
+            decl("x", Size::per_batch(8), BufferKind::Input),
+            decl("out", Size::fixed(4), BufferKind::Output),
+        ],
+        vec![kernel("k0", vec![x, out], vec![for_(i, 4usize, true, body)], 2, 1)],
+    )
+}
+
 /// `C[N, 3] = A[N, 4] · Bᵀ` with `B` stored `[3, 4]` (a transposed operand through
 /// strides), then `D[N, 3] = 0.5·A·Bᵀ + 2·D` (alpha and beta).
 pub fn gemm_transposed() -> Program {
@@ -319,6 +350,7 @@ pub fn all() -> Vec<Program> {
     vec![
         bias_relu(),
         row_sum(),
+        wide_row_sum(),
         gemm_transposed(),
         gemm_batched(),
         all_ops(),

@@ -111,8 +111,9 @@ impl Lin {
     }
 }
 
-/// The variable ranges in scope: `(var, range)`, innermost last.
-struct Scope(Vec<(VarId, Range)>);
+/// The variable ranges in scope: `(var, range)`, innermost last; and the block size
+/// of a GPU kernel (the thread index is below it), 0 for a CPU kernel.
+struct Scope(Vec<(VarId, Range)>, i64);
 
 impl Scope {
     fn var(&self, v: VarId) -> Range {
@@ -127,7 +128,9 @@ impl Scope {
         match i {
             Idx::Const(c) => Range(*c, *c),
             Idx::Var(v) => self.var(*v),
-            Idx::N => Range(0, i64::MAX),
+            Idx::N | Idx::Block(_) => Range(0, i64::MAX),
+            Idx::Thread if self.1 > 0 => Range(0, self.1 - 1),
+            Idx::Thread => Range::ALL,
             Idx::Add(a, b) => self.range(a).add(self.range(b)),
             Idx::Sub(a, b) => self.range(a).add(self.range(b).scale(-1)),
             Idx::Mul(a, b) => match (&**a, &**b) {
@@ -167,7 +170,7 @@ impl Scope {
     fn lin(&self, i: &Idx) -> Lin {
         match i {
             Idx::Const(c) => Lin::constant(*c),
-            Idx::Var(_) | Idx::N => Lin::atom(i.clone()),
+            Idx::Var(_) | Idx::N | Idx::Thread | Idx::Block(_) => Lin::atom(i.clone()),
             Idx::Add(a, b) => self.lin(a).add_scaled(self.lin(b), 1),
             Idx::Sub(a, b) => self.lin(a).add_scaled(self.lin(b), -1),
             Idx::Mul(a, b) => {
@@ -251,7 +254,8 @@ fn div_bound(x: i64, d: i64) -> i64 {
 
 /// Simplifies every index expression of `k` (see the module doc).
 pub fn simplify_kernel(k: &mut Kernel) {
-    let mut scope = Scope(Vec::new());
+    let threads = k.gpu.as_ref().map_or(0, |g| i64::from(g.threads));
+    let mut scope = Scope(Vec::new(), threads);
     let body = std::mem::take(&mut k.body);
     k.body = body.into_iter().map(|s| stmt(s, &mut scope)).collect();
 }
@@ -288,14 +292,35 @@ fn stmt(s: Stmt, scope: &mut Scope) -> Stmt {
             value: expr(value, scope),
         },
         Stmt::Gemm(g) => Stmt::Gemm(g.map_indices(&|i| scope.simplify(i))),
+        Stmt::If { conds, body } => Stmt::If {
+            conds: conds
+                .into_iter()
+                .map(|c| crate::ir::Cond {
+                    a: scope.simplify(&c.a),
+                    op: c.op,
+                    b: scope.simplify(&c.b),
+                })
+                .collect(),
+            body: body.into_iter().map(|s| stmt(s, scope)).collect(),
+        },
+        Stmt::SharedStore { buf, index, value } => Stmt::SharedStore {
+            buf,
+            index: scope.simplify(&index),
+            value: expr(value, scope),
+        },
+        Stmt::Barrier => Stmt::Barrier,
     }
 }
 
 fn expr(e: Expr, scope: &Scope) -> Expr {
     let b = |x: Expr| Box::new(expr(x, scope));
     match e {
-        Expr::Const(_) | Expr::Local(_) => e,
+        Expr::Const(_) | Expr::Local(_) | Expr::ShuffleXor { .. } => e,
         Expr::Load { buf, index } => Expr::Load {
+            buf,
+            index: scope.simplify(&index),
+        },
+        Expr::SharedLoad { buf, index } => Expr::SharedLoad {
             buf,
             index: scope.simplify(&index),
         },
@@ -351,6 +376,7 @@ mod tests {
             vars.iter()
                 .map(|&(v, n)| (VarId(v), Range(0, n - 1)))
                 .collect(),
+            0,
         )
     }
 

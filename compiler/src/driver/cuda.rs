@@ -47,7 +47,8 @@ pub fn cuda_executor(
     let mut programs = Vec::new();
     for g in [&graphs.train, &graphs.eval] {
         let step = compile_step(g, batch, None).map_err(DriverError::Message)?;
-        let program = step.lowered.program;
+        let program =
+            crate::lower::gpu::schedule(&step.lowered.program).map_err(DriverError::Message)?;
         let ptx = render_program(&program, arch)
             .map_err(|e| DriverError::Message(format!("cannot generate PTX: {e}")))?;
         programs.push(GpuProgram { program, ptx });

@@ -30,6 +30,9 @@ pub enum Stage {
     Clif,
     /// The host machine code of every CPU kernel (Cranelift's disassembly).
     Asm,
+    /// The kernel IR as the GPU runs it: the GPU schedule's kernels with their grids,
+    /// shared arrays, barriers and shuffles (the `cuda` target; no feature needed).
+    GpuKernels,
     /// The PTX of every GPU kernel (the `cuda` target; needs the `cuda` feature).
     Ptx,
     /// The optimised LLVM IR the PTX is generated from (the `cuda` target).
@@ -37,7 +40,7 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [(Stage, &'static str); 11] = [
+    pub const ALL: [(Stage, &'static str); 12] = [
         (Stage::Ast, "ast"),
         (Stage::Graph, "graph"),
         (Stage::TrainGraph, "train-graph"),
@@ -47,6 +50,7 @@ impl Stage {
         (Stage::CpuKernels, "cpu-kernels"),
         (Stage::Clif, "clif"),
         (Stage::Asm, "asm"),
+        (Stage::GpuKernels, "gpu-kernels"),
         (Stage::Ptx, "ptx"),
         (Stage::Llvm, "llvm"),
     ];
@@ -67,7 +71,7 @@ impl Stage {
     pub fn target(self) -> Option<&'static str> {
         match self {
             Stage::CpuKernels | Stage::Clif | Stage::Asm => Some("cpu"),
-            Stage::Ptx | Stage::Llvm => Some("cuda"),
+            Stage::GpuKernels | Stage::Ptx | Stage::Llvm => Some("cuda"),
             _ => None,
         }
     }
@@ -100,12 +104,17 @@ pub fn emit(
                     out.push_str(&print_graph(&lower_forward(model, false, 0)?));
                 }
             }
-            Stage::Ptx | Stage::Llvm => {
+            Stage::GpuKernels | Stage::Ptx | Stage::Llvm => {
                 let steps =
                     crate::lower::report::compile_program(program, None).map_err(IrError::new)?;
                 for (t, e, _) in &steps {
                     for step in [t, e] {
-                        out.push_str(&gpu_text(&step.lowered.program, stage, options)?);
+                        let gpu = crate::lower::gpu::schedule(&step.lowered.program)
+                            .map_err(IrError::new)?;
+                        out.push_str(&match stage {
+                            Stage::GpuKernels => nnc_kernels::print::print_program(&gpu),
+                            _ => gpu_text(&gpu, stage, options)?,
+                        });
                     }
                 }
             }

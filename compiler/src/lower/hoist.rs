@@ -62,13 +62,16 @@ impl Variant {
             Stmt::Gemm(g) => {
                 self.bufs.insert(g.c.buf);
             }
+            Stmt::If { body, .. } => body.iter().for_each(|s| self.collect(s)),
+            // Shared loads are never treated as invariant, so shared stores need no record.
+            Stmt::SharedStore { .. } | Stmt::Barrier => {}
         }
     }
 
     fn idx_invariant(&self, i: &Idx) -> bool {
         match i {
             Idx::Var(v) => !self.vars.contains(v),
-            Idx::Const(_) | Idx::N => true,
+            Idx::Const(_) | Idx::N | Idx::Thread | Idx::Block(_) => true,
             Idx::Div(a, _) | Idx::Rem(a, _) => self.idx_invariant(a),
             Idx::Add(a, b) | Idx::Sub(a, b) | Idx::Mul(a, b) | Idx::Min(a, b) | Idx::Max(a, b) => {
                 self.idx_invariant(a) && self.idx_invariant(b)
@@ -92,7 +95,7 @@ impl Variant {
                 otherwise,
                 ..
             } => [a, b, then, otherwise].iter().all(|x| self.invariant(x)),
-            Expr::Rand { .. } => false,
+            Expr::Rand { .. } | Expr::SharedLoad { .. } | Expr::ShuffleXor { .. } => false,
         }
     }
 }
@@ -169,9 +172,12 @@ impl Hoister {
 
     fn stmt(&mut self, s: &mut Stmt, v: &Variant, found: &mut Vec<(Expr, LocalId)>) {
         match s {
-            Stmt::Store { value, .. } | Stmt::Assign { value, .. } => self.expr(value, v, found),
+            Stmt::Store { value, .. }
+            | Stmt::Assign { value, .. }
+            | Stmt::SharedStore { value, .. } => self.expr(value, v, found),
             Stmt::Loop { body, .. } => body.iter_mut().for_each(|s| self.stmt(s, v, found)),
-            Stmt::Gemm(_) => {}
+            // What an `if` guards must not run unguarded before the loop.
+            Stmt::Gemm(_) | Stmt::If { .. } | Stmt::Barrier => {}
         }
     }
 
@@ -227,7 +233,12 @@ impl Hoister {
                 }
             }
             Expr::Rand { step, .. } => self.expr(step, v, found),
-            Expr::Const(_) | Expr::Local(_) | Expr::Load { .. } | Expr::FromIdx(_) => {}
+            Expr::Const(_)
+            | Expr::Local(_)
+            | Expr::Load { .. }
+            | Expr::FromIdx(_)
+            | Expr::SharedLoad { .. }
+            | Expr::ShuffleXor { .. } => {}
         }
     }
 }

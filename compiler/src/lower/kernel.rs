@@ -240,6 +240,7 @@ pub fn build_group(
         num_vars: vars.0,
         num_locals: eb.num_locals,
         note,
+        gpu: None,
     };
     let report = KernelReport {
         name,
@@ -649,13 +650,16 @@ fn gemm(
 /// Buffers a statement touches.
 pub fn collect_bufs(s: &Stmt, out: &mut Vec<BufId>) {
     match s {
-        Stmt::Loop { body, .. } => body.iter().for_each(|s| collect_bufs(s, out)),
+        Stmt::Loop { body, .. } | Stmt::If { body, .. } => {
+            body.iter().for_each(|s| collect_bufs(s, out))
+        }
         Stmt::Store { buf, value, .. } => {
             out.push(*buf);
             expr_bufs(value, out);
         }
-        Stmt::Assign { value, .. } => expr_bufs(value, out),
+        Stmt::Assign { value, .. } | Stmt::SharedStore { value, .. } => expr_bufs(value, out),
         Stmt::Gemm(g) => out.extend([g.a.buf, g.b.buf, g.c.buf]),
+        Stmt::Barrier => {}
     }
 }
 
@@ -672,7 +676,7 @@ pub fn accesses(
     gemm: &mut bool,
 ) {
     match s {
-        Stmt::Loop { body, .. } => body
+        Stmt::Loop { body, .. } | Stmt::If { body, .. } => body
             .iter()
             .for_each(|s| accesses(s, buf, loads, stores, gemm)),
         Stmt::Store {
@@ -689,11 +693,14 @@ pub fn accesses(
                 }
             });
         }
-        Stmt::Assign { value, .. } => value.for_each_load(&mut |b, i| {
-            if b == buf {
-                loads.push(i.clone())
-            }
-        }),
+        Stmt::Assign { value, .. } | Stmt::SharedStore { value, .. } => {
+            value.for_each_load(&mut |b, i| {
+                if b == buf {
+                    loads.push(i.clone())
+                }
+            })
+        }
         Stmt::Gemm(g) => *gemm |= g.a.buf == buf || g.b.buf == buf,
+        Stmt::Barrier => {}
     }
 }

@@ -16,6 +16,7 @@
 //! temporary in the arena.
 
 pub mod expr;
+pub mod gpu;
 pub mod hoist;
 pub mod kernel;
 pub mod memory;
@@ -204,6 +205,7 @@ fn lower_once(
             num_vars: 1,
             num_locals: 0,
             note: format!("copy {} back", plan.buffers[to.0 as usize].name),
+            gpu: None,
         });
         let bytes = 8 * len.resolve(batch) as u64;
         reports.push(KernelReport {

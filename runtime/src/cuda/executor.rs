@@ -8,10 +8,11 @@
 //!   life and is updated in place by the train program; the batch (`x`, `y`) and the
 //!   results (`loss`, `output`) live in device buffers grown on demand; temporaries live
 //!   in one device arena sized for the batch, at the offsets the memory planner chose;
-//! - each kernel is launched with the grid [`nnc_kernels::gpu::launch_dims`] gives for
-//!   its work size under [`nnc_kernels::gpu::plan`] (one thread for serial kernels), with
-//!   its buffers' device pointers in `Kernel::params` order followed by `n: i64`, the
-//!   ABI the PTX renderer writes;
+//! - every kernel is a GPU kernel of the compiler's GPU schedule, launched on the grid
+//!   and block size [`nnc_kernels::gpu::launch_dims`] evaluates for the batch (a grid
+//!   with no blocks is skipped), with its buffers' device pointers in `Kernel::params`
+//!   order followed by `n: i64`, the ABI the PTX renderer writes (shared memory is
+//!   static in the PTX);
 //! - launches go through the driver's raw `cuLaunchKernel` with pointers resolved once per
 //!   step (cudarc's event tracking is switched off: everything runs on one stream, so
 //!   launches, copies and frees are ordered).
@@ -24,7 +25,7 @@ use std::ffi::{c_void, CString};
 use std::sync::Arc;
 
 use cudarc::driver::{result, sys, CudaContext, CudaSlice, CudaStream, DevicePtr};
-use nnc_kernels::gpu::{eval_idx, launch_dims, plan, Launch};
+use nnc_kernels::gpu::launch_dims;
 use nnc_kernels::ir::Program;
 
 use super::Device;
@@ -246,22 +247,10 @@ impl CudaExecutor {
         let prog = if train { &self.train } else { &self.eval };
         let n64 = n as i64;
         for (k, &f) in prog.program.kernels.iter().zip(&prog.functions) {
-            let g = plan(k);
-            let (blocks, threads) = match g.launch {
-                Launch::Single => (1, 1),
-                _ => {
-                    let work = eval_idx(&g.work(), n64).ok_or_else(|| {
-                        ExecError::new(format!(
-                            "kernel `{}`: its launch size depends on a loop variable",
-                            k.name
-                        ))
-                    })?;
-                    if work <= 0 {
-                        continue; // nothing to do for this batch
-                    }
-                    launch_dims(work)
-                }
-            };
+            let (grid, threads) = launch_dims(k, n).map_err(ExecError::new)?;
+            if grid.contains(&0) {
+                continue; // nothing to do for this batch
+            }
             let mut args: Vec<u64> = k.params.iter().map(|b| ptrs[b.0 as usize]).collect();
             args.push(n64 as u64);
             let mut params: Vec<*mut c_void> = args
@@ -275,7 +264,7 @@ impl CudaExecutor {
             unsafe {
                 result::launch_kernel(
                     f,
-                    (blocks, 1, 1),
+                    (grid[0], grid[1], grid[2]),
                     (threads, 1, 1),
                     0,
                     self.stream.cu_stream(),

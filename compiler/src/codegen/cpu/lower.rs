@@ -62,6 +62,12 @@ pub(super) fn lower_kernel(
             isa.pointer_type().bits()
         )));
     }
+    if kernel.gpu.is_some() {
+        return Err(CodegenError(format!(
+            "kernel `{}` is a GPU kernel; the CPU backend takes the CPU schedule's kernels",
+            kernel.name
+        )));
+    }
     let call_conv = isa.default_call_conv();
     let mut func =
         Function::with_name_signature(UserFuncName::default(), kernel_signature(call_conv));
@@ -196,6 +202,9 @@ impl Lower<'_, '_> {
                 let lo = self.b.ins().iconst(I64, 0);
                 self.lower_loop(*var, lo, hi, body)
             }
+            Stmt::If { .. } | Stmt::SharedStore { .. } | Stmt::Barrier => {
+                self.fail("a GPU-only statement".into())
+            }
             Stmt::Store { buf, index, value } => {
                 let v = self.expr(value)?;
                 let addr = self.address(buf.0, index)?;
@@ -239,7 +248,7 @@ impl Lower<'_, '_> {
                 _ => continue,
             };
             value.for_each_load(&mut |b, i| {
-                if stride(i, var) == Some(1) {
+                if i.stride(var) == Some(1) {
                     accesses.push((b.0, i.clone()));
                 }
             });
@@ -327,7 +336,7 @@ impl Lower<'_, '_> {
     /// The f32x4 value of `e` for lanes `var .. var + 4` (`e` passed [`vector_expr_ok`]).
     fn vexpr(&mut self, var: VarId, e: &Expr) -> Result<Value, CodegenError> {
         Ok(match e {
-            Expr::Load { buf, index } if stride(index, var) == Some(1) => {
+            Expr::Load { buf, index } if index.stride(var) == Some(1) => {
                 let (addr, off) = self.vaddress(var, buf.0, index)?;
                 self.b.ins().load(F32X4, vector_flags(), addr, off)
             }
@@ -388,7 +397,10 @@ impl Lower<'_, '_> {
                 let mask = self.b.ins().bitcast(F32X4, vector_bitcast(), mask);
                 self.b.ins().bitselect(mask, t, o)
             }
-            Expr::FromIdx(_) | Expr::Rand { .. } => {
+            Expr::FromIdx(_)
+            | Expr::Rand { .. }
+            | Expr::SharedLoad { .. }
+            | Expr::ShuffleXor { .. } => {
                 return self.fail("no vector form of this expression".into())
             }
         })
@@ -451,6 +463,7 @@ impl Lower<'_, '_> {
             Idx::Const(c) => self.b.ins().iconst(I64, *c),
             Idx::Var(v) => self.b.use_var(self.vars[v.0 as usize]),
             Idx::N => self.n,
+            Idx::Thread | Idx::Block(_) => return self.fail("a GPU index".into()),
             Idx::Add(a, c) => {
                 let (a, c) = (self.idx(a)?, self.idx(c)?);
                 self.b.ins().iadd(a, c)
@@ -506,6 +519,9 @@ impl Lower<'_, '_> {
 
     fn expr(&mut self, e: &Expr) -> Result<Value, CodegenError> {
         Ok(match e {
+            Expr::SharedLoad { .. } | Expr::ShuffleXor { .. } => {
+                return self.fail("a GPU-only expression".into())
+            }
             Expr::Const(c) => self.b.ins().f32const(*c),
             Expr::Load { buf, index } => {
                 let addr = self.address(buf.0, index)?;
@@ -679,24 +695,6 @@ fn assigned_locals(body: &[Stmt]) -> Vec<LocalId> {
         .collect()
 }
 
-/// How `i` changes when `var` grows by one, if that is a constant.
-fn stride(i: &Idx, var: VarId) -> Option<i64> {
-    match i {
-        Idx::Const(_) | Idx::N => Some(0),
-        Idx::Var(v) => Some(i64::from(*v == var)),
-        Idx::Add(a, b) => stride(a, var)?.checked_add(stride(b, var)?),
-        Idx::Sub(a, b) => stride(a, var)?.checked_sub(stride(b, var)?),
-        Idx::Mul(a, b) => match (stride(a, var)?, stride(b, var)?, &**a, &**b) {
-            (0, 0, _, _) => Some(0),
-            (s, 0, _, Idx::Const(c)) | (0, s, Idx::Const(c), _) => s.checked_mul(*c),
-            _ => None,
-        },
-        Idx::Div(a, _) | Idx::Rem(a, _) => (stride(a, var)? == 0).then_some(0),
-        Idx::Min(a, b) | Idx::Max(a, b) => {
-            (stride(a, var)? == 0 && stride(b, var)? == 0).then_some(0)
-        }
-    }
-}
 
 /// Whether a loop over `var` can run four iterations at once: its body is only stores at
 /// unit stride and assignments of loop-private locals, all of [`vector_expr_ok`] values;
@@ -713,7 +711,7 @@ fn vectorisable(var: VarId, body: &[Stmt]) -> bool {
     let mut defined: Vec<LocalId> = Vec::new();
     for s in body {
         if let Stmt::Store { buf, index, .. } = s {
-            if stride(index, var) != Some(1) {
+            if index.stride(var) != Some(1) {
                 return false;
             }
             stores.push((*buf, index));
@@ -762,7 +760,8 @@ fn reads_outside(stmts: &[Stmt], body: &[Stmt], locals: &[LocalId]) -> bool {
             value.for_each_local(&mut |l| reads |= locals.contains(&l));
             reads
         }
-        Stmt::Gemm(_) => false,
+        Stmt::Gemm(_) | Stmt::Barrier => false,
+        Stmt::If { .. } | Stmt::SharedStore { .. } => true,
     })
 }
 
@@ -773,7 +772,7 @@ fn vector_expr_ok(e: &Expr, var: VarId, stores: &[(BufId, &Idx)]) -> bool {
     let ok = |x: &Expr| vector_expr_ok(x, var, stores);
     match e {
         Expr::Const(_) | Expr::Local(_) => true,
-        Expr::Load { index, .. } => matches!(stride(index, var), Some(0 | 1)),
+        Expr::Load { index, .. } => matches!(index.stride(var), Some(0 | 1)),
         Expr::Unary(op, a) => !matches!(op, UnOp::Exp | UnOp::Log | UnOp::Tanh) && ok(a),
         Expr::Binary(op, a, b) => *op != BinOp::Pow && ok(a) && ok(b),
         Expr::Fma(a, b, c) => [a, b, c].iter().all(|x| ok(x)),
@@ -791,7 +790,9 @@ fn vector_expr_ok(e: &Expr, var: VarId, stores: &[(BufId, &Idx)]) -> bool {
                 .all(|x| x.all_loads(|b, i| stores.iter().any(|(sb, si)| *sb == b && *si == i)))
                 && [a, b, then, otherwise].iter().all(|x| ok(x))
         }
-        Expr::FromIdx(_) | Expr::Rand { .. } => false,
+        Expr::FromIdx(_) | Expr::Rand { .. } | Expr::SharedLoad { .. } | Expr::ShuffleXor { .. } => {
+            false
+        }
     }
 }
 

@@ -2,19 +2,18 @@
 //! architecture (`sm_80` or `sm_90`). Built only with the `cuda` cargo feature, because
 //! it links the system's LLVM 19.
 //!
-//! Translation scheme (the launch *decision* is [`nnc_kernels::gpu::plan`]'s; this
-//! module only translates it):
+//! Translation scheme: the input is the GPU schedule's program (`crate::lower::gpu`):
+//! every kernel is written for one thread and says how it is launched; this module only
+//! translates, statement by statement.
 //! - every kernel becomes one `.entry` (LLVM calling convention 71, `ptx_kernel`) named
 //!   like the kernel, taking one `ptr addrspace(1)` per buffer in `Kernel::params` order
-//!   followed by the batch size `n: i64`. The CUDA executor launches it with
-//!   [`nnc_kernels::gpu::launch_dims`] of its work size.
-//! - a grid-stride kernel runs its parallel loop's body for `i = blockIdx.x·blockDim.x +
-//!   threadIdx.x; i < extent; i += blockDim.x·gridDim.x`.
-//! - a one-thread-per-element product decomposes its grid-stride index `e` into
-//!   `(p, i, j)` (row-major over `count × m × n`) and accumulates `Σ_l A·B` in f32 with
-//!   `llvm.fma.f32`, then stores `alpha·acc + beta·C` (`C` is not read when `beta = 0`).
-//! - a single-thread kernel runs its body on thread 0 of block 0 only; a `Gemm` inside
-//!   it becomes plain nested loops.
+//!   followed by the batch size `n: i64`. The CUDA executor launches it on the grid
+//!   [`nnc_kernels::gpu::launch_dims`] evaluates.
+//! - the thread and block indices are the `tid.x` and `ctaid.x/y/z` special registers;
+//!   each shared array is an internal `addrspace(3)` global of the kernel
+//!   (`<kernel>_s<i>`, static `.shared` memory); a barrier is `llvm.nvvm.barrier0`
+//!   (`bar.sync 0`) and a shuffle `llvm.nvvm.shfl.sync.bfly.f32` over the full warp.
+//! - loops count up from 0 (signed compare); an `if` branches on its conditions.
 //! - loop variables and locals are `alloca`s promoted to registers by the optimizer
 //!   (`default<O3>`); a `select` branches, so only the chosen side is evaluated (it may
 //!   guard an out-of-range load), as in the interpreter.
@@ -48,13 +47,15 @@ use inkwell::passes::PassBuilderOptions;
 use inkwell::targets::{
     CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine, TargetTriple,
 };
-use inkwell::types::{BasicType, FloatType, IntType};
+use inkwell::types::{FloatType, IntType};
 use inkwell::values::{BasicMetadataValueEnum, FloatValue, FunctionValue, IntValue, PointerValue};
 use inkwell::{AddressSpace, FloatPredicate, IntPredicate, OptimizationLevel};
 
-use nnc_kernels::gpu::{plan, Launch};
+use inkwell::module::Linkage;
+use inkwell::values::GlobalValue;
 use nnc_kernels::ir::{
-    mix64, BinOp, BufId, CmpOp, Expr, Gemm, Idx, Kernel, LocalId, Program, Stmt, UnOp, VarId,
+    mix64, BinOp, BufId, CmpOp, Cond, Expr, Idx, Kernel, LocalId, Program, SharedId, Stmt, UnOp,
+    VarId,
 };
 
 pub mod ptxas;
@@ -110,7 +111,7 @@ impl From<BuilderError> for PtxError {
 
 type R<T> = Result<T, PtxError>;
 
-/// The PTX text of every kernel of `program`, for `arch`.
+/// The PTX text of every kernel of `program` (a GPU-scheduled program), for `arch`.
 pub fn render_program(program: &Program, arch: GpuArch) -> R<String> {
     let (module_text, _) = translate(program, arch, true)?;
     Ok(module_text)
@@ -125,6 +126,12 @@ pub fn render_llvm_ir(program: &Program, arch: GpuArch) -> R<String> {
 /// Builds and optimises the module; returns `(ptx, llvm ir)`, the PTX only when asked.
 fn translate(program: &Program, arch: GpuArch, want_ptx: bool) -> R<(String, String)> {
     program.validate().map_err(|e| PtxError(e.to_string()))?;
+    if let Some(k) = program.kernels.iter().find(|k| k.gpu.is_none()) {
+        return Err(PtxError(format!(
+            "kernel `{}` has no GPU launch (the GPU schedule was not applied)",
+            k.name
+        )));
+    }
     Target::initialize_nvptx(&InitializationConfig::default());
     let triple = TargetTriple::create("nvptx64-nvidia-cuda");
     let target = Target::from_triple(&triple).map_err(|e| PtxError(e.to_string()))?;
@@ -189,6 +196,8 @@ struct KernelGen<'a, 'ctx> {
     n: IntValue<'ctx>,
     vars: Vec<PointerValue<'ctx>>,
     locals: Vec<PointerValue<'ctx>>,
+    /// The kernel's shared arrays and their lengths.
+    shared: Vec<(GlobalValue<'ctx>, u32)>,
 }
 
 impl<'a, 'ctx> KernelGen<'a, 'ctx> {
@@ -235,6 +244,16 @@ impl<'a, 'ctx> KernelGen<'a, 'ctx> {
             builder.build_store(slot, f32t.const_zero())?;
             locals.push(slot);
         }
+        let mut shared = Vec::new();
+        for (i, d) in kernel.gpu.iter().flat_map(|g| &g.shared).enumerate() {
+            let ty = f32t.array_type(d.len);
+            let name = format!("{}_s{i}", kernel.name);
+            let g = module.add_global(ty, Some(AddressSpace::from(3u16)), &name);
+            g.set_linkage(Linkage::Internal);
+            g.set_initializer(&ty.get_undef());
+            g.set_alignment(16);
+            shared.push((g, d.len));
+        }
         Ok(KernelGen {
             ctx,
             module,
@@ -247,41 +266,13 @@ impl<'a, 'ctx> KernelGen<'a, 'ctx> {
             n,
             vars,
             locals,
+            shared,
         })
     }
 
     fn emit(mut self) -> R<()> {
-        let g = plan(self.kernel);
-        match g.launch {
-            Launch::Single => {
-                let tid = self.global_thread_id()?;
-                let first = self.builder.build_int_compare(
-                    IntPredicate::EQ,
-                    tid,
-                    self.i64t.const_zero(),
-                    "first",
-                )?;
-                let run = self.ctx.append_basic_block(self.function, "single");
-                let done = self.ctx.append_basic_block(self.function, "done");
-                self.builder.build_conditional_branch(first, run, done)?;
-                self.builder.position_at_end(run);
-                for s in &self.kernel.body {
-                    self.stmt(s)?;
-                }
-                self.builder.build_unconditional_branch(done)?;
-                self.builder.position_at_end(done);
-            }
-            Launch::GridStride { var, extent, body } => {
-                let end = self.idx(extent)?;
-                let slot = self.var(var)?;
-                self.grid_stride(slot, end, |gen| {
-                    for s in body {
-                        gen.stmt(s)?;
-                    }
-                    Ok(())
-                })?;
-            }
-            Launch::GemmPerElement(gemm) => self.gemm_per_element(gemm)?,
+        for s in &self.kernel.body {
+            self.stmt(s)?;
         }
         self.builder.build_return(None)?;
         Ok(())
@@ -289,41 +280,19 @@ impl<'a, 'ctx> KernelGen<'a, 'ctx> {
 
     // ---- threads and loops ----
 
-    fn sreg(&self, name: &str) -> R<IntValue<'ctx>> {
-        let full = format!("llvm.nvvm.read.ptx.sreg.{name}");
-        let f = match self.module.get_function(&full) {
+    /// An intrinsic without overloads, declared on first use.
+    fn nvvm(&self, name: &str, ty: inkwell::types::FunctionType<'ctx>) -> FunctionValue<'ctx> {
+        match self.module.get_function(name) {
             Some(f) => f,
-            None => {
-                let ty = self.ctx.i32_type().fn_type(&[], false);
-                self.module.add_function(&full, ty, None)
-            }
-        };
+            None => self.module.add_function(name, ty, None),
+        }
+    }
+
+    fn sreg(&self, name: &str) -> R<IntValue<'ctx>> {
+        let ty = self.ctx.i32_type().fn_type(&[], false);
+        let f = self.nvvm(&format!("llvm.nvvm.read.ptx.sreg.{name}"), ty);
         let v = self.call(f, &[])?.into_int_value();
         Ok(self.builder.build_int_z_extend(v, self.i64t, name)?)
-    }
-
-    /// `blockIdx.x·blockDim.x + threadIdx.x`.
-    fn global_thread_id(&self) -> R<IntValue<'ctx>> {
-        let (block, dim, thread) = (
-            self.sreg("ctaid.x")?,
-            self.sreg("ntid.x")?,
-            self.sreg("tid.x")?,
-        );
-        let base = self.builder.build_int_nuw_mul(block, dim, "base")?;
-        Ok(self.builder.build_int_nuw_add(base, thread, "gtid")?)
-    }
-
-    /// `for (*slot = gtid; *slot < end; *slot += blockDim·gridDim) body`.
-    fn grid_stride(
-        &mut self,
-        slot: PointerValue<'ctx>,
-        end: IntValue<'ctx>,
-        body: impl FnOnce(&mut Self) -> R<()>,
-    ) -> R<()> {
-        let start = self.global_thread_id()?;
-        let (dim, grid) = (self.sreg("ntid.x")?, self.sreg("nctaid.x")?);
-        let step = self.builder.build_int_nuw_mul(dim, grid, "stride")?;
-        self.counted_loop(slot, start, end, step, body)
     }
 
     /// `for (*slot = start; *slot < end; *slot += step) body` (signed compare).
@@ -354,28 +323,6 @@ impl<'a, 'ctx> KernelGen<'a, 'ctx> {
         self.builder.build_unconditional_branch(cond)?;
         self.builder.position_at_end(exit);
         Ok(())
-    }
-
-    /// A fresh `alloca` of `ty` in the entry block (so the optimizer promotes it).
-    fn entry_alloca(&self, ty: impl BasicType<'ctx>, name: &str) -> R<PointerValue<'ctx>> {
-        let entry = self
-            .function
-            .get_first_basic_block()
-            .ok_or_else(|| PtxError("function without entry block".into()))?;
-        let b = self.ctx.create_builder();
-        match entry.get_first_instruction() {
-            Some(i) => b.position_before(&i),
-            None => b.position_at_end(entry),
-        }
-        Ok(b.build_alloca(ty, name)?)
-    }
-
-    fn entry_alloca_i64(&self, name: &str) -> R<PointerValue<'ctx>> {
-        self.entry_alloca(self.i64t, name)
-    }
-
-    fn entry_alloca_f32(&self, name: &str) -> R<PointerValue<'ctx>> {
-        self.entry_alloca(self.f32t, name)
     }
 
     fn load_i64(&self, slot: PointerValue<'ctx>) -> R<IntValue<'ctx>> {
@@ -437,9 +384,74 @@ impl<'a, 'ctx> KernelGen<'a, 'ctx> {
                 let slot = self.local(*local)?;
                 self.builder.build_store(slot, v)?;
             }
-            Stmt::Gemm(g) => self.gemm_serial(g)?,
+            Stmt::If { conds, body } => {
+                let holds = self.conds(conds)?;
+                let then = self.ctx.append_basic_block(self.function, "if.then");
+                let done = self.ctx.append_basic_block(self.function, "if.done");
+                self.builder.build_conditional_branch(holds, then, done)?;
+                self.builder.position_at_end(then);
+                for s in body {
+                    self.stmt(s)?;
+                }
+                self.builder.build_unconditional_branch(done)?;
+                self.builder.position_at_end(done);
+            }
+            Stmt::SharedStore { buf, index, value } => {
+                let v = self.expr(value)?;
+                let ptr = self.shared_element(*buf, index)?;
+                self.builder.build_store(ptr, v)?;
+            }
+            Stmt::Barrier => {
+                let ty = self.ctx.void_type().fn_type(&[], false);
+                let f = self.nvvm("llvm.nvvm.barrier0", ty);
+                self.builder.build_call(f, &[], "")?;
+            }
+            Stmt::Gemm(_) => {
+                return Err(PtxError(format!(
+                    "kernel `{}` holds a `gemm` (the GPU schedule tiles products)",
+                    self.kernel.name
+                )))
+            }
         }
         Ok(())
+    }
+
+    /// The conjunction of an `if`'s conditions (signed compares of indices).
+    fn conds(&self, conds: &[Cond]) -> R<IntValue<'ctx>> {
+        let b = &self.builder;
+        let mut all = self.ctx.bool_type().const_int(1, false);
+        for c in conds {
+            let pred = match c.op {
+                CmpOp::Lt => IntPredicate::SLT,
+                CmpOp::Le => IntPredicate::SLE,
+                CmpOp::Gt => IntPredicate::SGT,
+                CmpOp::Ge => IntPredicate::SGE,
+                CmpOp::Eq => IntPredicate::EQ,
+                CmpOp::Ne => IntPredicate::NE,
+            };
+            let holds = b.build_int_compare(pred, self.idx(&c.a)?, self.idx(&c.b)?, "")?;
+            all = b.build_and(all, holds, "")?;
+        }
+        Ok(all)
+    }
+
+    fn shared_element(&self, buf: SharedId, i: &Idx) -> R<PointerValue<'ctx>> {
+        let (g, len) = self
+            .shared
+            .get(buf.0 as usize)
+            .copied()
+            .ok_or_else(|| PtxError(format!("shared array s{} is not declared", buf.0)))?;
+        let i = self.idx(i)?;
+        let ty = self.f32t.array_type(len);
+        // SAFETY (of the LLVM IR): the simulator checks shared indices are in bounds.
+        Ok(unsafe {
+            self.builder.build_in_bounds_gep(
+                ty,
+                g.as_pointer_value(),
+                &[self.i64t.const_zero(), i],
+                "",
+            )?
+        })
     }
 
     fn buffer(&self, b: BufId) -> R<PointerValue<'ctx>> {
@@ -465,136 +477,6 @@ impl<'a, 'ctx> KernelGen<'a, 'ctx> {
         self.element_at(b, i)
     }
 
-    // ---- products ----
-
-    /// Sizes, batch strides and `[offset, row stride, col stride]` of the three operands.
-    fn gemm_geometry(&self, g: &Gemm) -> R<GemmValues<'ctx>> {
-        let mat = |r: &nnc_kernels::ir::MatRef| -> R<[IntValue<'ctx>; 3]> {
-            Ok([
-                self.idx(&r.offset)?,
-                self.idx(&r.row_stride)?,
-                self.idx(&r.col_stride)?,
-            ])
-        };
-        let (count, strides) = match &g.batch {
-            Some((c, s)) => (
-                self.idx(c)?,
-                [self.idx(&s[0])?, self.idx(&s[1])?, self.idx(&s[2])?],
-            ),
-            None => {
-                let z = self.i64t.const_zero();
-                (self.i64t.const_int(1, false), [z, z, z])
-            }
-        };
-        Ok(GemmValues {
-            m: self.idx(&g.m)?,
-            n: self.idx(&g.n)?,
-            k: self.idx(&g.k)?,
-            count,
-            strides,
-            a: mat(&g.a)?,
-            b: mat(&g.b)?,
-            c: mat(&g.c)?,
-        })
-    }
-
-    /// `base + p·batch + r·rs + c·cs`.
-    fn mat_index(
-        &self,
-        at: [IntValue<'ctx>; 3],
-        batch: IntValue<'ctx>,
-        p: IntValue<'ctx>,
-        r: IntValue<'ctx>,
-        c: IntValue<'ctx>,
-    ) -> R<IntValue<'ctx>> {
-        let b = &self.builder;
-        let x = b.build_int_add(at[0], b.build_int_mul(p, batch, "")?, "")?;
-        let x = b.build_int_add(x, b.build_int_mul(r, at[1], "")?, "")?;
-        Ok(b.build_int_add(x, b.build_int_mul(c, at[2], "")?, "")?)
-    }
-
-    /// One output element `(p, i, j)`: a dot product over `k`, then the store.
-    fn gemm_element(
-        &mut self,
-        g: &Gemm,
-        geo: &GemmValues<'ctx>,
-        p: IntValue<'ctx>,
-        i: IntValue<'ctx>,
-        j: IntValue<'ctx>,
-    ) -> R<()> {
-        let acc = self.entry_alloca_f32("gemm.acc")?;
-        let l = self.entry_alloca_i64("gemm.l")?;
-        self.builder.build_store(acc, self.f32t.const_zero())?;
-        let zero = self.i64t.const_zero();
-        let one = self.i64t.const_int(1, false);
-        let geo2 = *geo;
-        self.counted_loop(l, zero, geo.k, one, |gen| {
-            let lv = gen.load_i64(l)?;
-            let ai = gen.mat_index(geo2.a, geo2.strides[0], p, i, lv)?;
-            let bi = gen.mat_index(geo2.b, geo2.strides[1], p, lv, j)?;
-            let av = gen.load_f32(gen.element_at(g.a.buf, ai)?)?;
-            let bv = gen.load_f32(gen.element_at(g.b.buf, bi)?)?;
-            let sum = gen.load_f32(acc)?;
-            let fused = gen.fma(av, bv, sum)?;
-            gen.builder.build_store(acc, fused)?;
-            Ok(())
-        })?;
-        let ci = self.mat_index(geo.c, geo.strides[2], p, i, j)?;
-        let cptr = self.element_at(g.c.buf, ci)?;
-        let mut v = self.load_f32(acc)?;
-        if g.alpha != 1.0 {
-            let alpha = self.f32t.const_float(f64::from(g.alpha));
-            v = self.builder.build_float_mul(alpha, v, "")?;
-        }
-        if g.beta != 0.0 {
-            let beta = self.f32t.const_float(f64::from(g.beta));
-            let old = self.load_f32(cptr)?;
-            let old = self.builder.build_float_mul(beta, old, "")?;
-            v = self.builder.build_float_add(v, old, "")?;
-        }
-        self.builder.build_store(cptr, v)?;
-        Ok(())
-    }
-
-    /// The whole kernel is this product: one grid-stride thread per output element.
-    fn gemm_per_element(&mut self, g: &Gemm) -> R<()> {
-        let geo = self.gemm_geometry(g)?;
-        let b = &self.builder;
-        let mn = b.build_int_mul(geo.m, geo.n, "mn")?;
-        let work = b.build_int_mul(geo.count, mn, "work")?;
-        let e = self.entry_alloca_i64("gemm.e")?;
-        self.grid_stride(e, work, |gen| {
-            let ev = gen.load_i64(e)?;
-            let b = &gen.builder;
-            // e ≥ 0 and m, n > 0 inside the loop: unsigned division is exact.
-            let j = b.build_int_unsigned_rem(ev, geo.n, "j")?;
-            let row = b.build_int_unsigned_div(ev, geo.n, "row")?;
-            let i = b.build_int_unsigned_rem(row, geo.m, "i")?;
-            let p = b.build_int_unsigned_div(row, geo.m, "p")?;
-            gen.gemm_element(g, &geo, p, i, j)
-        })
-    }
-
-    /// A product inside a serial kernel: loops over `p`, `i`, `j`.
-    fn gemm_serial(&mut self, g: &Gemm) -> R<()> {
-        let geo = self.gemm_geometry(g)?;
-        let (ps, is, js) = (
-            self.entry_alloca_i64("gemm.p")?,
-            self.entry_alloca_i64("gemm.i")?,
-            self.entry_alloca_i64("gemm.j")?,
-        );
-        let zero = self.i64t.const_zero();
-        let one = self.i64t.const_int(1, false);
-        self.counted_loop(ps, zero, geo.count, one, |gen| {
-            gen.counted_loop(is, zero, geo.m, one, |gen| {
-                gen.counted_loop(js, zero, geo.n, one, |gen| {
-                    let (p, i, j) = (gen.load_i64(ps)?, gen.load_i64(is)?, gen.load_i64(js)?);
-                    gen.gemm_element(g, &geo, p, i, j)
-                })
-            })
-        })
-    }
-
     // ---- indices ----
 
     fn idx(&self, i: &Idx) -> R<IntValue<'ctx>> {
@@ -603,6 +485,8 @@ impl<'a, 'ctx> KernelGen<'a, 'ctx> {
             Idx::Const(c) => self.i64t.const_int(*c as u64, true),
             Idx::Var(v) => self.load_i64(self.var(*v)?)?,
             Idx::N => self.n,
+            Idx::Thread => self.sreg("tid.x")?,
+            Idx::Block(a) => self.sreg(["ctaid.x", "ctaid.y", "ctaid.z"][usize::from(*a).min(2)])?,
             Idx::Add(x, y) => b.build_int_add(self.idx(x)?, self.idx(y)?, "")?,
             Idx::Sub(x, y) => b.build_int_sub(self.idx(x)?, self.idx(y)?, "")?,
             Idx::Mul(x, y) => b.build_int_mul(self.idx(x)?, self.idx(y)?, "")?,
@@ -828,6 +712,22 @@ impl<'a, 'ctx> KernelGen<'a, 'ctx> {
                 step,
                 counter,
             } => self.rand(*seed, *key, step, counter)?,
+            Expr::SharedLoad { buf, index } => self.load_f32(self.shared_element(*buf, index)?)?,
+            Expr::ShuffleXor { local, lanes } => {
+                let i32t = self.ctx.i32_type();
+                let ty = self
+                    .f32t
+                    .fn_type(&[i32t.into(), self.f32t.into(), i32t.into(), i32t.into()], false);
+                let f = self.nvvm("llvm.nvvm.shfl.sync.bfly.f32", ty);
+                let v = self.load_f32(self.local(*local)?)?;
+                let args = [
+                    i32t.const_int(0xffff_ffff, false).into(),
+                    v.into(),
+                    i32t.const_int(u64::from(*lanes), false).into(),
+                    i32t.const_int(0x1f, false).into(),
+                ];
+                self.call(f, &args)?.into_float_value()
+            }
         })
     }
 
@@ -907,15 +807,3 @@ impl<'a, 'ctx> KernelGen<'a, 'ctx> {
 
 type BvE<'ctx> = inkwell::values::BasicValueEnum<'ctx>;
 
-/// A product's evaluated geometry.
-#[derive(Clone, Copy)]
-struct GemmValues<'ctx> {
-    m: IntValue<'ctx>,
-    n: IntValue<'ctx>,
-    k: IntValue<'ctx>,
-    count: IntValue<'ctx>,
-    strides: [IntValue<'ctx>; 3],
-    a: [IntValue<'ctx>; 3],
-    b: [IntValue<'ctx>; 3],
-    c: [IntValue<'ctx>; 3],
-}

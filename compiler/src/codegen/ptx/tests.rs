@@ -14,6 +14,16 @@ use nnc_kernels::samples;
 
 use super::{render_llvm_ir, render_program, GpuArch};
 
+/// The GPU schedule of a CPU-shaped program.
+fn schedule(p: &Program) -> Program {
+    crate::lower::gpu::schedule(p).unwrap_or_else(|e| panic!("{}: {e}", p.name))
+}
+
+/// The PTX of a CPU-shaped program, through the GPU schedule.
+fn ptx_of(p: &Program, arch: GpuArch) -> Result<String, super::PtxError> {
+    render_program(&schedule(p), arch)
+}
+
 /// `ptxas` as [`super::ptxas::find_ptxas`] finds it; `None` (with the reason printed)
 /// skips the assembler checks.
 fn ptxas() -> Option<PathBuf> {
@@ -52,7 +62,7 @@ fn spill_report_parsing_reads_every_kernel() {
 
 #[test]
 fn every_kernel_of_every_sample_is_an_entry_for_each_arch() {
-    for p in samples::all() {
+    for p in samples::all().iter().map(schedule) {
         for arch in GpuArch::ALL {
             let ptx = render_program(&p, arch).unwrap_or_else(|e| panic!("{}: {e}", p.name));
             assert!(ptx.contains(&format!(".target {}", arch.name())), "{ptx}");
@@ -69,14 +79,14 @@ fn every_kernel_of_every_sample_is_an_entry_for_each_arch() {
 
 #[test]
 fn transcendentals_use_hardware_approximations_not_libcalls() {
-    let ptx = render_program(&samples::all_ops(), GpuArch::Sm80).unwrap();
+    let ptx = ptx_of(&samples::all_ops(), GpuArch::Sm80).unwrap();
     assert!(ptx.contains("ex2.approx.f32"), "{ptx}");
     assert!(ptx.contains("lg2.approx.f32"), "{ptx}");
     assert!(ptx.contains("fma.rn.f32"), "{ptx}");
     assert!(ptx.contains("div.rn.f32"), "{ptx}");
     assert!(ptx.contains("sqrt.rn.f32"), "{ptx}");
     assert!(!ptx.contains("call"), "{ptx}");
-    let ir = render_llvm_ir(&samples::all_ops(), GpuArch::Sm80).unwrap();
+    let ir = render_llvm_ir(&schedule(&samples::all_ops()), GpuArch::Sm80).unwrap();
     for forbidden in [
         "llvm.exp.",
         "llvm.exp2.",
@@ -88,24 +98,37 @@ fn transcendentals_use_hardware_approximations_not_libcalls() {
     }
 }
 
+/// The schedule's constructs reach the PTX: elementwise kernels index by
+/// `ctaid.x·256 + tid.x`; a tiled product stages its operands in `.shared` tiles between
+/// `bar.sync`s and accumulates with `fma.rn.f32`; a block reduction uses
+/// `shfl.sync.bfly` and a shared slot per warp.
 #[test]
-fn kernels_are_grid_stride_loops_over_the_global_thread_id() {
-    let ptx = render_program(&samples::bias_relu(), GpuArch::Sm80).unwrap();
-    for sreg in ["%ctaid.x", "%ntid.x", "%tid.x", "%nctaid.x"] {
-        assert!(ptx.contains(sreg), "`{sreg}` missing:\n{ptx}");
+fn gpu_constructs_become_special_registers_shared_memory_barriers_and_shuffles() {
+    let ptx = ptx_of(&samples::bias_relu(), GpuArch::Sm80).unwrap();
+    for needle in ["%ctaid.x", "%tid.x"] {
+        assert!(ptx.contains(needle), "`{needle}` missing:\n{ptx}");
     }
-    // A serial kernel does not stride: it only checks for thread 0.
-    let ptx = render_program(&samples::serial_step(), GpuArch::Sm80).unwrap();
-    assert!(!ptx.contains("%nctaid.x"), "{ptx}");
+    assert!(!ptx.contains("bar.sync"), "{ptx}");
+    let ptx = ptx_of(&samples::gemm_batched(), GpuArch::Sm80).unwrap();
+    for needle in [".shared .align 16 .b8", "bar.sync", "fma.rn.f32", "%ctaid.z"] {
+        assert!(ptx.contains(needle), "`{needle}` missing:\n{ptx}");
+    }
+    let ptx = ptx_of(&samples::wide_row_sum(), GpuArch::Sm90).unwrap();
+    for needle in ["shfl.sync.bfly.b32", "bar.sync", ".shared"] {
+        assert!(ptx.contains(needle), "`{needle}` missing:\n{ptx}");
+    }
+    // A CPU-shaped program is refused: the schedule decides the launch, not the renderer.
+    let err = render_program(&samples::bias_relu(), GpuArch::Sm80).unwrap_err();
+    assert!(err.0.contains("GPU schedule was not applied"), "{err}");
 }
 
 #[test]
 fn invalid_programs_and_names_are_errors_not_panics() {
     let mut p = samples::bias_relu();
     p.kernels[0].name = "k 0".into();
-    let err = render_program(&p, GpuArch::Sm80).unwrap_err();
+    let err = ptx_of(&p, GpuArch::Sm80).unwrap_err();
     assert!(err.0.contains("not a PTX identifier"), "{err}");
-    let mut p = samples::bias_relu();
+    let mut p = schedule(&samples::bias_relu());
     p.kernels[0].params.pop();
     assert!(render_program(&p, GpuArch::Sm80).is_err());
 }
@@ -164,7 +187,7 @@ fn ptxas_assembles_every_sample_for_sm80_and_sm90() {
     let dir = scratch("samples");
     for p in samples::all() {
         for arch in GpuArch::ALL {
-            let ptx = render_program(&p, arch).unwrap();
+            let ptx = ptx_of(&p, arch).unwrap();
             assemble(&ptxas, &dir, &p.name, arch, &ptx);
         }
     }
@@ -173,7 +196,7 @@ fn ptxas_assembles_every_sample_for_sm80_and_sm90() {
 
 /// The kernel programs of the train and eval steps of every `train` block of every
 /// example and `tests/golden/ir` program, as the compiler lowers them (passes, fusion,
-/// lowering; no CPU schedule), labelled `file.nn train` / `file.nn eval`.
+/// lowering and the GPU schedule), labelled `file.nn train` / `file.nn eval`.
 fn compiled_steps() -> Vec<(String, Program)> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
@@ -195,8 +218,8 @@ fn compiled_steps() -> Vec<(String, Program)> {
         let steps = crate::lower::report::compile_program(&program, None)
             .unwrap_or_else(|e| panic!("{stem}: {e}"));
         for (train, eval, _) in steps {
-            out.push((format!("{stem} train"), train.lowered.program));
-            out.push((format!("{stem} eval"), eval.lowered.program));
+            out.push((format!("{stem} train"), schedule(&train.lowered.program)));
+            out.push((format!("{stem} eval"), schedule(&eval.lowered.program)));
         }
     }
     out
@@ -272,7 +295,7 @@ fn rand_folds_to_the_interpreters_values() {
         vec![decl("out", Size::fixed(cases.len()), BufferKind::Output)],
         vec![kernel("k0", vec![out], body, 0, 0)],
     );
-    let ir = render_llvm_ir(&p, GpuArch::Sm80).unwrap();
+    let ir = render_llvm_ir(&schedule(&p), GpuArch::Sm80).unwrap();
     let stored: Vec<f32> = ir
         .lines()
         .filter_map(|l| l.trim_start().strip_prefix("store float "))
@@ -301,7 +324,7 @@ fn rand_folds_to_the_interpreters_values() {
     {
         *counter = Idx::N;
     }
-    let ir2 = render_llvm_ir(&p2, GpuArch::Sm80).unwrap();
+    let ir2 = render_llvm_ir(&schedule(&p2), GpuArch::Sm80).unwrap();
     assert!(ir2.contains("mul i64"), "{ir2}");
 }
 
@@ -309,10 +332,18 @@ fn rand_folds_to_the_interpreters_values() {
 fn ptx_of_small_kernels_is_stable() {
     insta::assert_snapshot!(
         "bias_relu_sm80",
-        render_program(&samples::bias_relu(), GpuArch::Sm80).unwrap()
+        ptx_of(&samples::bias_relu(), GpuArch::Sm80).unwrap()
     );
     insta::assert_snapshot!(
         "gemm_batched_sm90",
-        render_program(&samples::gemm_batched(), GpuArch::Sm90).unwrap()
+        ptx_of(&samples::gemm_batched(), GpuArch::Sm90).unwrap()
+    );
+    insta::assert_snapshot!(
+        "wide_row_sum_sm80",
+        ptx_of(&samples::wide_row_sum(), GpuArch::Sm80).unwrap()
+    );
+    insta::assert_snapshot!(
+        "serial_step_sm80",
+        ptx_of(&samples::serial_step(), GpuArch::Sm80).unwrap()
     );
 }
