@@ -178,7 +178,10 @@ impl<'k> BlockSim<'k> {
     }
 
     fn shared_cell(&self, buf: SharedId, i: i64) -> Result<(&Cell<f32>, &Cell<Meta>), String> {
-        let (vals, meta) = match (self.shared.get(buf.0 as usize), self.meta.get(buf.0 as usize)) {
+        let (vals, meta) = match (
+            self.shared.get(buf.0 as usize),
+            self.meta.get(buf.0 as usize),
+        ) {
             (Some(v), Some(m)) => (v, m),
             _ => return Err(format!("shared array s{} is not declared", buf.0)),
         };
@@ -204,7 +207,12 @@ impl<'k> BlockSim<'k> {
         Ok(())
     }
 
-    fn stmt(&mut self, s: &Stmt, active: &[usize], bufs: &mut [Vec<f32>]) -> Result<(), InterpError> {
+    fn stmt(
+        &mut self,
+        s: &Stmt,
+        active: &[usize],
+        bufs: &mut [Vec<f32>],
+    ) -> Result<(), InterpError> {
         match s {
             Stmt::Loop {
                 var, extent, body, ..
@@ -259,7 +267,8 @@ impl<'k> BlockSim<'k> {
                     writes.push((slot, t, v));
                 }
                 if writes.len() > 1 {
-                    let mut slots: Vec<(usize, usize)> = writes.iter().map(|w| (w.0, w.1)).collect();
+                    let mut slots: Vec<(usize, usize)> =
+                        writes.iter().map(|w| (w.0, w.1)).collect();
                     slots.sort_unstable();
                     if let Some(w) = slots.windows(2).find(|w| w[0].0 == w[1].0) {
                         return self.err(format!(

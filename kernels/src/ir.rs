@@ -341,11 +341,17 @@ pub enum Expr {
         counter: Idx,
     },
     /// Element `index` of a block-shared array (GPU kernels only).
-    SharedLoad { buf: SharedId, index: Idx },
+    SharedLoad {
+        buf: SharedId,
+        index: Idx,
+    },
     /// The value of `local` in the thread whose lane is this thread's lane XOR `lanes`,
     /// within the same warp of 32 (`shfl.sync.bfly`; GPU kernels only, every lane of the
     /// warp must execute it together).
-    ShuffleXor { local: LocalId, lanes: u32 },
+    ShuffleXor {
+        local: LocalId,
+        lanes: u32,
+    },
 }
 
 /// `C = alpha·A·B + beta·C` with `A: [m, k]`, `B: [k, n]`, `C: [m, n]`, each operand
@@ -397,7 +403,10 @@ pub enum Stmt {
     },
     Gemm(Gemm),
     /// `if conds[0] && conds[1] && … { body }` (GPU kernels only).
-    If { conds: Vec<Cond>, body: Vec<Stmt> },
+    If {
+        conds: Vec<Cond>,
+        body: Vec<Stmt>,
+    },
     /// `shared[index] = value` (GPU kernels only).
     SharedStore {
         buf: SharedId,

@@ -162,7 +162,10 @@ fn idx_prec(i: &Idx, parent: u8) -> String {
         Idx::Min(a, b) => (format!("min({}, {})", idx(a), idx(b)), 3),
         Idx::Max(a, b) => (format!("max({}, {})", idx(a), idx(b)), 3),
         Idx::Thread => ("thread".to_string(), 3),
-        Idx::Block(a) => (format!("block.{}", ["x", "y", "z"][usize::from(*a).min(2)]), 3),
+        Idx::Block(a) => (
+            format!("block.{}", ["x", "y", "z"][usize::from(*a).min(2)]),
+            3,
+        ),
     };
     if prec < parent {
         format!("({text})")

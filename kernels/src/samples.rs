@@ -135,7 +135,13 @@ pub fn wide_row_sum() -> Program {
             decl("x", Size::per_batch(8), BufferKind::Input),
             decl("out", Size::fixed(4), BufferKind::Output),
         ],
-        vec![kernel("k0", vec![x, out], vec![for_(i, 4usize, true, body)], 2, 1)],
+        vec![kernel(
+            "k0",
+            vec![x, out],
+            vec![for_(i, 4usize, true, body)],
+            2,
+            1,
+        )],
     )
 }
 

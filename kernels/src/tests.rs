@@ -214,7 +214,11 @@ fn block_sum(barrier: bool) -> Program {
     if barrier {
         body.push(Stmt::Barrier);
     }
-    let total = binary(BinOp::Add, shared_load(Idx::Const(0)), shared_load(Idx::Const(1)));
+    let total = binary(
+        BinOp::Add,
+        shared_load(Idx::Const(0)),
+        shared_load(Idx::Const(1)),
+    );
     body.push(thread_zero(vec![store(BufId(1), Idx::Const(0), total)]));
     gpu_program(body, 2, 64, 1)
 }
@@ -229,7 +233,10 @@ fn simulated_block_sum_with_shuffles_and_shared_memory_is_exact() {
 #[test]
 fn simulator_reports_a_read_of_shared_memory_written_since_the_last_barrier() {
     let e = simulate(&block_sum(false), vec![1.0; 64]).unwrap_err();
-    assert!(e.contains("written by thread 32 since the last barrier"), "{e}");
+    assert!(
+        e.contains("written by thread 32 since the last barrier"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -248,7 +255,10 @@ fn simulator_reports_uninitialised_shared_memory() {
         assign(LocalId(0), shared_load(Idx::Thread)),
     ];
     let e = simulate(&gpu_program(body, 64, 64, 1), vec![0.0; 64]).unwrap_err();
-    assert!(e.contains("thread 32: reads s0 `tile`[32], which no thread"), "{e}");
+    assert!(
+        e.contains("thread 32: reads s0 `tile`[32], which no thread"),
+        "{e}"
+    );
     assert!(e.contains("uninitialised shared memory"), "{e}");
 }
 
@@ -269,7 +279,10 @@ fn simulator_reports_an_overwrite_of_shared_memory_another_thread_read() {
 fn simulator_reports_divergent_barriers_shuffles_and_conflicting_stores() {
     let divergent = vec![thread_zero(vec![Stmt::Barrier])];
     let e = simulate(&gpu_program(divergent, 1, 64, 1), vec![0.0; 64]).unwrap_err();
-    assert!(e.contains("a barrier reached by 1 of the block's 64 threads"), "{e}");
+    assert!(
+        e.contains("a barrier reached by 1 of the block's 64 threads"),
+        "{e}"
+    );
     let shuffle = Expr::ShuffleXor {
         local: LocalId(0),
         lanes: 1,

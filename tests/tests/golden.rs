@@ -90,20 +90,19 @@ fn examples_graph_golden() {
     });
 }
 
-/// The fused groups and the kernel IR of every train and eval step of a file.
-fn kernels_of(path: &Path) -> String {
+/// The text of `stages` for every train and eval step of a file.
+fn stages_of(path: &Path, stages: &[nnc::ir::emit::Stage]) -> String {
     let src = std::fs::read_to_string(path).expect("golden file is readable");
     let file = nnc::syntax::parse_file(&src).expect("golden IR programs parse");
     let base = path.parent().expect("files live in a folder");
     let program = nnc::sema::check_file(&file, base).expect("golden IR programs check");
-    use nnc::ir::emit::{emit, Stage};
-    emit(
-        &file,
-        &program,
-        &[Stage::Fused, Stage::Kernels],
-        &Default::default(),
-    )
-    .expect("steps compile")
+    nnc::ir::emit::emit(&file, &program, stages, &Default::default()).expect("steps compile")
+}
+
+/// The fused groups and the kernel IR of every train and eval step of a file.
+fn kernels_of(path: &Path) -> String {
+    use nnc::ir::emit::Stage;
+    stages_of(path, &[Stage::Fused, Stage::Kernels])
 }
 
 #[test]
@@ -125,13 +124,15 @@ fn examples_kernels_golden() {
 #[test]
 fn examples_cpu_kernels_golden() {
     insta::glob!("../../examples", "*.nn", |path| {
-        let src = std::fs::read_to_string(path).expect("example is readable");
-        let file = nnc::syntax::parse_file(&src).expect("examples parse");
-        let base = path.parent().expect("files live in a folder");
-        let program = nnc::sema::check_file(&file, base).expect("examples check");
-        use nnc::ir::emit::{emit, Stage};
-        let text = emit(&file, &program, &[Stage::CpuKernels], &Default::default())
-            .expect("steps compile");
-        insta::assert_snapshot!(text);
+        insta::assert_snapshot!(stages_of(path, &[nnc::ir::emit::Stage::CpuKernels]));
+    });
+}
+
+/// The kernel IR of every example as the GPU runs it (the GPU schedule: tiled products,
+/// block reductions, grids, shared arrays, barriers, shuffles).
+#[test]
+fn examples_gpu_kernels_golden() {
+    insta::glob!("../../examples", "*.nn", |path| {
+        insta::assert_snapshot!(stages_of(path, &[nnc::ir::emit::Stage::GpuKernels]));
     });
 }

@@ -130,7 +130,12 @@ fn gemm_nest(s: &Stmt) -> Option<(Vec<(VarId, Idx)>, &Gemm)> {
 /// enclosing loops folded into the grid) and one per run of other statements, in order.
 /// Locals do not survive a kernel boundary, so no two parts may share one.
 fn serial_with_products(k: &Kernel, body: &[Stmt]) -> Result<Vec<Kernel>, String> {
-    let fail = |why: &str| Err(format!("cannot schedule kernel `{}` for the GPU: {why}", k.name));
+    let fail = |why: &str| {
+        Err(format!(
+            "cannot schedule kernel `{}` for the GPU: {why}",
+            k.name
+        ))
+    };
     let mut parts: Vec<Vec<Stmt>> = Vec::new();
     let mut run = Vec::new();
     for s in body {
@@ -201,7 +206,13 @@ fn collect_assigned(s: &Stmt, out: &mut Vec<LocalId>) {
 }
 
 /// A kernel like `k` with a new body and launch.
-fn gpu_kernel(k: &Kernel, name: String, body: Vec<Stmt>, fresh: &Fresh, launch: GpuLaunch) -> Kernel {
+fn gpu_kernel(
+    k: &Kernel,
+    name: String,
+    body: Vec<Stmt>,
+    fresh: &Fresh,
+    launch: GpuLaunch,
+) -> Kernel {
     Kernel {
         name,
         params: k.params.clone(),
@@ -305,7 +316,13 @@ fn parallel_kernel(k: &Kernel, var: VarId, extent: &Idx, body: &[Stmt]) -> Kerne
         fresh = Fresh::new(k);
     }
     let gid = global_thread(ELEMENTWISE_THREADS);
-    elementwise(k, k.name.clone(), extent, subst(body, var, &gid), &mut fresh)
+    elementwise(
+        k,
+        k.name.clone(),
+        extent,
+        subst(body, var, &gid),
+        &mut fresh,
+    )
 }
 
 fn serial_kernel(k: &Kernel, body: &[Stmt]) -> Kernel {
@@ -319,7 +336,10 @@ fn serial_kernel_named(k: &Kernel, name: String, body: &[Stmt]) -> Kernel {
             return elementwise(k, name, &work, flat, &mut fresh);
         }
     }
-    if body.iter().any(|s| matches!(s, Stmt::Loop { extent, .. } if is_long(extent))) {
+    if body
+        .iter()
+        .any(|s| matches!(s, Stmt::Loop { extent, .. } if is_long(extent)))
+    {
         if let Some(b) = cooperate(body, BLOCK_REDUCE_THREADS, &mut fresh) {
             let launch = fresh.launch(BLOCK_REDUCE_THREADS, [one(), one(), one()]);
             return gpu_kernel(k, name, b, &fresh, launch);
@@ -362,9 +382,9 @@ fn for_each_expr(s: &Stmt, f: &mut impl FnMut(&Expr)) {
         Stmt::Loop { body, .. } | Stmt::If { body, .. } => {
             body.iter().for_each(|s| for_each_expr(s, f))
         }
-        Stmt::Store { value, .. } | Stmt::Assign { value, .. } | Stmt::SharedStore { value, .. } => {
-            f(value)
-        }
+        Stmt::Store { value, .. }
+        | Stmt::Assign { value, .. }
+        | Stmt::SharedStore { value, .. } => f(value),
         Stmt::Gemm(_) | Stmt::Barrier => {}
     }
 }
@@ -385,7 +405,9 @@ fn stores_of(s: &Stmt, out: &mut Vec<(BufId, Idx)>) -> bool {
 
 fn loads_of(s: &Stmt) -> Vec<(BufId, Idx)> {
     let mut out = Vec::new();
-    for_each_expr(s, &mut |e| e.for_each_load(&mut |b, i| out.push((b, i.clone()))));
+    for_each_expr(s, &mut |e| {
+        e.for_each_load(&mut |b, i| out.push((b, i.clone())))
+    });
     out
 }
 
@@ -619,7 +641,10 @@ fn block_reduce(
                 local: a.local,
                 lanes,
             };
-            out.push(assign(a.local, combine(a.op, Expr::Local(a.local), partner)));
+            out.push(assign(
+                a.local,
+                combine(a.op, Expr::Local(a.local), partner),
+            ));
         }
         let s = fresh.shared(format!("acc{}.warps", a.local.0), warps);
         slots.push(s);
@@ -899,7 +924,15 @@ fn tiled_gemm(
             // `product_loops_fold` rules this out; the grid would be wrong.
             _ => panic!("internal error: a product's loops do not fold into the grid"),
         };
-        g = g.map_indices(&|i| i.map_vars(&|v| if v == *var { value.clone() } else { Idx::Var(v) }));
+        g = g.map_indices(&|i| {
+            i.map_vars(&|v| {
+                if v == *var {
+                    value.clone()
+                } else {
+                    Idx::Var(v)
+                }
+            })
+        });
         z_extent = extent.clone() * z_extent;
         inner_size = extent.clone() * inner_size;
     }
@@ -944,14 +977,18 @@ fn tiled_gemm(
     let (a_k, a_r) = k_of(&e, g.a.row_stride != Idx::Const(1));
     let a_row = row0.clone() + a_r.clone();
     let a_kg = Idx::Var(kt) * TILE_K + a_k.clone();
-    let a_elem = g.a.offset.clone() + sa + a_row.clone() * g.a.row_stride.clone()
+    let a_elem = g.a.offset.clone()
+        + sa
+        + a_row.clone() * g.a.row_stride.clone()
         + a_kg.clone() * g.a.col_stride.clone();
     let a_slot = a_k * TILE_PITCH + a_r;
     // B[kk, c]: columns fastest unless B is stored column-major (row stride 1).
     let (b_k, b_c) = k_of(&e, g.b.row_stride == Idx::Const(1));
     let b_col = col0.clone() + b_c.clone();
     let b_kg = Idx::Var(kt) * TILE_K + b_k.clone();
-    let b_elem = g.b.offset.clone() + sb + b_kg.clone() * g.b.row_stride.clone()
+    let b_elem = g.b.offset.clone()
+        + sb
+        + b_kg.clone() * g.b.row_stride.clone()
         + b_col.clone() * g.b.col_stride.clone();
     let b_slot = b_k * TILE_PITCH + b_c;
     let fill = |tile: SharedId, slot: Idx, conds: Vec<Cond>, buf: BufId, elem: Idx| {
@@ -991,11 +1028,23 @@ fn tiled_gemm(
     let mut inner = Vec::new();
     for (i, &l) in av.iter().enumerate() {
         let slot = Idx::Var(kk) * TILE_PITCH + ty.clone() + i as i64 * TILE_THREADS;
-        inner.push(assign(l, Expr::SharedLoad { buf: a_tile, index: slot }));
+        inner.push(assign(
+            l,
+            Expr::SharedLoad {
+                buf: a_tile,
+                index: slot,
+            },
+        ));
     }
     for (j, &l) in bv.iter().enumerate() {
         let slot = Idx::Var(kk) * TILE_PITCH + tx.clone() + j as i64 * TILE_THREADS;
-        inner.push(assign(l, Expr::SharedLoad { buf: b_tile, index: slot }));
+        inner.push(assign(
+            l,
+            Expr::SharedLoad {
+                buf: b_tile,
+                index: slot,
+            },
+        ));
     }
     for i in 0..REG as usize {
         for j in 0..REG as usize {
@@ -1017,7 +1066,9 @@ fn tiled_gemm(
         for j in 0..REG {
             let row = row0.clone() + ty.clone() + i * TILE_THREADS;
             let col = col0.clone() + tx.clone() + j * TILE_THREADS;
-            let c_elem = g.c.offset.clone() + sc.clone() + row.clone() * g.c.row_stride.clone()
+            let c_elem = g.c.offset.clone()
+                + sc.clone()
+                + row.clone() * g.c.row_stride.clone()
                 + col.clone() * g.c.col_stride.clone();
             let mut value = Expr::Local(acc[(i * REG + j) as usize]);
             if g.alpha != 1.0 {
@@ -1028,7 +1079,11 @@ fn tiled_gemm(
                     buf: g.c.buf,
                     index: c_elem.clone(),
                 };
-                value = combine(BinOp::Add, value, combine(BinOp::Mul, Expr::Const(g.beta), old));
+                value = combine(
+                    BinOp::Add,
+                    value,
+                    combine(BinOp::Mul, Expr::Const(g.beta), old),
+                );
             }
             let mut then = vec![store(g.c.buf, c_elem, value)];
             if let Some(ep) = epilogue {
@@ -1041,6 +1096,10 @@ fn tiled_gemm(
             });
         }
     }
-    let grid = [ceil_div(g.n.clone(), TILE), ceil_div(g.m.clone(), TILE), z_extent];
+    let grid = [
+        ceil_div(g.n.clone(), TILE),
+        ceil_div(g.m.clone(), TILE),
+        z_extent,
+    ];
     (body, fresh.launch(GEMM_THREADS, grid))
 }

@@ -545,7 +545,11 @@ fn gpu_schedule_of_every_sample_matches_the_kernel_interpreter() {
             for (b, (w, g)) in want.iter().zip(&got).enumerate() {
                 for (i, (x, y)) in w.iter().zip(g).enumerate() {
                     let close = (x - y).abs() <= 1e-5 + 1e-5 * x.abs();
-                    assert!(close || x.to_bits() == y.to_bits(), "{} n={n} b{b}[{i}]: {y} vs {x}", p.name);
+                    assert!(
+                        close || x.to_bits() == y.to_bits(),
+                        "{} n={n} b{b}[{i}]: {y} vs {x}",
+                        p.name
+                    );
                 }
             }
         }

@@ -695,7 +695,6 @@ fn assigned_locals(body: &[Stmt]) -> Vec<LocalId> {
         .collect()
 }
 
-
 /// Whether a loop over `var` can run four iterations at once: its body is only stores at
 /// unit stride and assignments of loop-private locals, all of [`vector_expr_ok`] values;
 /// no buffer it stores is read at any other index than the one stored (so lanes never
@@ -790,9 +789,10 @@ fn vector_expr_ok(e: &Expr, var: VarId, stores: &[(BufId, &Idx)]) -> bool {
                 .all(|x| x.all_loads(|b, i| stores.iter().any(|(sb, si)| *sb == b && *si == i)))
                 && [a, b, then, otherwise].iter().all(|x| ok(x))
         }
-        Expr::FromIdx(_) | Expr::Rand { .. } | Expr::SharedLoad { .. } | Expr::ShuffleXor { .. } => {
-            false
-        }
+        Expr::FromIdx(_)
+        | Expr::Rand { .. }
+        | Expr::SharedLoad { .. }
+        | Expr::ShuffleXor { .. } => false,
     }
 }
 

@@ -486,7 +486,9 @@ impl<'a, 'ctx> KernelGen<'a, 'ctx> {
             Idx::Var(v) => self.load_i64(self.var(*v)?)?,
             Idx::N => self.n,
             Idx::Thread => self.sreg("tid.x")?,
-            Idx::Block(a) => self.sreg(["ctaid.x", "ctaid.y", "ctaid.z"][usize::from(*a).min(2)])?,
+            Idx::Block(a) => {
+                self.sreg(["ctaid.x", "ctaid.y", "ctaid.z"][usize::from(*a).min(2)])?
+            }
             Idx::Add(x, y) => b.build_int_add(self.idx(x)?, self.idx(y)?, "")?,
             Idx::Sub(x, y) => b.build_int_sub(self.idx(x)?, self.idx(y)?, "")?,
             Idx::Mul(x, y) => b.build_int_mul(self.idx(x)?, self.idx(y)?, "")?,
@@ -715,9 +717,10 @@ impl<'a, 'ctx> KernelGen<'a, 'ctx> {
             Expr::SharedLoad { buf, index } => self.load_f32(self.shared_element(*buf, index)?)?,
             Expr::ShuffleXor { local, lanes } => {
                 let i32t = self.ctx.i32_type();
-                let ty = self
-                    .f32t
-                    .fn_type(&[i32t.into(), self.f32t.into(), i32t.into(), i32t.into()], false);
+                let ty = self.f32t.fn_type(
+                    &[i32t.into(), self.f32t.into(), i32t.into(), i32t.into()],
+                    false,
+                );
                 let f = self.nvvm("llvm.nvvm.shfl.sync.bfly.f32", ty);
                 let v = self.load_f32(self.local(*local)?)?;
                 let args = [
@@ -806,4 +809,3 @@ impl<'a, 'ctx> KernelGen<'a, 'ctx> {
 }
 
 type BvE<'ctx> = inkwell::values::BasicValueEnum<'ctx>;
-

@@ -110,7 +110,12 @@ fn gpu_constructs_become_special_registers_shared_memory_barriers_and_shuffles()
     }
     assert!(!ptx.contains("bar.sync"), "{ptx}");
     let ptx = ptx_of(&samples::gemm_batched(), GpuArch::Sm80).unwrap();
-    for needle in [".shared .align 16 .b8", "bar.sync", "fma.rn.f32", "%ctaid.z"] {
+    for needle in [
+        ".shared .align 16 .b8",
+        "bar.sync",
+        "fma.rn.f32",
+        "%ctaid.z",
+    ] {
         assert!(ptx.contains(needle), "`{needle}` missing:\n{ptx}");
     }
     let ptx = ptx_of(&samples::wide_row_sum(), GpuArch::Sm90).unwrap();
