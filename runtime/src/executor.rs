@@ -88,6 +88,18 @@ pub struct EvalOutput {
     pub output: Tensor,
 }
 
+/// What a whole epoch of training steps run by the executor produced
+/// ([`Executor::train_epoch`]), read back once at its end.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochRun {
+    /// Each step's mean loss, in order (a NaN or infinity stays in place: the loop names
+    /// the first such step).
+    pub losses: Vec<f32>,
+    /// The model output before each update for every trained row, in the epoch's order,
+    /// `[rows, ..output_shape]`; `None` when the backend does not produce it.
+    pub outputs: Option<Tensor>,
+}
+
 /// A failure inside an executor, with a message written for the user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecError {
@@ -137,6 +149,22 @@ pub trait Executor {
 
     /// The loss and output on a batch, without changing any state.
     fn eval_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<EvalOutput, ExecError>;
+
+    /// Runs one epoch's training steps itself: the rows of `x` and `y` (the whole
+    /// training split) in `order`, `batch` at a time (the last batch may be smaller),
+    /// keeping the data and every step's results where it computes and handing them back
+    /// once at the end. `None` when the backend has no such path; the loop then calls
+    /// [`Executor::train_step`] per batch. Semantics per step are `train_step`'s; the
+    /// loop checks losses and parameters after the epoch instead of after each step.
+    fn train_epoch(
+        &mut self,
+        _x: &Tensor,
+        _y: &Tensor,
+        _order: &[usize],
+        _batch: usize,
+    ) -> Option<Result<EpochRun, ExecError>> {
+        None
+    }
 
     /// Starts (or stops) timing each kernel of the training step; a backend without
     /// kernels ignores it.

@@ -85,6 +85,20 @@ impl Tensor {
         first_non_finite(&self.data)
     }
 
+    /// Rows `start..end` as a tensor of their own (`end` clamped to the row count).
+    pub fn rows_range(&self, start: usize, end: usize) -> Tensor {
+        let (w, end) = (self.row_len(), end.min(self.rows()));
+        let start = start.min(end);
+        let mut shape = self.shape.clone();
+        if let Some(first) = shape.first_mut() {
+            *first = end - start;
+        }
+        Tensor {
+            shape,
+            data: self.data[start * w..end * w].to_vec(),
+        }
+    }
+
     /// The rows `indices` of this tensor stacked into a new tensor (a batch).
     ///
     /// Every index must be below [`Tensor::rows`]; callers pass indices from a permutation

@@ -25,7 +25,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::checkpoint::{write_weights, Checkpoint, CheckpointError};
 use crate::data::{DataError, Dataset, Splits};
-use crate::executor::{ExecError, Executor, TaskKind};
+use crate::executor::{EpochRun, ExecError, Executor, TaskKind};
 use crate::metrics::{Accumulator, ConfusionMatrix, Metric, MetricError};
 use crate::plot;
 use crate::rng::Rng;
@@ -610,6 +610,73 @@ impl Reporter {
     }
 }
 
+/// Accounts an epoch the executor ran itself ([`Executor::train_epoch`]) as the
+/// per-step loop would have: each step's loss must be finite (the first that is not is
+/// named by its batch), losses and outputs go into `acc` batch by batch, and the
+/// parameters must be finite at the end (named with the epoch's last batch: the steps
+/// in between are not checked one by one).
+fn account_epoch_run(
+    exec: &dyn Executor,
+    run: EpochRun,
+    order: &[usize],
+    batch: usize,
+    labels: &Tensor,
+    acc: &mut Accumulator,
+    epoch: usize,
+) -> Result<(), TrainError> {
+    let steps = order.len().div_ceil(batch);
+    let exec_error = |batch: usize, error: ExecError| TrainError::Exec {
+        epoch,
+        batch,
+        evaluating: false,
+        error,
+    };
+    if run.losses.len() != steps {
+        let msg = format!(
+            "the epoch gave {} losses for {steps} steps",
+            run.losses.len()
+        );
+        return Err(exec_error(steps, ExecError::new(msg)));
+    }
+    let mut y = Tensor::default();
+    for (k, idx) in order.chunks(batch).enumerate() {
+        let loss = run.losses[k];
+        if !loss.is_finite() {
+            return Err(TrainError::NonFinite {
+                epoch,
+                batch: k + 1,
+                what: NonFinite::TrainLoss(loss),
+            });
+        }
+        acc.add_loss(loss, idx.len());
+        if let Some(outputs) = &run.outputs {
+            let rows = outputs.rows_range(k * batch, k * batch + idx.len());
+            labels.gather_rows_into(idx, &mut y);
+            acc.add_outputs(&rows, &y)
+                .map_err(|error| TrainError::Metric {
+                    epoch,
+                    batch: k + 1,
+                    error,
+                })?;
+        }
+    }
+    if let Some(p) = exec
+        .first_non_finite_param()
+        .map_err(|e| exec_error(steps, e))?
+    {
+        return Err(TrainError::NonFinite {
+            epoch,
+            batch: steps,
+            what: NonFinite::Param {
+                name: p.name,
+                index: p.index,
+                value: p.value,
+            },
+        });
+    }
+    Ok(())
+}
+
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
     move |error| TrainError::Io {
         path: path.to_path_buf(),
@@ -707,7 +774,33 @@ pub fn train_loop(
         let first_batch = first / config.batch;
         reporter.start_epoch(epoch, config.epochs, batches as u64, first_batch as u64);
         let mut trained_now = 0usize;
-        for (k, idx) in order[first..].chunks(config.batch).enumerate() {
+        // A backend that can run the whole epoch itself (data resident on a GPU) does,
+        // unless the epoch starts mid-way or checkpoints are due inside it.
+        let whole = if first == 0 && config.checkpoint_every.is_none() {
+            exec.train_epoch(&train.x, &train.y, &order, config.batch)
+        } else {
+            None
+        };
+        let per_step: &[usize] = match whole {
+            Some(run) => {
+                let run = run.map_err(|error| TrainError::Exec {
+                    epoch,
+                    batch: 1,
+                    evaluating: false,
+                    error,
+                })?;
+                account_epoch_run(exec, run, &order, config.batch, &train.y, &mut acc, epoch)?;
+                step += batches as u64;
+                trained_now = n;
+                reporter.batch_done(
+                    acc.mean_loss(),
+                    n as f64 / epoch_started.elapsed().as_secs_f64(),
+                );
+                &[]
+            }
+            None => &order[first..],
+        };
+        for (k, idx) in per_step.chunks(config.batch).enumerate() {
             let batch_no = first_batch + k + 1;
             train.x.gather_rows_into(idx, &mut x);
             train.y.gather_rows_into(idx, &mut y);

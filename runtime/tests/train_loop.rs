@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{temp_dir, Linear, Softmax};
+use common::{temp_dir, EpochWise, Linear, Softmax};
 use nnc_runtime::checkpoint::{read_weights, Checkpoint};
 use nnc_runtime::data::{Dataset, Splits};
 use nnc_runtime::metrics::Metric;
@@ -476,4 +476,90 @@ fn softmax_regression_learns_real_mnist() {
     let acc = summary.history[0].test_metric(Metric::Accuracy).unwrap();
     assert!(acc > 0.8, "test accuracy after one epoch: {acc}");
     assert_eq!(summary.confusion.unwrap().total(), 2000);
+}
+
+/// A backend that runs whole epochs itself (as the cuda executor does with the data on
+/// the GPU) trains exactly like one stepped batch by batch: same weights bit for bit,
+/// same losses and metrics in every epoch record.
+#[test]
+fn a_backend_running_whole_epochs_trains_exactly_like_step_by_step() {
+    let (one, two) = (temp_dir("steps"), temp_dir("epochs"));
+    let mut stepped = Softmax::new(2, 3, 0.1);
+    let a = train_loop(&mut stepped, splits(), &config(&one, 3), None).unwrap();
+    let mut whole = EpochWise {
+        inner: Softmax::new(2, 3, 0.1),
+        epochs: 0,
+    };
+    let b = train_loop(&mut whole, splits(), &config(&two, 3), None).unwrap();
+    assert_eq!(whole.epochs, 3);
+    assert_eq!(bits(&stepped), bits(&whole));
+    assert_eq!((a.steps, a.history.len()), (b.steps, b.history.len()));
+    for (x, y) in a.history.iter().zip(&b.history) {
+        assert_eq!(x.train_loss.to_bits(), y.train_loss.to_bits());
+        assert_eq!(x.test_loss.to_bits(), y.test_loss.to_bits());
+        assert_eq!(x.train_metrics, y.train_metrics);
+        assert_eq!(x.test_metrics, y.test_metrics);
+    }
+    assert!(!b.history[0].train_metrics.is_empty());
+}
+
+/// Checkpoints inside an epoch need the loop to stop mid-epoch: whole epochs are not
+/// used then.
+#[test]
+fn whole_epochs_are_not_used_when_checkpoints_fall_inside_them() {
+    let out = temp_dir("epochs-ckpt");
+    let mut cfg = config(&out, 2);
+    cfg.checkpoint_every = Some(3);
+    let mut whole = EpochWise {
+        inner: Softmax::new(2, 3, 0.1),
+        epochs: 0,
+    };
+    train_loop(&mut whole, splits(), &cfg, None).unwrap();
+    assert_eq!(whole.epochs, 0);
+}
+
+/// In a whole epoch the first non-finite loss is still named by its batch; parameters
+/// are checked at the epoch's end, so a bad parameter is named with its last batch.
+#[test]
+fn non_finite_values_in_a_whole_epoch_are_reported() {
+    let mut inner = Softmax::new(2, 3, 0.1);
+    inner.poison_after = Some(9); // w is NaN after epoch 2, batch 2
+    let mut whole = EpochWise { inner, epochs: 0 };
+    let err = train_loop(&mut whole, splits(), &config(&temp_dir("e-nan"), 3), None).unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "parameter `dense_0.w` became NaN (element 0) after the update of epoch 2, batch 7"
+        ),
+        "{err}"
+    );
+
+    // Rows in order, four per batch, targets twice the inputs: the third batch's squared
+    // errors overflow.
+    let v: Vec<f32> = vec![
+        1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 1e20, 2e20, 1e20, 3e20,
+    ];
+    let x = Tensor::new(vec![12, 1], v.clone()).unwrap();
+    let y = Tensor::new(vec![12], v.iter().map(|t| 2.0 * t).collect()).unwrap();
+    let data = Dataset::from_tensors("big", x, y).unwrap();
+    let inner = Linear {
+        w: vec![1.0],
+        b: 0.0,
+        lr: 0.001,
+    };
+    let mut whole = EpochWise { inner, epochs: 0 };
+    let out = temp_dir("e-inf");
+    let mut cfg = TrainConfig::new(TaskKind::Regression { outputs: 1 }, out.to_path_buf());
+    cfg.progress = ProgressMode::Quiet;
+    cfg.batch = 4;
+    cfg.shuffle = false;
+    let splits = Splits {
+        train: data.clone(),
+        test: data,
+    };
+    let err = train_loop(&mut whole, splits, &cfg, None).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("the training loss became infinite at epoch 1, batch 3"),
+        "{err}"
+    );
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use nnc_runtime::executor::{EvalOutput, StepOutput};
+use nnc_runtime::executor::{EpochRun, EvalOutput, StepOutput};
 use nnc_runtime::{ExecError, Executor, StateKind, StateTensor, Tensor};
 
 /// A fresh, empty folder under the system temp dir, unique per test, removed on drop.
@@ -270,5 +270,70 @@ impl Executor for Linear {
             loss,
             output: Tensor::new(vec![n, 1], o).unwrap(),
         })
+    }
+}
+
+/// An executor that runs whole epochs itself ([`Executor::train_epoch`]), the way a GPU
+/// backend with the data resident does, by stepping `inner` over the batches of `order`
+/// and handing back every loss and output at the end; `epochs` counts the calls.
+pub struct EpochWise<E> {
+    pub inner: E,
+    pub epochs: usize,
+}
+
+impl<E: Executor> Executor for EpochWise<E> {
+    fn backend(&self) -> &str {
+        "test-epochs"
+    }
+    fn model_hash(&self) -> String {
+        self.inner.model_hash()
+    }
+    fn input_shape(&self) -> Vec<usize> {
+        self.inner.input_shape()
+    }
+    fn output_shape(&self) -> Vec<usize> {
+        self.inner.output_shape()
+    }
+    fn state(&self) -> Result<Vec<StateTensor>, ExecError> {
+        self.inner.state()
+    }
+    fn set_state(&mut self, state: &[StateTensor]) -> Result<(), ExecError> {
+        self.inner.set_state(state)
+    }
+    fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput, ExecError> {
+        self.inner.train_step(x, y)
+    }
+    fn eval_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<EvalOutput, ExecError> {
+        self.inner.eval_batch(x, y)
+    }
+    fn train_epoch(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        order: &[usize],
+        batch: usize,
+    ) -> Option<Result<EpochRun, ExecError>> {
+        self.epochs += 1;
+        let mut losses = Vec::new();
+        let mut outputs = Vec::new();
+        let mut rows = 0;
+        for idx in order.chunks(batch) {
+            let out = match self
+                .inner
+                .train_step(&x.gather_rows(idx), &y.gather_rows(idx))
+            {
+                Ok(out) => out,
+                Err(e) => return Some(Err(e)),
+            };
+            losses.push(out.loss);
+            if let Some(o) = out.output {
+                outputs.extend(o.data);
+                rows += idx.len();
+            }
+        }
+        let mut shape = vec![rows];
+        shape.extend(self.inner.output_shape());
+        let outputs = (rows == order.len()).then(|| Tensor::new(shape, outputs).unwrap());
+        Some(Ok(EpochRun { losses, outputs }))
     }
 }
