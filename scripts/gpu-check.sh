@@ -11,9 +11,12 @@
 #   1. every example's compiled train and eval steps on the GPU against the interpreter
 #      (the `cpu_target` test `every_example_steps_like_the_interpreter_on_the_gpu`);
 #   2. `nnc build --target cuda --emit ptx` of the MNIST example;
-#   3. two epochs of `nnc train examples/mnist_mlp.nn --target cuda` (accuracy, samples/s),
-#      then on the CPU, the two loss curves compared (within 1 %);
-#   4. `nnc bench examples/mnist_mlp.nn --target cuda`.
+#   3. two epochs of `nnc train examples/mnist_mlp.nn --target cuda` (accuracy, samples/s;
+#      the data resident on the GPU, steps replayed as a CUDA graph), then on the CPU, the
+#      two loss curves compared (within 1 %); then again on the GPU with
+#      `NNC_CUDA_GRAPHS=0` (every launch direct): the same losses to 1e-6;
+#   4. one epoch of LeNet (convolutions) on the GPU and on the CPU, losses compared;
+#   5. `nnc bench examples/mnist_mlp.nn --target cuda` (per-step and resident epochs).
 # Fashion-MNIST is not on the device machine (no network, no apt), so only MNIST trains.
 # Everything is logged to $OUT/gpu-check.log when OUT is set (the device tool's output
 # folder), else to .gpu/gpu-check.log.
@@ -44,6 +47,18 @@ for l in sys.stdin:
     pwd >"$GPU/built_at"
     du -sh "$GPU"/* "$GPU/lib"/*
     echo "prepared: carry .gpu and run \`bash scripts/gpu-check.sh run\` on the GPU machine"
+}
+
+# compare A.jsonl B.jsonl TOL: the train losses of every epoch agree within TOL (relative).
+compare() {
+    python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+tol = float(sys.argv[3])
+worst = max(abs(x["train_loss"] - y["train_loss"]) / abs(y["train_loss"]) for x, y in zip(a, b))
+print(f"{sys.argv[1]} vs {sys.argv[2]}: largest relative train-loss difference {worst:.2e}")
+sys.exit(0 if len(a) == len(b) > 0 and worst <= tol else 1)
+PY
 }
 
 run() {
@@ -86,7 +101,20 @@ PY
     else
         status=1
     fi
-    echo "== 4. benchmark"
+    echo "== 3c. graphs off: every launch direct, the same losses"
+    if NNC_CUDA_GRAPHS=0 "$GPU/nnc" train examples/mnist_mlp.nn --target cuda --epochs 2 --quiet --out /tmp/gpu-mnist-direct; then
+        compare /tmp/gpu-mnist/metrics.jsonl /tmp/gpu-mnist-direct/metrics.jsonl 1e-6 || status=1
+    else
+        status=1
+    fi
+    echo "== 4. LeNet on the GPU and on the CPU"
+    if "$GPU/nnc" train examples/lenet.nn --target cuda --epochs 1 --out /tmp/gpu-lenet &&
+        "$GPU/nnc" train examples/lenet.nn --target cpu --epochs 1 --quiet --out /tmp/cpu-lenet; then
+        compare /tmp/gpu-lenet/metrics.jsonl /tmp/cpu-lenet/metrics.jsonl 2e-2 || status=1
+    else
+        status=1
+    fi
+    echo "== 5. benchmark"
     "$GPU/nnc" bench examples/mnist_mlp.nn --target cuda --steps 200 || status=1
     echo "== gpu-check: $([ $status = 0 ] && echo passed || echo FAILED)"
     return $status

@@ -62,6 +62,10 @@ pub struct BenchReport {
     pub samples_per_s: f64,
     pub gflops: f64,
     pub peak_rss_bytes: Option<u64>,
+    /// Samples per second of whole epochs over the pool run by the executor itself (data
+    /// resident on the GPU, steps replayed as a graph); `None` for backends without
+    /// that path.
+    pub epoch_samples_per_s: Option<f64>,
     /// Per kernel, in launch order, with `--profile`.
     pub kernels: Vec<KernelProfile>,
 }
@@ -93,6 +97,12 @@ impl fmt::Display for BenchReport {
         match self.peak_rss_bytes {
             Some(b) => writeln!(f, "  peak memory       {:.1} MiB", b as f64 / 1048576.0)?,
             None => writeln!(f, "  peak memory       -")?,
+        }
+        if let Some(v) = self.epoch_samples_per_s {
+            writeln!(
+                f,
+                "  resident epochs   {v:.0} samples/s (data on the device, one readback per epoch)"
+            )?;
         }
         if !self.kernels.is_empty() {
             let total: f64 = self.kernels.iter().map(|k| k.mean_us).sum();
@@ -133,7 +143,7 @@ impl BenchReport {
                 "\"compile_s\":{:.4},\"train_kernels\":{},\"eval_kernels\":{},",
                 "\"arena_bytes\":{},\"flops_per_step\":{},\"median_step_us\":{:.2},",
                 "\"samples_per_s\":{:.1},\"gflops\":{:.2},\"peak_rss_bytes\":{},",
-                "\"kernels\":[{}]}}"
+                "\"epoch_samples_per_s\":{},\"kernels\":[{}]}}"
             ),
             self.model,
             self.target,
@@ -149,6 +159,8 @@ impl BenchReport {
             self.gflops,
             self.peak_rss_bytes
                 .map_or_else(|| "null".to_string(), |v| v.to_string()),
+            self.epoch_samples_per_s
+                .map_or_else(|| "null".to_string(), |v| format!("{v:.1}")),
             self.kernels
                 .iter()
                 .map(|k| format!(
@@ -285,6 +297,33 @@ pub fn run_bench(program: &Program, opts: &BenchOptions) -> Result<BenchReport, 
             .collect();
         exec.set_profiling(false);
     }
+    // Whole epochs over the pool, when the backend runs them itself: one untimed epoch
+    // (data upload, graph capture), then enough timed ones to cover `steps` steps.
+    let mut epoch_samples_per_s = None;
+    let mut all = (Tensor::default(), Tensor::default());
+    gather(&pool, &order, &shapes, &mut all.0, &mut all.1);
+    let epochs = opts.steps.div_ceil(order.len().div_ceil(batch)).max(1);
+    let mut timed = None;
+    for e in 0..=epochs {
+        if e == 1 {
+            timed = Some(Instant::now());
+        }
+        match exec.train_epoch(&all.0, &all.1, &order, batch) {
+            None => break,
+            Some(run) => {
+                let run = run.map_err(|e| DriverError::Message(e.to_string()))?;
+                if let Some(bad) = run.losses.iter().find(|l| !l.is_finite()) {
+                    return Err(DriverError::Message(format!(
+                        "the loss became {bad} in a benchmark epoch"
+                    )));
+                }
+            }
+        }
+        if e == epochs {
+            let secs = timed.map_or(0.0, |t| t.elapsed().as_secs_f64());
+            epoch_samples_per_s = Some((epochs * order.len()) as f64 / secs.max(1e-9));
+        }
+    }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let samples_per_s = (opts.steps * batch) as f64 / elapsed;
@@ -302,6 +341,7 @@ pub fn run_bench(program: &Program, opts: &BenchOptions) -> Result<BenchReport, 
         samples_per_s,
         gflops: flops as f64 * opts.steps as f64 / elapsed / 1e9,
         peak_rss_bytes: peak_rss(),
+        epoch_samples_per_s,
         kernels: profile,
     })
 }

@@ -17,21 +17,32 @@
 //!   step (cudarc's event tracking is switched off: everything runs on one stream, so
 //!   launches, copies and frees are ordered).
 //!
+//! - a whole epoch ([`Executor::train_epoch`]) runs with the training split resident on
+//!   the GPU (uploaded once, when it fits in free device memory with a margin): the host
+//!   uploads only the epoch's shuffled row order; each step gathers its batch on the
+//!   device ([`super::data`]), runs the train program and records its loss and output into
+//!   epoch buffers, which the host reads once at the end. A full-size step's launches
+//!   depend on nothing but device memory, so they are captured once as a CUDA graph and
+//!   replayed (recaptured when a buffer moved); the last, smaller batch is launched
+//!   directly. `NNC_CUDA_GRAPHS=0` launches every step directly (for diagnosis).
+//!
 //! Invariant: the host waits for the stream only when it reads results back (the loss and
-//! output after each step, state on request), so a step is one burst of launches.
+//! output after each step or each epoch, state on request), so a step is one burst of
+//! launches.
 
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::sync::Arc;
 
-use cudarc::driver::{result, sys, CudaContext, CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::{result, sys, CudaContext, CudaGraph, CudaSlice, CudaStream, DevicePtr};
 use nnc_kernels::gpu::launch_dims;
 use nnc_kernels::ir::Program;
 
+use super::data::{data_blocks, DATA_KERNELS, DATA_PTX, DATA_THREADS};
 use super::Device;
 use crate::cpu::{binding, check_bindings, Binding, ModelInfo, INPUT, LABELS, LOSS, OUTPUT};
 use crate::executor::{
-    EvalOutput, ExecError, Executor, NonFiniteParam, StateKind, StateTensor, StepOutput,
+    EpochRun, EvalOutput, ExecError, Executor, NonFiniteParam, StateKind, StateTensor, StepOutput,
 };
 use crate::tensor::Tensor;
 
@@ -41,13 +52,34 @@ pub struct GpuProgram {
     pub ptx: String,
 }
 
-/// A program whose module is loaded on the device.
-struct LoadedProgram {
-    program: Program,
+/// A CUDA module loaded from PTX, with the functions looked up in it; unloaded on drop.
+struct LoadedModule {
     module: sys::CUmodule,
     functions: Vec<sys::CUfunction>,
     /// The context the module lives in (bound again to unload it).
     context: Arc<CudaContext>,
+}
+
+/// A program whose module is loaded on the device.
+struct LoadedProgram {
+    program: Program,
+    module: LoadedModule,
+}
+
+/// The training split resident on the device for whole epochs, and the epoch's buffers.
+struct Resident {
+    /// `(address, length)` of the host tensors uploaded, to know the split is the same.
+    key: [(usize, usize); 2],
+    x: CudaSlice<f32>,
+    y: CudaSlice<f32>,
+    /// The epoch's row order (`u32`), the step counter, each step's loss, every output.
+    order: CudaSlice<u32>,
+    cursor: CudaSlice<u64>,
+    losses: CudaSlice<f32>,
+    outputs: CudaSlice<f32>,
+    /// A full-size step captured as a graph, with the launch arguments it was captured
+    /// with (a moved buffer means a new capture).
+    graph: Option<(Vec<u64>, CudaGraph)>,
 }
 
 /// The executor for `--target cuda`.
@@ -60,44 +92,102 @@ pub struct CudaExecutor {
     state: HashMap<String, CudaSlice<f32>>,
     batch_bufs: HashMap<&'static str, CudaSlice<f32>>,
     arena: Option<CudaSlice<f32>>,
+    /// `nnc_gather_rows`, `nnc_record_step`, `nnc_advance`.
+    data: LoadedModule,
+    resident: Option<Resident>,
+    /// Whether full-size steps of an epoch are replayed as a CUDA graph.
+    graphs: bool,
+    /// Whether the note that the split is not resident was printed.
+    told_not_resident: bool,
 }
 
 fn driver_error(what: &str) -> impl Fn(result::DriverError) -> ExecError + '_ {
     move |e| ExecError::new(format!("{what}: {e}"))
 }
 
-fn load_program(device: &Device, gp: GpuProgram) -> Result<LoadedProgram, ExecError> {
-    gp.program
-        .validate()
-        .map_err(|e| ExecError::new(format!("invalid program `{}`: {e}", gp.program.name)))?;
-    let ptx = CString::new(gp.ptx).map_err(|_| ExecError::new("the PTX text contains a NUL"))?;
+fn driver_error_owned(what: String) -> impl Fn(result::DriverError) -> ExecError {
+    move |e| ExecError::new(format!("{what}: {e}"))
+}
+
+/// The device address of a slice of any element type.
+fn device_address<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> sys::CUdeviceptr {
+    let (ptr, _sync) = slice.device_ptr(stream);
+    ptr
+}
+
+/// Loads `ptx` (named `what` in errors) and looks up `names`.
+fn load_module(
+    device: &Device,
+    what: &str,
+    ptx: &str,
+    names: &[&str],
+) -> Result<LoadedModule, ExecError> {
+    let ptx = CString::new(ptx).map_err(|_| ExecError::new("the PTX text contains a NUL"))?;
     device
         .context
         .bind_to_thread()
         .map_err(driver_error("cannot use the GPU"))?;
     // SAFETY: `ptx` is a NUL-terminated PTX text that outlives the call.
     let module = unsafe { result::module::load_data(ptx.as_ptr().cast::<c_void>()) }.map_err(
-        driver_error(&format!(
-            "the GPU driver rejected the PTX of `{}`",
-            gp.program.name
-        )),
+        driver_error(&format!("the GPU driver rejected the PTX of `{what}`")),
     )?;
-    let mut functions = Vec::with_capacity(gp.program.kernels.len());
-    for k in &gp.program.kernels {
-        let name = CString::new(k.name.clone())
-            .map_err(|_| ExecError::new(format!("kernel name `{}` contains a NUL", k.name)))?;
-        // SAFETY: `module` was just loaded and is unloaded only when the program drops.
-        let f = unsafe { result::module::get_function(module, name) }.map_err(driver_error(
-            &format!("the PTX of `{}` lacks kernel `{}`", gp.program.name, k.name),
+    let mut loaded = LoadedModule {
+        module,
+        functions: Vec::with_capacity(names.len()),
+        context: Arc::clone(&device.context),
+    };
+    for name in names {
+        let c = CString::new(*name)
+            .map_err(|_| ExecError::new(format!("kernel name `{name}` contains a NUL")))?;
+        // SAFETY: the module was just loaded and is unloaded only when `loaded` drops.
+        let f = unsafe { result::module::get_function(module, c) }.map_err(driver_error(
+            &format!("the PTX of `{what}` lacks kernel `{name}`"),
         ))?;
-        functions.push(f);
+        loaded.functions.push(f);
     }
+    Ok(loaded)
+}
+
+fn load_program(device: &Device, gp: GpuProgram) -> Result<LoadedProgram, ExecError> {
+    gp.program
+        .validate()
+        .map_err(|e| ExecError::new(format!("invalid program `{}`: {e}", gp.program.name)))?;
+    let names: Vec<&str> = gp.program.kernels.iter().map(|k| k.name.as_str()).collect();
+    let module = load_module(device, &gp.program.name, &gp.ptx, &names)?;
     Ok(LoadedProgram {
         program: gp.program,
         module,
-        functions,
-        context: Arc::clone(&device.context),
     })
+}
+
+/// Launches `f` on `(grid, threads)` with `args` (each a `u64`: a device address or a
+/// number) on `stream`.
+///
+/// # Safety
+/// `f` must take exactly `args.len()` 8-byte parameters, and every address among them
+/// must stay valid until the kernel has run.
+unsafe fn launch(
+    f: sys::CUfunction,
+    grid: [u32; 3],
+    threads: u32,
+    args: &mut [u64],
+    stream: &CudaStream,
+) -> Result<(), result::DriverError> {
+    let mut params: Vec<*mut c_void> = args
+        .iter_mut()
+        .map(|a| (a as *mut u64).cast::<c_void>())
+        .collect();
+    // SAFETY: the caller's contract; `params` points at `args`, alive for the call.
+    unsafe {
+        result::launch_kernel(
+            f,
+            (grid[0], grid[1], grid[2]),
+            (threads, 1, 1),
+            0,
+            stream.cu_stream(),
+            &mut params,
+        )
+    }
 }
 
 /// `slice`'s device address.
@@ -114,9 +204,14 @@ impl CudaExecutor {
         eval: GpuProgram,
         info: ModelInfo,
     ) -> Result<CudaExecutor, ExecError> {
-        let stream = device.context.default_stream();
+        // A stream of our own: graphs cannot be captured on the legacy default stream.
+        let stream = device
+            .context
+            .new_stream()
+            .map_err(driver_error("cannot create a GPU stream"))?;
         let train = load_program(&device, train)?;
         let eval = load_program(&device, eval)?;
+        let data = load_module(&device, "data kernels", DATA_PTX, &DATA_KERNELS)?;
         for prog in [&train, &eval] {
             check_bindings(&prog.program.buffers, &info)?;
         }
@@ -143,6 +238,10 @@ impl CudaExecutor {
             state,
             batch_bufs: HashMap::new(),
             arena: None,
+            data,
+            resident: None,
+            graphs: std::env::var("NNC_CUDA_GRAPHS").map_or(true, |v| v != "0"),
+            told_not_resident: false,
         })
     }
 
@@ -167,6 +266,29 @@ impl CudaExecutor {
     /// Runs one program for the batch `x`, `y`; results stay on the device.
     fn run(&mut self, train: bool, x: &Tensor, y: &Tensor) -> Result<(), ExecError> {
         let n = x.shape.first().copied().unwrap_or(0);
+        self.prepare(train, n, x.data.len(), y.data.len())?;
+        // Upload the batch.
+        for (key, t) in [(INPUT, x), (LABELS, y)] {
+            if let Some(dst) = self.batch_bufs.get_mut(key) {
+                let mut view = dst.slice_mut(0..t.data.len());
+                self.stream
+                    .memcpy_htod(&t.data, &mut view)
+                    .map_err(driver_error("cannot copy the batch to the GPU"))?;
+            }
+        }
+        let ptrs = self.bind(train, n, x.data.len(), y.data.len())?;
+        self.launch_program(train, n, &ptrs)
+    }
+
+    /// Grows the arena and the batch buffers (`x_len`, `y_len` values of input and
+    /// labels) for a batch of `n` rows of one program.
+    fn prepare(
+        &mut self,
+        train: bool,
+        n: usize,
+        x_len: usize,
+        y_len: usize,
+    ) -> Result<(), ExecError> {
         self.device
             .context
             .bind_to_thread()
@@ -183,15 +305,9 @@ impl CudaExecutor {
                     .map_err(driver_error("cannot allocate the GPU arena"))?,
             );
         }
-        // Upload the batch.
-        for (key, t) in [(INPUT, x), (LABELS, y)] {
+        for (key, len) in [(INPUT, x_len), (LABELS, y_len)] {
             if buffers.iter().any(|b| b.name == key) {
-                self.batch_buf(key, t.data.len())?;
-                let dst = self.batch_bufs.get_mut(key).expect("allocated above");
-                let mut view = dst.slice_mut(0..t.data.len());
-                self.stream
-                    .memcpy_htod(&t.data, &mut view)
-                    .map_err(driver_error("cannot copy the batch to the GPU"))?;
+                self.batch_buf(key, len)?;
             }
         }
         for key in [LOSS, OUTPUT] {
@@ -199,11 +315,28 @@ impl CudaExecutor {
                 self.batch_buf(key, b.len.resolve(n))?;
             }
         }
-        // Resolve every buffer's device address.
-        let arena = self.arena.as_ref().expect("allocated above");
+        Ok(())
+    }
+
+    /// Every buffer's device address for a batch of `n` rows of one program, after
+    /// [`CudaExecutor::prepare`] (`x_len`, `y_len`: the values of input and labels the
+    /// step reads).
+    fn bind(
+        &self,
+        train: bool,
+        n: usize,
+        x_len: usize,
+        y_len: usize,
+    ) -> Result<Vec<u64>, ExecError> {
+        let prog = if train { &self.train } else { &self.eval };
+        let buffers = &prog.program.buffers;
+        let arena = self
+            .arena
+            .as_ref()
+            .ok_or_else(|| ExecError::new("the GPU arena is not allocated"))?;
         let arena_base = address(arena, &self.stream);
         let mut ptrs: Vec<u64> = Vec::with_capacity(buffers.len());
-        for b in &buffers {
+        for b in buffers {
             let need = b.len.resolve(n);
             let (base, have) = match binding(b, n) {
                 Binding::Arena(at) => {
@@ -220,10 +353,10 @@ impl CudaExecutor {
                         ExecError::new(format!("`{key}` was not given to the step"))
                     })?;
                     // The batch buffers only grow: what counts for `x` and `y` is what this
-                    // step uploaded.
+                    // step put there.
                     let have = match key {
-                        INPUT => x.data.len(),
-                        LABELS => y.data.len(),
+                        INPUT => x_len,
+                        LABELS => y_len,
                         _ => s.len(),
                     };
                     (address(s, &self.stream), have)
@@ -244,34 +377,297 @@ impl CudaExecutor {
             }
             ptrs.push(base);
         }
+        Ok(ptrs)
+    }
+
+    /// Launches every kernel of one program for a batch of `n` rows, with the buffer
+    /// addresses [`CudaExecutor::bind`] resolved.
+    fn launch_program(&self, train: bool, n: usize, ptrs: &[u64]) -> Result<(), ExecError> {
         let prog = if train { &self.train } else { &self.eval };
-        let n64 = n as i64;
-        for (k, &f) in prog.program.kernels.iter().zip(&prog.functions) {
+        for (k, &f) in prog.program.kernels.iter().zip(&prog.module.functions) {
             let (grid, threads) = launch_dims(k, n).map_err(ExecError::new)?;
             if grid.contains(&0) {
                 continue; // nothing to do for this batch
             }
             let mut args: Vec<u64> = k.params.iter().map(|b| ptrs[b.0 as usize]).collect();
-            args.push(n64 as u64);
-            let mut params: Vec<*mut c_void> = args
-                .iter_mut()
-                .map(|a| (a as *mut u64).cast::<c_void>())
-                .collect();
+            args.push(n as u64);
             // SAFETY: `f` belongs to the module loaded for this program; its parameters are
             // one global pointer per buffer in `params` order and an i64 (the renderer's
             // ABI), and every pointer addresses a live allocation at least as long as the
-            // program declares for batch `n` (checked above).
+            // program declares for batch `n` (checked by `bind`).
+            unsafe { launch(f, grid, threads, &mut args, &self.stream) }
+                .map_err(driver_error(&format!("launching kernel `{}`", k.name)))?;
+        }
+        Ok(())
+    }
+
+    /// Puts the training split on the device for whole epochs (once per split), with
+    /// epoch buffers for `steps` steps; `false` when it does not fit in free memory
+    /// (with 256 MiB and the step's own memory to spare).
+    fn make_resident(&mut self, x: &Tensor, y: &Tensor, steps: usize) -> Result<bool, ExecError> {
+        let key = [
+            (x.data.as_ptr() as usize, x.data.len()),
+            (y.data.as_ptr() as usize, y.data.len()),
+        ];
+        let rows = x.rows();
+        let out_w = self.info.output_shape.iter().product::<usize>();
+        if self
+            .resident
+            .as_ref()
+            .is_some_and(|r| r.key == key && r.losses.len() >= steps.max(1))
+        {
+            return Ok(true);
+        }
+        self.resident = None; // free the old split first
+        let bytes = 4 * (x.data.len() + y.data.len() + rows + steps + rows * out_w) + 8;
+        let (free, _) = self
+            .device
+            .context
+            .mem_get_info()
+            .map_err(driver_error("cannot query GPU memory"))?;
+        if bytes + (256 << 20) > free {
+            return Ok(false);
+        }
+        let what = driver_error("cannot put the training data on the GPU");
+        let upload = |t: &Tensor| -> Result<CudaSlice<f32>, ExecError> {
+            let mut s = self
+                .stream
+                .alloc_zeros::<f32>(t.data.len().max(1))
+                .map_err(&what)?;
+            if !t.data.is_empty() {
+                self.stream
+                    .memcpy_htod(&t.data, &mut s.slice_mut(0..t.data.len()))
+                    .map_err(&what)?;
+            }
+            Ok(s)
+        };
+        let resident = Resident {
+            key,
+            x: upload(x)?,
+            y: upload(y)?,
+            order: self.stream.alloc_zeros::<u32>(rows.max(1)).map_err(&what)?,
+            cursor: self.stream.alloc_zeros::<u64>(1).map_err(&what)?,
+            losses: self
+                .stream
+                .alloc_zeros::<f32>(steps.max(1))
+                .map_err(&what)?,
+            outputs: self
+                .stream
+                .alloc_zeros::<f32>((rows * out_w).max(1))
+                .map_err(&what)?,
+            graph: None,
+        };
+        self.resident = Some(resident);
+        Ok(true)
+    }
+
+    /// Enqueues one training step of `n` rows (the full batch is `batch`) over the
+    /// resident data: gather the rows, run the train program, record loss and output,
+    /// advance the step counter. Nothing in it depends on the step number.
+    fn enqueue_resident_step(
+        &self,
+        n: usize,
+        batch: usize,
+        widths: [usize; 2],
+        ptrs: &[u64],
+    ) -> Result<(), ExecError> {
+        let r = self
+            .resident
+            .as_ref()
+            .ok_or_else(|| ExecError::new("the training data is not on the GPU"))?;
+        // Buffers the train program does not have are not gathered or recorded.
+        let has = |key: &str| self.train.program.buffers.iter().any(|b| b.name == key);
+        let addr = |key: &str| {
+            self.batch_bufs
+                .get(key)
+                .map(|s| address(s, &self.stream))
+                .ok_or_else(|| ExecError::new(format!("no GPU buffer for `{key}`")))
+        };
+        let [gather, record, advance] = [0, 1, 2].map(|i| self.data.functions[i]);
+        let order = device_address(&r.order, &self.stream);
+        let cursor = device_address(&r.cursor, &self.stream);
+        let launch_err = |name: &str| driver_error_owned(format!("launching `{name}`"));
+        for (src, key, w) in [(&r.x, INPUT, widths[0]), (&r.y, LABELS, widths[1])] {
+            if !has(key) {
+                continue;
+            }
+            let elements = n * w;
+            let mut args = [
+                address(src, &self.stream),
+                order,
+                cursor,
+                addr(key)?,
+                w as u64,
+                n as u64,
+                batch as u64,
+            ];
+            // SAFETY: `nnc_gather_rows` takes seven 8-byte parameters; the source holds
+            // every row `order` names, the batch buffer `n·w` values (`prepare`).
             unsafe {
-                result::launch_kernel(
-                    f,
-                    (grid[0], grid[1], grid[2]),
-                    (threads, 1, 1),
-                    0,
-                    self.stream.cu_stream(),
-                    &mut params,
+                launch(
+                    gather,
+                    [data_blocks(elements), 1, 1],
+                    DATA_THREADS,
+                    &mut args,
+                    &self.stream,
                 )
             }
-            .map_err(driver_error(&format!("launching kernel `{}`", k.name)))?;
+            .map_err(launch_err("nnc_gather_rows"))?;
+        }
+        self.launch_program(true, n, ptrs)?;
+        let out_w = if has(OUTPUT) {
+            self.info.output_shape.iter().product::<usize>()
+        } else {
+            0
+        };
+        let mut args = [
+            addr(LOSS)?,
+            if has(OUTPUT) { addr(OUTPUT)? } else { 0 },
+            cursor,
+            address(&r.losses, &self.stream),
+            address(&r.outputs, &self.stream),
+            (n * out_w) as u64,
+            (batch * out_w) as u64,
+        ];
+        // SAFETY: `nnc_record_step` takes seven 8-byte parameters; the epoch buffers hold
+        // one loss per step and one output row per trained row (`make_resident`).
+        unsafe {
+            launch(
+                record,
+                [data_blocks(n * out_w), 1, 1],
+                DATA_THREADS,
+                &mut args,
+                &self.stream,
+            )
+        }
+        .map_err(launch_err("nnc_record_step"))?;
+        let mut args = [cursor];
+        // SAFETY: `nnc_advance` takes the step counter's address.
+        unsafe { launch(advance, [1, 1, 1], DATA_THREADS, &mut args, &self.stream) }
+            .map_err(launch_err("nnc_advance"))?;
+        Ok(())
+    }
+
+    /// One epoch over the resident split (see the module doc); `None` when the split
+    /// does not fit on the device.
+    fn resident_epoch(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        order: &[usize],
+        batch: usize,
+    ) -> Result<Option<EpochRun>, ExecError> {
+        let rows = x.rows();
+        let steps = order.len().div_ceil(batch.max(1));
+        if batch == 0 || order.iter().any(|&i| i >= rows) || rows > u32::MAX as usize {
+            return Err(ExecError::new(
+                "the epoch's row order does not fit the data",
+            ));
+        }
+        if !self.make_resident(x, y, steps)? {
+            return Ok(None);
+        }
+        let widths = [x.row_len(), y.data.len() / rows.max(1)];
+        let order32: Vec<u32> = order.iter().map(|&i| i as u32).collect();
+        {
+            let r = self.resident.as_mut().expect("made resident above");
+            let what = driver_error("cannot start the epoch on the GPU");
+            self.stream
+                .memcpy_htod(&order32, &mut r.order.slice_mut(0..order32.len()))
+                .map_err(&what)?;
+            self.stream
+                .memcpy_htod(&[0u64], &mut r.cursor)
+                .map_err(&what)?;
+        }
+        let (full, rest) = (order.len() / batch, order.len() % batch);
+        if full > 0 {
+            self.prepare(true, batch, batch * widths[0], batch * widths[1])?;
+            let ptrs = self.bind(true, batch, batch * widths[0], batch * widths[1])?;
+            if self.graphs {
+                self.replay_graph(batch, widths, &ptrs, full)?;
+            } else {
+                for _ in 0..full {
+                    self.enqueue_resident_step(batch, batch, widths, &ptrs)?;
+                }
+            }
+        }
+        if rest > 0 {
+            self.prepare(true, rest, rest * widths[0], rest * widths[1])?;
+            let ptrs = self.bind(true, rest, rest * widths[0], rest * widths[1])?;
+            self.enqueue_resident_step(rest, batch, widths, &ptrs)?;
+        }
+        let out_w = self.info.output_shape.iter().product::<usize>();
+        let r = self.resident.as_ref().expect("made resident above");
+        let mut losses = vec![0.0f32; steps];
+        let mut outputs = vec![0.0f32; order.len() * out_w];
+        let what = driver_error("cannot read the epoch's results from the GPU");
+        self.stream
+            .memcpy_dtoh(&r.losses.slice(0..steps), &mut losses)
+            .map_err(&what)?;
+        if !outputs.is_empty() {
+            let len = outputs.len();
+            self.stream
+                .memcpy_dtoh(&r.outputs.slice(0..len), &mut outputs)
+                .map_err(&what)?;
+        }
+        self.stream.synchronize().map_err(&what)?;
+        let mut shape = vec![order.len()];
+        shape.extend_from_slice(&self.info.output_shape);
+        let has_output = self.train.program.buffers.iter().any(|b| b.name == OUTPUT);
+        Ok(Some(EpochRun {
+            losses,
+            outputs: has_output.then_some(Tensor {
+                shape,
+                data: outputs,
+            }),
+        }))
+    }
+
+    /// Runs `times` full-size steps by replaying one captured step, capturing it first
+    /// (again) when there is none or a buffer it uses has moved.
+    fn replay_graph(
+        &mut self,
+        batch: usize,
+        widths: [usize; 2],
+        ptrs: &[u64],
+        times: usize,
+    ) -> Result<(), ExecError> {
+        let mut signature = ptrs.to_vec();
+        signature.extend([batch as u64, widths[0] as u64, widths[1] as u64]);
+        let current = self
+            .resident
+            .as_ref()
+            .and_then(|r| r.graph.as_ref())
+            .is_some_and(|(sig, _)| *sig == signature);
+        if !current {
+            if let Some(r) = self.resident.as_mut() {
+                r.graph = None;
+            }
+            let what = driver_error("cannot capture the training step as a CUDA graph");
+            self.stream
+                .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                .map_err(&what)?;
+            let enqueued = self.enqueue_resident_step(batch, batch, widths, ptrs);
+            // End the capture whatever happened, so the stream is usable again.
+            let graph = self
+                .stream
+                .end_capture(sys::CUgraphInstantiate_flags(0))
+                .map_err(&what)?;
+            enqueued?;
+            let graph = graph.ok_or_else(|| ExecError::new("the captured CUDA graph is empty"))?;
+            if let Some(r) = self.resident.as_mut() {
+                r.graph = Some((signature, graph));
+            }
+        }
+        let (_, graph) = self
+            .resident
+            .as_ref()
+            .and_then(|r| r.graph.as_ref())
+            .ok_or_else(|| ExecError::new("no CUDA graph for the training step"))?;
+        for _ in 0..times {
+            graph
+                .launch()
+                .map_err(driver_error("cannot launch the training step's CUDA graph"))?;
         }
         Ok(())
     }
@@ -326,11 +722,11 @@ impl CudaExecutor {
     }
 }
 
-impl Drop for LoadedProgram {
+impl Drop for LoadedModule {
     fn drop(&mut self) {
         // `cuModuleUnload` acts on the calling thread's current context.
         if self.context.bind_to_thread().is_ok() {
-            // SAFETY: the module was loaded by `load_program`; the executor waited for its
+            // SAFETY: the module was loaded by `load_module`; the executor waited for its
             // kernels before dropping (`CudaExecutor::drop`). An error here (a lost
             // context) leaves nothing to free.
             let _ = unsafe { result::module::unload(self.module) };
@@ -441,5 +837,30 @@ impl Executor for CudaExecutor {
         self.run(false, x, y)?;
         let (loss, output) = self.take_results(n)?;
         Ok(EvalOutput { loss, output })
+    }
+
+    /// Whole epochs with the split resident on the GPU; `None` (with a note on stderr,
+    /// once) when it does not fit, and the loop then steps batch by batch.
+    fn train_epoch(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        order: &[usize],
+        batch: usize,
+    ) -> Option<Result<EpochRun, ExecError>> {
+        match self.resident_epoch(x, y, order, batch) {
+            Ok(Some(run)) => Some(Ok(run)),
+            Ok(None) => {
+                if !self.told_not_resident {
+                    self.told_not_resident = true;
+                    eprintln!(
+                        "note: the training split does not fit in free GPU memory; \
+                         uploading each batch instead"
+                    );
+                }
+                None
+            }
+            Err(e) => Some(Err(e)),
+        }
     }
 }

@@ -8,6 +8,7 @@
 //!
 //! [`CudaExecutor`] (in `executor.rs`) loads a step's PTX and launches its kernels.
 
+pub mod data;
 mod executor;
 
 use std::sync::Arc;

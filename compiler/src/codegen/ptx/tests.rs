@@ -352,3 +352,26 @@ fn ptx_of_small_kernels_is_stable() {
         ptx_of(&samples::serial_step(), GpuArch::Sm80).unwrap()
     );
 }
+
+/// The cuda executor's hand-written data kernels (gather rows by the epoch's order,
+/// record each step's loss and output, advance the step counter) define the entries the
+/// executor looks up, in order, and assemble for both architectures.
+#[test]
+fn the_executors_data_kernels_assemble_for_sm80_and_sm90() {
+    use nnc_runtime::cuda::data::{DATA_KERNELS, DATA_PTX};
+    assert_eq!(entries(DATA_PTX), DATA_KERNELS);
+    let Some(ptxas) = ptxas() else { return };
+    let dir = scratch("data");
+    for arch in GpuArch::ALL {
+        // The text targets sm_80; the driver JIT-compiles it for newer GPUs, which ptxas
+        // checks by assembling the same instructions for sm_90.
+        let header = match arch {
+            GpuArch::Sm80 => ".version 7.0\n.target sm_80",
+            GpuArch::Sm90 => ".version 7.8\n.target sm_90",
+        };
+        let ptx = DATA_PTX.replace(".version 7.0\n.target sm_80", header);
+        assert!(ptx.contains(header));
+        assemble(&ptxas, &dir, "data", arch, &ptx);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
