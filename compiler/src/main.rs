@@ -334,7 +334,13 @@ fn main() -> ExitCode {
                 eprintln!("help: add `--target {wanted}`");
                 return ExitCode::from(2);
             }
-            if target_name == "cuda" && !cfg!(feature = "cuda") {
+            // The GPU schedule's kernel IR needs no LLVM; PTX, LLVM IR and the build
+            // summary of the cuda target do.
+            let needs_llvm = stages.is_empty()
+                || stages
+                    .iter()
+                    .any(|s| matches!(s, nnc::ir::emit::Stage::Ptx | nnc::ir::emit::Stage::Llvm));
+            if target_name == "cuda" && !cfg!(feature = "cuda") && needs_llvm {
                 eprintln!("error: {}", nnc::driver::cuda::UNAVAILABLE);
                 return ExitCode::from(1);
             }

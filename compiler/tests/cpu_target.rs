@@ -340,6 +340,37 @@ fn ptx_without_the_cuda_feature_says_how_to_get_it() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--features cuda"));
 }
 
+/// The GPU schedule's kernel IR needs no LLVM: it prints in every build, with each
+/// kernel's grid, shared arrays, barriers and shuffles.
+#[test]
+fn build_emits_the_gpu_schedule_in_every_build() {
+    let file = repo().join("examples/mnist_mlp.nn");
+    let o = nnc(&[
+        "build",
+        &file.display().to_string(),
+        "--target",
+        "cuda",
+        "--emit",
+        "gpu-kernels",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.starts_with("# == gpu-kernels =="), "{text}");
+    // 14 train and 5 eval kernels, each with its launch.
+    assert_eq!(text.matches("gpu kernel ").count(), 14 + 5, "{text}");
+    assert!(
+        text.contains("gpu kernel k0_matmul(b0, b2, b3, b17) grid=(2, (N + 63)/64, 1) threads=256"),
+        "{text}"
+    );
+    for needle in [
+        "shared s0[1040] \"a_tile\"",
+        "barrier",
+        "shfl_xor(acc0, 16)",
+    ] {
+        assert!(text.contains(needle), "`{needle}` missing:\n{text}");
+    }
+}
+
 #[test]
 fn a_stage_of_another_target_is_a_usage_error() {
     let file = repo().join("examples/line.nn");

@@ -4,8 +4,15 @@
 //! run in order. A kernel is straight-line statements and loops; loop variables and
 //! index arithmetic are `i64`, values are `f32`, and the only mutable scalars are
 //! [`Stmt::Assign`]ed locals (accumulators). Matrix products are one [`Stmt::Gemm`]
-//! statement: the CPU backend calls a tuned library for it, the GPU backend emits a tiled
-//! kernel. Everything a backend needs is explicit here; backends decide nothing.
+//! statement: the CPU backend calls a tuned library for it; the compiler's GPU schedule
+//! rewrites it into a tiled kernel. Everything a backend needs is explicit here; backends
+//! decide nothing.
+//!
+//! GPU kernels ([`Kernel::gpu`] set by the GPU schedule) are written for one thread of a
+//! grid: they read [`Idx::Thread`] and [`Idx::Block`], and may use block-shared arrays
+//! ([`Expr::SharedLoad`], [`Stmt::SharedStore`]), [`Stmt::If`], [`Stmt::Barrier`] and
+//! [`Expr::ShuffleXor`]; they hold no `Gemm` and no parallel loop. CPU kernels use none
+//! of these. [`crate::gpu`] simulates GPU kernels.
 //!
 //! Invariants (checked by [`Program::validate`], relied on by backends):
 //! - every `BufId` is an index into `Program::buffers` and is listed in the kernel's
