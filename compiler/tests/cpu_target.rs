@@ -359,14 +359,10 @@ fn build_emits_the_gpu_schedule_in_every_build() {
     // 14 train and 5 eval kernels, each with its launch.
     assert_eq!(text.matches("gpu kernel ").count(), 14 + 5, "{text}");
     assert!(
-        text.contains("gpu kernel k0_matmul(b0, b2, b3, b17) grid=(2, (N + 63)/64, 1) threads=256"),
+        text.contains("gpu kernel k0_matmul(b0, b2, b3, b17) grid=(4, (N + 31)/32, 1) threads=256"),
         "{text}"
     );
-    for needle in [
-        "shared s0[1040] \"a_tile\"",
-        "barrier",
-        "shfl_xor(acc0, 16)",
-    ] {
+    for needle in ["shared s0[528] \"a_tile\"", "barrier", "shfl_xor(acc0, 16)"] {
         assert!(text.contains(needle), "`{needle}` missing:\n{text}");
     }
 }

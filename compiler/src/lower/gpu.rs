@@ -7,7 +7,8 @@
 //! - **product** (`gemm`, then an optional elementwise epilogue): a tiled kernel. Each
 //!   block computes a 64×64 tile of `C` with 256 threads; each thread owns a 4×4 register
 //!   block (rows `ty + 16·i`, columns `tx + 16·j`: conflict-free shared reads, coalesced
-//!   stores). `k` advances 16 at a time through two shared tiles (padded to 65 floats per
+//!   stores). Products that would make fewer than 128 such tiles at batch 128 use 32×32
+//!   tiles with 2×2 register blocks instead (four times the blocks). `k` advances 16 at a time through two shared tiles (padded to 65 floats per
 //!   row against bank conflicts), loaded by all threads in the order that makes the global
 //!   reads consecutive for the operand's layout, zero-filled past the edges, between two
 //!   barriers. The epilogue runs on each element right after it is stored when it reads
@@ -48,17 +49,50 @@ pub const ELEMENTWISE_THREADS: u32 = 256;
 pub const BLOCK_REDUCE_THREADS: u32 = 256;
 /// Threads per block when each block reduces one row.
 pub const ROW_REDUCE_THREADS: u32 = 128;
-/// The tiled product: a `TILE × TILE` tile of `C` per block, `TILE_K` deep slices of
-/// `A` and `B` per step, `GEMM_THREADS` threads with a `REG × REG` register block each.
-pub const TILE: i64 = 64;
+/// The tiled product: a `tile × tile` piece of `C` per block, `TILE_K` deep slices of
+/// `A` and `B` per step, `GEMM_THREADS` threads (16 × 16) with a `reg × reg` register
+/// block each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiling {
+    pub tile: i64,
+    pub reg: i64,
+}
+
+/// 64×64 tiles, 4×4 register blocks: the most reuse per load.
+pub const LARGE_TILES: Tiling = Tiling { tile: 64, reg: 4 };
+/// 32×32 tiles, 2×2 register blocks: four times the blocks, for products too small to
+/// fill the GPU with large tiles.
+pub const SMALL_TILES: Tiling = Tiling { tile: 32, reg: 2 };
+/// Below this many large tiles (at the nominal batch) a product uses small tiles: a GPU
+/// has 100+ multiprocessors, each wanting a block or more.
+const FEW_TILES: i64 = 128;
 pub const TILE_K: i64 = 16;
 pub const GEMM_THREADS: u32 = 256;
-const REG: i64 = 4;
-/// Threads along a tile's columns (and rows): `TILE / REG`.
-const TILE_THREADS: i64 = TILE / REG;
-/// Shared tile rows are padded by one float so that a warp's column reads hit distinct
-/// banks.
-const TILE_PITCH: i64 = TILE + 1;
+
+impl Tiling {
+    /// Threads along a tile's columns (and rows).
+    fn threads_per_side(self) -> i64 {
+        self.tile / self.reg
+    }
+
+    /// Shared tile rows are padded by one float so that a warp's column reads hit
+    /// distinct banks.
+    fn pitch(self) -> i64 {
+        self.tile + 1
+    }
+
+    /// The tiling for a product with `m × n` outputs `z` times (at the nominal batch).
+    fn for_product(m: &Idx, n: &Idx, z: &Idx) -> Tiling {
+        let tiles = |t: i64| {
+            let e = |i: &Idx| eval_idx(i, NOMINAL_BATCH);
+            Some((e(m)? + t - 1) / t * ((e(n)? + t - 1) / t) * e(z)?.max(1))
+        };
+        match tiles(LARGE_TILES.tile) {
+            Some(count) if count < FEW_TILES => SMALL_TILES,
+            _ => LARGE_TILES,
+        }
+    }
+}
 /// The batch size the schedule's size heuristics assume for `N`.
 const NOMINAL_BATCH: i64 = 128;
 /// A loop this long (at the nominal batch) is worth a block of threads.
@@ -942,16 +976,18 @@ fn tiled_gemm(
         _ => Idx::Block(2),
     };
     let g = &g;
+    let t = Tiling::for_product(&g.m, &g.n, &z_extent);
+    let (tile, reg, side, pitch) = (t.tile, t.reg, t.threads_per_side(), t.pitch());
     let threads = i64::from(GEMM_THREADS);
-    let a_tile = fresh.shared("a_tile".into(), TILE_K * TILE_PITCH);
-    let b_tile = fresh.shared("b_tile".into(), TILE_K * TILE_PITCH);
+    let a_tile = fresh.shared("a_tile".into(), TILE_K * pitch);
+    let b_tile = fresh.shared("b_tile".into(), TILE_K * pitch);
     let (kt, q, kk) = (fresh.var(), fresh.var(), fresh.var());
-    let acc: Vec<LocalId> = (0..REG * REG).map(|_| fresh.local()).collect();
-    let av: Vec<LocalId> = (0..REG).map(|_| fresh.local()).collect();
-    let bv: Vec<LocalId> = (0..REG).map(|_| fresh.local()).collect();
-    let (tx, ty) = (Idx::Thread.rem(TILE_THREADS), Idx::Thread.div(TILE_THREADS));
-    let row0 = Idx::Block(1) * TILE;
-    let col0 = Idx::Block(0) * TILE;
+    let acc: Vec<LocalId> = (0..reg * reg).map(|_| fresh.local()).collect();
+    let av: Vec<LocalId> = (0..reg).map(|_| fresh.local()).collect();
+    let bv: Vec<LocalId> = (0..reg).map(|_| fresh.local()).collect();
+    let (tx, ty) = (Idx::Thread.rem(side), Idx::Thread.div(side));
+    let row0 = Idx::Block(1) * tile;
+    let col0 = Idx::Block(0) * tile;
     let (sa, sb, sc) = match &g.batch {
         Some((_, s)) => (
             batch_index.clone() * s[0].clone(),
@@ -963,14 +999,14 @@ fn tiled_gemm(
     let mut body: Vec<Stmt> = acc.iter().map(|&l| assign(l, Expr::Const(0.0))).collect();
 
     // One slice of each operand into shared memory: element e = q·threads + thread of the
-    // TILE × TILE_K (A) or TILE_K × TILE (B) slice; consecutive threads take consecutive
+    // tile × TILE_K (A) or TILE_K × tile (B) slice; consecutive threads take consecutive
     // addresses of the operand's unit-stride dimension.
     let e = Idx::Var(q) * threads + Idx::Thread;
     let k_of = |e: &Idx, k_fast: bool| {
         if k_fast {
             (e.clone().rem(TILE_K), e.clone().div(TILE_K))
         } else {
-            (e.clone().div(TILE), e.clone().rem(TILE))
+            (e.clone().div(tile), e.clone().rem(tile))
         }
     };
     // A[r, kk]: k fastest unless A is stored column-major (row stride 1).
@@ -981,7 +1017,7 @@ fn tiled_gemm(
         + sa
         + a_row.clone() * g.a.row_stride.clone()
         + a_kg.clone() * g.a.col_stride.clone();
-    let a_slot = a_k * TILE_PITCH + a_r;
+    let a_slot = a_k * pitch + a_r;
     // B[kk, c]: columns fastest unless B is stored column-major (row stride 1).
     let (b_k, b_c) = k_of(&e, g.b.row_stride == Idx::Const(1));
     let b_col = col0.clone() + b_c.clone();
@@ -990,7 +1026,7 @@ fn tiled_gemm(
         + sb
         + b_kg.clone() * g.b.row_stride.clone()
         + b_col.clone() * g.b.col_stride.clone();
-    let b_slot = b_k * TILE_PITCH + b_c;
+    let b_slot = b_k * pitch + b_c;
     let fill = |tile: SharedId, slot: Idx, conds: Vec<Cond>, buf: BufId, elem: Idx| {
         vec![
             Stmt::SharedStore {
@@ -1008,7 +1044,7 @@ fn tiled_gemm(
             },
         ]
     };
-    let per_thread = TILE * TILE_K / threads;
+    let per_thread = tile * TILE_K / threads;
     let mut load = fill(
         a_tile,
         a_slot,
@@ -1024,10 +1060,10 @@ fn tiled_gemm(
         b_elem,
     ));
     let mut step = vec![for_(q, per_thread, false, load), Stmt::Barrier];
-    // The register block: REG values of each tile, REG² fused multiply-adds.
+    // The register block: `reg` values of each tile, `reg²` fused multiply-adds.
     let mut inner = Vec::new();
     for (i, &l) in av.iter().enumerate() {
-        let slot = Idx::Var(kk) * TILE_PITCH + ty.clone() + i as i64 * TILE_THREADS;
+        let slot = Idx::Var(kk) * pitch + ty.clone() + i as i64 * side;
         inner.push(assign(
             l,
             Expr::SharedLoad {
@@ -1037,7 +1073,7 @@ fn tiled_gemm(
         ));
     }
     for (j, &l) in bv.iter().enumerate() {
-        let slot = Idx::Var(kk) * TILE_PITCH + tx.clone() + j as i64 * TILE_THREADS;
+        let slot = Idx::Var(kk) * pitch + tx.clone() + j as i64 * side;
         inner.push(assign(
             l,
             Expr::SharedLoad {
@@ -1046,9 +1082,9 @@ fn tiled_gemm(
             },
         ));
     }
-    for i in 0..REG as usize {
-        for j in 0..REG as usize {
-            let c = acc[i * REG as usize + j];
+    for i in 0..reg as usize {
+        for j in 0..reg as usize {
+            let c = acc[i * reg as usize + j];
             let fma = Expr::Fma(
                 Box::new(Expr::Local(av[i])),
                 Box::new(Expr::Local(bv[j])),
@@ -1062,15 +1098,15 @@ fn tiled_gemm(
     body.push(for_(kt, ceil_div(g.k.clone(), TILE_K), false, step));
 
     // Store each element of the register block (and run the epilogue on it).
-    for i in 0..REG {
-        for j in 0..REG {
-            let row = row0.clone() + ty.clone() + i * TILE_THREADS;
-            let col = col0.clone() + tx.clone() + j * TILE_THREADS;
+    for i in 0..reg {
+        for j in 0..reg {
+            let row = row0.clone() + ty.clone() + i * side;
+            let col = col0.clone() + tx.clone() + j * side;
             let c_elem = g.c.offset.clone()
                 + sc.clone()
                 + row.clone() * g.c.row_stride.clone()
                 + col.clone() * g.c.col_stride.clone();
-            let mut value = Expr::Local(acc[(i * REG + j) as usize]);
+            let mut value = Expr::Local(acc[(i * reg + j) as usize]);
             if g.alpha != 1.0 {
                 value = combine(BinOp::Mul, Expr::Const(g.alpha), value);
             }
@@ -1097,8 +1133,8 @@ fn tiled_gemm(
         }
     }
     let grid = [
-        ceil_div(g.n.clone(), TILE),
-        ceil_div(g.m.clone(), TILE),
+        ceil_div(g.n.clone(), tile),
+        ceil_div(g.m.clone(), tile),
         z_extent,
     ];
     (body, fresh.launch(GEMM_THREADS, grid))
