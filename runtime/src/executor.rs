@@ -166,6 +166,19 @@ pub trait Executor {
         None
     }
 
+    /// Evaluates the rows of `x`, `y` in order, `batch` at a time, keeping data and
+    /// results where it computes and handing every batch's loss and every output back
+    /// once (an [`EpochRun`] with one loss per batch). `None` when the backend has no
+    /// such path; the loop then calls [`Executor::eval_batch`] per batch.
+    fn eval_all(
+        &mut self,
+        _x: &Tensor,
+        _y: &Tensor,
+        _batch: usize,
+    ) -> Option<Result<EpochRun, ExecError>> {
+        None
+    }
+
     /// Starts (or stops) timing each kernel of the training step; a backend without
     /// kernels ignores it.
     fn set_profiling(&mut self, _on: bool) {}

@@ -399,6 +399,45 @@ fn evaluate_split(
 ) -> Result<Accumulator, TrainError> {
     let mut acc = Accumulator::new(task);
     let order: Vec<usize> = (0..data.len()).collect();
+    if let Some(run) = exec.eval_all(&data.x, &data.y, batch) {
+        let exec_error = |batch: usize, error: ExecError| TrainError::Exec {
+            epoch,
+            batch,
+            evaluating: true,
+            error,
+        };
+        let run = run.map_err(|e| exec_error(1, e))?;
+        let steps = order.len().div_ceil(batch);
+        if run.losses.len() != steps {
+            let msg = format!(
+                "the evaluation gave {} losses for {steps} batches",
+                run.losses.len()
+            );
+            return Err(exec_error(steps, ExecError::new(msg)));
+        }
+        let outputs = run
+            .outputs
+            .ok_or_else(|| exec_error(steps, ExecError::new("the evaluation gave no outputs")))?;
+        for (i, idx) in order.chunks(batch).enumerate() {
+            let loss = run.losses[i];
+            if !loss.is_finite() {
+                return Err(TrainError::NonFinite {
+                    epoch,
+                    batch: i + 1,
+                    what: NonFinite::TestLoss(loss),
+                });
+            }
+            acc.add_loss(loss, idx.len());
+            let rows = outputs.rows_range(i * batch, i * batch + idx.len());
+            acc.add_outputs(&rows, &data.y.gather_rows(idx))
+                .map_err(|error| TrainError::Metric {
+                    epoch,
+                    batch: i + 1,
+                    error,
+                })?;
+        }
+        return Ok(acc);
+    }
     for (i, idx) in order.chunks(batch).enumerate() {
         let (x, y) = (data.x.gather_rows(idx), data.y.gather_rows(idx));
         let out = exec.eval_batch(&x, &y).map_err(|error| TrainError::Exec {

@@ -478,9 +478,9 @@ fn softmax_regression_learns_real_mnist() {
     assert_eq!(summary.confusion.unwrap().total(), 2000);
 }
 
-/// A backend that runs whole epochs itself (as the cuda executor does with the data on
-/// the GPU) trains exactly like one stepped batch by batch: same weights bit for bit,
-/// same losses and metrics in every epoch record.
+/// A backend that runs whole epochs and evaluations itself (as the cuda executor does
+/// with the data on the GPU) trains exactly like one stepped batch by batch: same
+/// weights bit for bit, same losses and metrics in every epoch record.
 #[test]
 fn a_backend_running_whole_epochs_trains_exactly_like_step_by_step() {
     let (one, two) = (temp_dir("steps"), temp_dir("epochs"));
@@ -489,9 +489,10 @@ fn a_backend_running_whole_epochs_trains_exactly_like_step_by_step() {
     let mut whole = EpochWise {
         inner: Softmax::new(2, 3, 0.1),
         epochs: 0,
+        evals: 0,
     };
     let b = train_loop(&mut whole, splits(), &config(&two, 3), None).unwrap();
-    assert_eq!(whole.epochs, 3);
+    assert_eq!((whole.epochs, whole.evals), (3, 3));
     assert_eq!(bits(&stepped), bits(&whole));
     assert_eq!((a.steps, a.history.len()), (b.steps, b.history.len()));
     for (x, y) in a.history.iter().zip(&b.history) {
@@ -513,6 +514,7 @@ fn whole_epochs_are_not_used_when_checkpoints_fall_inside_them() {
     let mut whole = EpochWise {
         inner: Softmax::new(2, 3, 0.1),
         epochs: 0,
+        evals: 0,
     };
     train_loop(&mut whole, splits(), &cfg, None).unwrap();
     assert_eq!(whole.epochs, 0);
@@ -524,7 +526,11 @@ fn whole_epochs_are_not_used_when_checkpoints_fall_inside_them() {
 fn non_finite_values_in_a_whole_epoch_are_reported() {
     let mut inner = Softmax::new(2, 3, 0.1);
     inner.poison_after = Some(9); // w is NaN after epoch 2, batch 2
-    let mut whole = EpochWise { inner, epochs: 0 };
+    let mut whole = EpochWise {
+        inner,
+        epochs: 0,
+        evals: 0,
+    };
     let err = train_loop(&mut whole, splits(), &config(&temp_dir("e-nan"), 3), None).unwrap_err();
     assert!(
         err.to_string().starts_with(
@@ -546,7 +552,11 @@ fn non_finite_values_in_a_whole_epoch_are_reported() {
         b: 0.0,
         lr: 0.001,
     };
-    let mut whole = EpochWise { inner, epochs: 0 };
+    let mut whole = EpochWise {
+        inner,
+        epochs: 0,
+        evals: 0,
+    };
     let out = temp_dir("e-inf");
     let mut cfg = TrainConfig::new(TaskKind::Regression { outputs: 1 }, out.to_path_buf());
     cfg.progress = ProgressMode::Quiet;

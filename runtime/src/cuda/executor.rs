@@ -25,6 +25,8 @@
 //!   depend on nothing but device memory, so they are captured once as a CUDA graph and
 //!   replayed (recaptured when a buffer moved); the last, smaller batch is launched
 //!   directly. `NNC_CUDA_GRAPHS=0` launches every step directly (for diagnosis).
+//!   Evaluation ([`Executor::eval_all`]) keeps the evaluated split resident the same way
+//!   (its own slot), launching its steps directly.
 //!
 //! Invariant: the host waits for the stream only when it reads results back (the loss and
 //! output after each step or each epoch, state on request), so a step is one burst of
@@ -66,7 +68,11 @@ struct LoadedProgram {
     module: LoadedModule,
 }
 
-/// The training split resident on the device for whole epochs, and the epoch's buffers.
+/// Which resident split: the one trained on, the one evaluated.
+const TRAIN: usize = 0;
+const EVAL: usize = 1;
+
+/// A split resident on the device for whole epochs (or evaluations), and their buffers.
 struct Resident {
     /// `(address, length)` of the host tensors uploaded, to know the split is the same.
     key: [(usize, usize); 2],
@@ -94,7 +100,8 @@ pub struct CudaExecutor {
     arena: Option<CudaSlice<f32>>,
     /// `nnc_gather_rows`, `nnc_record_step`, `nnc_advance`.
     data: LoadedModule,
-    resident: Option<Resident>,
+    /// The training split ([`TRAIN`]) and the evaluated split ([`EVAL`]) on the device.
+    resident: [Option<Resident>; 2],
     /// Whether full-size steps of an epoch are replayed as a CUDA graph.
     graphs: bool,
     /// Whether the note that the split is not resident was printed.
@@ -239,7 +246,7 @@ impl CudaExecutor {
             batch_bufs: HashMap::new(),
             arena: None,
             data,
-            resident: None,
+            resident: [None, None],
             graphs: std::env::var("NNC_CUDA_GRAPHS").map_or(true, |v| v != "0"),
             told_not_resident: false,
         })
@@ -401,24 +408,29 @@ impl CudaExecutor {
         Ok(())
     }
 
-    /// Puts the training split on the device for whole epochs (once per split), with
-    /// epoch buffers for `steps` steps; `false` when it does not fit in free memory
-    /// (with 256 MiB and the step's own memory to spare).
-    fn make_resident(&mut self, x: &Tensor, y: &Tensor, steps: usize) -> Result<bool, ExecError> {
+    /// Puts a split on the device in `slot` ([`TRAIN`] or [`EVAL`]; once per split), with
+    /// buffers for `steps` steps; `false` when it does not fit in free memory (with
+    /// 256 MiB and the step's own memory to spare).
+    fn make_resident(
+        &mut self,
+        slot: usize,
+        x: &Tensor,
+        y: &Tensor,
+        steps: usize,
+    ) -> Result<bool, ExecError> {
         let key = [
             (x.data.as_ptr() as usize, x.data.len()),
             (y.data.as_ptr() as usize, y.data.len()),
         ];
         let rows = x.rows();
         let out_w = self.info.output_shape.iter().product::<usize>();
-        if self
-            .resident
+        if self.resident[slot]
             .as_ref()
             .is_some_and(|r| r.key == key && r.losses.len() >= steps.max(1))
         {
             return Ok(true);
         }
-        self.resident = None; // free the old split first
+        self.resident[slot] = None; // free the old split first
         let bytes = 4 * (x.data.len() + y.data.len() + rows + steps + rows * out_w) + 8;
         let (free, _) = self
             .device
@@ -428,7 +440,7 @@ impl CudaExecutor {
         if bytes + (256 << 20) > free {
             return Ok(false);
         }
-        let what = driver_error("cannot put the training data on the GPU");
+        let what = driver_error("cannot put the data on the GPU");
         let upload = |t: &Tensor| -> Result<CudaSlice<f32>, ExecError> {
             let mut s = self
                 .stream
@@ -457,26 +469,31 @@ impl CudaExecutor {
                 .map_err(&what)?,
             graph: None,
         };
-        self.resident = Some(resident);
+        self.resident[slot] = Some(resident);
         Ok(true)
     }
 
-    /// Enqueues one training step of `n` rows (the full batch is `batch`) over the
-    /// resident data: gather the rows, run the train program, record loss and output,
-    /// advance the step counter. Nothing in it depends on the step number.
+    /// Enqueues one step of `n` rows (the full batch is `batch`) over the split resident
+    /// in `slot`: gather the rows, run the train (or eval) program, record loss and
+    /// output, advance the step counter. Nothing in it depends on the step number.
     fn enqueue_resident_step(
         &self,
+        slot: usize,
         n: usize,
         batch: usize,
         widths: [usize; 2],
         ptrs: &[u64],
     ) -> Result<(), ExecError> {
-        let r = self
-            .resident
+        let r = self.resident[slot]
             .as_ref()
-            .ok_or_else(|| ExecError::new("the training data is not on the GPU"))?;
-        // Buffers the train program does not have are not gathered or recorded.
-        let has = |key: &str| self.train.program.buffers.iter().any(|b| b.name == key);
+            .ok_or_else(|| ExecError::new("the data is not on the GPU"))?;
+        let program = if slot == TRAIN {
+            &self.train
+        } else {
+            &self.eval
+        };
+        // Buffers the program does not have are not gathered or recorded.
+        let has = |key: &str| program.program.buffers.iter().any(|b| b.name == key);
         let addr = |key: &str| {
             self.batch_bufs
                 .get(key)
@@ -514,7 +531,7 @@ impl CudaExecutor {
             }
             .map_err(launch_err("nnc_gather_rows"))?;
         }
-        self.launch_program(true, n, ptrs)?;
+        self.launch_program(slot == TRAIN, n, ptrs)?;
         let out_w = if has(OUTPUT) {
             self.info.output_shape.iter().product::<usize>()
         } else {
@@ -548,10 +565,11 @@ impl CudaExecutor {
         Ok(())
     }
 
-    /// One epoch over the resident split (see the module doc); `None` when the split
-    /// does not fit on the device.
+    /// One epoch (or evaluation) over the split resident in `slot` (see the module doc);
+    /// `None` when the split does not fit on the device.
     fn resident_epoch(
         &mut self,
+        slot: usize,
         x: &Tensor,
         y: &Tensor,
         order: &[usize],
@@ -564,13 +582,14 @@ impl CudaExecutor {
                 "the epoch's row order does not fit the data",
             ));
         }
-        if !self.make_resident(x, y, steps)? {
+        if !self.make_resident(slot, x, y, steps)? {
             return Ok(None);
         }
+        let train = slot == TRAIN;
         let widths = [x.row_len(), y.data.len() / rows.max(1)];
         let order32: Vec<u32> = order.iter().map(|&i| i as u32).collect();
         {
-            let r = self.resident.as_mut().expect("made resident above");
+            let r = self.resident[slot].as_mut().expect("made resident above");
             let what = driver_error("cannot start the epoch on the GPU");
             self.stream
                 .memcpy_htod(&order32, &mut r.order.slice_mut(0..order32.len()))
@@ -581,23 +600,24 @@ impl CudaExecutor {
         }
         let (full, rest) = (order.len() / batch, order.len() % batch);
         if full > 0 {
-            self.prepare(true, batch, batch * widths[0], batch * widths[1])?;
-            let ptrs = self.bind(true, batch, batch * widths[0], batch * widths[1])?;
-            if self.graphs {
+            self.prepare(train, batch, batch * widths[0], batch * widths[1])?;
+            let ptrs = self.bind(train, batch, batch * widths[0], batch * widths[1])?;
+            // Evaluation runs once per epoch: its steps are launched directly.
+            if self.graphs && train {
                 self.replay_graph(batch, widths, &ptrs, full)?;
             } else {
                 for _ in 0..full {
-                    self.enqueue_resident_step(batch, batch, widths, &ptrs)?;
+                    self.enqueue_resident_step(slot, batch, batch, widths, &ptrs)?;
                 }
             }
         }
         if rest > 0 {
-            self.prepare(true, rest, rest * widths[0], rest * widths[1])?;
-            let ptrs = self.bind(true, rest, rest * widths[0], rest * widths[1])?;
-            self.enqueue_resident_step(rest, batch, widths, &ptrs)?;
+            self.prepare(train, rest, rest * widths[0], rest * widths[1])?;
+            let ptrs = self.bind(train, rest, rest * widths[0], rest * widths[1])?;
+            self.enqueue_resident_step(slot, rest, batch, widths, &ptrs)?;
         }
         let out_w = self.info.output_shape.iter().product::<usize>();
-        let r = self.resident.as_ref().expect("made resident above");
+        let r = self.resident[slot].as_ref().expect("made resident above");
         let mut losses = vec![0.0f32; steps];
         let mut outputs = vec![0.0f32; order.len() * out_w];
         let what = driver_error("cannot read the epoch's results from the GPU");
@@ -613,7 +633,8 @@ impl CudaExecutor {
         self.stream.synchronize().map_err(&what)?;
         let mut shape = vec![order.len()];
         shape.extend_from_slice(&self.info.output_shape);
-        let has_output = self.train.program.buffers.iter().any(|b| b.name == OUTPUT);
+        let program = if train { &self.train } else { &self.eval };
+        let has_output = program.program.buffers.iter().any(|b| b.name == OUTPUT);
         Ok(Some(EpochRun {
             losses,
             outputs: has_output.then_some(Tensor {
@@ -634,20 +655,19 @@ impl CudaExecutor {
     ) -> Result<(), ExecError> {
         let mut signature = ptrs.to_vec();
         signature.extend([batch as u64, widths[0] as u64, widths[1] as u64]);
-        let current = self
-            .resident
+        let current = self.resident[TRAIN]
             .as_ref()
             .and_then(|r| r.graph.as_ref())
             .is_some_and(|(sig, _)| *sig == signature);
         if !current {
-            if let Some(r) = self.resident.as_mut() {
+            if let Some(r) = self.resident[TRAIN].as_mut() {
                 r.graph = None;
             }
             let what = driver_error("cannot capture the training step as a CUDA graph");
             self.stream
                 .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
                 .map_err(&what)?;
-            let enqueued = self.enqueue_resident_step(batch, batch, widths, ptrs);
+            let enqueued = self.enqueue_resident_step(TRAIN, batch, batch, widths, ptrs);
             // End the capture whatever happened, so the stream is usable again.
             let graph = self
                 .stream
@@ -655,12 +675,11 @@ impl CudaExecutor {
                 .map_err(&what)?;
             enqueued?;
             let graph = graph.ok_or_else(|| ExecError::new("the captured CUDA graph is empty"))?;
-            if let Some(r) = self.resident.as_mut() {
+            if let Some(r) = self.resident[TRAIN].as_mut() {
                 r.graph = Some((signature, graph));
             }
         }
-        let (_, graph) = self
-            .resident
+        let (_, graph) = self.resident[TRAIN]
             .as_ref()
             .and_then(|r| r.graph.as_ref())
             .ok_or_else(|| ExecError::new("no CUDA graph for the training step"))?;
@@ -848,7 +867,7 @@ impl Executor for CudaExecutor {
         order: &[usize],
         batch: usize,
     ) -> Option<Result<EpochRun, ExecError>> {
-        match self.resident_epoch(x, y, order, batch) {
+        match self.resident_epoch(TRAIN, x, y, order, batch) {
             Ok(Some(run)) => Some(Ok(run)),
             Ok(None) => {
                 if !self.told_not_resident {
@@ -862,5 +881,16 @@ impl Executor for CudaExecutor {
             }
             Err(e) => Some(Err(e)),
         }
+    }
+
+    /// Evaluations with the split resident on the GPU (uploaded once), results read once.
+    fn eval_all(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        batch: usize,
+    ) -> Option<Result<EpochRun, ExecError>> {
+        let order: Vec<usize> = (0..x.rows()).collect();
+        self.resident_epoch(EVAL, x, y, &order, batch).transpose()
     }
 }

@@ -273,12 +273,14 @@ impl Executor for Linear {
     }
 }
 
-/// An executor that runs whole epochs itself ([`Executor::train_epoch`]), the way a GPU
-/// backend with the data resident does, by stepping `inner` over the batches of `order`
-/// and handing back every loss and output at the end; `epochs` counts the calls.
+/// An executor that runs whole epochs and evaluations itself
+/// ([`Executor::train_epoch`], [`Executor::eval_all`]), the way a GPU backend with the
+/// data resident does, by stepping `inner` over the batches and handing back every loss
+/// and output at the end; `epochs` and `evals` count the calls.
 pub struct EpochWise<E> {
     pub inner: E,
     pub epochs: usize,
+    pub evals: usize,
 }
 
 impl<E: Executor> Executor for EpochWise<E> {
@@ -334,6 +336,32 @@ impl<E: Executor> Executor for EpochWise<E> {
         let mut shape = vec![rows];
         shape.extend(self.inner.output_shape());
         let outputs = (rows == order.len()).then(|| Tensor::new(shape, outputs).unwrap());
+        Some(Ok(EpochRun { losses, outputs }))
+    }
+    fn eval_all(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        batch: usize,
+    ) -> Option<Result<EpochRun, ExecError>> {
+        self.evals += 1;
+        let order: Vec<usize> = (0..x.rows()).collect();
+        let (mut losses, mut outputs) = (Vec::new(), Vec::new());
+        for idx in order.chunks(batch) {
+            match self
+                .inner
+                .eval_batch(&x.gather_rows(idx), &y.gather_rows(idx))
+            {
+                Ok(out) => {
+                    losses.push(out.loss);
+                    outputs.extend(out.output.data);
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        let mut shape = vec![order.len()];
+        shape.extend(self.inner.output_shape());
+        let outputs = Some(Tensor::new(shape, outputs).unwrap());
         Some(Ok(EpochRun { losses, outputs }))
     }
 }
