@@ -15,7 +15,10 @@
 //! - reading a shared element that no thread of the block has written (uninitialised
 //!   shared memory), or that another thread wrote since the last barrier;
 //! - writing a shared element that another thread wrote or read since the last barrier;
-//! - two threads storing to the same global element in one statement;
+//! - two threads storing to the same global element in one statement; a global element
+//!   written by one thread and read or written by another of the same block with no
+//!   barrier between, or by a thread of another block at all (blocks of one launch never
+//!   synchronise);
 //! - a barrier that only some threads of the block reach, a shuffle while some lanes of
 //!   the warp are inactive.
 //!
@@ -27,7 +30,7 @@ use std::borrow::Cow;
 use std::cell::Cell;
 
 use crate::interp::{GpuReads, InterpError, State};
-use crate::ir::{Idx, Kernel, LocalId, Program, SharedId, Stmt};
+use crate::ir::{BufId, Idx, Kernel, LocalId, Program, SharedId, Stmt};
 
 /// Lanes per warp.
 pub const WARP: u32 = 32;
@@ -54,8 +57,9 @@ pub fn eval_idx(i: &Idx, n: i64) -> Option<i64> {
 pub const MAX_GRID: [i64; 3] = [(1 << 31) - 1, 65_535, 65_535];
 
 /// `(blocks per grid axis, threads per block)` of GPU kernel `k` for batch size `n`; an
-/// error for a CPU kernel or a grid CUDA cannot launch. A zero-sized axis means the
-/// kernel has no work for this batch size (the launch is skipped).
+/// error for a CPU kernel or a grid CUDA cannot launch. A zero-sized axis (or one whose
+/// size comes out negative, like a loop over `N - 300` at batch 1) means the kernel has no
+/// work for this batch size (the launch is skipped).
 pub fn launch_dims(k: &Kernel, n: usize) -> Result<([u32; 3], u32), String> {
     let Some(g) = &k.gpu else {
         return Err(format!("kernel `{}` is not a GPU kernel", k.name));
@@ -64,7 +68,9 @@ pub fn launch_dims(k: &Kernel, n: usize) -> Result<([u32; 3], u32), String> {
     for (axis, i) in g.grid.iter().enumerate() {
         let v = eval_idx(i, n as i64)
             .ok_or_else(|| format!("kernel `{}`: grid size is not an index of N", k.name))?;
-        if !(0..=MAX_GRID[axis]).contains(&v) {
+        // A negative size is a loop with no iterations at this batch size.
+        let v = v.max(0);
+        if v > MAX_GRID[axis] {
             return Err(format!(
                 "kernel `{}`: {v} blocks along grid axis {axis} (CUDA allows 0..={})",
                 k.name, MAX_GRID[axis]
@@ -94,17 +100,138 @@ pub fn simulate_program(
 pub fn simulate_kernel(k: &Kernel, buffers: &mut [Vec<f32>], n: usize) -> Result<(), InterpError> {
     let (grid, threads) = launch_dims(k, n).map_err(InterpError)?;
     let shared = k.gpu.as_ref().map_or(&[][..], |g| &g.shared[..]);
+    let global = GlobalTracker::new(k, buffers);
+    let mut id = 0u32;
     for z in 0..grid[2] {
         for y in 0..grid[1] {
             for x in 0..grid[0] {
                 let block = [i64::from(x), i64::from(y), i64::from(z)];
-                let mut sim = BlockSim::new(k, n, threads, block, shared);
+                let mut sim = BlockSim::new(k, n, threads, block, shared, &global, id);
+                id += 1;
                 let all: Vec<usize> = (0..threads as usize).collect();
                 sim.exec(&k.body, &all, buffers)?;
             }
         }
     }
     Ok(())
+}
+
+/// Who wrote and read a global element during one launch: blocks by their linear index,
+/// threads within their block, epochs counting the block's barriers from 1 (0: never).
+#[derive(Clone, Copy, Debug, Default)]
+struct GlobalMeta {
+    w_epoch: u32,
+    w_block: u32,
+    w_thread: u32,
+    r_epoch: u32,
+    /// The one block (thread) that read it, or [`MANY`].
+    r_block: u32,
+    r_thread: u32,
+}
+
+/// The accesses to every buffer a kernel stores to, over one launch (loads of buffers it
+/// never stores to cannot race).
+struct GlobalTracker {
+    bufs: Vec<Option<Vec<Cell<GlobalMeta>>>>,
+}
+
+impl GlobalTracker {
+    fn new(k: &Kernel, buffers: &[Vec<f32>]) -> GlobalTracker {
+        fn stored(s: &Stmt, out: &mut Vec<BufId>) {
+            match s {
+                Stmt::Store { buf, .. } => out.push(*buf),
+                Stmt::Loop { body, .. } | Stmt::If { body, .. } => {
+                    body.iter().for_each(|s| stored(s, out))
+                }
+                _ => {}
+            }
+        }
+        let mut written = Vec::new();
+        k.body.iter().for_each(|s| stored(s, &mut written));
+        let bufs = (0..buffers.len())
+            .map(|b| {
+                written.contains(&BufId(b as u32)).then(|| {
+                    (0..buffers[b].len())
+                        .map(|_| Cell::new(GlobalMeta::default()))
+                        .collect()
+                })
+            })
+            .collect();
+        GlobalTracker { bufs }
+    }
+
+    fn meta(&self, buf: BufId, slot: usize) -> Option<&Cell<GlobalMeta>> {
+        self.bufs.get(buf.0 as usize)?.as_ref()?.get(slot)
+    }
+
+    fn read(&self, buf: BufId, slot: usize, block: u32, t: u32, epoch: u32) -> Result<(), String> {
+        let Some(cell) = self.meta(buf, slot) else {
+            return Ok(());
+        };
+        let mut m = cell.get();
+        if m.w_epoch != 0 && m.w_block != block {
+            return Err(format!(
+                "block {block} reads b{}[{slot}], which block {} writes in the same launch",
+                buf.0, m.w_block
+            ));
+        }
+        if m.w_epoch == epoch && m.w_thread != t {
+            return Err(format!(
+                "reads b{}[{slot}], written by thread {} since the last barrier \
+                 (a barrier is missing before the read)",
+                buf.0, m.w_thread
+            ));
+        }
+        if m.r_epoch == 0 {
+            (m.r_block, m.r_thread) = (block, t);
+        } else {
+            if m.r_block != block {
+                m.r_block = MANY;
+            }
+            if m.r_epoch != epoch {
+                m.r_thread = t;
+            } else if m.r_thread != t {
+                m.r_thread = MANY;
+            }
+        }
+        m.r_epoch = epoch;
+        cell.set(m);
+        Ok(())
+    }
+
+    fn write(&self, buf: BufId, slot: usize, block: u32, t: u32, epoch: u32) -> Result<(), String> {
+        let Some(cell) = self.meta(buf, slot) else {
+            return Ok(());
+        };
+        let mut m = cell.get();
+        let at = format!("b{}[{slot}]", buf.0);
+        if m.w_epoch != 0 && m.w_block != block {
+            return Err(format!(
+                "blocks {} and {block} both write {at} in one launch",
+                m.w_block
+            ));
+        }
+        if m.w_epoch == epoch && m.w_thread != t {
+            return Err(format!(
+                "threads {} and {t} both write {at} with no barrier between",
+                m.w_thread
+            ));
+        }
+        if m.r_epoch != 0 && m.r_block != block {
+            return Err(format!(
+                "block {block} writes {at}, which another block reads in the same launch"
+            ));
+        }
+        if m.r_epoch == epoch && m.r_thread != t {
+            return Err(format!(
+                "thread {t} overwrites {at} that another thread read since the last barrier \
+                 (a barrier is missing before the write)"
+            ));
+        }
+        (m.w_epoch, m.w_block, m.w_thread) = (epoch, block, t);
+        cell.set(m);
+        Ok(())
+    }
 }
 
 /// Who touched a shared element last (epochs count barriers from 1; 0 is never).
@@ -129,6 +256,9 @@ struct BlockSim<'k> {
     epoch: u32,
     /// Which threads execute the statement being evaluated.
     active: Vec<bool>,
+    /// The launch's record of global accesses, and this block's linear index.
+    global: &'k GlobalTracker,
+    block_id: u32,
 }
 
 impl<'k> BlockSim<'k> {
@@ -138,6 +268,8 @@ impl<'k> BlockSim<'k> {
         threads: u32,
         block: [i64; 3],
         names: &'k [crate::ir::SharedDecl],
+        global: &'k GlobalTracker,
+        block_id: u32,
     ) -> BlockSim<'k> {
         let threads = (0..i64::from(threads))
             .map(|t| {
@@ -157,6 +289,8 @@ impl<'k> BlockSim<'k> {
             names,
             epoch: 1,
             active: Vec::new(),
+            global,
+            block_id,
         }
     }
 
@@ -277,7 +411,10 @@ impl<'k> BlockSim<'k> {
                         ));
                     }
                 }
-                for (slot, _, v) in writes {
+                for (slot, t, v) in writes {
+                    self.global
+                        .write(*buf, slot, self.block_id, t as u32, self.epoch)
+                        .or_else(|m| self.err(format!("thread {t}: {m}")))?;
                     bufs[buf.0 as usize][slot] = v;
                 }
             }
@@ -374,6 +511,11 @@ impl GpuReads for BlockSim<'_> {
             ..m
         });
         Ok(cell.get())
+    }
+
+    fn global_load(&self, thread: i64, buf: BufId, slot: usize) -> Result<(), String> {
+        self.global
+            .read(buf, slot, self.block_id, thread as u32, self.epoch)
     }
 
     fn shuffle(&self, thread: i64, local: LocalId, lanes: u32) -> Result<f32, String> {

@@ -112,6 +112,11 @@ pub(crate) trait GpuReads {
     fn shared(&self, thread: i64, buf: SharedId, index: i64) -> Result<f32, String>;
     /// `local` of the lane `lanes` away (XOR) from `thread`'s, in its warp.
     fn shuffle(&self, thread: i64, local: LocalId, lanes: u32) -> Result<f32, String>;
+    /// Called on every load of global element `slot` of `buf` by `thread`, so that the
+    /// simulator can check it against the writes of other threads and blocks.
+    fn global_load(&self, _thread: i64, _buf: BufId, _slot: usize) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The reference interpreter's [`GpuReads`]: CPU-shaped kernels never use them.
@@ -257,7 +262,10 @@ impl<'k> State<'k> {
             Expr::Const(c) => *c,
             Expr::Load { buf, index } => {
                 let i = self.idx(index)?;
-                bufs[buf.0 as usize][self.slot(*buf, i, bufs)?]
+                let slot = self.slot(*buf, i, bufs)?;
+                gpu.global_load(thread, *buf, slot)
+                    .or_else(|m| self.err(format!("thread {thread}: {m}")))?;
+                bufs[buf.0 as usize][slot]
             }
             Expr::Local(l) => self.locals[l.0 as usize],
             Expr::Unary(op, a) => op.apply(ex(a)?),

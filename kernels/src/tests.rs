@@ -317,3 +317,46 @@ fn gpu_constructs_outside_gpu_kernels_are_invalid() {
     let e = p.validate().unwrap_err().to_string();
     assert!(e.contains("is not a GPU kernel"), "{e}");
 }
+
+#[test]
+fn simulator_reports_global_races_between_blocks_and_unsynchronised_threads() {
+    // Every block's thread 0 writes out[0]: blocks of one launch never synchronise.
+    let mut p = gpu_program(
+        vec![thread_zero(vec![store(
+            BufId(1),
+            Idx::Const(0),
+            Expr::Const(1.0),
+        )])],
+        1,
+        64,
+        1,
+    );
+    p.kernels[0].gpu.as_mut().unwrap().grid[0] = Idx::Const(2);
+    let e = simulate(&p, vec![0.0; 64]).unwrap_err();
+    assert!(
+        e.contains("blocks 0 and 1 both write b1[0] in one launch"),
+        "{e}"
+    );
+    // Thread 0 writes out[1], thread 1 reads it: only a barrier between makes that safe.
+    let write = thread_zero(vec![store(BufId(1), Idx::Const(1), Expr::Const(2.0))]);
+    let read = Stmt::If {
+        conds: vec![Cond {
+            a: Idx::Thread,
+            op: CmpOp::Eq,
+            b: Idx::Const(1),
+        }],
+        body: vec![store(
+            BufId(1),
+            Idx::Const(2),
+            load(BufId(1), Idx::Const(1)),
+        )],
+    };
+    let racy = gpu_program(vec![write.clone(), read.clone()], 1, 64, 1);
+    let e = simulate(&racy, vec![0.0; 64]).unwrap_err();
+    assert!(
+        e.contains("written by thread 0 since the last barrier"),
+        "{e}"
+    );
+    let fixed = gpu_program(vec![write, Stmt::Barrier, read], 1, 64, 1);
+    assert_eq!(simulate(&fixed, vec![0.0; 64]).unwrap()[2], 2.0);
+}

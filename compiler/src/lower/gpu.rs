@@ -13,11 +13,14 @@
 //!   reads consecutive for the operand's layout, zero-filled past the edges, between two
 //!   barriers. The epilogue runs on each element right after it is stored when it reads
 //!   and writes only that element of every buffer it writes; otherwise it becomes a
-//!   kernel of its own. The grid is `(⌈n/64⌉, ⌈m/64⌉, count)`.
-//! - **parallel loop**: when an inner loop of the body is a long coalesced reduction
-//!   (unit stride, ≥ 128 iterations at batch 128), one block of 128 threads per
-//!   iteration, which reduce cooperatively (below); otherwise one thread per iteration
-//!   (consecutive threads, consecutive iterations: coalesced for row-major data).
+//!   kernel of its own. The grid is `(⌈n/64⌉, ⌈m/64⌉, count)`; loops around a product fold
+//!   into the count, unless two of its z-blocks would write the same elements of `C` (a
+//!   sum of products), in which case each block runs them in order.
+//! - **parallel loop**: when an inner loop of the body is long (≥ 128 iterations at batch
+//!   128) and either reads at unit stride or the parallel loop is short (< 128
+//!   iterations, e.g. a bias gradient's columns), one block of 128 threads per iteration,
+//!   which reduce cooperatively (below); otherwise one thread per iteration (consecutive
+//!   threads, consecutive iterations: coalesced for row-major data).
 //! - **serial kernel** whose body is one loop nest of independent iterations (each
 //!   buffer it writes is read and written at one index, injective over the nest): one
 //!   thread per iteration of the whole nest, flattened.
@@ -97,6 +100,9 @@ impl Tiling {
 const NOMINAL_BATCH: i64 = 128;
 /// A loop this long (at the nominal batch) is worth a block of threads.
 const LONG_LOOP: i64 = 128;
+/// A parallel loop with fewer iterations than this (at the nominal batch) cannot keep a
+/// GPU busy with one thread per iteration.
+const FEW_ITERATIONS: i64 = 128;
 
 /// The GPU program of a (validated, CPU-shaped) step program; an error (internal: the
 /// lowering never produces such kernels) when a serial kernel holding a product cannot
@@ -122,14 +128,16 @@ pub fn schedule(p: &Program) -> Result<Program, String> {
 
 fn schedule_kernel(k: &Kernel) -> Result<Vec<Kernel>, String> {
     Ok(match k.body.as_slice() {
-        [Stmt::Gemm(g), rest @ ..] => gemm_kernels(k, k.name.clone(), g, &[], rest),
+        [Stmt::Gemm(g), rest @ ..] if !rest.iter().any(holds_gemm) => {
+            gemm_kernels(k, k.name.clone(), g, &[], rest)?
+        }
+        body if body.iter().any(holds_gemm) => serial_with_products(k, body)?,
         [Stmt::Loop {
             var,
             extent,
             body,
             parallel: true,
         }] => vec![parallel_kernel(k, *var, extent, body)],
-        body if body.iter().any(holds_gemm) => serial_with_products(k, body)?,
         body => vec![serial_kernel(k, body)],
     })
 }
@@ -211,9 +219,9 @@ fn serial_with_products(k: &Kernel, body: &[Stmt]) -> Result<Vec<Kernel>, String
                     return fail("a product inside loops with other statements");
                 };
                 if !product_loops_fold(&loops, g) {
-                    return fail("a product inside loops of unknown extent");
+                    return fail("a product whose loops do not fold into the grid");
                 }
-                out.extend(gemm_kernels(k, name, g, &loops, &[]));
+                out.extend(gemm_kernels(k, name, g, &loops, &[])?);
             }
             _ => out.push(serial_kernel_named(k, name, part)),
         }
@@ -226,7 +234,16 @@ fn serial_with_products(k: &Kernel, body: &[Stmt]) -> Result<Vec<Kernel>, String
 fn product_loops_fold(loops: &[(VarId, Idx)], g: &Gemm) -> bool {
     let constant = |i: &Idx| matches!(i, Idx::Const(_));
     let count_ok = loops.is_empty() || g.batch.as_ref().is_none_or(|(c, _)| constant(c));
-    count_ok && loops.iter().skip(1).all(|(_, e)| constant(e))
+    // The grid is sized by m, n and the count: they may not move with the loops.
+    let fixed = |i: &Idx| loops.iter().all(|(v, _)| i.stride(*v) == Some(0));
+    let sizes_fixed = [&g.m, &g.n, &g.k].into_iter().all(fixed)
+        && g.batch
+            .as_ref()
+            .is_none_or(|(c, st)| fixed(c) && st.iter().all(fixed))
+        && [&g.a, &g.b, &g.c]
+            .iter()
+            .all(|r| fixed(&r.row_stride) && fixed(&r.col_stride));
+    count_ok && sizes_fixed && loops.iter().skip(1).all(|(_, e)| constant(e))
 }
 
 fn collect_assigned(s: &Stmt, out: &mut Vec<LocalId>) {
@@ -341,7 +358,11 @@ fn elementwise(k: &Kernel, name: String, work: &Idx, body: Vec<Stmt>, fresh: &mu
 
 fn parallel_kernel(k: &Kernel, var: VarId, extent: &Idx, body: &[Stmt]) -> Kernel {
     let mut fresh = Fresh::new(k);
-    if body.iter().any(is_long_coalesced_loop) {
+    // A block per iteration when an inner loop is long and either reads consecutively
+    // (rows of a row-major matrix) or the iterations are too few to occupy threads
+    // (a bias gradient over 10 columns sums N strided values per column).
+    let few = eval_idx(extent, NOMINAL_BATCH).is_some_and(|e| e < FEW_ITERATIONS);
+    if body.iter().any(|s| is_long_loop(s, few)) {
         let row = subst(body, var, &Idx::Block(0));
         if let Some(b) = cooperate(&row, ROW_REDUCE_THREADS, &mut fresh) {
             let launch = fresh.launch(ROW_REDUCE_THREADS, [extent.clone(), one(), one()]);
@@ -393,8 +414,9 @@ fn is_long(extent: &Idx) -> bool {
     eval_idx(extent, NOMINAL_BATCH).is_some_and(|e| e >= LONG_LOOP)
 }
 
-/// A long loop that reads some buffer at unit stride in its variable.
-fn is_long_coalesced_loop(s: &Stmt) -> bool {
+/// A long loop that reads some buffer at unit stride in its variable (any stride when
+/// `any_stride`).
+fn is_long_loop(s: &Stmt, any_stride: bool) -> bool {
     let Stmt::Loop {
         var, extent, body, ..
     } = s
@@ -407,7 +429,7 @@ fn is_long_coalesced_loop(s: &Stmt) -> bool {
             e.for_each_load(&mut |_, i| unit |= i.stride(*var) == Some(1))
         });
     }
-    is_long(extent) && unit
+    is_long(extent) && (unit || any_stride)
 }
 
 /// Calls `f` on every expression of a statement (nested ones included).
@@ -471,19 +493,8 @@ fn flatten_independent_nest(s: &Stmt) -> Option<(Idx, Vec<Stmt>)> {
     {
         return None;
     }
-    // Locals are private to an iteration: each is assigned before it is read.
-    let mut assigned = HashSet::new();
-    for s in body {
-        if let Stmt::Assign { value, .. } | Stmt::Store { value, .. } = s {
-            let mut ok = true;
-            value.for_each_local(&mut |l| ok &= assigned.contains(&l));
-            if !ok {
-                return None;
-            }
-        }
-        if let Stmt::Assign { local, .. } = s {
-            assigned.insert(*local);
-        }
+    if !locals_private(body) {
+        return None;
     }
     let inner: Vec<i64> = vars[1..]
         .iter()
@@ -512,6 +523,25 @@ fn flatten_independent_nest(s: &Stmt) -> Option<(Idx, Vec<Stmt>)> {
         }
     }
     Some((work, flat))
+}
+
+/// Whether every local a straight-line body reads was assigned earlier in it (so that
+/// no value flows from one iteration to the next).
+fn locals_private(body: &[Stmt]) -> bool {
+    let mut assigned = HashSet::new();
+    for s in body {
+        if let Stmt::Assign { value, .. } | Stmt::Store { value, .. } = s {
+            let mut ok = true;
+            value.for_each_local(&mut |l| ok &= assigned.contains(&l));
+            if !ok {
+                return false;
+            }
+        }
+        if let Stmt::Assign { local, .. } = s {
+            assigned.insert(*local);
+        }
+    }
+    true
 }
 
 /// Whether the iterations of a nest over `vars` (inner extents `inner`) touch disjoint
@@ -849,7 +879,10 @@ fn cooperative_stores_ok(body: &[Stmt], var: VarId) -> Option<Vec<BufId>> {
             _ => return None,
         }
     }
-    for (b, i) in body.iter().flat_map(loads_of) {
+    // One index per stored buffer, for its stores and its loads alike: two stores at
+    // `o[i]` and `o[i + 1]` would make neighbouring iterations (threads) collide.
+    let accesses = stores.iter().cloned().chain(body.iter().flat_map(loads_of));
+    for (b, i) in accesses.collect::<Vec<_>>() {
         if stores.iter().any(|(sb, si)| *sb == b && *si != i) {
             return None;
         }
@@ -865,7 +898,13 @@ fn gemm_kernels(
     g: &Gemm,
     loops: &[(VarId, Idx)],
     epilogue: &[Stmt],
-) -> Vec<Kernel> {
+) -> Result<Vec<Kernel>, String> {
+    if g.c.buf == g.a.buf || g.c.buf == g.b.buf {
+        return Err(format!(
+            "cannot schedule kernel `{}` for the GPU: a product writes one of its operands",
+            k.name
+        ));
+    }
     let mut fresh = Fresh::new(k);
     let fused = if loops.is_empty() {
         fusable_epilogue(g, epilogue)
@@ -877,7 +916,56 @@ fn gemm_kernels(
     if fused.is_none() && !epilogue.is_empty() {
         out.push(serial_kernel_named(k, format!("{name}_epilogue"), epilogue));
     }
-    out
+    Ok(out)
+}
+
+/// Whether every `(z, row, col)` of a product (z over the enclosing `loops`, then the
+/// batch) names its own element of `C`, checked at several batch sizes: the strides,
+/// sorted by size, must each exceed the span of the smaller ones. When they do not (a sum
+/// of products into one `C`, say), the z-blocks may not run side by side.
+fn c_cells_disjoint(g: &Gemm, loops: &[(VarId, Idx)]) -> bool {
+    [1, 2, 3, 7, 64, 128, 1000].into_iter().all(|n| {
+        let e = |i: &Idx| eval_idx(i, n);
+        let mut terms: Vec<(Option<i64>, Option<i64>)> =
+            vec![(e(&g.c.row_stride), e(&g.m)), (e(&g.c.col_stride), e(&g.n))];
+        if let Some((count, st)) = &g.batch {
+            terms.push((e(&st[2]), e(count)));
+        }
+        for (v, extent) in loops {
+            terms.push((g.c.offset.stride(*v), e(extent)));
+        }
+        let Some(mut terms) = terms
+            .into_iter()
+            .map(|(s, x)| Some((s?.unsigned_abs(), x?)))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return false;
+        };
+        terms.retain(|&(_, extent)| extent > 1);
+        terms.sort_unstable();
+        let mut span: u64 = 0;
+        terms.into_iter().all(|(stride, extent)| {
+            let ok = stride > span;
+            span = span.saturating_add(stride.saturating_mul(extent as u64 - 1));
+            ok
+        })
+    })
+}
+
+/// `i` with the block index along axis 2 replaced by loop variable `v`.
+fn block_z_to_var(i: &Idx, v: VarId) -> Idx {
+    let m = |x: &Idx| Box::new(block_z_to_var(x, v));
+    match i {
+        Idx::Block(2) => Idx::Var(v),
+        Idx::Const(_) | Idx::N | Idx::Var(_) | Idx::Thread | Idx::Block(_) => i.clone(),
+        Idx::Add(a, b) => Idx::Add(m(a), m(b)),
+        Idx::Sub(a, b) => Idx::Sub(m(a), m(b)),
+        Idx::Mul(a, b) => Idx::Mul(m(a), m(b)),
+        Idx::Div(a, c) => Idx::Div(m(a), *c),
+        Idx::Rem(a, c) => Idx::Rem(m(a), *c),
+        Idx::Min(a, b) => Idx::Min(m(a), m(b)),
+        Idx::Max(a, b) => Idx::Max(m(a), m(b)),
+    }
 }
 
 /// An epilogue `for i0 in 0..m { for i1 in 0..n { body } }` of an unbatched product whose
@@ -927,6 +1015,11 @@ fn fusable_epilogue(g: &Gemm, epilogue: &[Stmt]) -> Option<Epilogue> {
     let loads: Vec<(BufId, Idx)> = body.iter().flat_map(loads_of).collect();
     let at_element = |(b, i): &(BufId, Idx)| !written.contains(b) || *i == element;
     if !stores.iter().all(at_element) || !loads.iter().all(at_element) {
+        return None;
+    }
+    // Each thread runs the epilogue on its own elements: no local may carry a value from
+    // one element to the next.
+    if !locals_private(body) {
         return None;
     }
     Some(Epilogue {
@@ -1132,10 +1225,22 @@ fn tiled_gemm(
             });
         }
     }
+    // Products whose z-blocks would write the same elements of C run z in order inside
+    // each block instead (a block's tile of C is its own for every z).
+    let (body, z_blocks) = if c_cells_disjoint(g, loops) {
+        (body, z_extent)
+    } else {
+        let zv = fresh.var();
+        let inner = body
+            .iter()
+            .map(|s| s.map_indices(&|i| block_z_to_var(i, zv)))
+            .collect();
+        (vec![for_(zv, z_extent, false, inner)], one())
+    };
     let grid = [
         ceil_div(g.n.clone(), tile),
         ceil_div(g.m.clone(), tile),
-        z_extent,
+        z_blocks,
     ];
     (body, fresh.launch(GEMM_THREADS, grid))
 }
