@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{result, sys, CudaContext, CudaGraph, CudaSlice, CudaStream, DevicePtr};
 use nnc_kernels::gpu::launch_dims;
-use nnc_kernels::ir::Program;
+use nnc_kernels::ir::{BufferKind, Program};
 
 use super::data::{data_blocks, DATA_KERNELS, DATA_PTX, DATA_THREADS};
 use super::Device;
@@ -74,8 +74,9 @@ const EVAL: usize = 1;
 
 /// A split resident on the device for whole epochs (or evaluations), and their buffers.
 struct Resident {
-    /// `(address, length)` of the host tensors uploaded, to know the split is the same.
-    key: [(usize, usize); 2],
+    /// `(address, length, sampled content hash)` of the host tensors uploaded, to know
+    /// the split is the same (a new split at a freed one's address differs in content).
+    key: [(usize, usize, u64); 2],
     x: CudaSlice<f32>,
     y: CudaSlice<f32>,
     /// The epoch's row order (`u32`), the step counter, each step's loss, every output.
@@ -114,6 +115,17 @@ fn driver_error(what: &str) -> impl Fn(result::DriverError) -> ExecError + '_ {
 
 fn driver_error_owned(what: String) -> impl Fn(result::DriverError) -> ExecError {
     move |e| ExecError::new(format!("{what}: {e}"))
+}
+
+/// `(address, length, hash of every 61st value and the last)` of a host tensor: cheap
+/// enough per epoch, and different for a different split that reuses the address.
+fn fingerprint(t: &Tensor) -> (usize, usize, u64) {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let last = t.data.last().into_iter();
+    for v in t.data.iter().step_by(61).chain(last) {
+        h = (h ^ u64::from(v.to_bits())).wrapping_mul(0x0100_0000_01b3);
+    }
+    (t.data.as_ptr() as usize, t.data.len(), h)
 }
 
 /// The device address of a slice of any element type.
@@ -274,8 +286,17 @@ impl CudaExecutor {
     fn run(&mut self, train: bool, x: &Tensor, y: &Tensor) -> Result<(), ExecError> {
         let n = x.shape.first().copied().unwrap_or(0);
         self.prepare(train, n, x.data.len(), y.data.len())?;
-        // Upload the batch.
-        for (key, t) in [(INPUT, x), (LABELS, y)] {
+        // Upload the batch (what the program reads: a buffer another program left may be
+        // too small).
+        let prog = if train { &self.train } else { &self.eval };
+        let declared: Vec<bool> = [INPUT, LABELS]
+            .iter()
+            .map(|key| prog.program.buffers.iter().any(|b| b.name == *key))
+            .collect();
+        for ((key, t), declared) in [(INPUT, x), (LABELS, y)].into_iter().zip(declared) {
+            if !declared {
+                continue;
+            }
             if let Some(dst) = self.batch_bufs.get_mut(key) {
                 let mut view = dst.slice_mut(0..t.data.len());
                 self.stream
@@ -418,10 +439,7 @@ impl CudaExecutor {
         y: &Tensor,
         steps: usize,
     ) -> Result<bool, ExecError> {
-        let key = [
-            (x.data.as_ptr() as usize, x.data.len()),
-            (y.data.as_ptr() as usize, y.data.len()),
-        ];
+        let key = [fingerprint(x), fingerprint(y)];
         let rows = x.rows();
         let out_w = self.info.output_shape.iter().product::<usize>();
         if self.resident[slot]
@@ -430,8 +448,31 @@ impl CudaExecutor {
         {
             return Ok(true);
         }
-        self.resident[slot] = None; // free the old split first
-        let bytes = 4 * (x.data.len() + y.data.len() + rows + steps + rows * out_w) + 8;
+        if self.resident[slot].take().is_some() {
+            // Freed memory returns to the pool when the stream reaches the frees.
+            self.stream
+                .synchronize()
+                .map_err(driver_error("cannot free GPU memory"))?;
+        }
+        // The step's own memory at this batch size: its arena and batch buffers.
+        let step_bytes = {
+            let p = if slot == TRAIN {
+                &self.train
+            } else {
+                &self.eval
+            };
+            let b = rows.div_ceil(steps.max(1)).max(1);
+            let batch_bufs: usize = p
+                .program
+                .buffers
+                .iter()
+                .filter(|d| matches!(d.kind, BufferKind::Input | BufferKind::Output))
+                .map(|d| d.len.resolve(b))
+                .sum();
+            4 * (p.program.arena.resolve(b) + batch_bufs)
+        };
+        let bytes =
+            4 * (x.data.len() + y.data.len() + rows + steps + rows * out_w) + 8 + step_bytes;
         let (free, _) = self
             .device
             .context
@@ -440,37 +481,47 @@ impl CudaExecutor {
         if bytes + (256 << 20) > free {
             return Ok(false);
         }
-        let what = driver_error("cannot put the data on the GPU");
-        let upload = |t: &Tensor| -> Result<CudaSlice<f32>, ExecError> {
-            let mut s = self
-                .stream
-                .alloc_zeros::<f32>(t.data.len().max(1))
-                .map_err(&what)?;
+        match self.upload_resident(x, y, key, steps, out_w) {
+            Ok(r) => {
+                self.resident[slot] = Some(r);
+                Ok(true)
+            }
+            // Out of memory after all (other processes share the GPU): step per batch.
+            Err(e) if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => Ok(false),
+            Err(e) => Err(ExecError::new(format!(
+                "cannot put the data on the GPU: {e}"
+            ))),
+        }
+    }
+
+    /// Uploads a split and allocates its epoch buffers.
+    fn upload_resident(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        key: [(usize, usize, u64); 2],
+        steps: usize,
+        out_w: usize,
+    ) -> Result<Resident, result::DriverError> {
+        let rows = x.rows();
+        let upload = |t: &Tensor| -> Result<CudaSlice<f32>, result::DriverError> {
+            let mut s = self.stream.alloc_zeros::<f32>(t.data.len().max(1))?;
             if !t.data.is_empty() {
                 self.stream
-                    .memcpy_htod(&t.data, &mut s.slice_mut(0..t.data.len()))
-                    .map_err(&what)?;
+                    .memcpy_htod(&t.data, &mut s.slice_mut(0..t.data.len()))?;
             }
             Ok(s)
         };
-        let resident = Resident {
+        Ok(Resident {
             key,
             x: upload(x)?,
             y: upload(y)?,
-            order: self.stream.alloc_zeros::<u32>(rows.max(1)).map_err(&what)?,
-            cursor: self.stream.alloc_zeros::<u64>(1).map_err(&what)?,
-            losses: self
-                .stream
-                .alloc_zeros::<f32>(steps.max(1))
-                .map_err(&what)?,
-            outputs: self
-                .stream
-                .alloc_zeros::<f32>((rows * out_w).max(1))
-                .map_err(&what)?,
+            order: self.stream.alloc_zeros::<u32>(rows.max(1))?,
+            cursor: self.stream.alloc_zeros::<u64>(1)?,
+            losses: self.stream.alloc_zeros::<f32>(steps.max(1))?,
+            outputs: self.stream.alloc_zeros::<f32>((rows * out_w).max(1))?,
             graph: None,
-        };
-        self.resident[slot] = Some(resident);
-        Ok(true)
+        })
     }
 
     /// Enqueues one step of `n` rows (the full batch is `batch`) over the split resident
@@ -532,11 +583,22 @@ impl CudaExecutor {
             .map_err(launch_err("nnc_gather_rows"))?;
         }
         self.launch_program(slot == TRAIN, n, ptrs)?;
+        if !has(LOSS) {
+            return Err(ExecError::new(format!(
+                "program `{}` has no loss buffer to record",
+                program.program.name
+            )));
+        }
         let out_w = if has(OUTPUT) {
             self.info.output_shape.iter().product::<usize>()
         } else {
             0
         };
+        if out_w > 0 && self.batch_bufs.get(OUTPUT).map_or(0, |b| b.len()) < n * out_w {
+            return Err(ExecError::new(
+                "the output buffer is smaller than the batch's outputs",
+            ));
+        }
         let mut args = [
             addr(LOSS)?,
             if has(OUTPUT) { addr(OUTPUT)? } else { 0 },
@@ -577,7 +639,11 @@ impl CudaExecutor {
     ) -> Result<Option<EpochRun>, ExecError> {
         let rows = x.rows();
         let steps = order.len().div_ceil(batch.max(1));
-        if batch == 0 || order.iter().any(|&i| i >= rows) || rows > u32::MAX as usize {
+        if batch == 0
+            || order.len() > rows
+            || order.iter().any(|&i| i >= rows)
+            || rows > u32::MAX as usize
+        {
             return Err(ExecError::new(
                 "the epoch's row order does not fit the data",
             ));
@@ -600,6 +666,9 @@ impl CudaExecutor {
         }
         let (full, rest) = (order.len() / batch, order.len() % batch);
         if full > 0 {
+            // The arena serves both programs: sized for both now, so that evaluation does
+            // not move it (and force a new graph) after the capture.
+            self.prepare(!train, batch, batch * widths[0], batch * widths[1])?;
             self.prepare(train, batch, batch * widths[0], batch * widths[1])?;
             let ptrs = self.bind(train, batch, batch * widths[0], batch * widths[1])?;
             // Evaluation runs once per epoch: its steps are launched directly.
@@ -668,12 +737,11 @@ impl CudaExecutor {
                 .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
                 .map_err(&what)?;
             let enqueued = self.enqueue_resident_step(TRAIN, batch, batch, widths, ptrs);
-            // End the capture whatever happened, so the stream is usable again.
-            let graph = self
-                .stream
-                .end_capture(sys::CUgraphInstantiate_flags(0))
-                .map_err(&what)?;
+            // End the capture whatever happened, so the stream is usable again; a failed
+            // launch is the error to report (it invalidates the capture too).
+            let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
             enqueued?;
+            let graph = graph.map_err(&what)?;
             let graph = graph.ok_or_else(|| ExecError::new("the captured CUDA graph is empty"))?;
             if let Some(r) = self.resident[TRAIN].as_mut() {
                 r.graph = Some((signature, graph));
@@ -759,6 +827,9 @@ impl Drop for CudaExecutor {
         // and buffers go.
         let _ = self.device.context.bind_to_thread();
         let _ = self.stream.synchronize();
+        // Graphs refer to the modules' kernels: they go first (fields drop in order, the
+        // modules before `resident`).
+        self.resident = [None, None];
     }
 }
 
