@@ -159,10 +159,20 @@ impl Idx {
 
     /// This index with every loop variable `v` replaced by `f(v)`.
     pub fn map_vars(&self, f: &impl Fn(VarId) -> Idx) -> Idx {
-        let m = |x: &Idx| Box::new(x.map_vars(f));
+        self.map_leaves(&|leaf| match leaf {
+            Idx::Var(v) => Some(f(*v)),
+            _ => None,
+        })
+    }
+
+    /// This index with every leaf (constant, variable, `N`, GPU index) for which `f`
+    /// gives a replacement replaced by it.
+    pub fn map_leaves(&self, f: &impl Fn(&Idx) -> Option<Idx>) -> Idx {
+        let m = |x: &Idx| Box::new(x.map_leaves(f));
         match self {
-            Idx::Var(v) => f(*v),
-            Idx::Const(_) | Idx::N | Idx::Thread | Idx::Block(_) => self.clone(),
+            Idx::Var(_) | Idx::Const(_) | Idx::N | Idx::Thread | Idx::Block(_) => {
+                f(self).unwrap_or_else(|| self.clone())
+            }
             Idx::Add(a, b) => Idx::Add(m(a), m(b)),
             Idx::Sub(a, b) => Idx::Sub(m(a), m(b)),
             Idx::Mul(a, b) => Idx::Mul(m(a), m(b)),
@@ -285,18 +295,15 @@ impl CmpOp {
     }
 
     pub fn apply(self, a: f32, b: f32) -> bool {
-        match self {
-            CmpOp::Lt => a < b,
-            CmpOp::Le => a <= b,
-            CmpOp::Gt => a > b,
-            CmpOp::Ge => a >= b,
-            CmpOp::Eq => a == b,
-            CmpOp::Ne => a != b,
-        }
+        self.compare(a, b)
     }
 
     /// The same comparison of two indices.
     pub fn apply_i64(self, a: i64, b: i64) -> bool {
+        self.compare(a, b)
+    }
+
+    fn compare<T: PartialOrd>(self, a: T, b: T) -> bool {
         match self {
             CmpOp::Lt => a < b,
             CmpOp::Le => a <= b,

@@ -400,42 +400,13 @@ fn evaluate_split(
     let mut acc = Accumulator::new(task);
     let order: Vec<usize> = (0..data.len()).collect();
     if let Some(run) = exec.eval_all(&data.x, &data.y, batch) {
-        let exec_error = |batch: usize, error: ExecError| TrainError::Exec {
+        let run = run.map_err(|error| TrainError::Exec {
             epoch,
-            batch,
+            batch: 1,
             evaluating: true,
             error,
-        };
-        let run = run.map_err(|e| exec_error(1, e))?;
-        let steps = order.len().div_ceil(batch);
-        if run.losses.len() != steps {
-            let msg = format!(
-                "the evaluation gave {} losses for {steps} batches",
-                run.losses.len()
-            );
-            return Err(exec_error(steps, ExecError::new(msg)));
-        }
-        let outputs = run
-            .outputs
-            .ok_or_else(|| exec_error(steps, ExecError::new("the evaluation gave no outputs")))?;
-        for (i, idx) in order.chunks(batch).enumerate() {
-            let loss = run.losses[i];
-            if !loss.is_finite() {
-                return Err(TrainError::NonFinite {
-                    epoch,
-                    batch: i + 1,
-                    what: NonFinite::TestLoss(loss),
-                });
-            }
-            acc.add_loss(loss, idx.len());
-            let rows = outputs.rows_range(i * batch, i * batch + idx.len());
-            acc.add_outputs(&rows, &data.y.gather_rows(idx))
-                .map_err(|error| TrainError::Metric {
-                    epoch,
-                    batch: i + 1,
-                    error,
-                })?;
-        }
+        })?;
+        account_run(&run, &order, batch, &data.y, &mut acc, epoch, true)?;
         return Ok(acc);
     }
     for (i, idx) in order.chunks(batch).enumerate() {
@@ -649,42 +620,46 @@ impl Reporter {
     }
 }
 
-/// Accounts an epoch the executor ran itself ([`Executor::train_epoch`]) as the
-/// per-step loop would have: each step's loss must be finite (the first that is not is
-/// named by its batch), losses and outputs go into `acc` batch by batch, and the
-/// parameters must be finite at the end (named with the epoch's last batch: the steps
-/// in between are not checked one by one).
-fn account_epoch_run(
-    exec: &dyn Executor,
-    run: EpochRun,
+/// Accounts the steps of an epoch (or an evaluation) the executor ran itself
+/// ([`Executor::train_epoch`], [`Executor::eval_all`]) as the per-batch loop would have:
+/// each batch's loss must be finite (the first that is not is named by its batch), and
+/// losses and outputs go into `acc` batch by batch. An evaluation must have outputs.
+fn account_run(
+    run: &EpochRun,
     order: &[usize],
     batch: usize,
     labels: &Tensor,
     acc: &mut Accumulator,
     epoch: usize,
+    evaluating: bool,
 ) -> Result<(), TrainError> {
     let steps = order.len().div_ceil(batch);
-    let exec_error = |batch: usize, error: ExecError| TrainError::Exec {
+    let exec_error = |batch: usize, msg: String| TrainError::Exec {
         epoch,
         batch,
-        evaluating: false,
-        error,
+        evaluating,
+        error: ExecError::new(msg),
     };
     if run.losses.len() != steps {
-        let msg = format!(
-            "the epoch gave {} losses for {steps} steps",
-            run.losses.len()
-        );
-        return Err(exec_error(steps, ExecError::new(msg)));
+        let msg = format!("{} losses came back for {steps} batches", run.losses.len());
+        return Err(exec_error(steps, msg));
+    }
+    if evaluating && run.outputs.is_none() {
+        return Err(exec_error(steps, "the evaluation gave no outputs".into()));
     }
     let mut y = Tensor::default();
     for (k, idx) in order.chunks(batch).enumerate() {
         let loss = run.losses[k];
         if !loss.is_finite() {
+            let what = if evaluating {
+                NonFinite::TestLoss(loss)
+            } else {
+                NonFinite::TrainLoss(loss)
+            };
             return Err(TrainError::NonFinite {
                 epoch,
                 batch: k + 1,
-                what: NonFinite::TrainLoss(loss),
+                what,
             });
         }
         acc.add_loss(loss, idx.len());
@@ -699,10 +674,32 @@ fn account_epoch_run(
                 })?;
         }
     }
-    if let Some(p) = exec
+    Ok(())
+}
+
+/// Accounts an epoch the executor ran itself ([`account_run`]), then checks the
+/// parameters once: a bad one is named with the epoch's last batch (the steps in between
+/// are not checked one by one).
+fn account_epoch_run(
+    exec: &dyn Executor,
+    run: EpochRun,
+    order: &[usize],
+    batch: usize,
+    labels: &Tensor,
+    acc: &mut Accumulator,
+    epoch: usize,
+) -> Result<(), TrainError> {
+    account_run(&run, order, batch, labels, acc, epoch, false)?;
+    let steps = order.len().div_ceil(batch);
+    let bad = exec
         .first_non_finite_param()
-        .map_err(|e| exec_error(steps, e))?
-    {
+        .map_err(|error| TrainError::Exec {
+            epoch,
+            batch: steps,
+            evaluating: false,
+            error,
+        })?;
+    if let Some(p) = bad {
         return Err(TrainError::NonFinite {
             epoch,
             batch: steps,

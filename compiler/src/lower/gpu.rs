@@ -954,18 +954,7 @@ fn c_cells_disjoint(g: &Gemm, loops: &[(VarId, Idx)]) -> bool {
 
 /// `i` with the block index along axis 2 replaced by loop variable `v`.
 fn block_z_to_var(i: &Idx, v: VarId) -> Idx {
-    let m = |x: &Idx| Box::new(block_z_to_var(x, v));
-    match i {
-        Idx::Block(2) => Idx::Var(v),
-        Idx::Const(_) | Idx::N | Idx::Var(_) | Idx::Thread | Idx::Block(_) => i.clone(),
-        Idx::Add(a, b) => Idx::Add(m(a), m(b)),
-        Idx::Sub(a, b) => Idx::Sub(m(a), m(b)),
-        Idx::Mul(a, b) => Idx::Mul(m(a), m(b)),
-        Idx::Div(a, c) => Idx::Div(m(a), *c),
-        Idx::Rem(a, c) => Idx::Rem(m(a), *c),
-        Idx::Min(a, b) => Idx::Min(m(a), m(b)),
-        Idx::Max(a, b) => Idx::Max(m(a), m(b)),
-    }
+    i.map_leaves(&|leaf| (*leaf == Idx::Block(2)).then_some(Idx::Var(v)))
 }
 
 /// An epilogue `for i0 in 0..m { for i1 in 0..n { body } }` of an unbatched product whose
