@@ -123,11 +123,12 @@ enum Command {
     Build {
         file: PathBuf,
         /// Stages to print, comma-separated: ast, graph, train-graph, eval-graph, fused,
-        /// kernels, cpu-kernels, clif and asm (target cpu), ptx and llvm (target cuda). Without
-        /// `--emit`, prints only the summary line.
+        /// kernels, cpu-kernels, clif and asm (target cpu), gpu-kernels, ptx and llvm (target
+        /// cuda). Without `--emit`, prints only the summary line.
         #[arg(long, value_delimiter = ',')]
         emit: Vec<String>,
-        /// The target whose code `--emit` shows (clif/asm are cpu's, ptx/llvm cuda's).
+        /// The target whose code `--emit` shows (clif/asm are cpu's, gpu-kernels/ptx/llvm
+        /// cuda's).
         #[arg(long, value_enum, default_value_t = TargetArg::Cpu)]
         target: TargetArg,
         /// The GPU architecture of `--emit ptx,llvm`: sm_80 or sm_90.
