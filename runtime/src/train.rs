@@ -690,27 +690,31 @@ fn account_epoch_run(
     epoch: usize,
 ) -> Result<(), TrainError> {
     account_run(&run, order, batch, labels, acc, epoch, false)?;
-    let steps = order.len().div_ceil(batch);
+    check_params(exec, epoch, order.len().div_ceil(batch))
+}
+
+/// The parameters must be finite after the update of `epoch`, `batch`.
+fn check_params(exec: &dyn Executor, epoch: usize, batch: usize) -> Result<(), TrainError> {
     let bad = exec
         .first_non_finite_param()
         .map_err(|error| TrainError::Exec {
             epoch,
-            batch: steps,
+            batch,
             evaluating: false,
             error,
         })?;
-    if let Some(p) = bad {
-        return Err(TrainError::NonFinite {
+    match bad {
+        Some(p) => Err(TrainError::NonFinite {
             epoch,
-            batch: steps,
+            batch,
             what: NonFinite::Param {
                 name: p.name,
                 index: p.index,
                 value: p.value,
             },
-        });
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
@@ -854,25 +858,7 @@ pub fn train_loop(
                     what: NonFinite::TrainLoss(out.loss),
                 });
             }
-            let bad = exec
-                .first_non_finite_param()
-                .map_err(|error| TrainError::Exec {
-                    epoch,
-                    batch: batch_no,
-                    evaluating: false,
-                    error,
-                })?;
-            if let Some(p) = bad {
-                return Err(TrainError::NonFinite {
-                    epoch,
-                    batch: batch_no,
-                    what: NonFinite::Param {
-                        name: p.name,
-                        index: p.index,
-                        value: p.value,
-                    },
-                });
-            }
+            check_params(exec, epoch, batch_no)?;
             acc.add_loss(out.loss, idx.len());
             if let Some(output) = &out.output {
                 acc.add_outputs(output, y)
