@@ -116,10 +116,11 @@ pub fn simulate_kernel(k: &Kernel, buffers: &mut [Vec<f32>], n: usize) -> Result
     Ok(())
 }
 
-/// Who wrote and read a global element during one launch: blocks by their linear index,
-/// threads within their block, epochs counting the block's barriers from 1 (0: never).
+/// Who wrote and read one element (shared or global) during a launch: blocks by their
+/// linear index, threads within their block, epochs counting the block's barriers from 1
+/// (0: never). Shared elements only ever see their own block.
 #[derive(Clone, Copy, Debug, Default)]
-struct GlobalMeta {
+struct Access {
     w_epoch: u32,
     w_block: u32,
     w_thread: u32,
@@ -129,57 +130,24 @@ struct GlobalMeta {
     r_thread: u32,
 }
 
-/// The accesses to every buffer a kernel stores to, over one launch (loads of buffers it
-/// never stores to cannot race).
-struct GlobalTracker {
-    bufs: Vec<Option<Vec<Cell<GlobalMeta>>>>,
-}
+const MANY: u32 = u32::MAX;
 
-impl GlobalTracker {
-    fn new(k: &Kernel, buffers: &[Vec<f32>]) -> GlobalTracker {
-        fn stored(s: &Stmt, out: &mut Vec<BufId>) {
-            match s {
-                Stmt::Store { buf, .. } => out.push(*buf),
-                Stmt::Loop { body, .. } | Stmt::If { body, .. } => {
-                    body.iter().for_each(|s| stored(s, out))
-                }
-                _ => {}
-            }
-        }
-        let mut written = Vec::new();
-        k.body.iter().for_each(|s| stored(s, &mut written));
-        let bufs = (0..buffers.len())
-            .map(|b| {
-                written.contains(&BufId(b as u32)).then(|| {
-                    (0..buffers[b].len())
-                        .map(|_| Cell::new(GlobalMeta::default()))
-                        .collect()
-                })
-            })
-            .collect();
-        GlobalTracker { bufs }
-    }
-
-    fn meta(&self, buf: BufId, slot: usize) -> Option<&Cell<GlobalMeta>> {
-        self.bufs.get(buf.0 as usize)?.as_ref()?.get(slot)
-    }
-
-    fn read(&self, buf: BufId, slot: usize, block: u32, t: u32, epoch: u32) -> Result<(), String> {
-        let Some(cell) = self.meta(buf, slot) else {
-            return Ok(());
-        };
+impl Access {
+    /// Records a read of the element `at` (for messages); an error if another block wrote
+    /// it in this launch, or another thread of the block since the last barrier.
+    fn read(cell: &Cell<Access>, at: &str, block: u32, t: u32, epoch: u32) -> Result<(), String> {
         let mut m = cell.get();
         if m.w_epoch != 0 && m.w_block != block {
             return Err(format!(
-                "block {block} reads b{}[{slot}], which block {} writes in the same launch",
-                buf.0, m.w_block
+                "block {block} reads {at}, which block {} writes in the same launch",
+                m.w_block
             ));
         }
         if m.w_epoch == epoch && m.w_thread != t {
             return Err(format!(
-                "reads b{}[{slot}], written by thread {} since the last barrier \
+                "reads {at}, written by thread {} since the last barrier \
                  (a barrier is missing before the read)",
-                buf.0, m.w_thread
+                m.w_thread
             ));
         }
         if m.r_epoch == 0 {
@@ -199,12 +167,10 @@ impl GlobalTracker {
         Ok(())
     }
 
-    fn write(&self, buf: BufId, slot: usize, block: u32, t: u32, epoch: u32) -> Result<(), String> {
-        let Some(cell) = self.meta(buf, slot) else {
-            return Ok(());
-        };
+    /// Records a write; an error if another block touched the element in this launch, or
+    /// another thread of the block since the last barrier.
+    fn write(cell: &Cell<Access>, at: &str, block: u32, t: u32, epoch: u32) -> Result<(), String> {
         let mut m = cell.get();
-        let at = format!("b{}[{slot}]", buf.0);
         if m.w_epoch != 0 && m.w_block != block {
             return Err(format!(
                 "blocks {} and {block} both write {at} in one launch",
@@ -223,8 +189,12 @@ impl GlobalTracker {
             ));
         }
         if m.r_epoch == epoch && m.r_thread != t {
+            let who = match m.r_thread {
+                MANY => "other threads".to_string(),
+                r => format!("thread {r}"),
+            };
             return Err(format!(
-                "thread {t} overwrites {at} that another thread read since the last barrier \
+                "thread {t} overwrites {at} that {who} read since the last barrier \
                  (a barrier is missing before the write)"
             ));
         }
@@ -234,23 +204,58 @@ impl GlobalTracker {
     }
 }
 
-/// Who touched a shared element last (epochs count barriers from 1; 0 is never).
-#[derive(Clone, Copy, Debug, Default)]
-struct Meta {
-    written_epoch: u32,
-    writer: u32,
-    read_epoch: u32,
-    /// The one thread that read it in `read_epoch`, or [`MANY`].
-    reader: u32,
+/// The accesses to every buffer a kernel stores to, over one launch (loads of buffers it
+/// never stores to cannot race).
+struct GlobalTracker {
+    bufs: Vec<Option<Vec<Cell<Access>>>>,
 }
 
-const MANY: u32 = u32::MAX;
+impl GlobalTracker {
+    fn new(k: &Kernel, buffers: &[Vec<f32>]) -> GlobalTracker {
+        let mut written = Vec::new();
+        for s in &k.body {
+            s.visit(&mut |s| {
+                if let Stmt::Store { buf, .. } = s {
+                    written.push(*buf);
+                }
+            });
+        }
+        let bufs = (0..buffers.len())
+            .map(|b| {
+                written.contains(&BufId(b as u32)).then(|| {
+                    (0..buffers[b].len())
+                        .map(|_| Cell::new(Access::default()))
+                        .collect()
+                })
+            })
+            .collect();
+        GlobalTracker { bufs }
+    }
+
+    fn meta(&self, buf: BufId, slot: usize) -> Option<&Cell<Access>> {
+        self.bufs.get(buf.0 as usize)?.as_ref()?.get(slot)
+    }
+
+    fn read(&self, buf: BufId, slot: usize, block: u32, t: u32, epoch: u32) -> Result<(), String> {
+        match self.meta(buf, slot) {
+            Some(cell) => Access::read(cell, &format!("b{}[{slot}]", buf.0), block, t, epoch),
+            None => Ok(()),
+        }
+    }
+
+    fn write(&self, buf: BufId, slot: usize, block: u32, t: u32, epoch: u32) -> Result<(), String> {
+        match self.meta(buf, slot) {
+            Some(cell) => Access::write(cell, &format!("b{}[{slot}]", buf.0), block, t, epoch),
+            None => Ok(()),
+        }
+    }
+}
 
 /// One block being simulated.
 struct BlockSim<'k> {
     threads: Vec<State<'k>>,
     shared: Vec<Vec<Cell<f32>>>,
-    meta: Vec<Vec<Cell<Meta>>>,
+    meta: Vec<Vec<Cell<Access>>>,
     names: &'k [crate::ir::SharedDecl],
     /// Barriers passed so far, plus one.
     epoch: u32,
@@ -284,7 +289,7 @@ impl<'k> BlockSim<'k> {
             shared: names.iter().map(|d| cells(d.len, 0.0)).collect(),
             meta: names
                 .iter()
-                .map(|d| (0..d.len).map(|_| Cell::new(Meta::default())).collect())
+                .map(|d| (0..d.len).map(|_| Cell::new(Access::default())).collect())
                 .collect(),
             names,
             epoch: 1,
@@ -311,7 +316,7 @@ impl<'k> BlockSim<'k> {
         format!("s{} `{name}`", buf.0)
     }
 
-    fn shared_cell(&self, buf: SharedId, i: i64) -> Result<(&Cell<f32>, &Cell<Meta>), String> {
+    fn shared_cell(&self, buf: SharedId, i: i64) -> Result<(&Cell<f32>, &Cell<Access>), String> {
         let (vals, meta) = match (
             self.shared.get(buf.0 as usize),
             self.meta.get(buf.0 as usize),
@@ -447,69 +452,28 @@ impl<'k> BlockSim<'k> {
     }
 
     fn shared_write(&self, t: usize, buf: SharedId, i: i64, v: f32) -> Result<(), InterpError> {
-        let (cell, meta) = self
-            .shared_cell(buf, i)
-            .or_else(|m| self.err(format!("thread {t}: {m}")))?;
-        let m = meta.get();
-        let t32 = t as u32;
-        let name = || format!("{}[{i}]", self.shared_name(buf));
-        if m.written_epoch == self.epoch && m.writer != t32 {
-            return self.err(format!(
-                "threads {} and {t} both write {} with no barrier between",
-                m.writer,
-                name()
-            ));
-        }
-        if m.read_epoch == self.epoch && m.reader != t32 {
-            let who = match m.reader {
-                MANY => "other threads".to_string(),
-                r => format!("thread {r}"),
-            };
-            return self.err(format!(
-                "thread {t} overwrites {} that {who} read since the last barrier \
-                 (a barrier is missing before the write)",
-                name()
-            ));
-        }
-        cell.set(v);
-        meta.set(Meta {
-            written_epoch: self.epoch,
-            writer: t32,
-            ..m
-        });
-        Ok(())
+        let at = format!("{}[{i}]", self.shared_name(buf));
+        self.shared_cell(buf, i)
+            .and_then(|(cell, meta)| {
+                Access::write(meta, &at, self.block_id, t as u32, self.epoch)?;
+                cell.set(v);
+                Ok(())
+            })
+            .or_else(|m| self.err(format!("thread {t}: {m}")))
     }
 }
 
 impl GpuReads for BlockSim<'_> {
     fn shared(&self, thread: i64, buf: SharedId, index: i64) -> Result<f32, String> {
         let (cell, meta) = self.shared_cell(buf, index)?;
-        let m = meta.get();
-        let t = thread as u32;
-        if m.written_epoch == 0 {
+        let at = format!("{}[{index}]", self.shared_name(buf));
+        if meta.get().w_epoch == 0 {
             return Err(format!(
-                "reads {}[{index}], which no thread of the block has written \
-                 (uninitialised shared memory)",
-                self.shared_name(buf)
+                "reads {at}, which no thread of the block has written \
+                 (uninitialised shared memory)"
             ));
         }
-        if m.written_epoch == self.epoch && m.writer != t {
-            return Err(format!(
-                "reads {}[{index}], written by thread {} since the last barrier \
-                 (a barrier is missing before the read)",
-                self.shared_name(buf),
-                m.writer
-            ));
-        }
-        let reader = match (m.read_epoch == self.epoch, m.reader) {
-            (true, r) if r != t => MANY,
-            _ => t,
-        };
-        meta.set(Meta {
-            read_epoch: self.epoch,
-            reader,
-            ..m
-        });
+        Access::read(meta, &at, self.block_id, thread as u32, self.epoch)?;
         Ok(cell.get())
     }
 

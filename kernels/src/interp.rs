@@ -8,9 +8,7 @@
 
 use std::fmt;
 
-use crate::ir::{
-    rand_uniform, BufId, Expr, Gemm, Idx, Kernel, LocalId, Program, SharedId, Stmt, VarId,
-};
+use crate::ir::{rand_uniform, BufId, Expr, Gemm, Idx, Kernel, LocalId, Program, SharedId, Stmt};
 
 /// A runtime failure of a kernel program.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,50 +57,11 @@ pub fn check_buffers(program: &Program, buffers: &[Vec<f32>], n: usize) -> Resul
 
 /// Runs one kernel.
 pub fn run_kernel(k: &Kernel, buffers: &mut [Vec<f32>], n: usize) -> Result<(), InterpError> {
-    run_kernel_with(k, &k.body, &[], buffers, n)
-}
-
-/// Runs `body` (a part of kernel `k`) with fresh locals and the loop variables in `vars`
-/// already bound: one GPU thread's share of a kernel (see [`crate::gpu`]).
-pub fn run_kernel_with(
-    k: &Kernel,
-    body: &[Stmt],
-    vars: &[(VarId, i64)],
-    buffers: &mut [Vec<f32>],
-    n: usize,
-) -> Result<(), InterpError> {
     let mut st = State::new(k, n);
-    for (v, value) in vars {
-        match st.vars.get_mut(v.0 as usize) {
-            Some(slot) => *slot = *value,
-            None => return st.err(format!("loop variable i{} out of range", v.0)),
-        }
-    }
-    for s in body {
+    for s in &k.body {
         st.stmt(s, buffers)?;
     }
     Ok(())
-}
-
-/// Computes element `e` of the output of `g` (row-major over `count × m × n`), as one
-/// GPU thread of a one-thread-per-element product does.
-pub fn gemm_element(
-    k: &Kernel,
-    g: &Gemm,
-    e: i64,
-    buffers: &mut [Vec<f32>],
-    n: usize,
-) -> Result<(), InterpError> {
-    let st = State::new(k, n);
-    let (m, cols) = (st.idx(&g.m)?, st.idx(&g.n)?);
-    if m <= 0 || cols <= 0 {
-        return Ok(());
-    }
-    let j = e % cols;
-    let i = (e / cols) % m;
-    let p = e / (cols * m);
-    let geo = st.gemm_geometry(g)?;
-    st.gemm_at(g, &geo, p, i, j, buffers)
 }
 
 /// What only a GPU thread can read: block-shared memory and other lanes' locals. The

@@ -571,7 +571,39 @@ impl Gemm {
     }
 }
 
+impl Cond {
+    /// This condition with both sides replaced by `f(side)`.
+    pub fn map(&self, f: impl Fn(&Idx) -> Idx) -> Cond {
+        Cond {
+            a: f(&self.a),
+            op: self.op,
+            b: f(&self.b),
+        }
+    }
+}
+
 impl Stmt {
+    /// Calls `f` on this statement and every statement nested in it, parents first.
+    pub fn visit(&self, f: &mut impl FnMut(&Stmt)) {
+        f(self);
+        if let Stmt::Loop { body, .. } | Stmt::If { body, .. } = self {
+            body.iter().for_each(|s| s.visit(f));
+        }
+    }
+
+    /// Calls `f` on the value of every store, assignment and shared store in this
+    /// statement, nested ones included.
+    pub fn for_each_value(&self, f: &mut impl FnMut(&Expr)) {
+        self.visit(&mut |s| {
+            if let Stmt::Store { value, .. }
+            | Stmt::Assign { value, .. }
+            | Stmt::SharedStore { value, .. } = s
+            {
+                f(value);
+            }
+        });
+    }
+
     /// This statement with every index in it (nested loops included) replaced by `f(i)`.
     pub fn map_indices(&self, f: &impl Fn(&Idx) -> Idx) -> Stmt {
         match self {
@@ -597,14 +629,7 @@ impl Stmt {
             },
             Stmt::Gemm(g) => Stmt::Gemm(g.map_indices(f)),
             Stmt::If { conds, body } => Stmt::If {
-                conds: conds
-                    .iter()
-                    .map(|c| Cond {
-                        a: f(&c.a),
-                        op: c.op,
-                        b: f(&c.b),
-                    })
-                    .collect(),
+                conds: conds.iter().map(|c| c.map(f)).collect(),
                 body: body.iter().map(|s| s.map_indices(f)).collect(),
             },
             Stmt::SharedStore { buf, index, value } => Stmt::SharedStore {

@@ -293,14 +293,7 @@ fn stmt(s: Stmt, scope: &mut Scope) -> Stmt {
         },
         Stmt::Gemm(g) => Stmt::Gemm(g.map_indices(&|i| scope.simplify(i))),
         Stmt::If { conds, body } => Stmt::If {
-            conds: conds
-                .into_iter()
-                .map(|c| crate::ir::Cond {
-                    a: scope.simplify(&c.a),
-                    op: c.op,
-                    b: scope.simplify(&c.b),
-                })
-                .collect(),
+            conds: conds.iter().map(|c| c.map(|i| scope.simplify(i))).collect(),
             body: body.into_iter().map(|s| stmt(s, scope)).collect(),
         },
         Stmt::SharedStore { buf, index, value } => Stmt::SharedStore {

@@ -143,11 +143,9 @@ fn schedule_kernel(k: &Kernel) -> Result<Vec<Kernel>, String> {
 }
 
 fn holds_gemm(s: &Stmt) -> bool {
-    match s {
-        Stmt::Gemm(_) => true,
-        Stmt::Loop { body, .. } | Stmt::If { body, .. } => body.iter().any(holds_gemm),
-        _ => false,
-    }
+    let mut found = false;
+    s.visit(&mut |s| found |= matches!(s, Stmt::Gemm(_)));
+    found
 }
 
 /// `for v0 { for v1 { … gemm } }`: the loops (outermost first) and the product.
@@ -197,8 +195,8 @@ fn serial_with_products(k: &Kernel, body: &[Stmt]) -> Result<Vec<Kernel>, String
     for (i, part) in parts.iter().enumerate() {
         let mut locals = Vec::new();
         for s in part {
-            for_each_expr(s, &mut |e| e.for_each_local(&mut |l| locals.push(l)));
-            collect_assigned(s, &mut locals);
+            s.for_each_value(&mut |e| e.for_each_local(&mut |l| locals.push(l)));
+            for_each_assigned(s, &mut |l| locals.push(l));
         }
         for l in locals {
             if *owner.entry(l).or_insert(i) != i {
@@ -246,14 +244,13 @@ fn product_loops_fold(loops: &[(VarId, Idx)], g: &Gemm) -> bool {
     count_ok && sizes_fixed && loops.iter().skip(1).all(|(_, e)| constant(e))
 }
 
-fn collect_assigned(s: &Stmt, out: &mut Vec<LocalId>) {
-    match s {
-        Stmt::Loop { body, .. } | Stmt::If { body, .. } => {
-            body.iter().for_each(|s| collect_assigned(s, out))
+/// Calls `f` on every local a statement assigns (nested ones included).
+fn for_each_assigned(s: &Stmt, f: &mut impl FnMut(LocalId)) {
+    s.visit(&mut |s| {
+        if let Stmt::Assign { local, .. } = s {
+            f(*local);
         }
-        Stmt::Assign { local, .. } => out.push(*local),
-        _ => {}
-    }
+    });
 }
 
 /// A kernel like `k` with a new body and launch.
@@ -425,24 +422,9 @@ fn is_long_loop(s: &Stmt, any_stride: bool) -> bool {
     };
     let mut unit = false;
     for s in body {
-        for_each_expr(s, &mut |e| {
-            e.for_each_load(&mut |_, i| unit |= i.stride(*var) == Some(1))
-        });
+        s.for_each_value(&mut |e| e.for_each_load(&mut |_, i| unit |= i.stride(*var) == Some(1)));
     }
     is_long(extent) && (unit || any_stride)
-}
-
-/// Calls `f` on every expression of a statement (nested ones included).
-fn for_each_expr(s: &Stmt, f: &mut impl FnMut(&Expr)) {
-    match s {
-        Stmt::Loop { body, .. } | Stmt::If { body, .. } => {
-            body.iter().for_each(|s| for_each_expr(s, f))
-        }
-        Stmt::Store { value, .. }
-        | Stmt::Assign { value, .. }
-        | Stmt::SharedStore { value, .. } => f(value),
-        Stmt::Gemm(_) | Stmt::Barrier => {}
-    }
 }
 
 /// Every `(buffer, index)` a statement stores to, and whether it holds anything but
@@ -461,9 +443,7 @@ fn stores_of(s: &Stmt, out: &mut Vec<(BufId, Idx)>) -> bool {
 
 fn loads_of(s: &Stmt) -> Vec<(BufId, Idx)> {
     let mut out = Vec::new();
-    for_each_expr(s, &mut |e| {
-        e.for_each_load(&mut |b, i| out.push((b, i.clone())))
-    });
+    s.for_each_value(&mut |e| e.for_each_load(&mut |b, i| out.push((b, i.clone()))));
     out
 }
 
@@ -803,16 +783,11 @@ fn accumulators(body: &[Stmt]) -> Vec<Accumulator> {
 /// loop.
 fn private_locals_ok(body: &[Stmt], accs: &[LocalId], later: &[Stmt]) -> Option<()> {
     let mut all_assigned = HashSet::new();
-    fn assigned_in(s: &Stmt, out: &mut HashSet<LocalId>) {
-        match s {
-            Stmt::Loop { body, .. } => body.iter().for_each(|s| assigned_in(s, out)),
-            Stmt::Assign { local, .. } => {
-                out.insert(*local);
-            }
-            _ => {}
-        }
+    for s in body {
+        for_each_assigned(s, &mut |l| {
+            all_assigned.insert(l);
+        });
     }
-    body.iter().for_each(|s| assigned_in(s, &mut all_assigned));
     // Reads in program order: a loop's own assignments do not outlive it (it may not run).
     fn defined_before_use(
         stmts: &[Stmt],
@@ -849,7 +824,7 @@ fn private_locals_ok(body: &[Stmt], accs: &[LocalId], later: &[Stmt]) -> Option<
     }
     let mut read_later = false;
     for s in later {
-        for_each_expr(s, &mut |e| {
+        s.for_each_value(&mut |e| {
             e.for_each_local(&mut |l| read_later |= all_assigned.contains(&l) && !accs.contains(&l))
         });
     }

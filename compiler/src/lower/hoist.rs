@@ -48,10 +48,9 @@ struct Variant {
 
 impl Variant {
     fn collect(&mut self, s: &Stmt) {
-        match s {
-            Stmt::Loop { var, body, .. } => {
+        s.visit(&mut |s| match s {
+            Stmt::Loop { var, .. } => {
                 self.vars.insert(*var);
-                body.iter().for_each(|s| self.collect(s));
             }
             Stmt::Store { buf, .. } => {
                 self.bufs.insert(*buf);
@@ -62,10 +61,9 @@ impl Variant {
             Stmt::Gemm(g) => {
                 self.bufs.insert(g.c.buf);
             }
-            Stmt::If { body, .. } => body.iter().for_each(|s| self.collect(s)),
             // Shared loads are never treated as invariant, so shared stores need no record.
-            Stmt::SharedStore { .. } | Stmt::Barrier => {}
-        }
+            Stmt::If { .. } | Stmt::SharedStore { .. } | Stmt::Barrier => {}
+        });
     }
 
     fn idx_invariant(&self, i: &Idx) -> bool {

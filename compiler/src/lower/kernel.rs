@@ -647,24 +647,14 @@ fn gemm(
     Ok((nest(&loops, vec![stmt], false), 2 * (outn * kk) as u64))
 }
 
-/// Buffers a statement touches.
+/// Buffers a statement touches (in no particular order, with repeats).
 pub fn collect_bufs(s: &Stmt, out: &mut Vec<BufId>) {
-    match s {
-        Stmt::Loop { body, .. } | Stmt::If { body, .. } => {
-            body.iter().for_each(|s| collect_bufs(s, out))
-        }
-        Stmt::Store { buf, value, .. } => {
-            out.push(*buf);
-            expr_bufs(value, out);
-        }
-        Stmt::Assign { value, .. } | Stmt::SharedStore { value, .. } => expr_bufs(value, out),
+    s.visit(&mut |s| match s {
+        Stmt::Store { buf, .. } => out.push(*buf),
         Stmt::Gemm(g) => out.extend([g.a.buf, g.b.buf, g.c.buf]),
-        Stmt::Barrier => {}
-    }
-}
-
-fn expr_bufs(e: &Expr, out: &mut Vec<BufId>) {
-    e.for_each_load(&mut |b, _| out.push(b));
+        _ => {}
+    });
+    s.for_each_value(&mut |e| e.for_each_load(&mut |b, _| out.push(b)));
 }
 
 /// Every load and store index of `buf` in a statement, and whether a `Gemm` reads it.
@@ -675,32 +665,16 @@ pub fn accesses(
     stores: &mut Vec<Idx>,
     gemm: &mut bool,
 ) {
-    match s {
-        Stmt::Loop { body, .. } | Stmt::If { body, .. } => body
-            .iter()
-            .for_each(|s| accesses(s, buf, loads, stores, gemm)),
-        Stmt::Store {
-            buf: b,
-            index,
-            value,
-        } => {
-            if *b == buf {
-                stores.push(index.clone());
-            }
-            value.for_each_load(&mut |b, i| {
-                if b == buf {
-                    loads.push(i.clone())
-                }
-            });
-        }
-        Stmt::Assign { value, .. } | Stmt::SharedStore { value, .. } => {
-            value.for_each_load(&mut |b, i| {
-                if b == buf {
-                    loads.push(i.clone())
-                }
-            })
-        }
+    s.visit(&mut |s| match s {
+        Stmt::Store { buf: b, index, .. } if *b == buf => stores.push(index.clone()),
         Stmt::Gemm(g) => *gemm |= g.a.buf == buf || g.b.buf == buf,
-        Stmt::Barrier => {}
-    }
+        _ => {}
+    });
+    s.for_each_value(&mut |e| {
+        e.for_each_load(&mut |b, i| {
+            if b == buf {
+                loads.push(i.clone())
+            }
+        })
+    });
 }

@@ -358,13 +358,11 @@ fn mnist_mlp_train_step_has_at_most_14_kernels() {
 
 /// Buffers a statement stores to.
 fn stores(s: &Stmt, out: &mut Vec<BufId>) {
-    match s {
-        Stmt::Loop { body, .. } => body.iter().for_each(|s| stores(s, out)),
+    s.visit(&mut |s| match s {
         Stmt::Store { buf, .. } => out.push(*buf),
-        Stmt::Assign { .. } | Stmt::SharedStore { .. } | Stmt::Barrier => {}
-        Stmt::If { body, .. } => body.iter().for_each(|s| stores(s, out)),
         Stmt::Gemm(g) => out.push(g.c.buf),
-    }
+        _ => {}
+    });
 }
 
 /// The softmax + cross-entropy of the MNIST steps is one row kernel, parallel over the

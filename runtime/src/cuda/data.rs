@@ -15,8 +15,7 @@
 //!   `e < out_len`;
 //! - `nnc_advance(cursor)`: `cursor[0] += 1` (one thread), launched after the others.
 //!
-//! Launch with [`DATA_THREADS`] threads per block and enough blocks to cover the
-//! elements (at least one).
+//! Launch with [`DATA_THREADS`] threads per block and [`data_blocks`] blocks.
 
 /// Threads per block of the data kernels.
 pub const DATA_THREADS: u32 = 256;
@@ -161,11 +160,9 @@ $ADVANCE_DONE:
 }
 "#;
 
-/// Blocks of [`DATA_THREADS`] covering `elements` (at least one).
-pub fn data_blocks(elements: usize) -> u32 {
+/// Blocks of [`DATA_THREADS`] covering `elements` (at least one); `None` past CUDA's
+/// grid limit (the kernels do not loop, so every element needs its own thread).
+pub fn data_blocks(elements: usize) -> Option<u32> {
     let blocks = elements.div_ceil(DATA_THREADS as usize).max(1);
-    blocks.min(crate::cuda::data::MAX_DATA_BLOCKS) as u32
+    (blocks as i64 <= nnc_kernels::gpu::MAX_GRID[0]).then_some(blocks as u32)
 }
-
-/// The largest grid the data kernels are launched with (CUDA's `x` limit).
-pub const MAX_DATA_BLOCKS: usize = (1 << 31) - 1;

@@ -321,9 +321,20 @@ impl CudaExecutor {
             .context
             .bind_to_thread()
             .map_err(driver_error("cannot use the GPU"))?;
-        let (arena_len, buffers) = {
+        // What the program needs, without copying its declarations on every step.
+        let (arena_len, needs) = {
             let prog = if train { &self.train } else { &self.eval };
-            (prog.program.arena.resolve(n), prog.program.buffers.clone())
+            let find = |key: &str| prog.program.buffers.iter().find(|b| b.name == key);
+            let needs: Vec<(&'static str, usize)> = [
+                (INPUT, find(INPUT).map(|_| x_len)),
+                (LABELS, find(LABELS).map(|_| y_len)),
+                (LOSS, find(LOSS).map(|b| b.len.resolve(n))),
+                (OUTPUT, find(OUTPUT).map(|b| b.len.resolve(n))),
+            ]
+            .into_iter()
+            .filter_map(|(key, len)| Some((key, len?)))
+            .collect();
+            (prog.program.arena.resolve(n), needs)
         };
         if self.arena.as_ref().is_none_or(|a| a.len() < arena_len) {
             self.arena = None; // free the old arena before allocating the larger one
@@ -333,15 +344,8 @@ impl CudaExecutor {
                     .map_err(driver_error("cannot allocate the GPU arena"))?,
             );
         }
-        for (key, len) in [(INPUT, x_len), (LABELS, y_len)] {
-            if buffers.iter().any(|b| b.name == key) {
-                self.batch_buf(key, len)?;
-            }
-        }
-        for key in [LOSS, OUTPUT] {
-            if let Some(b) = buffers.iter().find(|b| b.name == key) {
-                self.batch_buf(key, b.len.resolve(n))?;
-            }
+        for (key, len) in needs {
+            self.batch_buf(key, len)?;
         }
         Ok(())
     }
@@ -555,6 +559,26 @@ impl CudaExecutor {
         let order = device_address(&r.order, &self.stream);
         let cursor = device_address(&r.cursor, &self.stream);
         let launch_err = |name: &str| driver_error_owned(format!("launching `{name}`"));
+        let blocks = |elements: usize| {
+            data_blocks(elements)
+                .ok_or_else(|| ExecError::new("a batch too large for one GPU launch"))
+        };
+        if !has(LOSS) {
+            return Err(ExecError::new(format!(
+                "program `{}` has no loss buffer to record",
+                program.program.name
+            )));
+        }
+        let out_w = if has(OUTPUT) {
+            self.info.output_shape.iter().product::<usize>()
+        } else {
+            0
+        };
+        if out_w > 0 && self.batch_bufs.get(OUTPUT).map_or(0, |b| b.len()) < n * out_w {
+            return Err(ExecError::new(
+                "the output buffer is smaller than the batch's outputs",
+            ));
+        }
         for (src, key, w) in [(&r.x, INPUT, widths[0]), (&r.y, LABELS, widths[1])] {
             if !has(key) {
                 continue;
@@ -574,7 +598,7 @@ impl CudaExecutor {
             unsafe {
                 launch(
                     gather,
-                    [data_blocks(elements), 1, 1],
+                    [blocks(elements)?, 1, 1],
                     DATA_THREADS,
                     &mut args,
                     &self.stream,
@@ -583,22 +607,6 @@ impl CudaExecutor {
             .map_err(launch_err("nnc_gather_rows"))?;
         }
         self.launch_program(slot == TRAIN, n, ptrs)?;
-        if !has(LOSS) {
-            return Err(ExecError::new(format!(
-                "program `{}` has no loss buffer to record",
-                program.program.name
-            )));
-        }
-        let out_w = if has(OUTPUT) {
-            self.info.output_shape.iter().product::<usize>()
-        } else {
-            0
-        };
-        if out_w > 0 && self.batch_bufs.get(OUTPUT).map_or(0, |b| b.len()) < n * out_w {
-            return Err(ExecError::new(
-                "the output buffer is smaller than the batch's outputs",
-            ));
-        }
         let mut args = [
             addr(LOSS)?,
             if has(OUTPUT) { addr(OUTPUT)? } else { 0 },
@@ -613,7 +621,7 @@ impl CudaExecutor {
         unsafe {
             launch(
                 record,
-                [data_blocks(n * out_w), 1, 1],
+                [blocks(n * out_w)?, 1, 1],
                 DATA_THREADS,
                 &mut args,
                 &self.stream,
@@ -621,8 +629,8 @@ impl CudaExecutor {
         }
         .map_err(launch_err("nnc_record_step"))?;
         let mut args = [cursor];
-        // SAFETY: `nnc_advance` takes the step counter's address.
-        unsafe { launch(advance, [1, 1, 1], DATA_THREADS, &mut args, &self.stream) }
+        // SAFETY: `nnc_advance` takes the step counter's address (one warp: thread 0 acts).
+        unsafe { launch(advance, [1, 1, 1], 32, &mut args, &self.stream) }
             .map_err(launch_err("nnc_advance"))?;
         Ok(())
     }
