@@ -1,8 +1,11 @@
 //! nnc: a compiler for neural-network models written in the `.nn` language.
 //!
-//! The pipeline, one module per stage:
-//! source → [`syntax`] (AST) → [`sema`] (typed models and training settings) → graph IR
-//! → training-step graph → passes → kernels → code. This file is the straight-line driver.
+//! One module per stage, in layers that only point down (`scripts/check-layers`):
+//! [`diag`] (diagnostics, spans) → [`syntax`] (AST) → [`sema`] (typed models and training
+//! settings) → [`ir`] (graph IR, forward lowering, interpreter) → [`autodiff`] and
+//! [`optim`] → [`step`] (training-step graphs) → [`passes`] → [`lower`] (kernel IR,
+//! schedules) → [`codegen`] (CPU code, PTX) → [`pipeline`] (the only code that runs the
+//! stages in order) → [`driver`] and the `nnc` binary.
 
 pub mod autodiff;
 pub mod codegen;
@@ -12,12 +15,12 @@ pub mod ir;
 pub mod lower;
 pub mod optim;
 pub mod passes;
+pub mod pipeline;
 pub mod sema;
+pub mod step;
 pub mod syntax;
 
 use std::path::Path;
-
-use diag::{Code, Diagnostic};
 
 /// A source file read from disk (or given by a test).
 #[derive(Clone, Debug)]
@@ -44,28 +47,4 @@ impl Source {
     }
 }
 
-/// Parses and checks a source text. `base_dir` resolves relative data paths.
-pub fn check_source(text: &str, base_dir: &Path) -> Result<sema::typed::Program, Vec<Diagnostic>> {
-    let file = syntax::parse_file(text)?;
-    sema::check_file(&file, base_dir)
-}
-
-/// Checks raw bytes: invalid UTF-8 is reported as a diagnostic at the first invalid byte
-/// (in the lossily decoded text), never a panic.
-pub fn check_bytes(bytes: &[u8], base_dir: &Path) -> Result<sema::typed::Program, Vec<Diagnostic>> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => check_source(text, base_dir),
-        Err(e) => {
-            let valid = e.valid_up_to();
-            Err(vec![Diagnostic::new(
-                Code::InvalidUtf8,
-                "file is not valid UTF-8",
-            )
-            .label(
-                syntax::ast::Span::new(valid, valid + 1),
-                format!("invalid byte at offset {valid}"),
-            )
-            .help("save the file as UTF-8")])
-        }
-    }
-}
+pub use pipeline::{check_bytes, check_source};

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use nnc::diag::{self, ColorChoice};
 use nnc::driver::{self, DriverError, EvalOptions, Target, TrainOptions};
+use nnc::pipeline;
 use nnc::Source;
 
 #[derive(Parser)]
@@ -271,25 +272,21 @@ fn main() -> ExitCode {
                     .map_err(|e| report(e, source, color))
             })
         }
-        Command::Explain { file } => {
-            with_program(
-                &file,
-                color,
-                |program, _| match nnc::lower::report::compile_program(program, None) {
-                    Ok(steps) => {
-                        for (t, e, batch) in &steps {
-                            print!("{}", nnc::lower::report::explain(t, *batch));
-                            print!("{}", nnc::lower::report::explain(e, *batch));
-                        }
-                        Ok(())
+        Command::Explain { file } => with_program(&file, color, |program, _| {
+            match pipeline::compile_program(program, None) {
+                Ok(steps) => {
+                    for c in &steps {
+                        print!("{}", pipeline::report::explain(&c.train, c.batch));
+                        print!("{}", pipeline::report::explain(&c.eval, c.batch));
                     }
-                    Err(m) => {
-                        eprintln!("error: {m}");
-                        Err(())
-                    }
-                },
-            )
-        }
+                    Ok(())
+                }
+                Err(m) => {
+                    eprintln!("error: {m}");
+                    Err(())
+                }
+            }
+        }),
         Command::Build {
             file,
             emit,
@@ -307,11 +304,11 @@ fn main() -> ExitCode {
             }
             let mut stages = Vec::new();
             for name in &emit {
-                match nnc::ir::emit::Stage::from_name(name.trim()) {
+                match pipeline::emit::Stage::from_name(name.trim()) {
                     Some(s) => stages.push(s),
                     None => {
                         let known: Vec<&str> =
-                            nnc::ir::emit::Stage::ALL.iter().map(|(_, n)| *n).collect();
+                            pipeline::emit::Stage::ALL.iter().map(|(_, n)| *n).collect();
                         eprintln!("error: unknown stage `{name}` for `--emit`");
                         eprintln!("help: stages are {}", known.join(", "));
                         return ExitCode::from(2);
@@ -340,9 +337,9 @@ fn main() -> ExitCode {
             let needs_llvm = stages.is_empty()
                 || stages
                     .iter()
-                    .any(|s| matches!(s, nnc::ir::emit::Stage::Ptx | nnc::ir::emit::Stage::Llvm));
+                    .any(|s| matches!(s, pipeline::emit::Stage::Ptx | pipeline::emit::Stage::Llvm));
             if target_name == "cuda" && !cfg!(feature = "cuda") && needs_llvm {
-                eprintln!("error: {}", nnc::driver::cuda::UNAVAILABLE);
+                eprintln!("error: {}", pipeline::emit::CUDA_UNAVAILABLE);
                 return ExitCode::from(1);
             }
             if !["sm_80", "sm_90"].contains(&gpu_arch.as_str()) {
@@ -350,7 +347,7 @@ fn main() -> ExitCode {
                 eprintln!("help: architectures are sm_80, sm_90");
                 return ExitCode::from(2);
             }
-            let options = nnc::ir::emit::EmitOptions {
+            let options = pipeline::emit::EmitOptions {
                 gpu_arch: Some(gpu_arch),
                 verbose,
             };
@@ -492,8 +489,8 @@ fn replace_file(path: &Path, contents: &str) -> std::io::Result<()> {
 /// Parses, checks and prints the requested stages of one file.
 fn build(
     path: &Path,
-    stages: &[nnc::ir::emit::Stage],
-    options: &nnc::ir::emit::EmitOptions,
+    stages: &[pipeline::emit::Stage],
+    options: &pipeline::emit::EmitOptions,
     dump_after: Option<&str>,
     color: ColorChoice,
 ) -> bool {
@@ -526,21 +523,20 @@ fn build(
             return false;
         }
     };
-    match nnc::ir::emit::emit(&file, &program, stages, options) {
-        Ok(text) => print!("{text}"),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return false;
-        }
-    }
-    match nnc::lower::report::compile_program(&program, dump_after) {
-        Ok(steps) => {
-            for (t, e, batch) in &steps {
-                for (pass, text) in t.dumps.iter().chain(&e.dumps) {
+    // Every block is compiled once: for the compiled stages, the dumps and the summary.
+    let result = pipeline::compile_program(&program, dump_after).and_then(|steps| {
+        pipeline::emit::emit_compiled(&file, &program, &steps, stages, options)
+            .map(|text| (text, steps))
+    });
+    match result {
+        Ok((text, steps)) => {
+            print!("{text}");
+            for c in &steps {
+                for (pass, text) in c.train.dumps.iter().chain(&c.eval.dumps) {
                     println!("# == after {pass} ==");
                     print!("{text}");
                 }
-                eprintln!("{}", nnc::lower::report::summary(t, e, *batch));
+                eprintln!("{}", pipeline::report::summary(c));
             }
             true
         }

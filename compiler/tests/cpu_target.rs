@@ -14,7 +14,6 @@ use std::process::Command;
 
 use nnc::driver::cpu::cpu_executor;
 use nnc::driver::interp::InterpExecutor;
-use nnc::ir::train::build_step_graphs;
 use nnc_runtime::executor::Executor;
 use nnc_runtime::tensor::Tensor;
 
@@ -87,12 +86,11 @@ fn batch(exec: &dyn Executor, n: usize, classes: Option<usize>, rng: &mut Rng) -
     (x, y)
 }
 
-/// A compiled executor of one target for a train block: `(graphs, model, seed, batch)`.
+/// A compiled executor of one target for a compiled train block: `(compiled, model, seed)`.
 type MakeExecutor = dyn Fn(
-    &nnc::ir::train::StepGraphs,
+    &nnc::pipeline::CompiledTrain,
     &nnc::sema::typed::TypedModel,
     u64,
-    usize,
 ) -> Result<Box<dyn Executor>, nnc::driver::DriverError>;
 
 #[test]
@@ -120,11 +118,12 @@ fn steps_like_the_interpreter(make: &MakeExecutor) {
         let program = nnc::check_source(&src, &repo().join("examples")).expect("checks");
         for train in &program.trains {
             let model = &program.models[train.model];
-            let graphs = build_step_graphs(model, train).expect("step graphs");
+            let compiled =
+                nnc::pipeline::compile_train(model, train, train.batch, None).expect("compiles");
             let label = format!("{} / {}", path.display(), model.name);
-            let mut cpu = make(&graphs, model, 7, train.batch)
+            let mut cpu = make(&compiled, model, 7)
                 .unwrap_or_else(|e| panic!("{label}: compiled executor: {e:?}"));
-            let mut interp = InterpExecutor::new(graphs, model, 7);
+            let mut interp = InterpExecutor::new(compiled.graphs, model, 7);
             // Classifiers (cross-entropy on labels) get class indices.
             let out = cpu.output_shape();
             let classes = matches!(train.loss, nnc::sema::typed::Loss::CrossEntropy)
@@ -419,8 +418,8 @@ fn the_cpu_executor_finds_non_finite_parameters() {
     let program = nnc::check_source(&src, &repo().join("examples")).expect("checks");
     let train = &program.trains[0];
     let model = &program.models[train.model];
-    let graphs = build_step_graphs(model, train).expect("step graphs");
-    let mut exec = cpu_executor(&graphs, model, 7, train.batch).expect("cpu executor");
+    let compiled = nnc::pipeline::compile_train(model, train, train.batch, None).expect("compiles");
+    let mut exec = cpu_executor(&compiled, model, 7).expect("cpu executor");
     assert_eq!(exec.first_non_finite_param().expect("scan"), None);
     let clean = exec.state().expect("state");
     let params = || {

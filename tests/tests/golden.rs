@@ -66,7 +66,7 @@ fn graphs_of(path: &Path) -> String {
     let file = nnc::syntax::parse_file(&src).expect("golden IR programs parse");
     let base = path.parent().expect("files live in a folder");
     let program = nnc::sema::check_file(&file, base).expect("golden IR programs check");
-    use nnc::ir::emit::{emit, Stage};
+    use nnc::pipeline::emit::{emit, Stage};
     emit(
         &file,
         &program,
@@ -91,17 +91,17 @@ fn examples_graph_golden() {
 }
 
 /// The text of `stages` for every train and eval step of a file.
-fn stages_of(path: &Path, stages: &[nnc::ir::emit::Stage]) -> String {
+fn stages_of(path: &Path, stages: &[nnc::pipeline::emit::Stage]) -> String {
     let src = std::fs::read_to_string(path).expect("golden file is readable");
     let file = nnc::syntax::parse_file(&src).expect("golden IR programs parse");
     let base = path.parent().expect("files live in a folder");
     let program = nnc::sema::check_file(&file, base).expect("golden IR programs check");
-    nnc::ir::emit::emit(&file, &program, stages, &Default::default()).expect("steps compile")
+    nnc::pipeline::emit::emit(&file, &program, stages, &Default::default()).expect("steps compile")
 }
 
 /// The fused groups and the kernel IR of every train and eval step of a file.
 fn kernels_of(path: &Path) -> String {
-    use nnc::ir::emit::Stage;
+    use nnc::pipeline::emit::Stage;
     stages_of(path, &[Stage::Fused, Stage::Kernels])
 }
 
@@ -124,7 +124,7 @@ fn examples_kernels_golden() {
 #[test]
 fn examples_cpu_kernels_golden() {
     insta::glob!("../../examples", "*.nn", |path| {
-        insta::assert_snapshot!(stages_of(path, &[nnc::ir::emit::Stage::CpuKernels]));
+        insta::assert_snapshot!(stages_of(path, &[nnc::pipeline::emit::Stage::CpuKernels]));
     });
 }
 
@@ -133,6 +133,6 @@ fn examples_cpu_kernels_golden() {
 #[test]
 fn examples_gpu_kernels_golden() {
     insta::glob!("../../examples", "*.nn", |path| {
-        insta::assert_snapshot!(stages_of(path, &[nnc::ir::emit::Stage::GpuKernels]));
+        insta::assert_snapshot!(stages_of(path, &[nnc::pipeline::emit::Stage::GpuKernels]));
     });
 }

@@ -6,13 +6,13 @@
 
 mod codes;
 mod render;
+mod span;
 mod suggest;
 
 pub use codes::Code;
 pub use render::{render, render_all, ColorChoice};
+pub use span::Span;
 pub use suggest::{did_you_mean, suggest};
-
-use crate::syntax::ast::Span;
 
 /// A labelled span inside the file the diagnostic is about.
 #[derive(Clone, Debug, PartialEq)]

@@ -17,8 +17,7 @@ use nnc_runtime::tensor::Tensor;
 use super::interp::InterpExecutor;
 use super::train::{select_train, task_kind, Target};
 use super::DriverError;
-use crate::ir::train::build_step_graphs;
-use crate::lower::report::compile_step;
+use crate::pipeline;
 use crate::sema::typed::Program;
 
 /// Settings of `nnc bench`.
@@ -191,35 +190,27 @@ pub fn run_bench(program: &Program, opts: &BenchOptions) -> Result<BenchReport, 
             "`--batch` and `--steps` must be positive".into(),
         ));
     }
-    let graphs = build_step_graphs(model, train).map_err(|e| {
-        DriverError::Message(format!(
-            "cannot build the training step of `{}`: {e}",
-            model.name
-        ))
-    })?;
-    let reports = compile_step(&graphs.train, batch, None)
-        .map_err(DriverError::Message)?
-        .lowered
-        .reports;
-    let flops = reports.iter().map(|r| r.flops).sum();
     let start = Instant::now();
+    let compiled =
+        pipeline::compile_train(model, train, batch, None).map_err(DriverError::Message)?;
+    let reports = compiled.train.lowered.reports.clone();
+    let flops = reports.iter().map(|r| r.flops).sum();
     let (mut exec, kernels, arena): (Box<dyn Executor>, _, _) = match opts.target {
         Target::Interp => (
-            Box::new(InterpExecutor::new(graphs, model, train.seed)),
+            Box::new(InterpExecutor::new(compiled.graphs, model, train.seed)),
             None,
             None,
         ),
         Target::Cpu => {
-            let (exec, art) = super::cpu::load_cpu(&graphs, model, train.seed, batch)?;
-            let p = &art.train.lowered.program;
+            let (exec, art) = super::cpu::load_cpu(&compiled, model, train.seed)?;
             (
                 Box::new(exec),
-                Some((p.kernels.len(), art.eval.lowered.program.kernels.len())),
-                Some(4 * p.arena.resolve(batch)),
+                Some((art.train.kernels.len(), art.eval.kernels.len())),
+                Some(4 * art.train.arena.resolve(batch)),
             )
         }
         Target::Cuda => (
-            super::cuda::cuda_executor(&graphs, model, train.seed, batch)?,
+            super::cuda::cuda_executor(&compiled, model, train.seed)?,
             None,
             None,
         ),

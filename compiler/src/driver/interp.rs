@@ -3,7 +3,7 @@
 //! checked against, and it trains the small examples in tests.
 //!
 //! State is kept by name exactly as the graphs' inputs and outputs name it
-//! (`ir::train`'s contract): parameters and buffers, then optimizer state and `step`.
+//! (`step`'s contract): parameters and buffers, then optimizer state and `step`.
 
 use std::collections::HashMap;
 
@@ -11,9 +11,9 @@ use nnc_runtime::executor::{EvalOutput, ExecError, Executor, StateKind, StateTen
 use nnc_runtime::tensor::Tensor as RtTensor;
 
 use crate::ir::tensor::Tensor;
-use crate::ir::train::{StepGraphs, INPUT, LABELS, LOSS, OUTPUT};
 use crate::ir::{interp, print};
 use crate::sema::typed::TypedModel;
+use crate::step::{StepGraphs, INPUT, LABELS, LOSS, OUTPUT};
 
 /// The reference-interpreter backend of one `train` block.
 pub struct InterpExecutor {

@@ -11,7 +11,7 @@ use nnc_runtime::train::{evaluate, train_loop, EvalReport, ProgressMode, Summary
 use super::interp::InterpExecutor;
 use super::DriverError;
 use crate::diag::{did_you_mean, Code, Diagnostic};
-use crate::ir::train::build_step_graphs;
+use crate::pipeline;
 use crate::sema::typed::{DataSpec, Loss, Metric, Program, TypedModel, TypedTrain};
 use crate::syntax::ast::Span;
 
@@ -195,16 +195,21 @@ fn make_executor(
     train: &TypedTrain,
     seed: u64,
 ) -> Result<Box<dyn Executor>, DriverError> {
-    let graphs = build_step_graphs(model, train).map_err(|e| {
-        DriverError::Message(format!(
-            "cannot build the training step of `{}`: {e}",
-            model.name
-        ))
-    })?;
+    // Compiled code is scheduled for the file's batch size; it runs at any batch size.
     match target {
-        Target::Interp => Ok(Box::new(InterpExecutor::new(graphs, model, seed))),
-        Target::Cpu => super::cpu::cpu_executor(&graphs, model, seed, train.batch),
-        Target::Cuda => super::cuda::cuda_executor(&graphs, model, seed, train.batch),
+        Target::Interp => {
+            let graphs = pipeline::step_graphs(model, train).map_err(DriverError::Message)?;
+            Ok(Box::new(InterpExecutor::new(graphs, model, seed)))
+        }
+        Target::Cpu | Target::Cuda => {
+            let compiled = pipeline::compile_train(model, train, train.batch, None)
+                .map_err(DriverError::Message)?;
+            if target == Target::Cpu {
+                super::cpu::cpu_executor(&compiled, model, seed)
+            } else {
+                super::cuda::cuda_executor(&compiled, model, seed)
+            }
+        }
     }
 }
 

@@ -7,13 +7,13 @@
 //! - [`print`] / [`parse`]: the text form (round-trips), [`verify`]: the invariants;
 //! - [`interp`]: the reference interpreter (the oracle for every backend);
 //! - [`lower`]: typed model → forward graph, every layer lowered in one place;
-//! - [`init`]: parameter initializers with a documented PRNG;
-//! - [`train`]: the training-step and evaluation graphs.
+//! - [`init`]: parameter initializers with a documented PRNG.
+//!
+//! The training-step graph (loss, gradient, update) is built one layer up, in `crate::step`.
 //!
 //! Every value is an f32 tensor (comparisons produce 0.0 / 1.0), so the side table holds
 //! shapes only; there is no dtype table to keep in sync.
 
-pub mod emit;
 pub mod graph;
 pub mod init;
 pub mod interp;
@@ -23,7 +23,6 @@ pub mod ops;
 pub mod parse;
 pub mod print;
 pub mod tensor;
-pub mod train;
 pub mod verify;
 
 pub use graph::{Dim, Graph, NodeId, Shape};
@@ -65,4 +64,4 @@ macro_rules! ir_bail {
 pub(crate) use ir_bail;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

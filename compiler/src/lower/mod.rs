@@ -20,11 +20,10 @@ pub mod gpu;
 pub mod hoist;
 pub mod kernel;
 pub mod memory;
-pub mod report;
 pub mod split;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

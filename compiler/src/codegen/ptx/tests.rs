@@ -220,11 +220,11 @@ fn compiled_steps() -> Vec<(String, Program)> {
         let program = crate::check_source(&src, path.parent().expect("folder"))
             .unwrap_or_else(|_| panic!("{} checks", path.display()));
         let stem = path.file_name().expect("name").to_string_lossy();
-        let steps = crate::lower::report::compile_program(&program, None)
+        let steps = crate::pipeline::compile_program(&program, None)
             .unwrap_or_else(|e| panic!("{stem}: {e}"));
-        for (train, eval, _) in steps {
-            out.push((format!("{stem} train"), schedule(&train.lowered.program)));
-            out.push((format!("{stem} eval"), schedule(&eval.lowered.program)));
+        for c in steps {
+            out.push((format!("{stem} train"), schedule(c.train.program())));
+            out.push((format!("{stem} eval"), schedule(c.eval.program())));
         }
     }
     out

@@ -1,11 +1,13 @@
-//! `nnc build --emit`: the text of each requested pipeline stage for a checked file.
+//! `nnc build --emit`: the text of each requested pipeline stage for a checked file, from
+//! the same objects a real build makes.
 //! Every section starts with a `# == <stage> ==` line (a comment to the graph parser);
 //! graph stages print each graph with its node count in the header.
 
-use super::lower::lower_forward;
-use super::print::print_graph;
-use super::train::build_step_graphs;
-use super::{ir_bail, IrError, IrResult};
+use nnc_kernels::print::print_program;
+
+use super::{compile_program, report, step_graphs, CompiledTrain, StepKind};
+use crate::ir::lower::lower_forward;
+use crate::ir::print::print_graph;
 use crate::sema::typed::Program;
 use crate::syntax::ast::File;
 
@@ -75,6 +77,15 @@ impl Stage {
             _ => None,
         }
     }
+
+    /// Whether the stage shows compiled steps (the `train` blocks taken through the
+    /// passes, fusion and lowering).
+    pub fn needs_compiling(self) -> bool {
+        !matches!(
+            self,
+            Stage::Ast | Stage::Graph | Stage::TrainGraph | Stage::EvalGraph
+        )
+    }
 }
 
 /// Options of [`emit`] that only some stages use.
@@ -87,13 +98,30 @@ pub struct EmitOptions {
     pub verbose: bool,
 }
 
-/// The text of the requested stages, in the order given.
+/// The text of the requested stages, in the order given; compiles the program's `train`
+/// blocks only if a stage needs them.
 pub fn emit(
     file: &File,
     program: &Program,
     stages: &[Stage],
     options: &EmitOptions,
-) -> IrResult<String> {
+) -> Result<String, String> {
+    let compiled = if stages.iter().any(|s| s.needs_compiling()) {
+        compile_program(program, None)?
+    } else {
+        Vec::new()
+    };
+    emit_compiled(file, program, &compiled, stages, options)
+}
+
+/// [`emit`] with the program's `train` blocks already compiled (by [`compile_program`]).
+pub fn emit_compiled(
+    file: &File,
+    program: &Program,
+    compiled: &[CompiledTrain],
+    stages: &[Stage],
+    options: &EmitOptions,
+) -> Result<String, String> {
     let mut out = String::new();
     for &stage in stages {
         out.push_str(&format!("# == {} ==\n", stage.name()));
@@ -101,50 +129,17 @@ pub fn emit(
             Stage::Ast => out.push_str(&crate::syntax::print::print_file(file)),
             Stage::Graph => {
                 for model in &program.models {
-                    out.push_str(&print_graph(&lower_forward(model, false, 0)?));
-                }
-            }
-            Stage::GpuKernels | Stage::Ptx | Stage::Llvm => {
-                let steps =
-                    crate::lower::report::compile_program(program, None).map_err(IrError::new)?;
-                for (t, e, _) in &steps {
-                    for step in [t, e] {
-                        let gpu = crate::lower::gpu::schedule(&step.lowered.program)
-                            .map_err(IrError::new)?;
-                        out.push_str(&match stage {
-                            Stage::GpuKernels => nnc_kernels::print::print_program(&gpu),
-                            _ => gpu_text(&gpu, stage, options)?,
-                        });
-                    }
-                }
-            }
-            Stage::Fused | Stage::Kernels | Stage::CpuKernels | Stage::Clif | Stage::Asm => {
-                let steps =
-                    crate::lower::report::compile_program(program, None).map_err(IrError::new)?;
-                for (t, e, batch) in &steps {
-                    for step in [t, e] {
-                        // CPU code is shown with the CPU schedule the artifact uses.
-                        let mut p = step.lowered.program.clone();
-                        crate::lower::split::split_gemm_rows(&mut p.kernels, *batch);
-                        let p = &p;
-                        out.push_str(&match stage {
-                            Stage::Fused => crate::lower::report::fused_text(step),
-                            Stage::Kernels => crate::lower::report::kernels_text(step),
-                            Stage::CpuKernels => nnc_kernels::print::print_program(p),
-                            Stage::Clif => crate::codegen::cpu::emit_clif(p)
-                                .map_err(|e| IrError::new(e.to_string()))?,
-                            _ => crate::codegen::cpu::emit_asm(p)
-                                .map_err(|e| IrError::new(e.to_string()))?,
-                        });
-                    }
+                    let g = lower_forward(model, false, 0).map_err(|e| e.message)?;
+                    out.push_str(&print_graph(&g));
                 }
             }
             Stage::TrainGraph | Stage::EvalGraph => {
                 for train in &program.trains {
-                    let Some(model) = program.models.get(train.model) else {
-                        ir_bail!("a train block refers to a missing model");
-                    };
-                    let sg = build_step_graphs(model, train)?;
+                    let model = program
+                        .models
+                        .get(train.model)
+                        .ok_or("a train block refers to a missing model")?;
+                    let sg = step_graphs(model, train)?;
                     let g = if stage == Stage::TrainGraph {
                         &sg.train
                     } else {
@@ -153,9 +148,41 @@ pub fn emit(
                     out.push_str(&print_graph(g));
                 }
             }
+            _ => {
+                for c in compiled {
+                    for kind in [StepKind::Train, StepKind::Eval] {
+                        out.push_str(&step_text(c, kind, stage, options)?);
+                    }
+                }
+            }
         }
     }
     Ok(out)
+}
+
+/// The text of a compiled stage of one step.
+fn step_text(
+    c: &CompiledTrain,
+    kind: StepKind,
+    stage: Stage,
+    options: &EmitOptions,
+) -> Result<String, String> {
+    let codegen = |e: crate::codegen::cpu::CodegenError| e.to_string();
+    Ok(match stage {
+        Stage::Fused => report::fused_text(c.step(kind)),
+        Stage::Kernels => report::kernels_text(c.step(kind)),
+        Stage::CpuKernels => print_program(&c.cpu_program(kind)?),
+        Stage::Clif => crate::codegen::cpu::emit_clif(&c.cpu_program(kind)?).map_err(codegen)?,
+        Stage::Asm => crate::codegen::cpu::emit_asm(&c.cpu_program(kind)?).map_err(codegen)?,
+        Stage::GpuKernels => print_program(&c.gpu_program(kind)?),
+        Stage::Ptx | Stage::Llvm => gpu_text(&c.gpu_program(kind)?, stage, options)?,
+        Stage::Ast | Stage::Graph | Stage::TrainGraph | Stage::EvalGraph => {
+            return Err(format!(
+                "stage `{}` is not one of a compiled step",
+                stage.name()
+            ))
+        }
+    })
 }
 
 /// The PTX or LLVM IR of one step's kernels, in the GPU schedule (no CPU row split);
@@ -165,30 +192,31 @@ fn gpu_text(
     program: &nnc_kernels::ir::Program,
     stage: Stage,
     options: &EmitOptions,
-) -> IrResult<String> {
+) -> Result<String, String> {
     use crate::codegen::ptx::{ptxas, render_llvm_ir, render_program, GpuArch};
     let arch = match options.gpu_arch.as_deref() {
         None => GpuArch::default(),
         Some(name) => GpuArch::parse(name).ok_or_else(|| {
             let known: Vec<&str> = GpuArch::ALL.iter().map(|a| a.name()).collect();
-            IrError::new(format!(
+            format!(
                 "unknown GPU architecture `{name}`; known: {}",
                 known.join(", ")
-            ))
+            )
         })?,
     };
     if stage == Stage::Llvm {
-        return render_llvm_ir(program, arch).map_err(|e| IrError::new(e.to_string()));
+        return render_llvm_ir(program, arch).map_err(|e| e.to_string());
     }
-    let mut text = render_program(program, arch).map_err(|e| IrError::new(e.to_string()))?;
+    let mut text = render_program(program, arch).map_err(|e| e.to_string())?;
     if options.verbose {
         let Some(tool) = ptxas::find_ptxas() else {
-            return Err(IrError::new(
+            return Err(
                 "`-v` needs NVIDIA's `ptxas`: set PTXAS to its path or install the pip \
-                 package `nvidia-cuda-nvcc-cu12` (as `.ci/run` does)",
-            ));
+                 package `nvidia-cuda-nvcc-cu12` (as `.ci/run` does)"
+                    .into(),
+            );
         };
-        let mut kernels = ptxas::assemble(&tool, &text, arch).map_err(|e| IrError::new(e.0))?;
+        let mut kernels = ptxas::assemble(&tool, &text, arch).map_err(|e| e.0)?;
         // In the step's order (ptxas reports them in its own).
         kernels.sort_by_key(|k| program.kernels.iter().position(|p| p.name == k.name));
         text.push_str(&ptxas::report_text(arch, &kernels));
@@ -203,10 +231,12 @@ fn gpu_text(
     _program: &nnc_kernels::ir::Program,
     stage: Stage,
     _options: &EmitOptions,
-) -> IrResult<String> {
-    Err(IrError::new(format!(
-        "stage `{}`: {}",
-        stage.name(),
-        crate::driver::cuda::UNAVAILABLE
-    )))
+) -> Result<String, String> {
+    Err(format!("stage `{}`: {}", stage.name(), CUDA_UNAVAILABLE))
 }
+
+/// Why the `cuda` target (running on it, or emitting its code) is missing from a build
+/// without the `cuda` feature, and how to get it.
+pub const CUDA_UNAVAILABLE: &str = "the `cuda` target is not available in this build\n\
+     help: rebuild with `cargo build --release --features cuda` (needs LLVM 19: the Debian \
+     package `llvm-19-dev`), or use `--target cpu` or `--target interp`";

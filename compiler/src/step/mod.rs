@@ -1,4 +1,6 @@
-//! The training-step graph and the evaluation graph of a `train` block.
+//! The training-step graph and the evaluation graph of a `train` block: the forward graph
+//! (`ir::lower`), the loss, its gradient (`autodiff`) and the optimizer update (`optim`)
+//! assembled into one graph per step.
 //!
 //! Contract with the runtime (names are the interface; see [`StepGraphs`]):
 //!
@@ -23,13 +25,13 @@
 //! stable logits form after a final sigmoid and clips probabilities to `[1e-7, 1−1e-7]`
 //! otherwise; it, `mse` and `mae` average over every output element (samples × outputs).
 
-use super::graph::{Dim, Graph, NodeId, Shape};
-use super::lower::{bind_state, full_shape, log_softmax, lower_model, Bindings, Forward, Mode};
-use super::op::Op;
-use super::ops::elementwise::{BinaryOp, UnaryOp};
-use super::ops::reduce::ReduceOp;
-use super::tensor::Tensor;
-use super::{init, ir_bail, IrResult};
+use crate::ir::graph::{Dim, Graph, NodeId, Shape};
+use crate::ir::lower::{bind_state, full_shape, log_softmax, lower_model, Bindings, Forward, Mode};
+use crate::ir::op::Op;
+use crate::ir::ops::elementwise::{BinaryOp, UnaryOp};
+use crate::ir::ops::reduce::ReduceOp;
+use crate::ir::tensor::Tensor;
+use crate::ir::{init, ir_bail, IrError, IrResult};
 use crate::sema::typed::{Loss, TypedModel, TypedTrain};
 
 pub const INPUT: &str = "x";
@@ -95,7 +97,7 @@ pub fn build_step_graphs(model: &TypedModel, train: &TypedTrain) -> IrResult<Ste
     let out_node = model
         .nodes
         .get(model.output.0 as usize)
-        .ok_or_else(|| super::IrError::new("the model output refers to a missing node"))?;
+        .ok_or_else(|| IrError::new("the model output refers to a missing node"))?;
     let out_shape = full_shape(&out_node.shape);
     let label_shape = match train.loss {
         Loss::CrossEntropy => Shape(vec![Dim::N]),
@@ -289,6 +291,9 @@ fn mean_all(g: &mut Graph, x: NodeId) -> IrResult<NodeId> {
     let s = g.shape(x).clone();
     let axes: Vec<usize> = (0..s.rank()).collect();
     let sum = g.reduce(ReduceOp::Sum, x, &axes)?;
-    let count = super::lower::element_count(g, &s, &axes)?;
+    let count = crate::ir::lower::element_count(g, &s, &axes)?;
     g.div(sum, count)
 }
+
+#[cfg(test)]
+mod tests;

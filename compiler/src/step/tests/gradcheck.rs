@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 
-use super::models::{self, ModelBuilder};
 use crate::autodiff;
 use crate::ir::graph::{Dim, Graph, NodeId, Shape};
 use crate::ir::init::SplitMix64;
@@ -21,9 +20,10 @@ use crate::ir::ops::elementwise::{BinaryOp, UnaryOp};
 use crate::ir::ops::reduce::ReduceOp;
 use crate::ir::ops::window::Window;
 use crate::ir::tensor::Tensor;
-use crate::ir::train::build_loss;
+use crate::ir::tests::models::{self, ModelBuilder};
 use crate::ir::verify::verify;
 use crate::sema::typed::{self, BinaryFn, Loss, TOp, TypedModel, UnaryFn};
+use crate::step::build_loss;
 
 const H: f32 = 1e-3;
 

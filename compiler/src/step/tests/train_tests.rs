@@ -3,17 +3,17 @@
 
 use std::collections::HashMap;
 
-use super::models;
 use crate::autodiff;
 use crate::ir::graph::{Dim, Graph, Shape};
 use crate::ir::init::{self, SplitMix64};
 use crate::ir::interp;
 use crate::ir::lower::log_softmax;
 use crate::ir::tensor::Tensor;
-use crate::ir::train::{build_step_graphs, StepGraphs};
+use crate::ir::tests::models;
 use crate::ir::verify::verify;
 use crate::optim;
 use crate::sema::typed::{Init, Loss, Optimizer, TypedModel};
+use crate::step::{build_step_graphs, StepGraphs};
 
 fn adam(lr: f64) -> Optimizer {
     Optimizer::Adam {
@@ -206,7 +206,7 @@ fn cross_entropy_gradient_is_softmax_minus_onehot_over_batch() {
         buffer_updates: vec![],
         values: vec![],
     };
-    let loss = crate::ir::train::build_loss(&mut g, &fwd, Loss::CrossEntropy, y).unwrap();
+    let loss = crate::step::build_loss(&mut g, &fwd, Loss::CrossEntropy, y).unwrap();
     let dz = autodiff::grad(&mut g, loss, &[z]).unwrap()[0];
     g.set_output("dz", dz).unwrap();
     g.set_output("loss", loss).unwrap();
@@ -372,7 +372,7 @@ fn conv_net_with_batch_norm_and_dropout_trains() {
 
 #[test]
 fn batch_norm_updates_running_statistics_and_eval_uses_them() {
-    let mut b = super::models::ModelBuilder::new("Bn");
+    let mut b = models::ModelBuilder::new("Bn");
     let x = b.input("x", &[2]);
     let bn = b.batch_norm(x);
     let model = b.finish(bn);
@@ -426,7 +426,7 @@ fn batch_norm_updates_running_statistics_and_eval_uses_them() {
 
 #[test]
 fn dropout_is_identity_in_eval_and_reproducible_per_step_in_training() {
-    let mut b = super::models::ModelBuilder::new("Drop");
+    let mut b = models::ModelBuilder::new("Drop");
     let x = b.input("x", &[200]);
     let d = b.same(crate::sema::typed::TOp::Dropout { rate: 0.5 }, x);
     let model = b.finish(d);
