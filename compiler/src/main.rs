@@ -405,22 +405,38 @@ fn base_dir(path: &Path) -> PathBuf {
 }
 
 fn check(path: &Path, color: ColorChoice) -> bool {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    checked(path, color).is_some()
+}
+
+/// Reads `path` (an error names the file), printing the read error.
+fn read(path: &Path) -> Option<(Vec<u8>, Source)> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let source = Source::from_bytes(&path.display().to_string(), &bytes);
+            Some((bytes, source))
+        }
         Err(e) => {
             eprintln!("error: cannot read `{}`: {e}", path.display());
-            return false;
+            None
         }
-    };
-    let source = Source::from_bytes(&path.display().to_string(), &bytes);
-    match nnc::check_bytes(&bytes, &base_dir(path)) {
-        Ok(_) => true,
+    }
+}
+
+/// Reads and checks `path`; prints what went wrong (read errors, diagnostics) and returns
+/// `None` then.
+fn checked(
+    path: &Path,
+    color: ColorChoice,
+) -> Option<(Source, nnc::syntax::ast::File, nnc::sema::typed::Program)> {
+    let (bytes, source) = read(path)?;
+    match pipeline::front_end(&bytes, &base_dir(path)) {
+        Ok((file, program)) => Some((source, file, program)),
         Err(diags) => {
             eprint!(
                 "{}",
                 diag::render_all(&diags, &source.path, &source.text, color)
             );
-            false
+            None
         }
     }
 }
@@ -429,14 +445,9 @@ fn check(path: &Path, color: ColorChoice) -> bool {
 /// reports whether it would change. Returns false on errors and on files `--check` finds
 /// unformatted.
 fn fmt(path: &Path, check_only: bool, color: ColorChoice) -> bool {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: cannot read `{}`: {e}", path.display());
-            return false;
-        }
+    let Some((bytes, source)) = read(path) else {
+        return false;
     };
-    let source = Source::from_bytes(&path.display().to_string(), &bytes);
     let parsed = match std::str::from_utf8(&bytes) {
         Ok(text) => nnc::syntax::parse_file(text),
         // `check_bytes` reports invalid UTF-8 without looking further.
@@ -494,34 +505,8 @@ fn build(
     dump_after: Option<&str>,
     color: ColorChoice,
 ) -> bool {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: cannot read `{}`: {e}", path.display());
-            return false;
-        }
-    };
-    let source = Source::from_bytes(&path.display().to_string(), &bytes);
-    let program = match nnc::check_bytes(&bytes, &base_dir(path)) {
-        Ok(program) => program,
-        Err(diags) => {
-            eprint!(
-                "{}",
-                diag::render_all(&diags, &source.path, &source.text, color)
-            );
-            return false;
-        }
-    };
-    // Checking succeeded, so the text is UTF-8 and parses.
-    let file = match nnc::syntax::parse_file(&source.text) {
-        Ok(file) => file,
-        Err(diags) => {
-            eprint!(
-                "{}",
-                diag::render_all(&diags, &source.path, &source.text, color)
-            );
-            return false;
-        }
+    let Some((_, file, program)) = checked(path, color) else {
+        return false;
     };
     // Every block is compiled once: for the compiled stages, the dumps and the summary.
     let result = pipeline::compile_program(&program, dump_after).and_then(|steps| {
@@ -554,23 +539,9 @@ fn with_program(
     color: ColorChoice,
     f: impl FnOnce(&nnc::sema::typed::Program, &Source) -> Result<(), ()>,
 ) -> bool {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: cannot read `{}`: {e}", path.display());
-            return false;
-        }
-    };
-    let source = Source::from_bytes(&path.display().to_string(), &bytes);
-    match nnc::check_bytes(&bytes, &base_dir(path)) {
-        Ok(program) => f(&program, &source).is_ok(),
-        Err(diags) => {
-            eprint!(
-                "{}",
-                diag::render_all(&diags, &source.path, &source.text, color)
-            );
-            false
-        }
+    match checked(path, color) {
+        Some((source, _, program)) => f(&program, &source).is_ok(),
+        None => false,
     }
 }
 

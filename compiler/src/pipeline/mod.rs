@@ -38,20 +38,29 @@ use crate::passes::fuse::{partition, print_fusion, Fusion};
 use crate::passes::{run_passes, PassOptions};
 use crate::sema::typed::{Program, TypedModel, TypedTrain};
 use crate::step::{build_step_graphs, StepGraphs};
+use crate::syntax::ast::File;
 
 pub use artifact::{build_cpu_artifact, CpuArtifact};
 
 /// Parses and checks a source text. `base_dir` resolves relative data paths.
 pub fn check_source(text: &str, base_dir: &Path) -> Result<Program, Vec<Diagnostic>> {
-    let file = crate::syntax::parse_file(text)?;
-    crate::sema::check_file(&file, base_dir)
+    front_end(text.as_bytes(), base_dir).map(|(_, program)| program)
 }
 
 /// Checks raw bytes: invalid UTF-8 is reported as a diagnostic at the first invalid byte
 /// (in the lossily decoded text), never a panic.
 pub fn check_bytes(bytes: &[u8], base_dir: &Path) -> Result<Program, Vec<Diagnostic>> {
+    front_end(bytes, base_dir).map(|(_, program)| program)
+}
+
+/// The front end: the file's syntax tree and its checked program.
+pub fn front_end(bytes: &[u8], base_dir: &Path) -> Result<(File, Program), Vec<Diagnostic>> {
     match std::str::from_utf8(bytes) {
-        Ok(text) => check_source(text, base_dir),
+        Ok(text) => {
+            let file = crate::syntax::parse_file(text)?;
+            let program = crate::sema::check_file(&file, base_dir)?;
+            Ok((file, program))
+        }
         Err(e) => {
             let valid = e.valid_up_to();
             Err(vec![Diagnostic::new(
