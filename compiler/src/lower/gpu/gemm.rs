@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use nnc_kernels::build::{assign, for_, store};
 use nnc_kernels::gpu::eval_idx;
 use nnc_kernels::ir::{
-    BinOp, BufId, Cond, Expr, Gemm, GpuLaunch, Idx, Kernel, LocalId, SharedId, Stmt, VarId,
+    BinOp, BufId, Cond, Expr, Gemm, GpuLaunch, Idx, Kernel, LocalId, MatRef, SharedId, Stmt, VarId,
 };
 
 use super::analysis::{loads_of, locals_private, stores_of};
@@ -187,6 +187,12 @@ fn fusable_epilogue(g: &Gemm, epilogue: &[Stmt]) -> Option<Epilogue> {
     })
 }
 
+/// The index of element `(row, col)` of a product's matrix `m`, plus `batch` (the offset of
+/// the batch entry).
+fn element(m: &MatRef, batch: Idx, row: Idx, col: Idx) -> Idx {
+    m.offset.clone() + batch + row * m.row_stride.clone() + col * m.col_stride.clone()
+}
+
 /// The tiled kernel body of `C = alpha·A·B + beta·C` (see the `gpu` module doc), with the
 /// epilogue applied to each stored element; an error (internal: `product_loops_fold`
 /// rules it out) when the loops around the product do not fold into the grid.
@@ -265,19 +271,13 @@ fn tiled_gemm(
     let (a_k, a_r) = k_of(&e, g.a.row_stride != Idx::Const(1));
     let a_row = row0.clone() + a_r.clone();
     let a_kg = Idx::Var(kt) * TILE_K + a_k.clone();
-    let a_elem = g.a.offset.clone()
-        + sa
-        + a_row.clone() * g.a.row_stride.clone()
-        + a_kg.clone() * g.a.col_stride.clone();
+    let a_elem = element(&g.a, sa, a_row.clone(), a_kg.clone());
     let a_slot = a_k * pitch + a_r;
     // B[kk, c]: columns fastest unless B is stored column-major (row stride 1).
     let (b_k, b_c) = k_of(&e, g.b.row_stride == Idx::Const(1));
     let b_col = col0.clone() + b_c.clone();
     let b_kg = Idx::Var(kt) * TILE_K + b_k.clone();
-    let b_elem = g.b.offset.clone()
-        + sb
-        + b_kg.clone() * g.b.row_stride.clone()
-        + b_col.clone() * g.b.col_stride.clone();
+    let b_elem = element(&g.b, sb, b_kg.clone(), b_col.clone());
     let b_slot = b_k * pitch + b_c;
     let fill = |tile: SharedId, slot: Idx, conds: Vec<Cond>, buf: BufId, elem: Idx| {
         vec![
@@ -341,10 +341,7 @@ fn tiled_gemm(
         for j in 0..reg {
             let row = row0.clone() + ty.clone() + i * side;
             let col = col0.clone() + tx.clone() + j * side;
-            let c_elem = g.c.offset.clone()
-                + sc.clone()
-                + row.clone() * g.c.row_stride.clone()
-                + col.clone() * g.c.col_stride.clone();
+            let c_elem = element(&g.c, sc.clone(), row.clone(), col.clone());
             let mut value = Expr::Local(acc[(i * reg + j) as usize]);
             if g.alpha != 1.0 {
                 value = combine(BinOp::Mul, Expr::Const(g.alpha), value);
