@@ -89,6 +89,26 @@ impl ExprBuilder<'_> {
         self.value(arg, &i)
     }
 
+    /// The element `(n, y, x, c)` of the NHWC node `arg` (spatial extents `hw`) where
+    /// `valid` is 1, else 0: the load's `y` and `x` are clamped into range, so it stays in
+    /// bounds on the side not taken.
+    fn masked(
+        &mut self,
+        arg: NodeId,
+        [n, y, x, c]: [Idx; 4],
+        [h, w]: [i64; 2],
+        valid: Idx,
+    ) -> Result<Expr, LowerError> {
+        let v = self.value(arg, &[n, clamp(y, h), clamp(x, w), c])?;
+        Ok(select(
+            CmpOp::Gt,
+            Expr::FromIdx(valid),
+            constant(0.5),
+            v,
+            constant(0.0),
+        ))
+    }
+
     fn compute(&mut self, id: NodeId, idx: &[Idx]) -> Result<Expr, LowerError> {
         let g = self.g;
         let args = g.args(id);
@@ -205,20 +225,8 @@ impl ExprBuilder<'_> {
                 let iy = idx[1].clone() * (w.stride as i64) + ky - Idx::Const(w.pad_top as i64);
                 let ix = idx[2].clone() * (w.stride as i64) + kx - Idx::Const(w.pad_left as i64);
                 let valid = in_range(iy.clone(), w.h as i64) * in_range(ix.clone(), w.w as i64);
-                let src = [
-                    idx[0].clone(),
-                    clamp(iy, w.h as i64),
-                    clamp(ix, w.w as i64),
-                    ch,
-                ];
-                let v = self.value(args[0], &src)?;
-                select(
-                    CmpOp::Gt,
-                    Expr::FromIdx(valid),
-                    constant(0.5),
-                    v,
-                    constant(0.0),
-                )
+                let at = [idx[0].clone(), iy, ix, ch];
+                self.masked(args[0], at, [w.h as i64, w.w as i64], valid)?
             }
             Op::Col2im(w) => {
                 let c = known(shape.dims()[3])? as i64;
@@ -236,20 +244,8 @@ impl ExprBuilder<'_> {
                             * divides(tx, s)
                             * in_range(ox.clone(), w.ow as i64);
                         let col = Idx::Const((ky * k + kx) * c) + idx[3].clone();
-                        let src = [
-                            idx[0].clone(),
-                            clamp(oy, w.oh as i64),
-                            clamp(ox, w.ow as i64),
-                            col,
-                        ];
-                        let v = self.value(args[0], &src)?;
-                        let term = select(
-                            CmpOp::Gt,
-                            Expr::FromIdx(valid),
-                            constant(0.5),
-                            v,
-                            constant(0.0),
-                        );
+                        let at = [idx[0].clone(), oy, ox, col];
+                        let term = self.masked(args[0], at, [w.oh as i64, w.ow as i64], valid)?;
                         sum = Some(match sum {
                             None => term,
                             Some(acc) => binary(BinOp::Add, acc, term),

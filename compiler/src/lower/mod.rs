@@ -32,8 +32,7 @@ use nnc_kernels::ir::{
     BufId, BufferDecl, BufferKind, Expr, Idx, Kernel, Program, Size, Stmt, VarId,
 };
 
-use crate::ir::graph::{Dim, Graph, NodeId, Shape};
-use crate::ir::Op;
+use crate::ir::graph::{Graph, NodeId, Shape};
 use crate::passes::fuse::{Fusion, Placement};
 
 /// Why a graph could not be lowered (a construct the lowering does not handle).
@@ -305,14 +304,4 @@ pub fn linear(idx: &[Idx], dims: &[Idx]) -> Idx {
         lin = lin * d.clone() + i.clone();
     }
     lin
-}
-
-/// Whether a node is an anchor-free constant source (inlined, never a kernel).
-pub fn is_free(op: &Op) -> bool {
-    matches!(op, Op::Const(_) | Op::Iota { .. } | Op::BatchSize)
-}
-
-/// `true` for a known dim of size 1.
-pub fn is_one(d: Dim) -> bool {
-    d == Dim::K(1)
 }
