@@ -3,7 +3,8 @@
 //!
 //! A GPU kernel ([`Kernel::gpu`] is set, by the compiler's GPU schedule) is written for
 //! one thread: it reads its position through [`Idx::Thread`] and [`Idx::Block`], and
-//! may use block-shared arrays, [`Stmt::Barrier`] and [`Expr::ShuffleXor`]. The launch is
+//! may use block-shared arrays, [`Stmt::Barrier`] and
+//! [`Expr::ShuffleXor`](crate::ir::Expr::ShuffleXor). The launch is
 //! `grid[0] × grid[1] × grid[2]` blocks of `threads` threads ([`launch_dims`]).
 //!
 //! The simulator runs each block's threads in lockstep, statement by statement (every
