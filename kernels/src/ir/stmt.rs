@@ -117,8 +117,26 @@ impl Stmt {
     /// Calls `f` on this statement and every statement nested in it, parents first.
     pub fn visit(&self, f: &mut impl FnMut(&Stmt)) {
         f(self);
-        if let Stmt::Loop { body, .. } | Stmt::If { body, .. } = self {
-            body.iter().for_each(|s| s.visit(f));
+        for s in self.body().unwrap_or_default() {
+            s.visit(f);
+        }
+    }
+
+    /// The statements a loop or an `if` encloses (`None` for every other statement): the
+    /// one place that knows which statements nest, for walkers that handle a statement's
+    /// own parts and then its body.
+    pub fn body(&self) -> Option<&[Stmt]> {
+        match self {
+            Stmt::Loop { body, .. } | Stmt::If { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+
+    /// [`Stmt::body`], mutable.
+    pub fn body_mut(&mut self) -> Option<&mut Vec<Stmt>> {
+        match self {
+            Stmt::Loop { body, .. } | Stmt::If { body, .. } => Some(body),
+            _ => None,
         }
     }
 

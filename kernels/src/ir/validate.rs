@@ -86,8 +86,8 @@ impl Program {
             Stmt::Loop {
                 var,
                 extent,
-                body,
                 parallel,
+                ..
             } => {
                 if *parallel && !top {
                     return err(format!("parallel loop {var:?} is not at the top level"));
@@ -99,11 +99,6 @@ impl Program {
                     return err(format!("loop variable {var:?} is out of range or rebound"));
                 }
                 self.validate_idx(k, extent, bound)?;
-                bound.push(*var);
-                for s in body {
-                    self.validate_stmt(k, s, bound, false)?;
-                }
-                bound.pop();
             }
             Stmt::Store { buf, index, value } => {
                 self.validate_buf(k, *buf)?;
@@ -116,14 +111,11 @@ impl Program {
                 }
                 self.validate_expr(k, value, bound)?;
             }
-            Stmt::If { conds, body } => {
+            Stmt::If { conds, .. } => {
                 self.validate_gpu(k, "`if`")?;
                 for c in conds {
                     self.validate_idx(k, &c.a, bound)?;
                     self.validate_idx(k, &c.b, bound)?;
-                }
-                for s in body {
-                    self.validate_stmt(k, s, bound, false)?;
                 }
             }
             Stmt::SharedStore { buf, index, value } => {
@@ -152,6 +144,18 @@ impl Program {
                     }
                 }
             }
+        }
+        // The body, with a loop's variable bound inside it.
+        let var = match s {
+            Stmt::Loop { var, .. } => Some(*var),
+            _ => None,
+        };
+        bound.extend(var);
+        for s in s.body().unwrap_or_default() {
+            self.validate_stmt(k, s, bound, false)?;
+        }
+        if var.is_some() {
+            bound.pop();
         }
         Ok(())
     }
