@@ -184,7 +184,12 @@ pub fn assign(local: LocalId, value: Expr) -> Stmt {
 }
 
 /// The matrix of `buf` whose element `(row, col)` is at `offset + row·rs + col·cs`.
-pub fn mat(buf: BufId, offset: impl Into<Idx>, rs: impl Into<Idx>, cs: impl Into<Idx>) -> MatRef {
+pub fn matrix(
+    buf: BufId,
+    offset: impl Into<Idx>,
+    rs: impl Into<Idx>,
+    cs: impl Into<Idx>,
+) -> MatRef {
     MatRef {
         buf,
         offset: offset.into(),

@@ -124,9 +124,9 @@ pub fn gemm_transposed() -> Program {
                 Idx::N,
                 3i64,
                 4i64,
-                mat(a, 0i64, 4i64, 1i64),
-                mat(b, 0i64, 1i64, 4i64),
-                mat(out, 0i64, 3i64, 1i64),
+                matrix(a, 0i64, 4i64, 1i64),
+                matrix(b, 0i64, 1i64, 4i64),
+                matrix(out, 0i64, 3i64, 1i64),
             )
         })
     };
@@ -155,9 +155,9 @@ pub fn gemm_batched() -> Program {
             2i64,
             2i64,
             3i64,
-            mat(a, 0i64, 3i64, 1i64),
-            mat(b, 0i64, 2i64, 1i64),
-            mat(c, 1i64, 2i64, 1i64),
+            matrix(a, 0i64, 3i64, 1i64),
+            matrix(b, 0i64, 2i64, 1i64),
+            matrix(c, 1i64, 2i64, 1i64),
         )
     };
     let c_len = Size {
@@ -251,9 +251,9 @@ pub fn serial_step() -> Program {
         Idx::N,
         2i64,
         2i64,
-        mat(x, Idx::from(h) * 2, 4i64, 1i64),
-        mat(w, Idx::from(h) * 4, 2i64, 1i64),
-        mat(out, Idx::from(h) * 2, 4i64, 1i64),
+        matrix(x, Idx::from(h) * 2, 4i64, 1i64),
+        matrix(w, Idx::from(h) * 4, 2i64, 1i64),
+        matrix(out, Idx::from(h) * 2, 4i64, 1i64),
     );
     let body = vec![
         store(

@@ -57,9 +57,9 @@ fn gemm_with_transposed_operand_matches_naive_product() {
         2i64,
         3i64,
         4i64,
-        mat(a, 0i64, 4i64, 1i64),
-        mat(b, 0i64, 1i64, 4i64),
-        mat(c, 0i64, 3i64, 1i64),
+        matrix(a, 0i64, 4i64, 1i64),
+        matrix(b, 0i64, 1i64, 4i64),
+        matrix(c, 0i64, 3i64, 1i64),
     );
     let lens = [Size::fixed(8), Size::fixed(12), Size::fixed(6)];
     let p = gemm_program("g", lens, BufferKind::Output, g);
