@@ -7,8 +7,8 @@
 //! Tolerances: everything except transcendentals and GEMM is IEEE-exact and compared bit
 //! for bit (NaN equals NaN). `exp`/`log`/`tanh`/`pow` are compared with the f64 result
 //! rounded to f32 and must be within 1 ulp; kernels using them (softmax) within a relative
-//! 1e-6 of the interpreter. GEMM accumulates in f32 in matrixmultiply and in f64 in the
-//! interpreter: relative 1e-5 of the largest magnitude.
+//! 1e-6 of the interpreter. GEMM accumulates in f32 in the runtime's GEMM and in f64 in
+//! the interpreter: relative 1e-5 of the largest magnitude.
 
 mod math;
 mod programs;
@@ -27,29 +27,8 @@ use super::{emit_object, link_shared_object};
 
 type KernelFn = unsafe extern "C" fn(*const KernelCtx, *const *mut f32, i64, i64, i64);
 
-/// matrixmultiply's sgemm behind the ABI's function-pointer type.
-unsafe extern "C" fn test_sgemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: *const f32,
-    rsa: isize,
-    csa: isize,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
-    beta: f32,
-    c: *mut f32,
-    rsc: isize,
-    csc: isize,
-) {
-    // SAFETY: the kernel passes pointers and strides inside its buffers. Note
-    // matrixmultiply's argument order is (m, k, n).
-    unsafe { matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
-}
-
-static CTX: KernelCtx = KernelCtx { sgemm: test_sgemm };
+/// The runtime's services (its GEMM), as the executor passes them.
+static CTX: KernelCtx = nnc_runtime::cpu::kernel_ctx();
 
 /// A linked and loaded kernel library in its own temporary directory.
 struct Artifact {
