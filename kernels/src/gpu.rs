@@ -133,23 +133,44 @@ struct Access {
 
 const MANY: u32 = u32::MAX;
 
+/// The earlier writer an access races with.
+enum Racer {
+    /// Another block (blocks of one launch never synchronise).
+    Block(u32),
+    /// Another thread of the block, since the last barrier.
+    Thread(u32),
+}
+
 impl Access {
+    /// Whose write of the element an access by thread `t` of `block` in barrier epoch
+    /// `epoch` races with, if any.
+    fn racing_writer(&self, block: u32, t: u32, epoch: u32) -> Option<Racer> {
+        if self.w_epoch != 0 && self.w_block != block {
+            Some(Racer::Block(self.w_block))
+        } else if self.w_epoch == epoch && self.w_thread != t {
+            Some(Racer::Thread(self.w_thread))
+        } else {
+            None
+        }
+    }
+
     /// Records a read of the element `at` (for messages); an error if another block wrote
     /// it in this launch, or another thread of the block since the last barrier.
     fn read(cell: &Cell<Access>, at: &str, block: u32, t: u32, epoch: u32) -> Result<(), String> {
         let mut m = cell.get();
-        if m.w_epoch != 0 && m.w_block != block {
-            return Err(format!(
-                "block {block} reads {at}, which block {} writes in the same launch",
-                m.w_block
-            ));
-        }
-        if m.w_epoch == epoch && m.w_thread != t {
-            return Err(format!(
-                "reads {at}, written by thread {} since the last barrier \
-                 (a barrier is missing before the read)",
-                m.w_thread
-            ));
+        match m.racing_writer(block, t, epoch) {
+            Some(Racer::Block(w)) => {
+                return Err(format!(
+                    "block {block} reads {at}, which block {w} writes in the same launch"
+                ))
+            }
+            Some(Racer::Thread(w)) => {
+                return Err(format!(
+                    "reads {at}, written by thread {w} since the last barrier \
+                     (a barrier is missing before the read)"
+                ))
+            }
+            None => {}
         }
         if m.r_epoch == 0 {
             (m.r_block, m.r_thread) = (block, t);
@@ -172,17 +193,18 @@ impl Access {
     /// another thread of the block since the last barrier.
     fn write(cell: &Cell<Access>, at: &str, block: u32, t: u32, epoch: u32) -> Result<(), String> {
         let mut m = cell.get();
-        if m.w_epoch != 0 && m.w_block != block {
-            return Err(format!(
-                "blocks {} and {block} both write {at} in one launch",
-                m.w_block
-            ));
-        }
-        if m.w_epoch == epoch && m.w_thread != t {
-            return Err(format!(
-                "threads {} and {t} both write {at} with no barrier between",
-                m.w_thread
-            ));
+        match m.racing_writer(block, t, epoch) {
+            Some(Racer::Block(w)) => {
+                return Err(format!(
+                    "blocks {w} and {block} both write {at} in one launch"
+                ))
+            }
+            Some(Racer::Thread(w)) => {
+                return Err(format!(
+                    "threads {w} and {t} both write {at} with no barrier between"
+                ))
+            }
+            None => {}
         }
         if m.r_epoch != 0 && m.r_block != block {
             return Err(format!(

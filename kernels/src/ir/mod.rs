@@ -35,7 +35,7 @@ mod validate;
 
 pub use expr::Expr;
 pub use idx::Idx;
-pub use ops::{mix64, rand_uniform, BinOp, CmpOp, UnOp};
+pub use ops::{mix64, rand_uniform, rand_value, BinOp, CmpOp, UnOp};
 pub use program::{BufferDecl, BufferKind, GpuLaunch, Kernel, Program, SharedDecl, Size};
 pub use stmt::{Cond, Gemm, MatRef, Stmt};
 pub use validate::InvalidProgram;

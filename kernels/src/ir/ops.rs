@@ -146,6 +146,13 @@ pub fn rand_uniform(seed: u64, key: u64, step: u64, counter: u64) -> f32 {
     (h >> 40) as f32 / (1u64 << 24) as f32
 }
 
+/// The value of an [`Expr::Rand`](super::Expr::Rand) whose `step` and `counter` evaluate
+/// to `step` and `counter`: the step truncated to an integer (a negative or NaN step
+/// counts as 0), the counter's bits as unsigned.
+pub fn rand_value(seed: u64, key: u64, step: f32, counter: i64) -> f32 {
+    rand_uniform(seed, key, step.max(0.0) as u64, counter as u64)
+}
+
 /// The splitmix64 finaliser: a bijective 64-bit mix.
 pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
