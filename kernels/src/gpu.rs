@@ -133,24 +133,25 @@ struct Access {
 
 const MANY: u32 = u32::MAX;
 
-/// The earlier writer an access races with.
-enum Racer {
-    /// Another block (blocks of one launch never synchronise).
-    Block(u32),
-    /// Another thread of the block, since the last barrier.
-    Thread(u32),
-}
-
 impl Access {
-    /// Whose write of the element an access by thread `t` of `block` in barrier epoch
-    /// `epoch` races with, if any.
-    fn racing_writer(&self, block: u32, t: u32, epoch: u32) -> Option<Racer> {
+    /// An error if an earlier write of the element races with an access by thread `t` of
+    /// `block` in barrier epoch `epoch`: `by_block(w)` when block `w` wrote it (blocks of
+    /// one launch never synchronise), `by_thread(w)` when thread `w` of the block wrote it
+    /// since the last barrier.
+    fn check_writer(
+        &self,
+        block: u32,
+        t: u32,
+        epoch: u32,
+        by_block: impl FnOnce(u32) -> String,
+        by_thread: impl FnOnce(u32) -> String,
+    ) -> Result<(), String> {
         if self.w_epoch != 0 && self.w_block != block {
-            Some(Racer::Block(self.w_block))
+            Err(by_block(self.w_block))
         } else if self.w_epoch == epoch && self.w_thread != t {
-            Some(Racer::Thread(self.w_thread))
+            Err(by_thread(self.w_thread))
         } else {
-            None
+            Ok(())
         }
     }
 
@@ -158,20 +159,18 @@ impl Access {
     /// it in this launch, or another thread of the block since the last barrier.
     fn read(cell: &Cell<Access>, at: &str, block: u32, t: u32, epoch: u32) -> Result<(), String> {
         let mut m = cell.get();
-        match m.racing_writer(block, t, epoch) {
-            Some(Racer::Block(w)) => {
-                return Err(format!(
-                    "block {block} reads {at}, which block {w} writes in the same launch"
-                ))
-            }
-            Some(Racer::Thread(w)) => {
-                return Err(format!(
+        m.check_writer(
+            block,
+            t,
+            epoch,
+            |w| format!("block {block} reads {at}, which block {w} writes in the same launch"),
+            |w| {
+                format!(
                     "reads {at}, written by thread {w} since the last barrier \
                      (a barrier is missing before the read)"
-                ))
-            }
-            None => {}
-        }
+                )
+            },
+        )?;
         if m.r_epoch == 0 {
             (m.r_block, m.r_thread) = (block, t);
         } else {
@@ -193,19 +192,13 @@ impl Access {
     /// another thread of the block since the last barrier.
     fn write(cell: &Cell<Access>, at: &str, block: u32, t: u32, epoch: u32) -> Result<(), String> {
         let mut m = cell.get();
-        match m.racing_writer(block, t, epoch) {
-            Some(Racer::Block(w)) => {
-                return Err(format!(
-                    "blocks {w} and {block} both write {at} in one launch"
-                ))
-            }
-            Some(Racer::Thread(w)) => {
-                return Err(format!(
-                    "threads {w} and {t} both write {at} with no barrier between"
-                ))
-            }
-            None => {}
-        }
+        m.check_writer(
+            block,
+            t,
+            epoch,
+            |w| format!("blocks {w} and {block} both write {at} in one launch"),
+            |w| format!("threads {w} and {t} both write {at} with no barrier between"),
+        )?;
         if m.r_epoch != 0 && m.r_block != block {
             return Err(format!(
                 "block {block} writes {at}, which another block reads in the same launch"
