@@ -263,29 +263,26 @@ fn gemm_with_transposed_operands_matches_interpreter() {
 
 #[test]
 fn batched_gemm_with_runtime_batch_size_matches_interpreter() {
-    // N products C_p[3,4] = A_p[3,2]·B_p[2,4], beta 0 (C starts as NaN: must be ignored).
-    let (a, b, c) = (BufId(0), BufId(1), BufId(2));
-    let g = Gemm {
-        batch: Some((Idx::N, [6usize.into(), 8usize.into(), 12usize.into()])),
-        ..matmul(
-            3usize,
-            4usize,
-            2usize,
-            matrix(a, 0i64, 2i64, 1i64),
-            matrix(b, 0i64, 4i64, 1i64),
-            matrix(c, 0i64, 4i64, 1i64),
-        )
-    };
-    let lens = [Size::per_batch(6), Size::per_batch(8), Size::per_batch(12)];
-    let p = gemm_program("bgemm", lens, Output, g);
+    // N products C_p[2,2] = A_p[2,3]·B_p[3,2] at an offset of 1 into C, beta 0 (C starts
+    // as NaN: must be ignored).
+    let p = samples::gemm_batched();
     let n = 3;
     let fill = |len: usize, s: f32| (0..len).map(|v| (v as f32 * s).sin()).collect::<Vec<_>>();
     let (want, got) = both(
         &p,
-        vec![fill(6 * n, 0.9), fill(8 * n, 0.4), vec![f32::NAN; 12 * n]],
+        vec![
+            fill(6 * n, 0.9),
+            fill(6 * n, 0.4),
+            vec![f32::NAN; 4 * n + 1],
+        ],
         n,
     );
     assert_relative(&want, &got, 1e-5);
+    assert!(
+        got[2][0].is_nan(),
+        "the element before the offset is untouched"
+    );
+    assert!(got[2][1..].iter().all(|v| v.is_finite()));
 }
 
 #[test]
