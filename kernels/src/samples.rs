@@ -36,64 +36,48 @@ pub fn bias_relu() -> Program {
     )
 }
 
-/// `acc = Σ_{j < extent} x[row + j]` then `out[at] = acc`, through local 0.
-fn sum_into(x: BufId, row: Idx, j: VarId, extent: Idx, out: BufId, at: Idx) -> Vec<Stmt> {
-    let acc = LocalId(0);
-    vec![
+/// `out[i] = Σ_j x[i, j]` over `[rows, cols]` through a local accumulator, parallel over
+/// the rows, with `x` and `out` of the lengths `lens`.
+fn row_sums(name: &str, rows: Idx, cols: Idx, lens: [Size; 2]) -> Program {
+    let (x, out) = (BufId(0), BufId(1));
+    let (i, j, acc) = (VarId(0), VarId(1), LocalId(0));
+    let at = Idx::from(i) * cols.clone() + Idx::from(j);
+    let body = vec![
         assign(acc, constant(0.0)),
         for_(
             j,
-            extent,
+            cols,
             false,
-            vec![assign(
-                acc,
-                binary(BinOp::Add, local(acc), load(x, row + Idx::from(j))),
-            )],
+            vec![assign(acc, binary(BinOp::Add, local(acc), load(x, at)))],
         ),
-        store(out, at, local(acc)),
-    ]
+        store(out, i.into(), local(acc)),
+    ];
+    program(
+        name,
+        vec![
+            decl("x", lens[0], BufferKind::Input),
+            decl("out", lens[1], BufferKind::Output),
+        ],
+        vec![kernel(
+            "k0",
+            vec![x, out],
+            vec![for_(i, rows, true, body)],
+            2,
+            1,
+        )],
+    )
 }
 
 /// `out[i] = Σ_j x[i, j]` over `[N, 4]`, through a local accumulator.
 pub fn row_sum() -> Program {
-    let (x, out) = (BufId(0), BufId(1));
-    let (i, j) = (VarId(0), VarId(1));
-    let body = sum_into(x, Idx::from(i) * 4, j, 4usize.into(), out, i.into());
-    program(
-        "rowsum",
-        vec![
-            decl("x", Size::per_batch(4), BufferKind::Input),
-            decl("out", Size::per_batch(1), BufferKind::Output),
-        ],
-        vec![kernel(
-            "k0",
-            vec![x, out],
-            vec![for_(i, Idx::N, true, body)],
-            2,
-            1,
-        )],
-    )
+    let lens = [Size::per_batch(4), Size::per_batch(1)];
+    row_sums("rowsum", Idx::N, 4i64.into(), lens)
 }
 
 /// `out[i] = Σ_j x[i, j]` over `[4, 2N]`: four long rows (a block reduction on the GPU).
 pub fn wide_row_sum() -> Program {
-    let (x, out) = (BufId(0), BufId(1));
-    let (i, j) = (VarId(0), VarId(1));
-    let body = sum_into(x, Idx::from(i) * (Idx::N * 2), j, Idx::N * 2, out, i.into());
-    program(
-        "wide_row_sum",
-        vec![
-            decl("x", Size::per_batch(8), BufferKind::Input),
-            decl("out", Size::fixed(4), BufferKind::Output),
-        ],
-        vec![kernel(
-            "k0",
-            vec![x, out],
-            vec![for_(i, 4usize, true, body)],
-            2,
-            1,
-        )],
-    )
+    let lens = [Size::per_batch(8), Size::fixed(4)];
+    row_sums("wide_row_sum", 4i64.into(), Idx::N * 2, lens)
 }
 
 /// A program `name` of one kernel `k0` computing `g` over buffers `a` (b0) and `b` (b1),
