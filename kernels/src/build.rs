@@ -4,8 +4,8 @@
 use std::ops::{Add, Mul, Sub};
 
 use crate::ir::{
-    BinOp, BufId, BufferDecl, BufferKind, CmpOp, Expr, Idx, Kernel, LocalId, Program, Size, Stmt,
-    UnOp, VarId,
+    BinOp, BufId, BufferDecl, BufferKind, CmpOp, Expr, Gemm, Idx, Kernel, LocalId, MatRef, Program,
+    Size, Stmt, UnOp, VarId,
 };
 
 impl From<i64> for Idx {
@@ -181,4 +181,42 @@ pub fn store(buf: BufId, index: Idx, value: Expr) -> Stmt {
 /// `local = value`.
 pub fn assign(local: LocalId, value: Expr) -> Stmt {
     Stmt::Assign { local, value }
+}
+
+/// The matrix of `buf` whose element `(row, col)` is at `offset + row·rs + col·cs`.
+pub fn matrix(
+    buf: BufId,
+    offset: impl Into<Idx>,
+    rs: impl Into<Idx>,
+    cs: impl Into<Idx>,
+) -> MatRef {
+    MatRef {
+        buf,
+        offset: offset.into(),
+        row_stride: rs.into(),
+        col_stride: cs.into(),
+    }
+}
+
+/// `C = A·B` of an `m×k` and a `k×n` matrix (alpha 1, beta 0, one product); other
+/// scalings and batches by struct update (`Gemm { beta: 1.0, ..matmul(…) }`).
+pub fn matmul(
+    m: impl Into<Idx>,
+    n: impl Into<Idx>,
+    k: impl Into<Idx>,
+    a: MatRef,
+    b: MatRef,
+    c: MatRef,
+) -> Gemm {
+    Gemm {
+        m: m.into(),
+        n: n.into(),
+        k: k.into(),
+        a,
+        b,
+        c,
+        alpha: 1.0,
+        beta: 0.0,
+        batch: None,
+    }
 }

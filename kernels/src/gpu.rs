@@ -3,7 +3,8 @@
 //!
 //! A GPU kernel ([`Kernel::gpu`] is set, by the compiler's GPU schedule) is written for
 //! one thread: it reads its position through [`Idx::Thread`] and [`Idx::Block`], and
-//! may use block-shared arrays, [`Stmt::Barrier`] and [`Expr::ShuffleXor`]. The launch is
+//! may use block-shared arrays, [`Stmt::Barrier`] and
+//! [`Expr::ShuffleXor`](crate::ir::Expr::ShuffleXor). The launch is
 //! `grid[0] × grid[1] × grid[2]` blocks of `threads` threads ([`launch_dims`]).
 //!
 //! The simulator runs each block's threads in lockstep, statement by statement (every
@@ -133,23 +134,43 @@ struct Access {
 const MANY: u32 = u32::MAX;
 
 impl Access {
+    /// An error if an earlier write of the element races with an access by thread `t` of
+    /// `block` in barrier epoch `epoch`: `by_block(w)` when block `w` wrote it (blocks of
+    /// one launch never synchronise), `by_thread(w)` when thread `w` of the block wrote it
+    /// since the last barrier.
+    fn check_writer(
+        &self,
+        block: u32,
+        t: u32,
+        epoch: u32,
+        by_block: impl FnOnce(u32) -> String,
+        by_thread: impl FnOnce(u32) -> String,
+    ) -> Result<(), String> {
+        if self.w_epoch != 0 && self.w_block != block {
+            Err(by_block(self.w_block))
+        } else if self.w_epoch == epoch && self.w_thread != t {
+            Err(by_thread(self.w_thread))
+        } else {
+            Ok(())
+        }
+    }
+
     /// Records a read of the element `at` (for messages); an error if another block wrote
     /// it in this launch, or another thread of the block since the last barrier.
     fn read(cell: &Cell<Access>, at: &str, block: u32, t: u32, epoch: u32) -> Result<(), String> {
         let mut m = cell.get();
-        if m.w_epoch != 0 && m.w_block != block {
-            return Err(format!(
-                "block {block} reads {at}, which block {} writes in the same launch",
-                m.w_block
-            ));
-        }
-        if m.w_epoch == epoch && m.w_thread != t {
-            return Err(format!(
-                "reads {at}, written by thread {} since the last barrier \
-                 (a barrier is missing before the read)",
-                m.w_thread
-            ));
-        }
+        m.check_writer(
+            block,
+            t,
+            epoch,
+            |w| format!("block {block} reads {at}, which block {w} writes in the same launch"),
+            |w| {
+                format!(
+                    "reads {at}, written by thread {w} since the last barrier \
+                     (a barrier is missing before the read)"
+                )
+            },
+        )?;
         if m.r_epoch == 0 {
             (m.r_block, m.r_thread) = (block, t);
         } else {
@@ -171,18 +192,13 @@ impl Access {
     /// another thread of the block since the last barrier.
     fn write(cell: &Cell<Access>, at: &str, block: u32, t: u32, epoch: u32) -> Result<(), String> {
         let mut m = cell.get();
-        if m.w_epoch != 0 && m.w_block != block {
-            return Err(format!(
-                "blocks {} and {block} both write {at} in one launch",
-                m.w_block
-            ));
-        }
-        if m.w_epoch == epoch && m.w_thread != t {
-            return Err(format!(
-                "threads {} and {t} both write {at} with no barrier between",
-                m.w_thread
-            ));
-        }
+        m.check_writer(
+            block,
+            t,
+            epoch,
+            |w| format!("blocks {w} and {block} both write {at} in one launch"),
+            |w| format!("threads {w} and {t} both write {at} with no barrier between"),
+        )?;
         if m.r_epoch != 0 && m.r_block != block {
             return Err(format!(
                 "block {block} writes {at}, which another block reads in the same launch"

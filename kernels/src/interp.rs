@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::ir::{rand_uniform, BufId, Expr, Gemm, Idx, Kernel, LocalId, Program, SharedId, Stmt};
+use crate::ir::{rand_value, BufId, Expr, Gemm, Idx, Kernel, LocalId, Program, SharedId, Stmt};
 
 /// A runtime failure of a kernel program.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -249,10 +249,7 @@ impl<'k> State<'k> {
                 key,
                 step,
                 counter,
-            } => {
-                let step = ex(step)?.max(0.0) as u64;
-                rand_uniform(*seed, *key, step, self.idx(counter)? as u64)
-            }
+            } => rand_value(*seed, *key, ex(step)?, self.idx(counter)?),
         })
     }
 

@@ -10,6 +10,7 @@ pub mod interp;
 pub mod ir;
 pub mod manifest;
 pub mod print;
+#[cfg(any(test, feature = "samples"))]
 pub mod samples;
 pub mod simplify;
 

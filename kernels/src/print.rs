@@ -66,46 +66,39 @@ pub fn print_kernel(k: &Kernel) -> String {
 
 fn stmt(out: &mut String, s: &Stmt, depth: usize) {
     let pad = "  ".repeat(depth);
-    match s {
+    let line = match s {
         Stmt::Loop {
             var,
             extent,
-            body,
             parallel,
+            ..
         } => {
             let kw = if *parallel { "parallel for" } else { "for" };
-            let _ = writeln!(out, "{pad}{kw} i{} in 0..{} {{", var.0, idx(extent));
-            for s in body {
-                stmt(out, s, depth + 1);
-            }
-            let _ = writeln!(out, "{pad}}}");
+            format!("{kw} i{} in 0..{} {{", var.0, idx(extent))
         }
         Stmt::Store { buf, index, value } => {
-            let _ = writeln!(out, "{pad}b{}[{}] = {}", buf.0, idx(index), expr(value));
+            format!("b{}[{}] = {}", buf.0, idx(index), expr(value))
         }
-        Stmt::Assign { local, value } => {
-            let _ = writeln!(out, "{pad}acc{} = {}", local.0, expr(value));
-        }
-        Stmt::Gemm(g) => {
-            let _ = writeln!(out, "{pad}{}", gemm(g));
-        }
-        Stmt::If { conds, body } => {
+        Stmt::Assign { local, value } => format!("acc{} = {}", local.0, expr(value)),
+        Stmt::Gemm(g) => gemm(g),
+        Stmt::If { conds, .. } => {
             let conds: Vec<String> = conds
                 .iter()
                 .map(|c| format!("{} {} {}", idx(&c.a), c.op.name(), idx(&c.b)))
                 .collect();
-            let _ = writeln!(out, "{pad}if {} {{", conds.join(" && "));
-            for s in body {
-                stmt(out, s, depth + 1);
-            }
-            let _ = writeln!(out, "{pad}}}");
+            format!("if {} {{", conds.join(" && "))
         }
         Stmt::SharedStore { buf, index, value } => {
-            let _ = writeln!(out, "{pad}s{}[{}] = {}", buf.0, idx(index), expr(value));
+            format!("s{}[{}] = {}", buf.0, idx(index), expr(value))
         }
-        Stmt::Barrier => {
-            let _ = writeln!(out, "{pad}barrier");
+        Stmt::Barrier => "barrier".to_string(),
+    };
+    let _ = writeln!(out, "{pad}{line}");
+    if let Some(body) = s.body() {
+        for s in body {
+            stmt(out, s, depth + 1);
         }
+        let _ = writeln!(out, "{pad}}}");
     }
 }
 

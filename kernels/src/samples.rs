@@ -6,142 +6,93 @@
 use crate::build::*;
 use crate::ir::*;
 
-fn mat(buf: BufId, offset: Idx, rs: impl Into<Idx>, cs: impl Into<Idx>) -> MatRef {
-    MatRef {
-        buf,
-        offset,
-        row_stride: rs.into(),
-        col_stride: cs.into(),
-    }
-}
-
 /// `out[n, j] = max(x[n, j] + bias[j], 0)` over `[N, 3]`: a coalesced elementwise
 /// kernel with a broadcast.
 pub fn bias_relu() -> Program {
     let (x, b, out) = (BufId(0), BufId(1), BufId(2));
     let (i, j) = (VarId(0), VarId(1));
     let at = Idx::from(i) * 3 + Idx::from(j);
-    let mut k = kernel(
-        "k0",
-        vec![x, b, out],
-        vec![Stmt::Loop {
-            var: i,
-            extent: Idx::N,
-            parallel: true,
-            body: vec![Stmt::Loop {
-                var: j,
-                extent: 3usize.into(),
-                parallel: false,
-                body: vec![Stmt::Store {
-                    buf: out,
-                    index: at.clone(),
-                    value: binary(
-                        BinOp::Max,
-                        binary(BinOp::Add, load(x, at), load(b, j.into())),
-                        constant(0.0),
-                    ),
-                }],
-            }],
-        }],
-        2,
-        0,
+    let value = binary(
+        BinOp::Max,
+        binary(BinOp::Add, load(x, at.clone()), load(b, j.into())),
+        constant(0.0),
     );
+    let body = vec![for_(
+        i,
+        Idx::N,
+        true,
+        vec![for_(j, 3usize, false, vec![store(out, at, value)])],
+    )];
+    let mut k = kernel("k0", vec![x, b, out], body, 2, 0);
     k.note = "bias + relu".into();
-    Program {
-        name: "bias_relu".into(),
-        buffers: vec![
+    program(
+        "bias_relu",
+        vec![
             decl("x", Size::per_batch(3), BufferKind::Input),
             decl("bias", Size::fixed(3), BufferKind::InOut),
             decl("out", Size::per_batch(3), BufferKind::Output),
         ],
-        kernels: vec![k],
-        arena: Size::default(),
-    }
+        vec![k],
+    )
 }
 
-/// `out[i] = Σ_j x[i, j]` over `[N, 4]`, through a local accumulator.
-pub fn row_sum() -> Program {
+/// `out[i] = Σ_j x[i, j]` over `[rows, cols]` through a local accumulator, parallel over
+/// the rows, with `x` and `out` of the lengths `lens`.
+fn row_sums(name: &str, rows: Idx, cols: Idx, lens: [Size; 2]) -> Program {
     let (x, out) = (BufId(0), BufId(1));
     let (i, j, acc) = (VarId(0), VarId(1), LocalId(0));
-    Program {
-        name: "rowsum".into(),
-        buffers: vec![
-            decl("x", Size::per_batch(4), BufferKind::Input),
-            decl("out", Size::per_batch(1), BufferKind::Output),
-        ],
-        kernels: vec![kernel(
-            "k0",
-            vec![x, out],
-            vec![Stmt::Loop {
-                var: i,
-                extent: Idx::N,
-                parallel: true,
-                body: vec![
-                    Stmt::Assign {
-                        local: acc,
-                        value: constant(0.0),
-                    },
-                    Stmt::Loop {
-                        var: j,
-                        extent: 4usize.into(),
-                        parallel: false,
-                        body: vec![Stmt::Assign {
-                            local: acc,
-                            value: binary(
-                                BinOp::Add,
-                                local(acc),
-                                load(x, Idx::from(i) * 4 + Idx::from(j)),
-                            ),
-                        }],
-                    },
-                    Stmt::Store {
-                        buf: out,
-                        index: i.into(),
-                        value: local(acc),
-                    },
-                ],
-            }],
-            2,
-            1,
-        )],
-        arena: Size::default(),
-    }
-}
-
-/// `out[i] = Σ_j x[i, j]` over `[4, 2N]`: four long rows (a block reduction on the GPU).
-pub fn wide_row_sum() -> Program {
-    let (x, out) = (BufId(0), BufId(1));
-    let (i, j, acc) = (VarId(0), VarId(1), LocalId(0));
+    let at = Idx::from(i) * cols.clone() + Idx::from(j);
     let body = vec![
         assign(acc, constant(0.0)),
         for_(
             j,
-            Idx::N * 2,
+            cols,
             false,
-            vec![assign(
-                acc,
-                binary(
-                    BinOp::Add,
-                    local(acc),
-                    load(x, Idx::from(i) * (Idx::N * 2) + Idx::from(j)),
-                ),
-            )],
+            vec![assign(acc, binary(BinOp::Add, local(acc), load(x, at)))],
         ),
         store(out, i.into(), local(acc)),
     ];
     program(
-        "wide_row_sum",
+        name,
         vec![
-            decl("x", Size::per_batch(8), BufferKind::Input),
-            decl("out", Size::fixed(4), BufferKind::Output),
+            decl("x", lens[0], BufferKind::Input),
+            decl("out", lens[1], BufferKind::Output),
         ],
         vec![kernel(
             "k0",
             vec![x, out],
-            vec![for_(i, 4usize, true, body)],
+            vec![for_(i, rows, true, body)],
             2,
             1,
         )],
+    )
+}
+
+/// `out[i] = Σ_j x[i, j]` over `[N, 4]`, through a local accumulator.
+pub fn row_sum() -> Program {
+    let lens = [Size::per_batch(4), Size::per_batch(1)];
+    row_sums("rowsum", Idx::N, 4i64.into(), lens)
+}
+
+/// `out[i] = Σ_j x[i, j]` over `[4, 2N]`: four long rows (a block reduction on the GPU).
+pub fn wide_row_sum() -> Program {
+    let lens = [Size::per_batch(8), Size::fixed(4)];
+    row_sums("wide_row_sum", 4i64.into(), Idx::N * 2, lens)
+}
+
+/// A program `name` of one kernel `k0` computing `g` over buffers `a` (b0) and `b` (b1),
+/// inputs, and `c` (b2) of kind `c_kind` (`InOut` when `beta` reads it), of the lengths
+/// `lens`.
+pub fn gemm_program(name: &str, lens: [Size; 3], c_kind: BufferKind, g: Gemm) -> Program {
+    let (a, b, c) = (BufId(0), BufId(1), BufId(2));
+    program(
+        name,
+        vec![
+            decl("a", lens[0], BufferKind::Input),
+            decl("b", lens[1], BufferKind::Input),
+            decl("c", lens[2], c_kind),
+        ],
+        vec![kernel("k0", vec![a, b, c], vec![Stmt::Gemm(g)], 0, 0)],
     )
 }
 
@@ -151,70 +102,68 @@ pub fn gemm_transposed() -> Program {
     let (a, b, c, d) = (BufId(0), BufId(1), BufId(2), BufId(3));
     let gemm = |out: BufId, alpha: f32, beta: f32| {
         Stmt::Gemm(Gemm {
-            m: Idx::N,
-            n: 3i64.into(),
-            k: 4i64.into(),
-            a: mat(a, 0i64.into(), 4i64, 1i64),
-            b: mat(b, 0i64.into(), 1i64, 4i64),
-            c: mat(out, 0i64.into(), 3i64, 1i64),
             alpha,
             beta,
-            batch: None,
+            ..matmul(
+                Idx::N,
+                3i64,
+                4i64,
+                matrix(a, 0i64, 4i64, 1i64),
+                matrix(b, 0i64, 1i64, 4i64),
+                matrix(out, 0i64, 3i64, 1i64),
+            )
         })
     };
-    Program {
-        name: "gemm_t".into(),
-        buffers: vec![
+    program(
+        "gemm_t",
+        vec![
             decl("a", Size::per_batch(4), BufferKind::Input),
             decl("b", Size::fixed(12), BufferKind::InOut),
             decl("c", Size::per_batch(3), BufferKind::Output),
             decl("d", Size::per_batch(3), BufferKind::InOut),
         ],
-        kernels: vec![
+        vec![
             kernel("k0", vec![a, b, c], vec![gemm(c, 1.0, 0.0)], 0, 0),
             kernel("k1", vec![a, b, d], vec![gemm(d, 0.5, 2.0)], 0, 0),
         ],
-        arena: Size::default(),
-    }
+    )
 }
 
 /// `N` products `C[p] = A[p] · B[p]` of `[2, 3] · [3, 2]` matrices stored back to back
 /// (attention-style batched products), at an offset of 1 into `C`.
 pub fn gemm_batched() -> Program {
     let (a, b, c) = (BufId(0), BufId(1), BufId(2));
-    Program {
-        name: "gemm_batched".into(),
-        buffers: vec![
-            decl("a", Size::per_batch(6), BufferKind::Input),
-            decl("b", Size::per_batch(6), BufferKind::Input),
-            decl(
-                "c",
-                Size {
-                    per_batch: 4,
-                    fixed: 1,
-                },
-                BufferKind::Output,
-            ),
-        ],
-        kernels: vec![kernel(
-            "k0",
-            vec![a, b, c],
-            vec![Stmt::Gemm(Gemm {
-                m: 2i64.into(),
-                n: 2i64.into(),
-                k: 3i64.into(),
-                a: mat(a, 0i64.into(), 3i64, 1i64),
-                b: mat(b, 0i64.into(), 2i64, 1i64),
-                c: mat(c, 1i64.into(), 2i64, 1i64),
-                alpha: 1.0,
-                beta: 0.0,
-                batch: Some((Idx::N, [6i64.into(), 6i64.into(), 4i64.into()])),
-            })],
-            0,
-            0,
-        )],
-        arena: Size::default(),
-    }
+    let g = Gemm {
+        batch: Some((Idx::N, [6i64.into(), 6i64.into(), 4i64.into()])),
+        ..matmul(
+            2i64,
+            2i64,
+            3i64,
+            matrix(a, 0i64, 3i64, 1i64),
+            matrix(b, 0i64, 2i64, 1i64),
+            matrix(c, 1i64, 2i64, 1i64),
+        )
+    };
+    let c_len = Size {
+        per_batch: 4,
+        fixed: 1,
+    };
+    gemm_program(
+        "gemm_batched",
+        [Size::per_batch(6), Size::per_batch(6), c_len],
+        BufferKind::Output,
+        g,
+    )
+}
+
+/// `out[i·len + c] = values[c]` for every value, `len` being their number.
+pub fn store_each(out: BufId, i: VarId, values: Vec<Expr>) -> Vec<Stmt> {
+    let len = values.len() as i64;
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(c, value)| store(out, Idx::from(i) * len + c as i64, value))
+        .collect()
 }
 
 /// Every scalar operation on `x[N, 2]` into `out[N, 16]`: each unary and binary
@@ -259,36 +208,22 @@ pub fn all_ops() -> Program {
         step: Box::new(load(step, 0i64.into())),
         counter: i.into(),
     });
-    let body = values
-        .into_iter()
-        .enumerate()
-        .map(|(c, value)| Stmt::Store {
-            buf: out,
-            index: Idx::from(i) * 16 + c as i64,
-            value,
-        })
-        .collect();
-    Program {
-        name: "all_ops".into(),
-        buffers: vec![
+    let body = store_each(out, i, values);
+    program(
+        "all_ops",
+        vec![
             decl("x", Size::per_batch(2), BufferKind::Input),
             decl("step", Size::fixed(1), BufferKind::InOut),
             decl("out", Size::per_batch(16), BufferKind::Output),
         ],
-        kernels: vec![kernel(
+        vec![kernel(
             "k0",
             vec![x, step, out],
-            vec![Stmt::Loop {
-                var: i,
-                extent: Idx::N,
-                parallel: true,
-                body,
-            }],
+            vec![for_(i, Idx::N, true, body)],
             1,
             0,
         )],
-        arena: Size::default(),
-    }
+    )
 }
 
 /// A serial kernel (one GPU thread): `step += 1`, then for each of 2 heads a product
@@ -296,59 +231,48 @@ pub fn all_ops() -> Program {
 pub fn serial_step() -> Program {
     let (x, w, out, step, mean) = (BufId(0), BufId(1), BufId(2), BufId(3), BufId(4));
     let (h, r, acc) = (VarId(0), VarId(1), LocalId(0));
+    let head = matmul(
+        Idx::N,
+        2i64,
+        2i64,
+        matrix(x, Idx::from(h) * 2, 4i64, 1i64),
+        matrix(w, Idx::from(h) * 4, 2i64, 1i64),
+        matrix(out, Idx::from(h) * 2, 4i64, 1i64),
+    );
     let body = vec![
-        Stmt::Store {
-            buf: step,
-            index: 0i64.into(),
-            value: binary(BinOp::Add, load(step, 0i64.into()), constant(1.0)),
-        },
-        Stmt::Loop {
-            var: h,
-            extent: 2usize.into(),
-            parallel: false,
-            body: vec![Stmt::Gemm(Gemm {
-                m: Idx::N,
-                n: 2i64.into(),
-                k: 2i64.into(),
-                a: mat(x, Idx::from(h) * 2, 4i64, 1i64),
-                b: mat(w, Idx::from(h) * 4, 2i64, 1i64),
-                c: mat(out, Idx::from(h) * 2, 4i64, 1i64),
-                alpha: 1.0,
-                beta: 0.0,
-                batch: None,
-            })],
-        },
-        Stmt::Assign {
-            local: acc,
-            value: constant(0.0),
-        },
-        Stmt::Loop {
-            var: r,
-            extent: Idx::N * 4,
-            parallel: false,
-            body: vec![Stmt::Assign {
-                local: acc,
-                value: binary(BinOp::Add, local(acc), load(x, r.into())),
-            }],
-        },
-        Stmt::Store {
-            buf: mean,
-            index: 0i64.into(),
-            value: binary(BinOp::Div, local(acc), Expr::FromIdx(Idx::N * 4)),
-        },
+        store(
+            step,
+            0i64.into(),
+            binary(BinOp::Add, load(step, 0i64.into()), constant(1.0)),
+        ),
+        for_(h, 2usize, false, vec![Stmt::Gemm(head)]),
+        assign(acc, constant(0.0)),
+        for_(
+            r,
+            Idx::N * 4,
+            false,
+            vec![assign(
+                acc,
+                binary(BinOp::Add, local(acc), load(x, r.into())),
+            )],
+        ),
+        store(
+            mean,
+            0i64.into(),
+            binary(BinOp::Div, local(acc), Expr::FromIdx(Idx::N * 4)),
+        ),
     ];
-    Program {
-        name: "serial_step".into(),
-        buffers: vec![
+    program(
+        "serial_step",
+        vec![
             decl("x", Size::per_batch(4), BufferKind::Input),
             decl("w", Size::fixed(8), BufferKind::InOut),
             decl("out", Size::per_batch(4), BufferKind::Output),
             decl("step", Size::fixed(1), BufferKind::InOut),
             decl("mean", Size::fixed(1), BufferKind::Output),
         ],
-        kernels: vec![kernel("k0", vec![x, w, out, step, mean], body, 2, 1)],
-        arena: Size::default(),
-    }
+        vec![kernel("k0", vec![x, w, out, step, mean], body, 2, 1)],
+    )
 }
 
 /// Every sample program, by name.

@@ -256,52 +256,56 @@ fn div_bound(x: i64, d: i64) -> i64 {
 pub fn simplify_kernel(k: &mut Kernel) {
     let threads = k.gpu.as_ref().map_or(0, |g| i64::from(g.threads));
     let mut scope = Scope(Vec::new(), threads);
-    let body = std::mem::take(&mut k.body);
-    k.body = body.into_iter().map(|s| stmt(s, &mut scope)).collect();
+    for s in &mut k.body {
+        stmt(s, &mut scope);
+    }
 }
 
-fn stmt(s: Stmt, scope: &mut Scope) -> Stmt {
-    match s {
-        Stmt::Loop {
-            var,
-            extent,
-            body,
-            parallel,
-        } => {
-            let extent = scope.simplify(&extent);
-            let hi = scope.range(&extent).1;
+/// Simplifies `s` in place: its own indices and values, then its body, with a loop's
+/// variable in scope (ranging over `0..extent`) inside it.
+fn stmt(s: &mut Stmt, scope: &mut Scope) {
+    let value =
+        |v: &mut Expr, scope: &Scope| *v = expr(std::mem::replace(v, Expr::Const(0.0)), scope);
+    let bound = match s {
+        Stmt::Loop { var, extent, .. } => {
+            *extent = scope.simplify(extent);
+            let hi = scope.range(extent).1;
             scope
                 .0
-                .push((var, Range(0, if hi == i64::MAX { hi } else { hi - 1 })));
-            let body = body.into_iter().map(|s| stmt(s, scope)).collect();
-            scope.0.pop();
-            Stmt::Loop {
-                var,
-                extent,
-                body,
-                parallel,
-            }
+                .push((*var, Range(0, if hi == i64::MAX { hi } else { hi - 1 })));
+            true
         }
-        Stmt::Store { buf, index, value } => Stmt::Store {
-            buf,
-            index: scope.simplify(&index),
-            value: expr(value, scope),
-        },
-        Stmt::Assign { local, value } => Stmt::Assign {
-            local,
-            value: expr(value, scope),
-        },
-        Stmt::Gemm(g) => Stmt::Gemm(g.map_indices(&|i| scope.simplify(i))),
-        Stmt::If { conds, body } => Stmt::If {
-            conds: conds.iter().map(|c| c.map(|i| scope.simplify(i))).collect(),
-            body: body.into_iter().map(|s| stmt(s, scope)).collect(),
-        },
-        Stmt::SharedStore { buf, index, value } => Stmt::SharedStore {
-            buf,
-            index: scope.simplify(&index),
-            value: expr(value, scope),
-        },
-        Stmt::Barrier => Stmt::Barrier,
+        Stmt::Store {
+            index, value: v, ..
+        }
+        | Stmt::SharedStore {
+            index, value: v, ..
+        } => {
+            *index = scope.simplify(index);
+            value(v, scope);
+            false
+        }
+        Stmt::Assign { value: v, .. } => {
+            value(v, scope);
+            false
+        }
+        Stmt::Gemm(g) => {
+            *g = g.map_indices(&|i| scope.simplify(i));
+            false
+        }
+        Stmt::If { conds, .. } => {
+            for c in conds.iter_mut() {
+                *c = c.map(|i| scope.simplify(i));
+            }
+            false
+        }
+        Stmt::Barrier => false,
+    };
+    for s in s.body_mut().into_iter().flatten() {
+        stmt(s, scope);
+    }
+    if bound {
+        scope.0.pop();
     }
 }
 

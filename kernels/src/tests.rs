@@ -4,7 +4,7 @@ use crate::build::*;
 use crate::interp::run;
 use crate::ir::*;
 use crate::print::print_program;
-use crate::samples::{bias_relu, row_sum};
+use crate::samples::{bias_relu, gemm_transposed, row_sum};
 
 #[test]
 fn elementwise_kernel_broadcasts_the_bias() {
@@ -51,42 +51,17 @@ fn row_sum_uses_a_local_accumulator() {
 
 #[test]
 fn gemm_with_transposed_operand_matches_naive_product() {
-    // C[2,3] = A[2,4] · Bᵀ where B is stored [3,4].
-    let (a, b, c) = (BufId(0), BufId(1), BufId(2));
-    let m = |buf, rs: i64, cs: i64| MatRef {
-        buf,
-        offset: Idx::Const(0),
-        row_stride: rs.into(),
-        col_stride: cs.into(),
-    };
-    let gemm = Stmt::Gemm(Gemm {
-        m: 2i64.into(),
-        n: 3i64.into(),
-        k: 4i64.into(),
-        a: m(a, 4, 1),
-        b: m(b, 1, 4),
-        c: m(c, 3, 1),
-        alpha: 1.0,
-        beta: 0.0,
-        batch: None,
-    });
-    let p = program(
-        "g",
-        vec![
-            decl("a", Size::fixed(8), BufferKind::Input),
-            decl("b", Size::fixed(12), BufferKind::Input),
-            decl("c", Size::fixed(6), BufferKind::Output),
-        ],
-        vec![kernel("k0", vec![a, b, c], vec![gemm], 0, 0)],
-    );
+    // C[2,3] = A[2,4] · Bᵀ where B is stored [3,4]; then D = 0.5·A·Bᵀ + 2·D.
+    let p = gemm_transposed();
     let av: Vec<f32> = (0..8).map(|v| v as f32).collect();
     let bv: Vec<f32> = (0..12).map(|v| (v as f32) * 0.5).collect();
-    let mut bufs = vec![av.clone(), bv.clone(), vec![0.0; 6]];
-    run(&p, &mut bufs, 1).unwrap();
+    let mut bufs = vec![av.clone(), bv.clone(), vec![0.0; 6], vec![1.0; 6]];
+    run(&p, &mut bufs, 2).unwrap();
     for i in 0..2 {
         for j in 0..3 {
             let want: f32 = (0..4).map(|l| av[i * 4 + l] * bv[j * 4 + l]).sum();
             assert_eq!(bufs[2][i * 3 + j], want);
+            assert_eq!(bufs[3][i * 3 + j], 0.5 * want + 2.0);
         }
     }
 }

@@ -109,27 +109,20 @@ fn worth_hoisting(e: &Expr) -> bool {
 impl Hoister {
     fn block(&mut self, stmts: Vec<Stmt>) -> Vec<Stmt> {
         let mut out = Vec::with_capacity(stmts.len());
-        for s in stmts {
-            match s {
-                Stmt::Loop {
-                    var,
-                    extent,
-                    body,
-                    parallel,
-                } => {
-                    let mut body = self.block(body);
-                    if !parallel {
-                        out.extend(self.hoist_from(var, &mut body));
-                    }
-                    out.push(Stmt::Loop {
-                        var,
-                        extent,
-                        body,
-                        parallel,
-                    });
+        for mut s in stmts {
+            if let Stmt::Loop {
+                var,
+                body,
+                parallel,
+                ..
+            } = &mut s
+            {
+                *body = self.block(std::mem::take(body));
+                if !*parallel {
+                    out.extend(self.hoist_from(*var, body));
                 }
-                s => out.push(s),
             }
+            out.push(s);
         }
         out
     }

@@ -345,6 +345,12 @@ unsafe extern "C" fn host_sgemm(
     }
 }
 
+/// The services the runtime gives kernels (`host_sgemm`), for running compiled kernels
+/// outside an executor (the compiler's CPU backend tests).
+pub const fn kernel_ctx() -> KernelCtx {
+    KernelCtx { sgemm: host_sgemm }
+}
+
 #[derive(Clone, Copy)]
 struct CtxPtr(*const KernelCtx);
 // SAFETY: `KernelCtx` holds only function pointers and is never written while kernels run.
