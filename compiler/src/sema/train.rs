@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::diag::{did_you_mean, Code, Diagnostic};
 use crate::sema::args::{self, Args};
-use crate::sema::registry::{self, OpKind};
+use crate::sema::registry::{self, DataKind, OpId, OpKind, OptimizerKind};
 use crate::sema::typed::*;
 use crate::syntax::ast::{self, Expr, ExprKind, Span};
 
@@ -162,24 +162,24 @@ impl Settings {
         match name {
             "data" => {
                 if let Some((op, a)) = args::eval_op_value(value, OpKind::Data, diags) {
-                    self.data = Some((data_spec(op.name, &a, base_dir), value.span));
+                    if let OpId::Data(kind) = op.id {
+                        self.data = Some((data_spec(kind, &a, base_dir), value.span));
+                    }
                 }
             }
             "loss" => {
                 if let Some((op, _)) = args::eval_op_value(value, OpKind::Loss, diags) {
-                    let loss = match op.name {
-                        "cross_entropy" => Loss::CrossEntropy,
-                        "binary_cross_entropy" => Loss::BinaryCrossEntropy,
-                        "mse" => Loss::Mse,
-                        _ => Loss::Mae,
-                    };
-                    self.loss = Some((loss, value.span));
+                    if let OpId::Loss(loss) = op.id {
+                        self.loss = Some((loss, value.span));
+                    }
                 }
             }
             "optimizer" => {
                 let mut local = Vec::new();
                 if let Some((op, a)) = args::eval_op_value(value, OpKind::Optimizer, &mut local) {
-                    self.optimizer = Some(optimizer(op.name, &a));
+                    if let OpId::Optimizer(kind) = op.id {
+                        self.optimizer = Some(optimizer(kind, &a));
+                    }
                 }
                 // A learning rate that is not positive has its own code, like `batch`.
                 for d in &mut local {
@@ -267,27 +267,21 @@ fn metrics(value: &Expr, diags: &mut Vec<Diagnostic>) -> Vec<(Metric, Span)> {
     let mut out = Vec::new();
     for item in items {
         if let Some((op, _)) = args::eval_op_value(item, OpKind::Metric, diags) {
-            let m = match op.name {
-                "accuracy" => Metric::Accuracy,
-                "precision" => Metric::Precision,
-                "recall" => Metric::Recall,
-                "f1" => Metric::F1,
-                "mae" => Metric::Mae,
-                _ => Metric::Mse,
-            };
-            out.push((m, item.span));
+            if let OpId::Metric(m) = op.id {
+                out.push((m, item.span));
+            }
         }
     }
     out
 }
 
-fn data_spec(name: &str, a: &Args, base_dir: &Path) -> DataSpec {
-    match name {
-        "idx" => DataSpec::Idx {
+fn data_spec(kind: DataKind, a: &Args, base_dir: &Path) -> DataSpec {
+    match kind {
+        DataKind::Idx => DataSpec::Idx {
             dir: base_dir.join(a.str("dir")),
             scale: a.float("scale"),
         },
-        _ => DataSpec::Csv {
+        DataKind::Csv => DataSpec::Csv {
             path: base_dir.join(a.str("path")),
             target: a.str("target").to_string(),
             standardize: a.bool("standardize"),
@@ -295,26 +289,26 @@ fn data_spec(name: &str, a: &Args, base_dir: &Path) -> DataSpec {
     }
 }
 
-fn optimizer(name: &str, a: &Args) -> Optimizer {
+fn optimizer(kind: OptimizerKind, a: &Args) -> Optimizer {
     let lr = a.float("lr");
-    match name {
-        "sgd" => Optimizer::Sgd {
+    match kind {
+        OptimizerKind::Sgd => Optimizer::Sgd {
             lr,
             momentum: a.float("momentum"),
             nesterov: a.bool("nesterov"),
         },
-        "rmsprop" => Optimizer::RmsProp {
+        OptimizerKind::RmsProp => Optimizer::RmsProp {
             lr,
             rho: a.float("rho"),
             eps: a.float("eps"),
         },
-        "adam" => Optimizer::Adam {
+        OptimizerKind::Adam => Optimizer::Adam {
             lr,
             beta1: a.float("beta1"),
             beta2: a.float("beta2"),
             eps: a.float("eps"),
         },
-        _ => Optimizer::AdamW {
+        OptimizerKind::AdamW => Optimizer::AdamW {
             lr,
             beta1: a.float("beta1"),
             beta2: a.float("beta2"),
@@ -377,9 +371,10 @@ fn check_fit(
     }
     let classification = matches!(loss, Loss::CrossEntropy | Loss::BinaryCrossEntropy);
     for &(m, span) in metrics {
-        let fits = match m {
-            Metric::Accuracy | Metric::Precision | Metric::Recall | Metric::F1 => classification,
-            Metric::Mae | Metric::Mse => loss != Loss::CrossEntropy,
+        let fits = if m.is_classification() {
+            classification
+        } else {
+            loss != Loss::CrossEntropy
         };
         if !fits {
             let help = if classification {
