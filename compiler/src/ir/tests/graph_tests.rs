@@ -85,6 +85,17 @@ fn printed_graphs_parse_back_to_the_same_text() {
 }
 
 #[test]
+fn elementwise_primitive_names_are_distinct_and_parse_back() {
+    use crate::ir::ops::elementwise::UnaryOp;
+    for u in UnaryOp::ALL {
+        assert_eq!(UnaryOp::from_name(u.name()), Some(u));
+    }
+    for b in BinaryOp::ALL {
+        assert_eq!(BinaryOp::from_name(b.name()), Some(b));
+    }
+}
+
+#[test]
 fn printing_is_deterministic_across_builds() {
     let a: Vec<String> = step_graph_texts().into_iter().map(|(t, _)| t).collect();
     let b: Vec<String> = step_graph_texts().into_iter().map(|(t, _)| t).collect();

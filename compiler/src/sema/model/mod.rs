@@ -118,26 +118,31 @@ pub fn check_model(model: &ast::Model, diags: &mut Vec<Diagnostic>) -> Option<Ty
         .stmts
         .iter()
         .any(|s| matches!(s.kind, StmtKind::Input { .. }));
+    // "model `M` has no `input`" / "`output`".
+    let lacks = |what: &str, label: &str, help: &str| {
+        Diagnostic::new(
+            Code::ModelStructure,
+            format!("model `{}` has no `{what}`", model.name.name),
+        )
+        .label(model.name.span, label)
+        .help(help)
+    };
     if !has_input {
-        c.diags.push(
-            Diagnostic::new(
-                Code::ModelStructure,
-                format!("model `{}` has no `input`", model.name.name),
-            )
-            .label(model.name.span, "no input declared")
-            .help("declare one, e.g. `input x: [784]`"),
+        let d = lacks(
+            "input",
+            "no input declared",
+            "declare one, e.g. `input x: [784]`",
         );
+        c.diags.push(d);
     }
     let out = match output {
         None => {
-            c.diags.push(
-                Diagnostic::new(
-                    Code::ModelStructure,
-                    format!("model `{}` has no `output`", model.name.name),
-                )
-                .label(model.name.span, "no output")
-                .help("add one, e.g. `output y = x |> dense(10)`"),
+            let d = lacks(
+                "output",
+                "no output",
+                "add one, e.g. `output y = x |> dense(10)`",
             );
+            c.diags.push(d);
             None
         }
         Some((Some(id), span)) if has_input && !c.nodes[id.0 as usize].shape.batched => {
