@@ -4,8 +4,7 @@
 //! (`sema::calls`) and the graph lowering (`ir::lower`) match the same enums.
 
 use super::spec::{
-    activation, param, reduce_fn, unary_fn, ArgDefault, Created, OpId, OpSpec, ParamType, Range,
-    AXIS, X,
+    elementwise, param, reduce_fn, ArgDefault, Created, OpId, OpSpec, ParamType, Range, AXIS, X,
 };
 
 /// A layer: applied in a model, creates parameters or behaves differently in training.
@@ -191,11 +190,11 @@ impl Function {
     #[rustfmt::skip]
     pub const fn spec(self) -> OpSpec {
         match self {
-            Function::Exp => unary_fn(OpId::Function(Function::Exp), "exp", "e to the power of each element", "Elementwise exponential."),
-            Function::Log => unary_fn(OpId::Function(Function::Log), "log", "natural logarithm of each element", "Elementwise natural logarithm."),
-            Function::Sqrt => unary_fn(OpId::Function(Function::Sqrt), "sqrt", "square root of each element", "Elementwise square root."),
-            Function::Abs => unary_fn(OpId::Function(Function::Abs), "abs", "absolute value of each element", "Elementwise absolute value."),
-            Function::Square => unary_fn(OpId::Function(Function::Square), "square", "square of each element", "Elementwise square."),
+            Function::Exp => elementwise(OpId::Function(Function::Exp), "exp", "e to the power of each element", "Elementwise exponential."),
+            Function::Log => elementwise(OpId::Function(Function::Log), "log", "natural logarithm of each element", "Elementwise natural logarithm."),
+            Function::Sqrt => elementwise(OpId::Function(Function::Sqrt), "sqrt", "square root of each element", "Elementwise square root."),
+            Function::Abs => elementwise(OpId::Function(Function::Abs), "abs", "absolute value of each element", "Elementwise absolute value."),
+            Function::Square => elementwise(OpId::Function(Function::Square), "square", "square of each element", "Elementwise square."),
             Function::Sum => reduce_fn(OpId::Function(Function::Sum), "sum", "sum along one axis", "Adds the values along `axis` and removes that axis. The batch dimension is never an axis."),
             Function::Mean => reduce_fn(OpId::Function(Function::Mean), "mean", "mean along one axis", "Averages the values along `axis` and removes that axis. The batch dimension is never an axis."),
             Function::Max => reduce_fn(OpId::Function(Function::Max), "max", "maximum along one axis", "Takes the largest value along `axis` and removes that axis. The batch dimension is never an axis."),
@@ -266,9 +265,9 @@ impl Activation {
     #[rustfmt::skip]
     pub const fn spec(self) -> OpSpec {
         match self {
-            Activation::Sigmoid => activation(OpId::Activation(Activation::Sigmoid), "sigmoid", "1 / (1 + e^-x)", "Elementwise logistic function, into (0, 1)."),
-            Activation::Tanh => activation(OpId::Activation(Activation::Tanh), "tanh", "hyperbolic tangent", "Elementwise hyperbolic tangent, into (-1, 1)."),
-            Activation::Relu => activation(OpId::Activation(Activation::Relu), "relu", "max(x, 0)", "Elementwise rectified linear unit."),
+            Activation::Sigmoid => elementwise(OpId::Activation(Activation::Sigmoid), "sigmoid", "1 / (1 + e^-x)", "Elementwise logistic function, into (0, 1)."),
+            Activation::Tanh => elementwise(OpId::Activation(Activation::Tanh), "tanh", "hyperbolic tangent", "Elementwise hyperbolic tangent, into (-1, 1)."),
+            Activation::Relu => elementwise(OpId::Activation(Activation::Relu), "relu", "max(x, 0)", "Elementwise rectified linear unit."),
             Activation::LeakyRelu => const { OpSpec {
                 id: OpId::Activation(Activation::LeakyRelu),
                 name: "leaky_relu",
@@ -287,8 +286,8 @@ impl Activation {
                 summary: "exponentials normalised to sum to 1 along an axis",
                 doc: "Turns scores into probabilities along `axis`. Followed by the `cross_entropy` loss, the pair is computed as one stable log-softmax.",
             } },
-            Activation::Softplus => activation(OpId::Activation(Activation::Softplus), "softplus", "log(1 + e^x)", "Elementwise smooth approximation of relu."),
-            Activation::Gelu => activation(OpId::Activation(Activation::Gelu), "gelu", "x · Φ(x)", "Elementwise Gaussian error linear unit."),
+            Activation::Softplus => elementwise(OpId::Activation(Activation::Softplus), "softplus", "log(1 + e^x)", "Elementwise smooth approximation of relu."),
+            Activation::Gelu => elementwise(OpId::Activation(Activation::Gelu), "gelu", "x · Φ(x)", "Elementwise Gaussian error linear unit."),
         }
     }
 }

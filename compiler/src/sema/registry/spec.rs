@@ -457,72 +457,55 @@ pub(super) const LR: ParamSpec = param(
     "the learning rate",
 );
 
-pub(super) const fn activation(
+/// An op that creates nothing.
+const fn plain(
     id: OpId,
     name: &'static str,
+    params: &'static [ParamSpec],
+    shape_rule: &'static str,
     summary: &'static str,
     doc: &'static str,
 ) -> OpSpec {
     OpSpec {
         id,
         name,
-        params: &[X],
-        shape_rule: "[d1, .., dk] → [d1, .., dk]",
+        params,
+        shape_rule,
         creates: &[],
         summary,
         doc,
     }
 }
 
-pub(super) const fn unary_fn(
+/// An elementwise function or activation of `x` alone.
+pub(super) const fn elementwise(
     id: OpId,
     name: &'static str,
     summary: &'static str,
     doc: &'static str,
 ) -> OpSpec {
-    OpSpec {
-        id,
-        name,
-        params: &[X],
-        shape_rule: "[d1, .., dk] → [d1, .., dk]",
-        creates: &[],
-        summary,
-        doc,
-    }
+    plain(id, name, &[X], "[d1, .., dk] → [d1, .., dk]", summary, doc)
 }
 
+/// A reduction of `x` along `axis`.
 pub(super) const fn reduce_fn(
     id: OpId,
     name: &'static str,
     summary: &'static str,
     doc: &'static str,
 ) -> OpSpec {
-    OpSpec {
-        id,
-        name,
-        params: &[X, AXIS],
-        shape_rule: "[d1, .., dk] → the same without dimension `axis`",
-        creates: &[],
-        summary,
-        doc,
-    }
+    let rule = "[d1, .., dk] → the same without dimension `axis`";
+    plain(id, name, &[X, AXIS], rule, summary, doc)
 }
 
+/// An op outside models without parameters (a loss, a metric, an initializer).
 pub(super) const fn nullary(
     id: OpId,
     name: &'static str,
     summary: &'static str,
     doc: &'static str,
 ) -> OpSpec {
-    OpSpec {
-        id,
-        name,
-        params: &[],
-        shape_rule: "",
-        creates: &[],
-        summary,
-        doc,
-    }
+    plain(id, name, &[], "", summary, doc)
 }
 
 pub(super) const ADAM_TAIL: [ParamSpec; 3] = [
