@@ -13,6 +13,23 @@
 //! parameter of the same op. A name may appear under two kinds (`mse` is a loss and a
 //! metric); lookups always say which kind they want.
 
+/// Declares a fieldless op-identity enum and its `ALL`, in declaration order (the order
+/// `nnc doc` lists them), from one list of variants, so no variant can be left out of it.
+macro_rules! listed_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($variant),*
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: [$name; [$(stringify!($variant)),*].len()] = [$($name::$variant),*];
+        }
+    };
+}
+
 mod model_ops;
 mod spec;
 mod training_ops;

@@ -1,36 +1,26 @@
 //! The declarations of the ops applied inside a model (layers, tensor functions,
 //! activations): one enum per kind, each variant's [`OpSpec`] given by an exhaustive
 //! `match`, so a new variant does not compile until it is documented. The model checker
-//! (`sema::calls`) and the graph lowering (`ir::lower`) match the same enums.
+//! (`sema::model::calls`) and the graph lowering (`ir::lower`) match the same enums.
 
 use super::spec::{
     elementwise, param, reduce_fn, ArgDefault, Created, OpId, OpSpec, ParamType, Range, AXIS, X,
 };
 
-/// A layer: applied in a model, creates parameters or behaves differently in training.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Layer {
-    Dense,
-    Conv2d,
-    MaxPool,
-    AvgPool,
-    Flatten,
-    Dropout,
-    BatchNorm,
+listed_enum! {
+    /// A layer: applied in a model, creates parameters or behaves differently in training.
+    Layer {
+        Dense,
+        Conv2d,
+        MaxPool,
+        AvgPool,
+        Flatten,
+        Dropout,
+        BatchNorm,
+    }
 }
 
 impl Layer {
-    /// Every layer, in the order `nnc doc` lists them.
-    pub const ALL: [Layer; 7] = [
-        Layer::Dense,
-        Layer::Conv2d,
-        Layer::MaxPool,
-        Layer::AvgPool,
-        Layer::Flatten,
-        Layer::Dropout,
-        Layer::BatchNorm,
-    ];
-
     /// The declaration: name, parameters, shape rule, created tensors and documentation.
     #[rustfmt::skip]
     pub const fn spec(self) -> OpSpec {
@@ -139,20 +129,21 @@ impl Layer {
     }
 }
 
-/// A pure tensor function applied in a model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Function {
-    Exp,
-    Log,
-    Sqrt,
-    Abs,
-    Square,
-    Sum,
-    Mean,
-    Max,
-    Reshape,
-    Transpose,
-    Concat,
+listed_enum! {
+    /// A pure tensor function applied in a model.
+    Function {
+        Exp,
+        Log,
+        Sqrt,
+        Abs,
+        Square,
+        Sum,
+        Mean,
+        Max,
+        Reshape,
+        Transpose,
+        Concat,
+    }
 }
 
 impl Function {
@@ -170,21 +161,6 @@ impl Function {
             | Function::Concat => false,
         }
     }
-
-    /// Every function, in the order `nnc doc` lists them.
-    pub const ALL: [Function; 11] = [
-        Function::Exp,
-        Function::Log,
-        Function::Sqrt,
-        Function::Abs,
-        Function::Square,
-        Function::Sum,
-        Function::Mean,
-        Function::Max,
-        Function::Reshape,
-        Function::Transpose,
-        Function::Concat,
-    ];
 
     /// The declaration: name, parameters, shape rule, created tensors and documentation.
     #[rustfmt::skip]
@@ -235,32 +211,22 @@ impl Function {
     }
 }
 
-/// An activation: an elementwise (or softmax) nonlinearity applied in a model. Its
-/// expansion into graph primitives is `ir::lower::activation`, an exhaustive match on
-/// this enum; gradients, the interpreter and kernels follow from the primitives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Activation {
-    Sigmoid,
-    Tanh,
-    Relu,
-    LeakyRelu,
-    Softmax,
-    Softplus,
-    Gelu,
+listed_enum! {
+    /// An activation: an elementwise (or softmax) nonlinearity applied in a model. Its
+    /// expansion into graph primitives is `ir::lower::activation`, an exhaustive match on
+    /// this enum; gradients, the interpreter and kernels follow from the primitives.
+    Activation {
+        Sigmoid,
+        Tanh,
+        Relu,
+        LeakyRelu,
+        Softmax,
+        Softplus,
+        Gelu,
+    }
 }
 
 impl Activation {
-    /// Every activation, in the order `nnc doc` lists them.
-    pub const ALL: [Activation; 7] = [
-        Activation::Sigmoid,
-        Activation::Tanh,
-        Activation::Relu,
-        Activation::LeakyRelu,
-        Activation::Softmax,
-        Activation::Softplus,
-        Activation::Gelu,
-    ];
-
     /// The declaration: name, parameters, shape rule, created tensors and documentation.
     #[rustfmt::skip]
     pub const fn spec(self) -> OpSpec {

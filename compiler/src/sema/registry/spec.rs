@@ -8,7 +8,7 @@ use std::fmt::{self, Write as _};
 use nnc_runtime::metrics::Metric;
 
 use super::model_ops::{Activation, Function, Layer};
-use super::training_ops::{metric_spec, DataKind, InitKind, OptimizerKind, METRICS};
+use super::training_ops::{metric_spec, DataKind, InitKind, OptimizerKind};
 use crate::sema::typed::Loss;
 
 /// What an op is, which decides where it may be used.
@@ -108,7 +108,7 @@ impl OpId {
         let activations = Activation::ALL.into_iter().map(OpId::Activation);
         let losses = Loss::ALL.into_iter().map(OpId::Loss);
         let optimizers = OptimizerKind::ALL.into_iter().map(OpId::Optimizer);
-        let metrics = METRICS.into_iter().map(OpId::Metric);
+        let metrics = Metric::ALL.into_iter().map(OpId::Metric);
         let inits = InitKind::ALL.into_iter().map(OpId::Initializer);
         let data = DataKind::ALL.into_iter().map(OpId::Data);
         layers

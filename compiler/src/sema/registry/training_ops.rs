@@ -12,7 +12,7 @@ use super::spec::{
 use crate::sema::typed::Loss;
 
 impl Loss {
-    /// Every loss, in the order `nnc doc` lists them.
+    /// Every loss (a `typed` enum, so listed here by hand), in the order `nnc doc` lists them.
     pub const ALL: [Loss; 4] = [
         Loss::CrossEntropy,
         Loss::BinaryCrossEntropy,
@@ -32,24 +32,17 @@ impl Loss {
     }
 }
 
-/// An optimizer (`optimizer = ..`); its settings become a `typed::Optimizer`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum OptimizerKind {
-    Sgd,
-    RmsProp,
-    Adam,
-    AdamW,
+listed_enum! {
+    /// An optimizer (`optimizer = ..`); its settings become a `typed::Optimizer`.
+    OptimizerKind {
+        Sgd,
+        RmsProp,
+        Adam,
+        AdamW,
+    }
 }
 
 impl OptimizerKind {
-    /// Every optimizerkind, in the order `nnc doc` lists them.
-    pub const ALL: [OptimizerKind; 4] = [
-        OptimizerKind::Sgd,
-        OptimizerKind::RmsProp,
-        OptimizerKind::Adam,
-        OptimizerKind::AdamW,
-    ];
-
     /// The declaration: name, parameters, shape rule, created tensors and documentation.
     #[rustfmt::skip]
     pub const fn spec(self) -> OpSpec {
@@ -108,9 +101,6 @@ impl OptimizerKind {
     }
 }
 
-/// Every metric, in the order `nnc doc` lists them.
-pub const METRICS: [Metric; 6] = Metric::ALL;
-
 /// The declaration of a metric (the runtime computes it; see `nnc_runtime::metrics`).
 #[rustfmt::skip]
 pub const fn metric_spec(m: Metric) -> OpSpec {
@@ -124,28 +114,19 @@ pub const fn metric_spec(m: Metric) -> OpSpec {
     }
 }
 
-/// An initializer (`init = ..`); its settings become a `typed::Init`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum InitKind {
-    Zeros,
-    Ones,
-    Normal,
-    Uniform,
-    Glorot,
-    He,
+listed_enum! {
+    /// An initializer (`init = ..`); its settings become a `typed::Init`.
+    InitKind {
+        Zeros,
+        Ones,
+        Normal,
+        Uniform,
+        Glorot,
+        He,
+    }
 }
 
 impl InitKind {
-    /// Every initkind, in the order `nnc doc` lists them.
-    pub const ALL: [InitKind; 6] = [
-        InitKind::Zeros,
-        InitKind::Ones,
-        InitKind::Normal,
-        InitKind::Uniform,
-        InitKind::Glorot,
-        InitKind::He,
-    ];
-
     /// The declaration: name, parameters, shape rule, created tensors and documentation.
     #[rustfmt::skip]
     pub const fn spec(self) -> OpSpec {
@@ -176,17 +157,15 @@ impl InitKind {
     }
 }
 
-/// A data source (`data = ..`); its settings become a `typed::DataSpec`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DataKind {
-    Idx,
-    Csv,
+listed_enum! {
+    /// A data source (`data = ..`); its settings become a `typed::DataSpec`.
+    DataKind {
+        Idx,
+        Csv,
+    }
 }
 
 impl DataKind {
-    /// Every datakind, in the order `nnc doc` lists them.
-    pub const ALL: [DataKind; 2] = [DataKind::Idx, DataKind::Csv];
-
     /// The declaration: name, parameters, shape rule, created tensors and documentation.
     #[rustfmt::skip]
     pub const fn spec(self) -> OpSpec {
