@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::diag::{did_you_mean, Code, Diagnostic};
 use crate::sema::args::{self, Args};
-use crate::sema::registry::{self, DataKind, OpId, OpKind, OptimizerKind};
+use crate::sema::registry::{self, DataKind, OpId, OpKind, OptimizerKind, Setting, SettingSpec};
 use crate::sema::typed::*;
 use crate::syntax::ast::{self, Expr, ExprKind, Span};
 
@@ -53,7 +53,7 @@ pub fn check_train(
     let mut s = Settings::default();
     for setting in &train.settings {
         let name = setting.name.name.as_str();
-        if registry::setting(name).is_none() {
+        let Some(spec) = registry::setting(name) else {
             let names = registry::settings().iter().map(|s| s.name);
             let help = if name == "lr" || name == "learning_rate" {
                 Some(
@@ -72,7 +72,7 @@ pub fn check_train(
                 .maybe_help(help),
             );
             continue;
-        }
+        };
         // The parsed setting span may run into the following whitespace.
         let span = setting.name.span.to(setting.value.span);
         if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
@@ -87,12 +87,16 @@ pub fn check_train(
             continue;
         }
         seen.push((name, span));
-        s.check(name, &setting.value, base_dir, diags);
+        s.check(spec, &setting.value, base_dir, diags);
     }
 
-    for required in ["data", "loss", "optimizer"] {
+    for required in [Setting::Data, Setting::Loss, Setting::Optimizer] {
+        let SettingSpec {
+            name: required,
+            example,
+            ..
+        } = required.spec();
         if !seen.iter().any(|(n, _)| *n == required) {
-            let example = registry::setting(required).map_or("", |s| s.example);
             diags.push(
                 Diagnostic::new(
                     Code::MissingSetting,
@@ -158,23 +162,30 @@ impl Default for Settings {
 }
 
 impl Settings {
-    fn check(&mut self, name: &str, value: &Expr, base_dir: &Path, diags: &mut Vec<Diagnostic>) {
-        match name {
-            "data" => {
+    fn check(
+        &mut self,
+        setting: &SettingSpec,
+        value: &Expr,
+        base_dir: &Path,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        let name = setting.name;
+        match setting.id {
+            Setting::Data => {
                 if let Some((op, a)) = args::eval_op_value(value, OpKind::Data, diags) {
                     if let OpId::Data(kind) = op.id {
                         self.data = Some((data_spec(kind, &a, base_dir), value.span));
                     }
                 }
             }
-            "loss" => {
+            Setting::Loss => {
                 if let Some((op, _)) = args::eval_op_value(value, OpKind::Loss, diags) {
                     if let OpId::Loss(loss) = op.id {
                         self.loss = Some((loss, value.span));
                     }
                 }
             }
-            "optimizer" => {
+            Setting::Optimizer => {
                 let mut local = Vec::new();
                 if let Some((op, a)) = args::eval_op_value(value, OpKind::Optimizer, &mut local) {
                     if let OpId::Optimizer(kind) = op.id {
@@ -189,17 +200,18 @@ impl Settings {
                 }
                 diags.append(&mut local);
             }
-            "batch" | "epochs" => {
+            Setting::Batch => {
                 if let Some(n) = positive(name, value, diags) {
-                    if name == "batch" {
-                        self.batch = n;
-                    } else {
-                        self.epochs = n;
-                    }
+                    self.batch = n;
                 }
             }
-            "metrics" => self.metrics = metrics(value, diags),
-            "seed" => match args::eval_int(value) {
+            Setting::Epochs => {
+                if let Some(n) = positive(name, value, diags) {
+                    self.epochs = n;
+                }
+            }
+            Setting::Metrics => self.metrics = metrics(value, diags),
+            Setting::Seed => match args::eval_int(value) {
                 Ok(i) if i >= 0 => self.seed = i as u64,
                 Ok(i) => diags.push(
                     Diagnostic::new(Code::InvalidArgument, "`seed` must be an integer ≥ 0")
@@ -207,14 +219,13 @@ impl Settings {
                 ),
                 Err(d) => diags.push(retitled(d, "`seed` must be an integer ≥ 0")),
             },
-            "shuffle" => match strip(value).kind {
+            Setting::Shuffle => match strip(value).kind {
                 ExprKind::Bool(b) => self.shuffle = b,
                 _ => diags.push(
                     Diagnostic::new(Code::InvalidArgument, "`shuffle` must be `true` or `false`")
                         .label(value.span, format!("found {}", args::describe(value))),
                 ),
             },
-            _ => {}
         }
     }
 }

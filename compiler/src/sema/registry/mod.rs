@@ -42,11 +42,14 @@ pub use spec::{
     format_number, ArgDefault, Created, OpId, OpKind, OpSpec, ParamSpec, ParamType, Range,
     SettingSpec,
 };
-use training_ops::SETTINGS;
-pub use training_ops::{DataKind, InitKind, OptimizerKind};
+pub use training_ops::{DataKind, InitKind, OptimizerKind, Setting};
 
 /// Every declaration, in the order of [`OpId::all`].
 static OPS: LazyLock<Vec<OpSpec>> = LazyLock::new(|| OpId::all().map(OpId::spec).collect());
+
+/// Every training setting, in the order of [`Setting::ALL`].
+static SETTINGS: LazyLock<Vec<SettingSpec>> =
+    LazyLock::new(|| Setting::ALL.into_iter().map(Setting::spec).collect());
 
 /// Every op, grouped by kind in the order `nnc doc` lists them.
 pub fn ops() -> &'static [OpSpec] {
@@ -78,7 +81,7 @@ pub fn names_where(keep: impl Fn(OpKind) -> bool) -> Vec<&'static str> {
 }
 
 pub fn settings() -> &'static [SettingSpec] {
-    SETTINGS
+    &SETTINGS
 }
 
 pub fn setting(name: &str) -> Option<&'static SettingSpec> {
@@ -101,7 +104,7 @@ pub fn index() -> String {
         out.push('\n');
     }
     let _ = writeln!(out, "Training settings (`train MODEL {{ .. }}`):");
-    for s in SETTINGS {
+    for s in SETTINGS.iter() {
         let _ = writeln!(
             out,
             "  {:<42} {}",
@@ -238,6 +241,11 @@ mod tests {
             assert_eq!(lookup(spec.name, id.kind()).map(|o| o.id), Some(id));
         }
         assert_eq!(OpId::all().count(), OPS.len());
+        for id in Setting::ALL {
+            let spec = id.spec();
+            assert_eq!(spec.id, id, "{}", spec.name);
+            assert_eq!(setting(spec.name).map(|s| s.id), Some(id));
+        }
     }
 
     #[test]
@@ -256,7 +264,7 @@ mod tests {
         for op in OPS.iter() {
             assert!(text.contains(op.name), "{}", op.name);
         }
-        for s in SETTINGS {
+        for s in SETTINGS.iter() {
             assert!(text.contains(s.name), "{}", s.name);
         }
     }

@@ -8,7 +8,7 @@ use std::fmt::{self, Write as _};
 use nnc_runtime::metrics::Metric;
 
 use super::model_ops::{Activation, Function, Layer};
-use super::training_ops::{metric_spec, DataKind, InitKind, OptimizerKind};
+use super::training_ops::{metric_spec, DataKind, InitKind, OptimizerKind, Setting};
 use crate::sema::typed::Loss;
 
 /// What an op is, which decides where it may be used.
@@ -410,6 +410,7 @@ impl OpSpec {
 /// A training setting (`batch = 64` inside `train NAME { .. }`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SettingSpec {
+    pub id: Setting,
     pub name: &'static str,
     /// What it accepts.
     pub values: &'static str,

@@ -199,62 +199,88 @@ impl DataKind {
     }
 }
 
-/// Every training setting, in the order `nnc doc` lists them.
-pub static SETTINGS: &[SettingSpec] = &[
-    SettingSpec {
-        name: "data",
-        values: "idx(..) or csv(..)",
-        default: "required",
-        example: "data = idx(\"data/mnist\", scale = 1/255)",
-        summary: "where the training samples come from",
-    },
-    SettingSpec {
-        name: "loss",
-        values: "a loss",
-        default: "required",
-        example: "loss = cross_entropy",
-        summary: "what training minimises, as loss(output, target)",
-    },
-    SettingSpec {
-        name: "optimizer",
-        values: "an optimizer",
-        default: "required",
-        example: "optimizer = adam(lr = 0.001)",
-        summary: "how parameters are updated",
-    },
-    SettingSpec {
-        name: "batch",
-        values: "a positive integer",
-        default: "32",
-        example: "batch = 64",
-        summary: "samples per training step",
-    },
-    SettingSpec {
-        name: "epochs",
-        values: "a positive integer",
-        default: "1",
-        example: "epochs = 5",
-        summary: "passes over the training data",
-    },
-    SettingSpec {
-        name: "metrics",
-        values: "[metric, ..]",
-        default: "[]",
-        example: "metrics = [accuracy]",
-        summary: "what is reported after each epoch",
-    },
-    SettingSpec {
-        name: "seed",
-        values: "an integer ≥ 0",
-        default: "0",
-        example: "seed = 7",
-        summary: "the same seed gives the same weights, shuffles and results",
-    },
-    SettingSpec {
-        name: "shuffle",
-        values: "true or false",
-        default: "true",
-        example: "shuffle = false",
-        summary: "shuffle the samples every epoch",
-    },
-];
+listed_enum! {
+    /// A training setting (`batch = 64` inside `train NAME { .. }`).
+    Setting {
+        Data,
+        Loss,
+        Optimizer,
+        Batch,
+        Epochs,
+        Metrics,
+        Seed,
+        Shuffle,
+    }
+}
+
+impl Setting {
+    /// The declaration: name, accepted values, default, example and summary.
+    pub fn spec(self) -> SettingSpec {
+        match self {
+            Setting::Data => SettingSpec {
+                id: Setting::Data,
+                name: "data",
+                values: "idx(..) or csv(..)",
+                default: "required",
+                example: "data = idx(\"data/mnist\", scale = 1/255)",
+                summary: "where the training samples come from",
+            },
+            Setting::Loss => SettingSpec {
+                id: Setting::Loss,
+                name: "loss",
+                values: "a loss",
+                default: "required",
+                example: "loss = cross_entropy",
+                summary: "what training minimises, as loss(output, target)",
+            },
+            Setting::Optimizer => SettingSpec {
+                id: Setting::Optimizer,
+                name: "optimizer",
+                values: "an optimizer",
+                default: "required",
+                example: "optimizer = adam(lr = 0.001)",
+                summary: "how parameters are updated",
+            },
+            Setting::Batch => SettingSpec {
+                id: Setting::Batch,
+                name: "batch",
+                values: "a positive integer",
+                default: "32",
+                example: "batch = 64",
+                summary: "samples per training step",
+            },
+            Setting::Epochs => SettingSpec {
+                id: Setting::Epochs,
+                name: "epochs",
+                values: "a positive integer",
+                default: "1",
+                example: "epochs = 5",
+                summary: "passes over the training data",
+            },
+            Setting::Metrics => SettingSpec {
+                id: Setting::Metrics,
+                name: "metrics",
+                values: "[metric, ..]",
+                default: "[]",
+                example: "metrics = [accuracy]",
+                summary: "what is reported after each epoch",
+            },
+            Setting::Seed => SettingSpec {
+                id: Setting::Seed,
+                name: "seed",
+                values: "an integer ≥ 0",
+                default: "0",
+                example: "seed = 7",
+                summary: "the same seed gives the same weights, shuffles and results",
+            },
+            Setting::Shuffle => SettingSpec {
+                id: Setting::Shuffle,
+                name: "shuffle",
+                values: "true or false",
+                default: "true",
+                example: "shuffle = false",
+                summary: "shuffle the samples every epoch",
+            },
+        }
+    }
+}
