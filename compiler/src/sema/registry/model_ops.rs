@@ -4,7 +4,8 @@
 //! (`sema::model::calls`) and the graph lowering (`ir::lower`) match the same enums.
 
 use super::spec::{
-    elementwise, param, reduce_fn, ArgDefault, Created, OpId, OpSpec, ParamType, Range, AXIS, X,
+    elementwise, param, pool, reduce_fn, ArgDefault, Created, OpId, OpSpec, ParamType, Range, AXIS,
+    X,
 };
 
 listed_enum! {
@@ -60,32 +61,8 @@ impl Layer {
                 summary: "2-D convolution over channels-last images",
                 doc: "Slides a `kernel × kernel` window over each image (channels last) and applies the same weights at every position, plus a bias per filter.",
             } },
-            Layer::MaxPool => const { OpSpec {
-                id: OpId::Layer(Layer::MaxPool),
-                name: "max_pool",
-                params: &[
-                    X,
-                    param("size", ParamType::Int { min: 1 }, ArgDefault::Int(2), "the side of the square window"),
-                    param("stride", ParamType::Int { min: 1 }, ArgDefault::SameAs("size"), "the step between windows"),
-                ],
-                shape_rule: "[h, w, c] → [(h - size) / stride + 1, (w - size) / stride + 1, c]",
-                creates: &[],
-                summary: "maximum over square windows (no padding)",
-                doc: "Takes the largest value of each `size × size` window, per channel. Windows do not pad; a window larger than the image is an error.",
-            } },
-            Layer::AvgPool => const { OpSpec {
-                id: OpId::Layer(Layer::AvgPool),
-                name: "avg_pool",
-                params: &[
-                    X,
-                    param("size", ParamType::Int { min: 1 }, ArgDefault::Int(2), "the side of the square window"),
-                    param("stride", ParamType::Int { min: 1 }, ArgDefault::SameAs("size"), "the step between windows"),
-                ],
-                shape_rule: "[h, w, c] → [(h - size) / stride + 1, (w - size) / stride + 1, c]",
-                creates: &[],
-                summary: "average over square windows (no padding)",
-                doc: "Takes the mean of each `size × size` window, per channel. Windows do not pad; a window larger than the image is an error.",
-            } },
+            Layer::MaxPool => pool(OpId::Layer(Layer::MaxPool), "max_pool", "maximum over square windows (no padding)", "Takes the largest value of each `size × size` window, per channel. Windows do not pad; a window larger than the image is an error."),
+            Layer::AvgPool => pool(OpId::Layer(Layer::AvgPool), "avg_pool", "average over square windows (no padding)", "Takes the mean of each `size × size` window, per channel. Windows do not pad; a window larger than the image is an error."),
             Layer::Flatten => const { OpSpec {
                 id: OpId::Layer(Layer::Flatten),
                 name: "flatten",

@@ -488,6 +488,29 @@ pub(super) const fn elementwise(
     plain(id, name, &[X], "[d1, .., dk] → [d1, .., dk]", summary, doc)
 }
 
+/// A pooling layer over square windows of `x`.
+pub(super) const fn pool(
+    id: OpId,
+    name: &'static str,
+    summary: &'static str,
+    doc: &'static str,
+) -> OpSpec {
+    const SIZE: ParamSpec = param(
+        "size",
+        ParamType::Int { min: 1 },
+        ArgDefault::Int(2),
+        "the side of the square window",
+    );
+    const STRIDE: ParamSpec = param(
+        "stride",
+        ParamType::Int { min: 1 },
+        ArgDefault::SameAs("size"),
+        "the step between windows",
+    );
+    let rule = "[h, w, c] → [(h - size) / stride + 1, (w - size) / stride + 1, c]";
+    plain(id, name, &[X, SIZE, STRIDE], rule, summary, doc)
+}
+
 /// A reduction of `x` along `axis`.
 pub(super) const fn reduce_fn(
     id: OpId,
