@@ -1,5 +1,6 @@
-//! Typed model → forward graph. Every layer of the language is lowered to primitives
-//! here and nowhere else:
+//! Typed model → forward graph. Every layer, function and activation of the language is
+//! lowered to primitives here and nowhere else, by exhaustive `match` on the typed op and
+//! on the registry's identities ([`activation`] is the meaning of each activation):
 //!
 //! | layer | primitives |
 //! | --- | --- |
@@ -23,7 +24,7 @@ use super::ops::elementwise::{BinaryOp, UnaryOp};
 use super::ops::reduce::ReduceOp;
 use super::ops::window::Window;
 use super::{ir_bail, IrResult};
-use crate::sema::typed::{self, BinaryFn, PoolFn, ReduceFn, TOp, TypedModel, UnaryFn};
+use crate::sema::typed::{self, Activation, BinaryFn, Function, PoolFn, ReduceFn, TOp, TypedModel};
 
 /// Training or inference form of the layers that differ (`dropout`, `batch_norm`).
 #[derive(Clone, Copy, Debug)]
@@ -157,7 +158,7 @@ pub fn lower_model(
         _ => None,
     };
     let sigmoid_logits = match out_node.op {
-        TOp::Unary(UnaryFn::Sigmoid) => arg0,
+        TOp::Activation(Activation::Sigmoid) => arg0,
         _ => None,
     };
     Ok(Forward {
@@ -211,7 +212,9 @@ impl Cx<'_> {
             TOp::Input(i) => get(bind.inputs, *i, "input")?,
             TOp::Param(p) => get(bind.params, p.0 as usize, "parameter")?,
             TOp::Const(c) => g.constant(*c as f32),
-            TOp::Unary(f) => unary(g, *f, arg(0)?)?,
+            TOp::Neg => g.unary(UnaryOp::Neg, arg(0)?)?,
+            TOp::Elementwise(f) => function(g, *f, arg(0)?)?,
+            TOp::Activation(a) => activation(g, *a, arg(0)?)?,
             TOp::LeakyRelu { alpha } => {
                 let x = arg(0)?;
                 let zero = g.constant(0.0);
@@ -479,26 +482,41 @@ pub fn element_count(g: &mut Graph, shape: &Shape, axes: &[usize]) -> IrResult<N
     }
 }
 
-fn unary(g: &mut Graph, f: UnaryFn, x: NodeId) -> IrResult<NodeId> {
-    let direct = |op| -> Option<UnaryOp> { Some(op) };
-    let simple = match f {
-        UnaryFn::Neg => direct(UnaryOp::Neg),
-        UnaryFn::Exp => direct(UnaryOp::Exp),
-        UnaryFn::Log => direct(UnaryOp::Log),
-        UnaryFn::Sqrt => direct(UnaryOp::Sqrt),
-        UnaryFn::Abs => direct(UnaryOp::Abs),
-        UnaryFn::Sigmoid => direct(UnaryOp::Sigmoid),
-        UnaryFn::Tanh => direct(UnaryOp::Tanh),
-        _ => None,
-    };
-    if let Some(op) = simple {
-        return g.unary(op, x);
-    }
-    let zero = g.constant(0.0);
+/// An elementwise tensor function in primitives.
+fn function(g: &mut Graph, f: Function, x: NodeId) -> IrResult<NodeId> {
     match f {
-        UnaryFn::Square => g.mul(x, x),
-        UnaryFn::Relu => g.binary(BinaryOp::Max, x, zero),
-        UnaryFn::Softplus => {
+        Function::Exp => g.unary(UnaryOp::Exp, x),
+        Function::Log => g.unary(UnaryOp::Log, x),
+        Function::Sqrt => g.unary(UnaryOp::Sqrt, x),
+        Function::Abs => g.unary(UnaryOp::Abs, x),
+        Function::Square => {
+            // The constant comes first, as in every expansion that is not one primitive:
+            // node order is part of the printed graphs.
+            g.constant(0.0);
+            g.mul(x, x)
+        }
+        Function::Sum
+        | Function::Mean
+        | Function::Max
+        | Function::Reshape
+        | Function::Transpose
+        | Function::Concat => ir_bail!("internal error: `{f:?}` is not elementwise"),
+    }
+}
+
+/// The meaning of an activation: its expansion into primitives (the interpreter, the
+/// gradient and the kernels follow from theirs). `leaky_relu` and `softmax`, which have
+/// settings, are lowered from their own typed ops.
+pub fn activation(g: &mut Graph, a: Activation, x: NodeId) -> IrResult<NodeId> {
+    match a {
+        Activation::Sigmoid => g.unary(UnaryOp::Sigmoid, x),
+        Activation::Tanh => g.unary(UnaryOp::Tanh, x),
+        Activation::Relu => {
+            let zero = g.constant(0.0);
+            g.binary(BinaryOp::Max, x, zero)
+        }
+        Activation::Softplus => {
+            let zero = g.constant(0.0);
             let pos = g.binary(BinaryOp::Max, x, zero)?;
             let ax = g.unary(UnaryOp::Abs, x)?;
             let nax = g.unary(UnaryOp::Neg, ax)?;
@@ -508,7 +526,8 @@ fn unary(g: &mut Graph, f: UnaryFn, x: NodeId) -> IrResult<NodeId> {
             let l = g.unary(UnaryOp::Log, ope)?;
             g.add(pos, l)
         }
-        UnaryFn::Gelu => {
+        Activation::Gelu => {
+            g.constant(0.0);
             let x2 = g.mul(x, x)?;
             let x3 = g.mul(x2, x)?;
             let c3 = g.scale(x3, 0.044715)?;
@@ -521,28 +540,32 @@ fn unary(g: &mut Graph, f: UnaryFn, x: NodeId) -> IrResult<NodeId> {
             let hx = g.scale(x, 0.5)?;
             g.mul(hx, opt)
         }
-        _ => ir_bail!("internal error: unary function {f:?} not lowered"),
+        Activation::LeakyRelu | Activation::Softmax => {
+            ir_bail!("internal error: `{a:?}` has settings and its own typed op")
+        }
     }
 }
 
 /// Softmax along `axis`, shifted by the (gradient-free) maximum for stability.
 pub fn softmax(g: &mut Graph, x: NodeId, axis: usize) -> IrResult<NodeId> {
-    let m = g.reduce(ReduceOp::Max, x, &[axis])?;
-    let m = g.unary(UnaryOp::StopGrad, m)?;
-    let sh = g.sub(x, m)?;
-    let e = g.unary(UnaryOp::Exp, sh)?;
-    let s = g.reduce(ReduceOp::Sum, e, &[axis])?;
+    let (_, e, s) = shifted_exp(g, x, axis)?;
     g.div(e, s)
 }
 
 /// Log-softmax along `axis`: `z − m − log Σ exp(z − m)` with `m = stop_grad(max z)`.
 /// Its gradient against a one-hot target is `softmax − onehot`.
 pub fn log_softmax(g: &mut Graph, z: NodeId, axis: usize) -> IrResult<NodeId> {
+    let (sh, _, s) = shifted_exp(g, z, axis)?;
+    let lse = g.unary(UnaryOp::Log, s)?;
+    g.sub(sh, lse)
+}
+
+/// `sh = z − stop_grad(max z)`, `e = exp(sh)` and `s = Σ e` along `axis`.
+fn shifted_exp(g: &mut Graph, z: NodeId, axis: usize) -> IrResult<(NodeId, NodeId, NodeId)> {
     let m = g.reduce(ReduceOp::Max, z, &[axis])?;
     let m = g.unary(UnaryOp::StopGrad, m)?;
     let sh = g.sub(z, m)?;
     let e = g.unary(UnaryOp::Exp, sh)?;
     let s = g.reduce(ReduceOp::Sum, e, &[axis])?;
-    let lse = g.unary(UnaryOp::Log, s)?;
-    g.sub(sh, lse)
+    Ok((sh, e, s))
 }

@@ -8,7 +8,9 @@
 //! pushes its diagnostics and returns `None`; nothing here panics on user input.
 
 use crate::diag::{did_you_mean, Code, Diagnostic};
-use crate::sema::registry::{self, ArgDefault, OpKind, OpSpec, ParamSpec, ParamType, Range};
+use crate::sema::registry::{
+    self, ArgDefault, InitKind, OpId, OpKind, OpSpec, ParamSpec, ParamType, Range,
+};
 use crate::sema::typed::{Init, TNodeId};
 use crate::syntax::ast::{Arg, BinOp, Expr, ExprKind, Span};
 
@@ -358,7 +360,9 @@ fn default_value(p: &ParamSpec, earlier: &[(&'static str, ArgValue, Span)]) -> O
         ArgDefault::Float(x) => ArgValue::Float(x),
         ArgDefault::Bool(b) => ArgValue::Bool(b),
         ArgDefault::Str(s) => ArgValue::Str(s.to_string()),
-        ArgDefault::Init(name) => ArgValue::Init(named_init(name, None)?),
+        ArgDefault::Init(name) => {
+            ArgValue::Init(init_of(registry::lookup(name, OpKind::Initializer)?, None)?)
+        }
         ArgDefault::SameAs(other) => earlier.iter().find(|v| v.0 == other)?.1.clone(),
     })
 }
@@ -584,7 +588,7 @@ pub fn eval_op_value(
             Some(o) => format!(
                 "`{}` is {}, not {}",
                 callee.name,
-                o.kind.a_noun(),
+                o.kind().a_noun(),
                 kind.a_noun()
             ),
             None => format!(
@@ -621,23 +625,25 @@ pub fn eval_init(e: &Expr, diags: &mut Vec<Diagnostic>) -> Option<Init> {
         };
     }
     let (op, args) = eval_op_value(e, OpKind::Initializer, diags)?;
-    named_init(op.name, Some(&args))
+    init_of(op, Some(&args))
 }
 
 /// The [`Init`] for an initializer op; `args` default to the registry's defaults.
-fn named_init(name: &str, args: Option<&Args>) -> Option<Init> {
+fn init_of(op: &OpSpec, args: Option<&Args>) -> Option<Init> {
+    let OpId::Initializer(kind) = op.id else {
+        return None;
+    };
     let float = |p: &str, default: f64| args.map_or(default, |a| a.float(p));
-    Some(match name {
-        "zeros" => Init::Zeros,
-        "ones" => Init::Ones,
-        "normal" => Init::Normal {
+    Some(match kind {
+        InitKind::Zeros => Init::Zeros,
+        InitKind::Ones => Init::Ones,
+        InitKind::Normal => Init::Normal {
             std: float("std", 0.01),
         },
-        "uniform" => Init::Uniform {
+        InitKind::Uniform => Init::Uniform {
             limit: float("limit", 1.0),
         },
-        "glorot" => Init::Glorot,
-        "he" => Init::He,
-        _ => return None,
+        InitKind::Glorot => Init::Glorot,
+        InitKind::He => Init::He,
     })
 }

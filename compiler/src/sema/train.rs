@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::diag::{did_you_mean, Code, Diagnostic};
 use crate::sema::args::{self, Args};
-use crate::sema::registry::{self, OpKind};
+use crate::sema::registry::{self, DataKind, OpId, OpKind, OptimizerKind, Setting, SettingSpec};
 use crate::sema::typed::*;
 use crate::syntax::ast::{self, Expr, ExprKind, Span};
 
@@ -53,7 +53,7 @@ pub fn check_train(
     let mut s = Settings::default();
     for setting in &train.settings {
         let name = setting.name.name.as_str();
-        if registry::setting(name).is_none() {
+        let Some(spec) = registry::setting(name) else {
             let names = registry::settings().iter().map(|s| s.name);
             let help = if name == "lr" || name == "learning_rate" {
                 Some(
@@ -72,7 +72,7 @@ pub fn check_train(
                 .maybe_help(help),
             );
             continue;
-        }
+        };
         // The parsed setting span may run into the following whitespace.
         let span = setting.name.span.to(setting.value.span);
         if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
@@ -87,12 +87,16 @@ pub fn check_train(
             continue;
         }
         seen.push((name, span));
-        s.check(name, &setting.value, base_dir, diags);
+        s.check(spec, &setting.value, base_dir, diags);
     }
 
-    for required in ["data", "loss", "optimizer"] {
+    for required in [Setting::Data, Setting::Loss, Setting::Optimizer] {
+        let SettingSpec {
+            name: required,
+            example,
+            ..
+        } = required.spec();
         if !seen.iter().any(|(n, _)| *n == required) {
-            let example = registry::setting(required).map_or("", |s| s.example);
             diags.push(
                 Diagnostic::new(
                     Code::MissingSetting,
@@ -158,28 +162,35 @@ impl Default for Settings {
 }
 
 impl Settings {
-    fn check(&mut self, name: &str, value: &Expr, base_dir: &Path, diags: &mut Vec<Diagnostic>) {
-        match name {
-            "data" => {
+    fn check(
+        &mut self,
+        setting: &SettingSpec,
+        value: &Expr,
+        base_dir: &Path,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        let name = setting.name;
+        match setting.id {
+            Setting::Data => {
                 if let Some((op, a)) = args::eval_op_value(value, OpKind::Data, diags) {
-                    self.data = Some((data_spec(op.name, &a, base_dir), value.span));
+                    if let OpId::Data(kind) = op.id {
+                        self.data = Some((data_spec(kind, &a, base_dir), value.span));
+                    }
                 }
             }
-            "loss" => {
+            Setting::Loss => {
                 if let Some((op, _)) = args::eval_op_value(value, OpKind::Loss, diags) {
-                    let loss = match op.name {
-                        "cross_entropy" => Loss::CrossEntropy,
-                        "binary_cross_entropy" => Loss::BinaryCrossEntropy,
-                        "mse" => Loss::Mse,
-                        _ => Loss::Mae,
-                    };
-                    self.loss = Some((loss, value.span));
+                    if let OpId::Loss(loss) = op.id {
+                        self.loss = Some((loss, value.span));
+                    }
                 }
             }
-            "optimizer" => {
+            Setting::Optimizer => {
                 let mut local = Vec::new();
                 if let Some((op, a)) = args::eval_op_value(value, OpKind::Optimizer, &mut local) {
-                    self.optimizer = Some(optimizer(op.name, &a));
+                    if let OpId::Optimizer(kind) = op.id {
+                        self.optimizer = Some(optimizer(kind, &a));
+                    }
                 }
                 // A learning rate that is not positive has its own code, like `batch`.
                 for d in &mut local {
@@ -189,17 +200,18 @@ impl Settings {
                 }
                 diags.append(&mut local);
             }
-            "batch" | "epochs" => {
+            Setting::Batch => {
                 if let Some(n) = positive(name, value, diags) {
-                    if name == "batch" {
-                        self.batch = n;
-                    } else {
-                        self.epochs = n;
-                    }
+                    self.batch = n;
                 }
             }
-            "metrics" => self.metrics = metrics(value, diags),
-            "seed" => match args::eval_int(value) {
+            Setting::Epochs => {
+                if let Some(n) = positive(name, value, diags) {
+                    self.epochs = n;
+                }
+            }
+            Setting::Metrics => self.metrics = metrics(value, diags),
+            Setting::Seed => match args::eval_int(value) {
                 Ok(i) if i >= 0 => self.seed = i as u64,
                 Ok(i) => diags.push(
                     Diagnostic::new(Code::InvalidArgument, "`seed` must be an integer ≥ 0")
@@ -207,14 +219,13 @@ impl Settings {
                 ),
                 Err(d) => diags.push(retitled(d, "`seed` must be an integer ≥ 0")),
             },
-            "shuffle" => match strip(value).kind {
+            Setting::Shuffle => match strip(value).kind {
                 ExprKind::Bool(b) => self.shuffle = b,
                 _ => diags.push(
                     Diagnostic::new(Code::InvalidArgument, "`shuffle` must be `true` or `false`")
                         .label(value.span, format!("found {}", args::describe(value))),
                 ),
             },
-            _ => {}
         }
     }
 }
@@ -267,27 +278,21 @@ fn metrics(value: &Expr, diags: &mut Vec<Diagnostic>) -> Vec<(Metric, Span)> {
     let mut out = Vec::new();
     for item in items {
         if let Some((op, _)) = args::eval_op_value(item, OpKind::Metric, diags) {
-            let m = match op.name {
-                "accuracy" => Metric::Accuracy,
-                "precision" => Metric::Precision,
-                "recall" => Metric::Recall,
-                "f1" => Metric::F1,
-                "mae" => Metric::Mae,
-                _ => Metric::Mse,
-            };
-            out.push((m, item.span));
+            if let OpId::Metric(m) = op.id {
+                out.push((m, item.span));
+            }
         }
     }
     out
 }
 
-fn data_spec(name: &str, a: &Args, base_dir: &Path) -> DataSpec {
-    match name {
-        "idx" => DataSpec::Idx {
+fn data_spec(kind: DataKind, a: &Args, base_dir: &Path) -> DataSpec {
+    match kind {
+        DataKind::Idx => DataSpec::Idx {
             dir: base_dir.join(a.str("dir")),
             scale: a.float("scale"),
         },
-        _ => DataSpec::Csv {
+        DataKind::Csv => DataSpec::Csv {
             path: base_dir.join(a.str("path")),
             target: a.str("target").to_string(),
             standardize: a.bool("standardize"),
@@ -295,26 +300,26 @@ fn data_spec(name: &str, a: &Args, base_dir: &Path) -> DataSpec {
     }
 }
 
-fn optimizer(name: &str, a: &Args) -> Optimizer {
+fn optimizer(kind: OptimizerKind, a: &Args) -> Optimizer {
     let lr = a.float("lr");
-    match name {
-        "sgd" => Optimizer::Sgd {
+    match kind {
+        OptimizerKind::Sgd => Optimizer::Sgd {
             lr,
             momentum: a.float("momentum"),
             nesterov: a.bool("nesterov"),
         },
-        "rmsprop" => Optimizer::RmsProp {
+        OptimizerKind::RmsProp => Optimizer::RmsProp {
             lr,
             rho: a.float("rho"),
             eps: a.float("eps"),
         },
-        "adam" => Optimizer::Adam {
+        OptimizerKind::Adam => Optimizer::Adam {
             lr,
             beta1: a.float("beta1"),
             beta2: a.float("beta2"),
             eps: a.float("eps"),
         },
-        _ => Optimizer::AdamW {
+        OptimizerKind::AdamW => Optimizer::AdamW {
             lr,
             beta1: a.float("beta1"),
             beta2: a.float("beta2"),
@@ -377,9 +382,10 @@ fn check_fit(
     }
     let classification = matches!(loss, Loss::CrossEntropy | Loss::BinaryCrossEntropy);
     for &(m, span) in metrics {
-        let fits = match m {
-            Metric::Accuracy | Metric::Precision | Metric::Recall | Metric::F1 => classification,
-            Metric::Mae | Metric::Mse => loss != Loss::CrossEntropy,
+        let fits = if m.is_classification() {
+            classification
+        } else {
+            loss != Loss::CrossEntropy
         };
         if !fits {
             let help = if classification {

@@ -13,6 +13,11 @@
 
 use std::path::PathBuf;
 
+/// The metrics a `train` block asks for are the runtime's, which computes them (also
+/// their registry identity, `registry::OpId::Metric`).
+pub use nnc_runtime::metrics::Metric;
+
+pub use crate::sema::registry::{Activation, Function};
 use crate::syntax::ast::Span;
 
 /// The shape of a value. `batched` values carry the implicit batch dimension `N` in front
@@ -139,21 +144,6 @@ pub struct TNode {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum UnaryFn {
-    Neg,
-    Exp,
-    Log,
-    Sqrt,
-    Abs,
-    Square,
-    Sigmoid,
-    Tanh,
-    Relu,
-    Softplus,
-    Gelu,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BinaryFn {
     Add,
     Sub,
@@ -190,8 +180,14 @@ pub enum TOp {
     Param(ParamId),
     /// Operands: none. A scalar literal used in a tensor expression (`x * 2`).
     Const(f64),
-    /// Operands: `[x]`.
-    Unary(UnaryFn),
+    /// Operands: `[x]`; `-x`.
+    Neg,
+    /// Operands: `[x]`; an elementwise tensor function (`exp`, `log`, `sqrt`, `abs`,
+    /// `square`: [`Function::is_elementwise`]); the others have their own variants.
+    Elementwise(Function),
+    /// Operands: `[x]`; an activation without settings (not `LeakyRelu` or `Softmax`,
+    /// which have their own variants).
+    Activation(Activation),
     /// Operands: `[x]`.
     LeakyRelu { alpha: f64 },
     /// Operands: `[x]`; normalised axis.
@@ -282,6 +278,7 @@ pub enum DataSpec {
     },
 }
 
+/// A loss; also its registry identity (`registry::OpId::Loss`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Loss {
     /// Labels are class indices; the output is probabilities (final softmax) or logits.
@@ -316,16 +313,6 @@ pub enum Optimizer {
         eps: f64,
         weight_decay: f64,
     },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Metric {
-    Accuracy,
-    Precision,
-    Recall,
-    F1,
-    Mae,
-    Mse,
 }
 
 /// Everything a file defines, checked.

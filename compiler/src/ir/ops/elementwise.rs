@@ -24,28 +24,36 @@ pub enum UnaryOp {
     StopGrad,
 }
 
-const UNARY: [(UnaryOp, &str); 9] = [
-    (UnaryOp::Neg, "neg"),
-    (UnaryOp::Exp, "exp"),
-    (UnaryOp::Log, "log"),
-    (UnaryOp::Sqrt, "sqrt"),
-    (UnaryOp::Abs, "abs"),
-    (UnaryOp::Sign, "sign"),
-    (UnaryOp::Tanh, "tanh"),
-    (UnaryOp::Sigmoid, "sigmoid"),
-    (UnaryOp::StopGrad, "stop_grad"),
-];
-
 impl UnaryOp {
+    pub const ALL: [UnaryOp; 9] = [
+        UnaryOp::Neg,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sqrt,
+        UnaryOp::Abs,
+        UnaryOp::Sign,
+        UnaryOp::Tanh,
+        UnaryOp::Sigmoid,
+        UnaryOp::StopGrad,
+    ];
+
+    /// The printed name.
     pub fn name(self) -> &'static str {
-        UNARY
-            .iter()
-            .find(|(u, _)| *u == self)
-            .map_or("?", |(_, n)| n)
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Sign => "sign",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::StopGrad => "stop_grad",
+        }
     }
 
     pub fn from_name(name: &str) -> Option<UnaryOp> {
-        UNARY.iter().find(|(_, n)| *n == name).map(|(u, _)| *u)
+        UnaryOp::ALL.into_iter().find(|u| u.name() == name)
     }
 
     /// The reference scalar function (evaluated in f64, rounded once).
@@ -94,27 +102,34 @@ pub enum BinaryOp {
     Eq,
 }
 
-const BINARY: [(BinaryOp, &str); 8] = [
-    (BinaryOp::Add, "add"),
-    (BinaryOp::Sub, "sub"),
-    (BinaryOp::Mul, "mul"),
-    (BinaryOp::Div, "div"),
-    (BinaryOp::Max, "max"),
-    (BinaryOp::Gt, "gt"),
-    (BinaryOp::Ge, "ge"),
-    (BinaryOp::Eq, "eq"),
-];
-
 impl BinaryOp {
+    pub const ALL: [BinaryOp; 8] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Max,
+        BinaryOp::Gt,
+        BinaryOp::Ge,
+        BinaryOp::Eq,
+    ];
+
+    /// The printed name.
     pub fn name(self) -> &'static str {
-        BINARY
-            .iter()
-            .find(|(u, _)| *u == self)
-            .map_or("?", |(_, n)| n)
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Max => "max",
+            BinaryOp::Gt => "gt",
+            BinaryOp::Ge => "ge",
+            BinaryOp::Eq => "eq",
+        }
     }
 
     pub fn from_name(name: &str) -> Option<BinaryOp> {
-        BINARY.iter().find(|(_, n)| *n == name).map(|(u, _)| *u)
+        BinaryOp::ALL.into_iter().find(|b| b.name() == name)
     }
 
     pub fn apply(self, a: f32, b: f32) -> f32 {

@@ -51,6 +51,17 @@ fn shape_errors_are_reported_not_panics() {
 }
 
 #[test]
+fn elementwise_primitive_names_are_distinct_and_parse_back() {
+    use crate::ir::ops::elementwise::UnaryOp;
+    for u in UnaryOp::ALL {
+        assert_eq!(UnaryOp::from_name(u.name()), Some(u));
+    }
+    for b in BinaryOp::ALL {
+        assert_eq!(BinaryOp::from_name(b.name()), Some(b));
+    }
+}
+
+#[test]
 fn parser_rejects_malformed_text_with_a_line_number() {
     let cases = [
         ("graph g\n  %0: [N, 2] = input name=\"x\"\n  %1: [N, 2] = frobnicate %0\n", "unknown op"),

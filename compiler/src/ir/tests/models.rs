@@ -74,11 +74,6 @@ impl ModelBuilder {
         self.node(TOp::Param(p), vec![], Shape::fixed(dims.to_vec()))
     }
 
-    pub fn unary(&mut self, f: UnaryFn, x: TNodeId) -> TNodeId {
-        let s = self.shape(x);
-        self.node(TOp::Unary(f), vec![x], s)
-    }
-
     pub fn same(&mut self, op: TOp, x: TNodeId) -> TNodeId {
         let s = self.shape(x);
         self.node(op, vec![x], s)
@@ -198,9 +193,9 @@ pub fn mnist(h1: usize, h2: usize) -> TypedModel {
     let x = b.input("image", &[28, 28]);
     let f = b.flatten(x);
     let d0 = b.dense(f, h1);
-    let r0 = b.unary(UnaryFn::Relu, d0);
+    let r0 = b.same(TOp::Activation(Activation::Relu), d0);
     let d1 = b.dense(r0, h2);
-    let r1 = b.unary(UnaryFn::Relu, d1);
+    let r1 = b.same(TOp::Activation(Activation::Relu), d1);
     let d2 = b.dense(r1, 10);
     let out = b.softmax(d2);
     b.finish(out)
@@ -211,7 +206,7 @@ pub fn mlp(inputs: usize, hidden: usize, classes: usize) -> TypedModel {
     let mut b = ModelBuilder::new("Mlp");
     let x = b.input("x", &[inputs]);
     let d0 = b.dense(x, hidden);
-    let r = b.unary(UnaryFn::Relu, d0);
+    let r = b.same(TOp::Activation(Activation::Relu), d0);
     let d1 = b.dense(r, classes);
     let out = b.softmax(d1);
     b.finish(out)
@@ -233,10 +228,10 @@ pub fn residual(d: usize) -> TypedModel {
     let mut b = ModelBuilder::new("Residual");
     let x = b.input("x", &[d]);
     let h0 = b.dense(x, d);
-    let h1 = b.unary(UnaryFn::Relu, h0);
+    let h1 = b.same(TOp::Activation(Activation::Relu), h0);
     let h = b.dense(h1, d);
     let s = b.binary(BinaryFn::Add, x, h, Shape::batched(vec![d]));
-    let r = b.unary(UnaryFn::Relu, s);
+    let r = b.same(TOp::Activation(Activation::Relu), s);
     let o = b.dense(r, 3);
     let out = b.softmax(o);
     b.finish(out)
@@ -248,7 +243,7 @@ pub fn conv_net() -> TypedModel {
     let mut b = ModelBuilder::new("ConvNet");
     let x = b.input("image", &[7, 7, 2]);
     let c0 = b.conv2d(x, 3, 3, 1, Padding::Same);
-    let r0 = b.unary(UnaryFn::Relu, c0);
+    let r0 = b.same(TOp::Activation(Activation::Relu), c0);
     let p0 = b.pool(r0, PoolFn::Max, 2, 1);
     let c1 = b.conv2d(p0, 4, 2, 2, Padding::Valid);
     let p1 = b.pool(c1, PoolFn::Avg, 2, 1);

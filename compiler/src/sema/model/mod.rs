@@ -6,13 +6,16 @@
 //! diagnostic. Nodes are appended only after their operands exist, which keeps
 //! `TypedModel::nodes` in topological order. Layer parameters are named
 //! `<kind>_<index>.<name>` with the index taken per kind when the call is reached, which
-//! is source order for pipelines and nested calls alike.
+//! is source order for pipelines and nested calls alike. The shape rule of each call is
+//! in `calls`.
+
+mod calls;
 
 use std::collections::HashMap;
 
 use crate::diag::{did_you_mean, Code, Diagnostic};
-use crate::sema::args::{self, Args};
-use crate::sema::registry::{self, OpSpec};
+use crate::sema::args;
+use crate::sema::registry;
 use crate::sema::shapes;
 use crate::sema::typed::*;
 use crate::syntax::ast::{self, Arg, BinOp, Expr, ExprKind, Ident, ShapeLit, Span, StmtKind};
@@ -115,26 +118,31 @@ pub fn check_model(model: &ast::Model, diags: &mut Vec<Diagnostic>) -> Option<Ty
         .stmts
         .iter()
         .any(|s| matches!(s.kind, StmtKind::Input { .. }));
+    // "model `M` has no `input`" / "`output`".
+    let lacks = |what: &str, label: &str, help: &str| {
+        Diagnostic::new(
+            Code::ModelStructure,
+            format!("model `{}` has no `{what}`", model.name.name),
+        )
+        .label(model.name.span, label)
+        .help(help)
+    };
     if !has_input {
-        c.diags.push(
-            Diagnostic::new(
-                Code::ModelStructure,
-                format!("model `{}` has no `input`", model.name.name),
-            )
-            .label(model.name.span, "no input declared")
-            .help("declare one, e.g. `input x: [784]`"),
+        let d = lacks(
+            "input",
+            "no input declared",
+            "declare one, e.g. `input x: [784]`",
         );
+        c.diags.push(d);
     }
     let out = match output {
         None => {
-            c.diags.push(
-                Diagnostic::new(
-                    Code::ModelStructure,
-                    format!("model `{}` has no `output`", model.name.name),
-                )
-                .label(model.name.span, "no output")
-                .help("add one, e.g. `output y = x |> dense(10)`"),
+            let d = lacks(
+                "output",
+                "no output",
+                "add one, e.g. `output y = x |> dense(10)`",
             );
+            c.diags.push(d);
             None
         }
         Some((Some(id), span)) if has_input && !c.nodes[id.0 as usize].shape.batched => {
@@ -282,7 +290,7 @@ impl ModelChecker {
         } else if let Some(op) = registry::lookup_in_model(&id.name) {
             Diagnostic::new(
                 Code::NotATensor,
-                format!("`{}` is {}, not a tensor", id.name, op.kind.a_noun()),
+                format!("`{}` is {}, not a tensor", id.name, op.kind().a_noun()),
             )
             .label(id.span, "used as a value")
             .help(format!(
@@ -326,7 +334,7 @@ impl ModelChecker {
             ExprKind::Neg(inner) => {
                 let x = self.eval(inner)?;
                 let shape = self.shape_of(x).clone();
-                self.push(TOp::Unary(UnaryFn::Neg), vec![x], shape, e.span)
+                self.push(TOp::Neg, vec![x], shape, e.span)
             }
             ExprKind::Binary { op, lhs, rhs } => {
                 let a = self.eval(lhs);
@@ -436,13 +444,13 @@ impl ModelChecker {
                 format!(
                     "`{}` is {} and cannot be applied in a model",
                     callee.name,
-                    other.kind.a_noun()
+                    other.kind().a_noun()
                 ),
             )
             .label(callee.span, "not a layer or function")
             .help(format!(
                 "{} belongs in a `train` block",
-                other.kind.a_noun()
+                other.kind().a_noun()
             ))
         } else {
             let names = registry::names_where(|k| k.in_model());
@@ -458,357 +466,4 @@ impl ModelChecker {
         };
         self.diags.push(d);
     }
-
-    /// Creates a layer's parameter `<kind>_<index>.<name>`.
-    fn layer_param(
-        &mut self,
-        op: &OpSpec,
-        index: usize,
-        name: &str,
-        dims: Vec<usize>,
-        init: Init,
-        span: Span,
-    ) -> Result<ParamId, Diagnostic> {
-        let shape = Shape::fixed(dims);
-        shapes::check_size(&shape, span)?;
-        Ok(self.add_param(format!("{}_{index}.{name}", op.name), shape, init, span))
-    }
-
-    /// Applies the shape rule of `op` to checked operands and arguments.
-    fn apply(
-        &mut self,
-        op: &'static OpSpec,
-        index: usize,
-        args: &Args,
-        xs: &[TNodeId],
-        span: Span,
-    ) -> Result<Value, Diagnostic> {
-        let x = xs.first().copied().ok_or_else(|| {
-            Diagnostic::new(Code::MissingArgument, "missing input").label(span, "")
-        })?;
-        let sx = self.shape_of(x).clone();
-        let same = |top: TOp| -> Result<(TOp, Shape), Diagnostic> { Ok((top, sx.clone())) };
-        let (top, shape) = match op.name {
-            "exp" => same(TOp::Unary(UnaryFn::Exp)),
-            "log" => same(TOp::Unary(UnaryFn::Log)),
-            "sqrt" => same(TOp::Unary(UnaryFn::Sqrt)),
-            "abs" => same(TOp::Unary(UnaryFn::Abs)),
-            "square" => same(TOp::Unary(UnaryFn::Square)),
-            "sigmoid" => same(TOp::Unary(UnaryFn::Sigmoid)),
-            "tanh" => same(TOp::Unary(UnaryFn::Tanh)),
-            "relu" => same(TOp::Unary(UnaryFn::Relu)),
-            "softplus" => same(TOp::Unary(UnaryFn::Softplus)),
-            "gelu" => same(TOp::Unary(UnaryFn::Gelu)),
-            "leaky_relu" => same(TOp::LeakyRelu {
-                alpha: args.float("alpha"),
-            }),
-            "softmax" => {
-                let axis = axis(op, args, &sx, span)?;
-                same(TOp::Softmax { axis })
-            }
-            "sum" | "mean" | "max" => {
-                let axis = axis(op, args, &sx, span)?;
-                let func = match op.name {
-                    "sum" => ReduceFn::Sum,
-                    "mean" => ReduceFn::Mean,
-                    _ => ReduceFn::Max,
-                };
-                let mut dims = sx.dims.clone();
-                dims.remove(axis);
-                Ok((
-                    TOp::Reduce { func, axis },
-                    Shape {
-                        batched: sx.batched,
-                        dims,
-                    },
-                ))
-            }
-            "reshape" => {
-                let dims = args.ints("shape").to_vec();
-                let target = Shape {
-                    batched: sx.batched,
-                    dims: dims.clone(),
-                };
-                shapes::check_size(&target, args.span("shape").unwrap_or(span))?;
-                if target.elems() != sx.elems() {
-                    return Err(Diagnostic::new(
-                        Code::ReshapeMismatch,
-                        format!(
-                            "cannot reshape {sx} ({} elements) to {target} ({} elements)",
-                            sx.elems(),
-                            target.elems()
-                        ),
-                    )
-                    .label(
-                        args.span("shape").unwrap_or(span),
-                        format!("{} elements per sample", target.elems()),
-                    )
-                    .label(
-                        span,
-                        format!("input has {} elements per sample", sx.elems()),
-                    )
-                    .help("the number of elements per sample must stay the same"));
-                }
-                Ok((TOp::Reshape { dims }, target))
-            }
-            "transpose" => {
-                let mut dims = sx.dims.clone();
-                let r = dims.len();
-                if r >= 2 {
-                    dims.swap(r - 1, r - 2);
-                }
-                Ok((
-                    TOp::Transpose,
-                    Shape {
-                        batched: sx.batched,
-                        dims,
-                    },
-                ))
-            }
-            "concat" => self.concat(op, args, xs, span),
-            _ => return self.apply_layer(op, index, args, x, sx, span),
-        }?;
-        Ok(self.push(top, xs.to_vec(), shape, span))
-    }
-
-    fn concat(
-        &self,
-        op: &OpSpec,
-        args: &Args,
-        xs: &[TNodeId],
-        span: Span,
-    ) -> Result<(TOp, Shape), Diagnostic> {
-        let first = self.shape_of(xs[0]).clone();
-        let axis = axis(op, args, &first, span)?;
-        let mut dims = first.dims.clone();
-        for &other in &xs[1..] {
-            let s = self.shape_of(other);
-            let fits = s.batched == first.batched
-                && s.dims.len() == first.dims.len()
-                && s.dims
-                    .iter()
-                    .zip(&first.dims)
-                    .enumerate()
-                    .all(|(i, (a, b))| i == axis || a == b);
-            if !fits {
-                return Err(Diagnostic::new(
-                    Code::Broadcast,
-                    format!("cannot concatenate {first} and {s} along axis {axis}"),
-                )
-                .label(span, format!("shapes {first} and {s}"))
-                .help("all tensors need the same rank and equal dims except along `axis`"));
-            }
-            dims[axis] = dims[axis].saturating_add(s.dims[axis]);
-        }
-        Ok((
-            TOp::Concat { axis },
-            Shape {
-                batched: first.batched,
-                dims,
-            },
-        ))
-    }
-
-    fn apply_layer(
-        &mut self,
-        op: &'static OpSpec,
-        index: usize,
-        args: &Args,
-        x: TNodeId,
-        sx: Shape,
-        span: Span,
-    ) -> Result<Value, Diagnostic> {
-        if !sx.batched {
-            return Err(Diagnostic::new(
-                Code::RankMismatch,
-                format!(
-                    "`{}` is applied to a value without a batch dimension",
-                    op.name
-                ),
-            )
-            .label(span, format!("input has shape {sx}"))
-            .help("layers apply to values computed from a model `input`"));
-        }
-        let rank3 = |what: &str| -> Result<(usize, usize, usize), Diagnostic> {
-            match sx.dims[..] {
-                [h, w, c] => Ok((h, w, c)),
-                _ => Err(Diagnostic::new(
-                    Code::RankMismatch,
-                    format!(
-                        "`{}` expects [height, width, channels] per sample, found {sx}",
-                        op.name
-                    ),
-                )
-                .label(span, format!("input has shape {sx}"))
-                .help(if sx.dims.len() == 2 {
-                    format!(
-                        "add a channel dimension first: `|> reshape([{}, {}, 1])`",
-                        sx.dims[0], sx.dims[1]
-                    )
-                } else {
-                    format!("{what} works on images stored channels-last")
-                })),
-            }
-        };
-        let (top, shape) = match op.name {
-            "dense" => {
-                let [fan_in] = sx.dims[..] else {
-                    return Err(Diagnostic::new(
-                        Code::DenseRank,
-                        format!("`dense` expects a vector per sample, found {sx}"),
-                    )
-                    .label(span, format!("input has shape {sx}"))
-                    .help("add `flatten` first: `|> flatten |> dense(..)`"));
-                };
-                let units = args.count("units");
-                let w =
-                    self.layer_param(op, index, "w", vec![fan_in, units], args.init("init"), span)?;
-                let b = self.layer_param(op, index, "b", vec![units], Init::Zeros, span)?;
-                (TOp::Dense { w, b, units }, Shape::batched(vec![units]))
-            }
-            "conv2d" => {
-                let (h, w_, c) = rank3("a convolution")?;
-                let (filters, kernel, stride) = (
-                    args.count("filters"),
-                    args.count("kernel"),
-                    args.count("stride"),
-                );
-                let padding = if args.str("padding") == "valid" {
-                    Padding::Valid
-                } else {
-                    Padding::Same
-                };
-                let (Some(oh), Some(ow)) = (
-                    shapes::window_out(h, kernel, stride, padding),
-                    shapes::window_out(w_, kernel, stride, padding),
-                ) else {
-                    return Err(too_large("convolution", kernel, &sx, span)
-                        .help("use a smaller `kernel` or `padding = \"same\"`"));
-                };
-                let w = self.layer_param(
-                    op,
-                    index,
-                    "w",
-                    vec![kernel, kernel, c, filters],
-                    args.init("init"),
-                    span,
-                )?;
-                let b = self.layer_param(op, index, "b", vec![filters], Init::Zeros, span)?;
-                (
-                    TOp::Conv2d {
-                        w,
-                        b,
-                        filters,
-                        kernel,
-                        stride,
-                        padding,
-                    },
-                    Shape::batched(vec![oh, ow, filters]),
-                )
-            }
-            "max_pool" | "avg_pool" => {
-                let (h, w, c) = rank3("pooling")?;
-                let (size, stride) = (args.count("size"), args.count("stride"));
-                let (Some(oh), Some(ow)) = (
-                    shapes::window_out(h, size, stride, Padding::Valid),
-                    shapes::window_out(w, size, stride, Padding::Valid),
-                ) else {
-                    return Err(too_large("pooling", size, &sx, span)
-                        .help("use a smaller `size`, or pool earlier"));
-                };
-                let func = if op.name == "max_pool" {
-                    PoolFn::Max
-                } else {
-                    PoolFn::Avg
-                };
-                (
-                    TOp::Pool { func, size, stride },
-                    Shape::batched(vec![oh, ow, c]),
-                )
-            }
-            "flatten" => (TOp::Flatten, Shape::batched(vec![sx.elems()])),
-            "dropout" => (
-                TOp::Dropout {
-                    rate: args.float("rate"),
-                },
-                sx.clone(),
-            ),
-            "batch_norm" => {
-                let c = match sx.dims[..] {
-                    [c] | [_, _, c] => c,
-                    _ => {
-                        return Err(Diagnostic::new(Code::RankMismatch, format!("`batch_norm` expects [channels] or [height, width, channels] per sample, found {sx}"))
-                            .label(span, format!("input has shape {sx}")))
-                    }
-                };
-                let gamma = self.layer_param(op, index, "gamma", vec![c], Init::Ones, span)?;
-                let beta = self.layer_param(op, index, "beta", vec![c], Init::Zeros, span)?;
-                let running_mean = self.buffers.len();
-                self.buffers.push(TypedBuffer {
-                    name: format!("batch_norm_{index}.running_mean"),
-                    shape: Shape::fixed(vec![c]),
-                    fill: 0.0,
-                });
-                self.buffers.push(TypedBuffer {
-                    name: format!("batch_norm_{index}.running_var"),
-                    shape: Shape::fixed(vec![c]),
-                    fill: 1.0,
-                });
-                let top = TOp::BatchNorm {
-                    gamma,
-                    beta,
-                    running_mean,
-                    running_var: running_mean + 1,
-                    momentum: args.float("momentum"),
-                    eps: args.float("eps"),
-                };
-                (top, sx.clone())
-            }
-            other => {
-                return Err(Diagnostic::new(
-                    Code::UnknownFunction,
-                    format!("`{other}` has no shape rule"),
-                )
-                .label(span, "not supported here"))
-            }
-        };
-        Ok(self.push(top, vec![x], shape, span))
-    }
-}
-
-fn too_large(what: &str, window: usize, sx: &Shape, span: Span) -> Diagnostic {
-    Diagnostic::new(
-        Code::PoolTooLarge,
-        format!("{what} window {window}×{window} is larger than its input {sx}"),
-    )
-    .label(span, format!("input has shape {sx}"))
-}
-
-/// The normalised `axis` argument of `op` for an input of shape `sx`.
-fn axis(op: &OpSpec, args: &Args, sx: &Shape, span: Span) -> Result<usize, Diagnostic> {
-    let a = args.int("axis");
-    shapes::normalize_axis(a, sx.dims.len()).ok_or_else(|| {
-        let rank = sx.dims.len();
-        Diagnostic::new(
-            Code::InvalidAxis,
-            format!("axis {a} is out of range for {sx}"),
-        )
-        .label(
-            args.span("axis").unwrap_or(span),
-            format!(
-                "`{}` gets a value with {rank} per-sample dimension{}",
-                op.name,
-                if rank == 1 { "" } else { "s" }
-            ),
-        )
-        .help(if rank == 0 {
-            "the value has no axis to use (the batch dimension is never an axis)".to_string()
-        } else {
-            format!(
-                "use an axis from {} to {} (the batch dimension is never an axis)",
-                -(rank as i64),
-                rank - 1
-            )
-        })
-    })
 }

@@ -1,0 +1,286 @@
+//! The declarations of the ops of a `train` block (losses, optimizers, metrics,
+//! initializers, data sources) and the table of training settings. Losses and metrics are
+//! identified by `typed::Loss` and the runtime's `Metric`; the others by an enum here.
+//! Each declaration is an exhaustive `match`, so a new variant does not compile until it
+//! is documented.
+
+use nnc_runtime::metrics::Metric;
+
+use super::spec::{
+    nullary, param, ArgDefault, OpId, OpSpec, ParamType, Range, SettingSpec, ADAM_TAIL, LR,
+};
+use crate::sema::typed::Loss;
+
+impl Loss {
+    /// Every loss (a `typed` enum, so listed here by hand), in the order `nnc doc` lists them.
+    pub const ALL: [Loss; 4] = [
+        Loss::CrossEntropy,
+        Loss::BinaryCrossEntropy,
+        Loss::Mse,
+        Loss::Mae,
+    ];
+
+    /// The declaration: name, parameters, shape rule, created tensors and documentation.
+    #[rustfmt::skip]
+    pub const fn spec(self) -> OpSpec {
+        match self {
+            Loss::CrossEntropy => nullary(OpId::Loss(Loss::CrossEntropy), "cross_entropy", "classification with class-index labels", "The output holds one score or probability per class (last dimension > 1); labels are class indices. A final `softmax` is fused into a numerically stable log-softmax."),
+            Loss::BinaryCrossEntropy => nullary(OpId::Loss(Loss::BinaryCrossEntropy), "binary_cross_entropy", "two-class or multi-label classification", "The output holds probabilities in (0, 1) (e.g. after `sigmoid`); targets are 0 or 1 with the output's shape."),
+            Loss::Mse => nullary(OpId::Loss(Loss::Mse), "mse", "mean squared error (regression)", "The mean of (output - target)² over the batch and the output's elements."),
+            Loss::Mae => nullary(OpId::Loss(Loss::Mae), "mae", "mean absolute error (regression)", "The mean of |output - target| over the batch and the output's elements."),
+        }
+    }
+}
+
+listed_enum! {
+    /// An optimizer (`optimizer = ..`); its settings become a `typed::Optimizer`.
+    OptimizerKind {
+        Sgd,
+        RmsProp,
+        Adam,
+        AdamW,
+    }
+}
+
+impl OptimizerKind {
+    /// The declaration: name, parameters, shape rule, created tensors and documentation.
+    #[rustfmt::skip]
+    pub const fn spec(self) -> OpSpec {
+        match self {
+            OptimizerKind::Sgd => const { OpSpec {
+                id: OpId::Optimizer(OptimizerKind::Sgd),
+                name: "sgd",
+                params: &[
+                    LR,
+                    param("momentum", ParamType::Float(Range::FRACTION), ArgDefault::Float(0.0), "the weight of the previous update"),
+                    param("nesterov", ParamType::Bool, ArgDefault::Bool(false), "use Nesterov momentum"),
+                ],
+                shape_rule: "",
+                creates: &[],
+                summary: "stochastic gradient descent, optionally with momentum",
+                doc: "Updates each parameter by -lr · gradient, with a velocity when `momentum` > 0.",
+            } },
+            OptimizerKind::RmsProp => const { OpSpec {
+                id: OpId::Optimizer(OptimizerKind::RmsProp),
+                name: "rmsprop",
+                params: &[
+                    LR,
+                    param("rho", ParamType::Float(Range::FRACTION), ArgDefault::Float(0.9), "decay of the squared-gradient average"),
+                    param("eps", ParamType::Float(Range::POSITIVE), ArgDefault::Float(1e-7), "added to the denominator for stability"),
+                ],
+                shape_rule: "",
+                creates: &[],
+                summary: "gradient divided by a running RMS of gradients",
+                doc: "Divides each gradient by the square root of a moving average of its square.",
+            } },
+            OptimizerKind::Adam => const { OpSpec {
+                id: OpId::Optimizer(OptimizerKind::Adam),
+                name: "adam",
+                params: &[LR, ADAM_TAIL[0], ADAM_TAIL[1], ADAM_TAIL[2]],
+                shape_rule: "",
+                creates: &[],
+                summary: "adaptive moment estimation",
+                doc: "Keeps bias-corrected moving averages of the gradient and its square per parameter.",
+            } },
+            OptimizerKind::AdamW => const { OpSpec {
+                id: OpId::Optimizer(OptimizerKind::AdamW),
+                name: "adamw",
+                params: &[
+                    LR,
+                    param("weight_decay", ParamType::Float(Range::NON_NEGATIVE), ArgDefault::Float(0.01), "decoupled weight decay per step (times lr)"),
+                    ADAM_TAIL[0],
+                    ADAM_TAIL[1],
+                    ADAM_TAIL[2],
+                ],
+                shape_rule: "",
+                creates: &[],
+                summary: "adam with decoupled weight decay",
+                doc: "Adam whose weight decay shrinks parameters directly instead of through the gradient.",
+            } },
+        }
+    }
+}
+
+/// The declaration of a metric (the runtime computes it; see `nnc_runtime::metrics`).
+#[rustfmt::skip]
+pub const fn metric_spec(m: Metric) -> OpSpec {
+    match m {
+        Metric::Accuracy => nullary(OpId::Metric(Metric::Accuracy), "accuracy", "fraction of samples classified right", "Classification only (`cross_entropy` or `binary_cross_entropy`): the predicted class is the arg-max (or output > 0.5 for one unit)."),
+        Metric::Precision => nullary(OpId::Metric(Metric::Precision), "precision", "macro-averaged precision", "Classification only: true positives / predicted positives, averaged over classes."),
+        Metric::Recall => nullary(OpId::Metric(Metric::Recall), "recall", "macro-averaged recall", "Classification only: true positives / actual positives, averaged over classes."),
+        Metric::F1 => nullary(OpId::Metric(Metric::F1), "f1", "macro-averaged F1 score", "Classification only: the harmonic mean of precision and recall, averaged over classes."),
+        Metric::Mae => nullary(OpId::Metric(Metric::Mae), "mae", "mean absolute error", "The mean of |output - target|; not with `cross_entropy` (whose labels are class indices)."),
+        Metric::Mse => nullary(OpId::Metric(Metric::Mse), "mse", "mean squared error", "The mean of (output - target)²; not with `cross_entropy` (whose labels are class indices)."),
+    }
+}
+
+listed_enum! {
+    /// An initializer (`init = ..`); its settings become a `typed::Init`.
+    InitKind {
+        Zeros,
+        Ones,
+        Normal,
+        Uniform,
+        Glorot,
+        He,
+    }
+}
+
+impl InitKind {
+    /// The declaration: name, parameters, shape rule, created tensors and documentation.
+    #[rustfmt::skip]
+    pub const fn spec(self) -> OpSpec {
+        match self {
+            InitKind::Zeros => nullary(OpId::Initializer(InitKind::Zeros), "zeros", "all zeros", "Every element starts at 0."),
+            InitKind::Ones => nullary(OpId::Initializer(InitKind::Ones), "ones", "all ones", "Every element starts at 1."),
+            InitKind::Normal => const { OpSpec {
+                id: OpId::Initializer(InitKind::Normal),
+                name: "normal",
+                params: &[param("std", ParamType::Float(Range::POSITIVE), ArgDefault::Float(0.01), "the standard deviation")],
+                shape_rule: "",
+                creates: &[],
+                summary: "normal distribution with mean 0",
+                doc: "Every element is drawn from N(0, std²) with the training seed.",
+            } },
+            InitKind::Uniform => const { OpSpec {
+                id: OpId::Initializer(InitKind::Uniform),
+                name: "uniform",
+                params: &[param("limit", ParamType::Float(Range::POSITIVE), ArgDefault::Required, "half the width of the interval")],
+                shape_rule: "",
+                creates: &[],
+                summary: "uniform distribution on [-limit, limit]",
+                doc: "Every element is drawn uniformly from [-limit, limit] with the training seed.",
+            } },
+            InitKind::Glorot => nullary(OpId::Initializer(InitKind::Glorot), "glorot", "Xavier uniform", "Uniform on [-l, l] with l = sqrt(6 / (fan_in + fan_out)), from the parameter's last two dims (times the receptive field for convolutions)."),
+            InitKind::He => nullary(OpId::Initializer(InitKind::He), "he", "Kaiming normal", "Normal with std = sqrt(2 / fan_in); suits relu networks."),
+        }
+    }
+}
+
+listed_enum! {
+    /// A data source (`data = ..`); its settings become a `typed::DataSpec`.
+    DataKind {
+        Idx,
+        Csv,
+    }
+}
+
+impl DataKind {
+    /// The declaration: name, parameters, shape rule, created tensors and documentation.
+    #[rustfmt::skip]
+    pub const fn spec(self) -> OpSpec {
+        match self {
+            DataKind::Idx => const { OpSpec {
+                id: OpId::Data(DataKind::Idx),
+                name: "idx",
+                params: &[
+                    param("dir", ParamType::Str(&[]), ArgDefault::Required, "the folder, relative to the .nn file"),
+                    param("scale", ParamType::Float(Range::POSITIVE), ArgDefault::Float(1.0), "multiplies raw values (1/255 maps pixels to [0, 1])"),
+                ],
+                shape_rule: "",
+                creates: &[],
+                summary: "MNIST-layout IDX files (`train-*`, `t10k-*`, gz or not)",
+                doc: "Reads `train-images`/`train-labels` and `t10k-images`/`t10k-labels` IDX files from `dir`. Images are `[rows, cols]`; a model input of `[rows, cols, 1]` accepts them too.",
+            } },
+            DataKind::Csv => const { OpSpec {
+                id: OpId::Data(DataKind::Csv),
+                name: "csv",
+                params: &[
+                    param("path", ParamType::Str(&[]), ArgDefault::Required, "the file, relative to the .nn file"),
+                    param("target", ParamType::Str(&[]), ArgDefault::Required, "the name of the label or target column"),
+                    param("standardize", ParamType::Bool, ArgDefault::Bool(false), "subtract each feature's training mean and divide by its deviation"),
+                ],
+                shape_rule: "",
+                creates: &[],
+                summary: "a CSV file with a header row",
+                doc: "Each sample is the vector of all columns except `target`; the `target` column is the label (for `cross_entropy`, a class index) or the regression target.",
+            } },
+        }
+    }
+}
+
+listed_enum! {
+    /// A training setting (`batch = 64` inside `train NAME { .. }`).
+    Setting {
+        Data,
+        Loss,
+        Optimizer,
+        Batch,
+        Epochs,
+        Metrics,
+        Seed,
+        Shuffle,
+    }
+}
+
+impl Setting {
+    /// The declaration: name, accepted values, default, example and summary.
+    pub fn spec(self) -> SettingSpec {
+        match self {
+            Setting::Data => SettingSpec {
+                id: Setting::Data,
+                name: "data",
+                values: "idx(..) or csv(..)",
+                default: "required",
+                example: "data = idx(\"data/mnist\", scale = 1/255)",
+                summary: "where the training samples come from",
+            },
+            Setting::Loss => SettingSpec {
+                id: Setting::Loss,
+                name: "loss",
+                values: "a loss",
+                default: "required",
+                example: "loss = cross_entropy",
+                summary: "what training minimises, as loss(output, target)",
+            },
+            Setting::Optimizer => SettingSpec {
+                id: Setting::Optimizer,
+                name: "optimizer",
+                values: "an optimizer",
+                default: "required",
+                example: "optimizer = adam(lr = 0.001)",
+                summary: "how parameters are updated",
+            },
+            Setting::Batch => SettingSpec {
+                id: Setting::Batch,
+                name: "batch",
+                values: "a positive integer",
+                default: "32",
+                example: "batch = 64",
+                summary: "samples per training step",
+            },
+            Setting::Epochs => SettingSpec {
+                id: Setting::Epochs,
+                name: "epochs",
+                values: "a positive integer",
+                default: "1",
+                example: "epochs = 5",
+                summary: "passes over the training data",
+            },
+            Setting::Metrics => SettingSpec {
+                id: Setting::Metrics,
+                name: "metrics",
+                values: "[metric, ..]",
+                default: "[]",
+                example: "metrics = [accuracy]",
+                summary: "what is reported after each epoch",
+            },
+            Setting::Seed => SettingSpec {
+                id: Setting::Seed,
+                name: "seed",
+                values: "an integer ≥ 0",
+                default: "0",
+                example: "seed = 7",
+                summary: "the same seed gives the same weights, shuffles and results",
+            },
+            Setting::Shuffle => SettingSpec {
+                id: Setting::Shuffle,
+                name: "shuffle",
+                values: "true or false",
+                default: "true",
+                example: "shuffle = false",
+                summary: "shuffle the samples every epoch",
+            },
+        }
+    }
+}
