@@ -1,5 +1,5 @@
 //! PTX backend tests without a GPU: every sample kernel program and the train and eval
-//! steps that lowering produces for every example and `tests/golden/ir` program translate
+//! steps that lowering produces for every example and `tests/golden/{ir,models}` program translate
 //! for every architecture, every kernel is a launchable `.entry`, no forbidden intrinsic
 //! or libcall survives, `ptxas` assembles the result (when installed; its `-v` register
 //! report is printed), random numbers equal the interpreter's bit for bit (checked through
@@ -201,12 +201,12 @@ fn ptxas_assembles_every_sample_for_sm80_and_sm90() {
 }
 
 /// The kernel programs of the train and eval steps of every `train` block of every
-/// example and `tests/golden/ir` program, as the compiler lowers them (passes, fusion,
+/// example and `tests/golden/{ir,models}` program, as the compiler lowers them (passes, fusion,
 /// lowering and the GPU schedule), labelled `file.nn train` / `file.nn eval`.
 fn compiled_steps() -> Vec<(String, Program)> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
-    for dir in ["examples", "tests/golden/ir"] {
+    for dir in ["examples", "tests/golden/ir", "tests/golden/models"] {
         let mut v: Vec<PathBuf> = std::fs::read_dir(repo.join(dir))
             .expect("folder exists")
             .map(|e| e.expect("entry").path())
