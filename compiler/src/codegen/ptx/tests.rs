@@ -1,9 +1,10 @@
 //! PTX backend tests without a GPU: every sample kernel program and the train and eval
-//! steps that lowering produces for every example and `tests/golden/{ir,models}` program translate
-//! for every architecture, every kernel is a launchable `.entry`, no forbidden intrinsic
-//! or libcall survives, `ptxas` assembles the result (when installed; its `-v` register
-//! report is printed), random numbers equal the interpreter's bit for bit (checked through
-//! LLVM's constant folding), and small kernels' PTX is pinned by snapshots.
+//! steps that lowering produces for every example and `tests/golden/{ir,models}` program
+//! translate for every architecture, every kernel is a launchable `.entry`, no forbidden
+//! intrinsic or libcall survives, `ptxas` assembles the result (when installed; its `-v`
+//! register report is printed; missing under CI, a failure), random numbers equal the
+//! interpreter's bit for bit (checked through LLVM's constant folding), and small
+//! kernels' PTX is pinned by snapshots.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
