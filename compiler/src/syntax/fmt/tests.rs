@@ -531,6 +531,12 @@ impl Writer {
         self.gap();
     }
 
+    /// A random name as the next token.
+    fn name(&mut self) {
+        let name = self.pick(NAMES);
+        self.tok(name);
+    }
+
     fn file(&mut self) {
         self.gap();
         for _ in 0..self.below(4) {
@@ -544,22 +550,19 @@ impl Writer {
 
     fn model(&mut self) {
         self.tok("model");
-        let name = self.pick(NAMES);
-        self.tok(name);
+        self.name();
         self.tok("{");
         for _ in 0..self.below(6) {
             match self.below(4) {
                 0 => {
                     self.tok("input");
-                    let name = self.pick(NAMES);
-                    self.tok(name);
+                    self.name();
                     self.tok(":");
                     self.shape();
                 }
                 1 => {
                     self.tok("param");
-                    let name = self.pick(NAMES);
-                    self.tok(name);
+                    self.name();
                     self.tok(":");
                     self.shape();
                     if self.below(2) == 0 {
@@ -569,16 +572,14 @@ impl Writer {
                 }
                 2 => {
                     self.tok("let");
-                    let name = self.pick(NAMES);
-                    self.tok(name);
+                    self.name();
                     self.tok("=");
                     self.expr(3);
                 }
                 _ => {
                     self.tok("output");
                     if self.below(2) == 0 {
-                        let name = self.pick(NAMES);
-                        self.tok(name);
+                        self.name();
                         self.tok("=");
                     }
                     self.expr(3);
@@ -590,12 +591,10 @@ impl Writer {
 
     fn train(&mut self) {
         self.tok("train");
-        let name = self.pick(NAMES);
-        self.tok(name);
+        self.name();
         self.tok("{");
         for _ in 0..self.below(5) {
-            let name = self.pick(NAMES);
-            self.tok(name);
+            self.name();
             self.tok("=");
             self.expr(3);
         }
@@ -629,8 +628,7 @@ impl Writer {
         for _ in 0..stages {
             self.tok("|>");
             if depth == 0 || self.below(2) == 0 {
-                let name = self.pick(NAMES);
-                self.tok(name);
+                self.name();
             } else {
                 self.call(depth - 1);
             }
@@ -682,8 +680,7 @@ impl Writer {
                 self.tok(b);
             }
             3 => {
-                let n = self.pick(NAMES);
-                self.tok(n);
+                self.name();
             }
             4 => {
                 self.tok("[");
@@ -700,8 +697,7 @@ impl Writer {
     }
 
     fn call(&mut self, depth: usize) {
-        let name = self.pick(NAMES);
-        self.tok(name);
+        self.name();
         self.tok("(");
         self.comma_separated(depth, |w, d| {
             if w.below(3) == 0 {
