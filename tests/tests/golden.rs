@@ -5,10 +5,19 @@
 //! - `errors/`: the rendered diagnostics of `nnc check` without colour. Every file must
 //!   fail; its first line says which error code it pins (`# expect: E0301`), and the test
 //!   also asserts that code is reported, so a snapshot cannot drift to a different error.
+//! - `ir/`: one small program per op family: its graphs, fused groups and kernel IR.
+//! - `models/`: a tiny MLP, a tiny convnet and a residual block through every IR level
+//!   (graph, train-graph, eval-graph, fused, kernels, cpu-kernels, gpu-kernels).
+//! - `tests/programs/`: the language reference's programs, printed as the syntax stage.
+//!
+//! The examples are too large to review as snapshots; `examples.rs` checks properties of
+//! them instead (they build for both targets, their kernel counts per step).
 
 use std::path::Path;
 
 use nnc::diag::{render_all, ColorChoice};
+use nnc::pipeline::emit::Stage;
+use nnc_tests::stages_of;
 
 fn rel_name(path: &Path) -> String {
     path.file_name()
@@ -17,15 +26,26 @@ fn rel_name(path: &Path) -> String {
         .into_owned()
 }
 
+/// The printed AST of a file, or its rendered syntax errors.
+fn syntax_of(path: &Path) -> String {
+    let src = std::fs::read_to_string(path).expect("golden file is readable");
+    match nnc::syntax::parse_file(&src) {
+        Ok(file) => nnc::syntax::print::print_file(&file),
+        Err(diags) => render_all(&diags, &rel_name(path), &src, ColorChoice::Never),
+    }
+}
+
 #[test]
 fn syntax_golden() {
     insta::glob!("../golden/syntax", "*.nn", |path| {
-        let src = std::fs::read_to_string(path).expect("golden file is readable");
-        let out = match nnc::syntax::parse_file(&src) {
-            Ok(file) => nnc::syntax::print::print_file(&file),
-            Err(diags) => render_all(&diags, &rel_name(path), &src, ColorChoice::Never),
-        };
-        insta::assert_snapshot!(out);
+        insta::assert_snapshot!(syntax_of(path));
+    });
+}
+
+#[test]
+fn programs_syntax_golden() {
+    insta::glob!("../programs", "*.nn", |path| {
+        insta::assert_snapshot!(syntax_of(path));
     });
 }
 
@@ -60,79 +80,43 @@ fn errors_golden() {
     });
 }
 
-/// The forward, train-step and eval graphs of a file, as `nnc build --emit` prints them.
-fn graphs_of(path: &Path) -> String {
-    let src = std::fs::read_to_string(path).expect("golden file is readable");
-    let file = nnc::syntax::parse_file(&src).expect("golden IR programs parse");
-    let base = path.parent().expect("files live in a folder");
-    let program = nnc::sema::check_file(&file, base).expect("golden IR programs check");
-    use nnc::pipeline::emit::{emit, Stage};
-    emit(
-        &file,
-        &program,
-        &[Stage::Graph, Stage::TrainGraph, Stage::EvalGraph],
-        &Default::default(),
-    )
-    .expect("graphs build")
-}
-
+/// The forward, train-step and eval graphs of every op-family program.
 #[test]
 fn ir_golden() {
     insta::glob!("../golden/ir", "*.nn", |path| {
-        insta::assert_snapshot!(graphs_of(path));
+        insta::assert_snapshot!(stages_of(
+            path,
+            &[Stage::Graph, Stage::TrainGraph, Stage::EvalGraph]
+        ));
     });
 }
 
-#[test]
-fn examples_graph_golden() {
-    insta::glob!("../../examples", "*.nn", |path| {
-        insta::assert_snapshot!(graphs_of(path));
-    });
-}
-
-/// The text of `stages` for every train and eval step of a file.
-fn stages_of(path: &Path, stages: &[nnc::pipeline::emit::Stage]) -> String {
-    let src = std::fs::read_to_string(path).expect("golden file is readable");
-    let file = nnc::syntax::parse_file(&src).expect("golden IR programs parse");
-    let base = path.parent().expect("files live in a folder");
-    let program = nnc::sema::check_file(&file, base).expect("golden IR programs check");
-    nnc::pipeline::emit::emit(&file, &program, stages, &Default::default()).expect("steps compile")
-}
-
-/// The fused groups and the kernel IR of every train and eval step of a file.
-fn kernels_of(path: &Path) -> String {
-    use nnc::pipeline::emit::Stage;
-    stages_of(path, &[Stage::Fused, Stage::Kernels])
-}
-
+/// The fused groups and the kernel IR of every train and eval step of every op-family
+/// program.
 #[test]
 fn ir_kernels_golden() {
     insta::glob!("../golden/ir", "*.nn", |path| {
-        insta::assert_snapshot!(kernels_of(path));
+        insta::assert_snapshot!(stages_of(path, &[Stage::Fused, Stage::Kernels]));
     });
 }
 
+/// Every IR level of the small model programs, the CPU schedule (simplified indices,
+/// split products) and the GPU schedule (tiled products, block reductions, grids, shared
+/// arrays, barriers, shuffles) included, so that any pipeline change shows up as a diff.
 #[test]
-fn examples_kernels_golden() {
-    insta::glob!("../../examples", "*.nn", |path| {
-        insta::assert_snapshot!(kernels_of(path));
-    });
-}
-
-/// The kernel IR of every example as the CPU runs it (the CPU schedule: simplified
-/// indices, split products), so that schedule changes show up as snapshot diffs too.
-#[test]
-fn examples_cpu_kernels_golden() {
-    insta::glob!("../../examples", "*.nn", |path| {
-        insta::assert_snapshot!(stages_of(path, &[nnc::pipeline::emit::Stage::CpuKernels]));
-    });
-}
-
-/// The kernel IR of every example as the GPU runs it (the GPU schedule: tiled products,
-/// block reductions, grids, shared arrays, barriers, shuffles).
-#[test]
-fn examples_gpu_kernels_golden() {
-    insta::glob!("../../examples", "*.nn", |path| {
-        insta::assert_snapshot!(stages_of(path, &[nnc::pipeline::emit::Stage::GpuKernels]));
+fn models_golden() {
+    insta::glob!("../golden/models", "*.nn", |path| {
+        insta::assert_snapshot!(stages_of(
+            path,
+            &[
+                Stage::Graph,
+                Stage::TrainGraph,
+                Stage::EvalGraph,
+                Stage::Fused,
+                Stage::Kernels,
+                Stage::CpuKernels,
+                Stage::GpuKernels,
+            ]
+        ));
     });
 }

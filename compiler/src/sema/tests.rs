@@ -7,65 +7,12 @@ use std::path::{Path, PathBuf};
 use crate::diag::{Code, Diagnostic};
 use crate::sema::typed::*;
 
-const MNIST: &str = r#"
-# Handwritten digits (MNIST): 784 inputs → 128 → 64 → 10 classes.
-model Mnist {
-    input image: [28, 28]                 # grayscale pixels, batch dimension implicit
-    output probs = image
-        |> flatten                        # 28 × 28 → 784
-        |> dense(128) |> relu
-        |> dense(64)  |> relu
-        |> dense(10)  |> softmax
-}
-
-train Mnist {
-    data      = idx("data/mnist-10k", scale = 1/255)  # relative to this file
-    loss      = cross_entropy
-    optimizer = sgd(lr = 0.05, momentum = 0.9)
-    batch     = 64
-    epochs    = 5
-    metrics   = [accuracy, precision, recall]
-    seed      = 7
-}
-"#;
-
-const LINE: &str = r#"
-# f(x) = w·x + b, fitted by gradient descent (linear regression).
-model Line {
-    input  x: [1]
-    param  w: [1, 1] = zeros
-    param  b: [1] = zeros
-    output y = x @ w + b
-}
-train Line {
-    data = csv("data/line.csv", target = "y")
-    loss = mse
-    optimizer = sgd(lr = 0.05)
-    epochs = 200
-    metrics = [mae, mse]
-}
-"#;
-
-const RESIDUAL: &str = r#"
-# A residual block: a graph, not a chain.
-model Residual {
-    input  x: [64]
-    let h  = x |> dense(64) |> relu |> dense(64)
-    output y = relu(x + h) |> dense(10) |> softmax
-}
-"#;
-
-const LENET: &str = r#"
-# LeNet-style convolutional network on 28×28×1 images.
-model LeNet {
-    input  image: [28, 28, 1]
-    output probs = image
-        |> conv2d(6, kernel = 5, padding = "same") |> relu |> max_pool(2)
-        |> conv2d(16, kernel = 5, padding = "valid") |> relu |> max_pool(2)
-        |> flatten |> dense(120) |> relu |> dense(84) |> relu
-        |> dense(10) |> softmax
-}
-"#;
+// The language reference's programs, one copy each in `tests/programs/` (the syntax
+// golden test prints them too).
+const MNIST: &str = include_str!("../../../tests/programs/language_mnist.nn");
+const LINE: &str = include_str!("../../../tests/programs/language_line.nn");
+const RESIDUAL: &str = include_str!("../../../tests/programs/language_residual.nn");
+const LENET: &str = include_str!("../../../tests/programs/language_lenet.nn");
 
 fn check(src: &str) -> Result<Program, Vec<Diagnostic>> {
     crate::check_source(src, Path::new("/project/examples"))

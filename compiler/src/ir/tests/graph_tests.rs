@@ -211,20 +211,14 @@ fn im2col_matmul_equals_direct_convolution() {
         let w2 = g.reshape(wt, Shape::fixed(&[k * k * c, f])).unwrap();
         let y = g.matmul(cols, w2).unwrap();
         g.set_output("y", y).unwrap();
-        let xt = Tensor::new(
-            vec![n, h, w, c],
-            (0..n * h * w * c)
-                .map(|_| rng.next_f64() as f32 - 0.5)
-                .collect(),
-        )
-        .unwrap();
-        let wv = Tensor::new(
-            vec![k, k, c, f],
-            (0..k * k * c * f)
-                .map(|_| rng.next_f64() as f32 - 0.5)
-                .collect(),
-        )
-        .unwrap();
+        // Values in [-0.5, 0.5) of a shape.
+        let mut random = |shape: Vec<usize>| {
+            let len = shape.iter().product::<usize>();
+            let data = (0..len).map(|_| rng.next_f64() as f32 - 0.5).collect();
+            Tensor::new(shape, data).unwrap()
+        };
+        let xt = random(vec![n, h, w, c]);
+        let wv = random(vec![k, k, c, f]);
         let want = naive_conv(&xt, &wv, &win);
         let mut inputs = HashMap::new();
         inputs.insert("x".into(), xt);

@@ -63,61 +63,12 @@ fn check(src: &str) -> String {
     once
 }
 
-const MNIST: &str = r#"# Handwritten digits (MNIST): 784 inputs → 128 → 64 → 10 classes.
-model Mnist {
-    input image: [28, 28]                 # grayscale pixels, batch dimension implicit
-    output probs = image
-        |> flatten                        # 28 × 28 → 784
-        |> dense(128) |> relu
-        |> dense(64)  |> relu
-        |> dense(10)  |> softmax
-}
-
-train Mnist {
-    data      = idx("data/mnist-10k", scale = 1/255)  # relative to this file
-    loss      = cross_entropy
-    optimizer = sgd(lr = 0.05, momentum = 0.9)
-    batch     = 64
-    epochs    = 5
-    metrics   = [accuracy, precision, recall]
-    seed      = 7
-}
-"#;
-
-const LINE: &str = r#"# f(x) = w·x + b, fitted by gradient descent (linear regression).
-model Line {
-    input  x: [1]
-    param  w: [1, 1] = zeros
-    param  b: [1] = zeros
-    output y = x @ w + b
-}
-train Line {
-    data = csv("data/line.csv", target = "y")
-    loss = mse
-    optimizer = sgd(lr = 0.05)
-    epochs = 200
-    metrics = [mae, mse]
-}
-"#;
-
-const RESIDUAL: &str = r#"# A residual block: a graph, not a chain.
-model Residual {
-    input  x: [64]
-    let h  = x |> dense(64) |> relu |> dense(64)
-    output y = relu(x + h) |> dense(10) |> softmax
-}
-"#;
-
-const LENET: &str = r#"# LeNet-style convolutional network on 28×28×1 images.
-model LeNet {
-    input  image: [28, 28, 1]
-    output probs = image
-        |> conv2d(6, kernel = 5, padding = "same") |> relu |> max_pool(2)
-        |> conv2d(16, kernel = 5, padding = "valid") |> relu |> max_pool(2)
-        |> flatten |> dense(120) |> relu |> dense(84) |> relu
-        |> dense(10) |> softmax
-}
-"#;
+// The language reference's programs, one copy each in `tests/programs/` (the syntax
+// golden test prints them too).
+const MNIST: &str = include_str!("../../../../tests/programs/language_mnist.nn");
+const LINE: &str = include_str!("../../../../tests/programs/language_line.nn");
+const RESIDUAL: &str = include_str!("../../../../tests/programs/language_residual.nn");
+const LENET: &str = include_str!("../../../../tests/programs/language_lenet.nn");
 
 #[test]
 fn language_reference_programs_round_trip() {
@@ -580,6 +531,12 @@ impl Writer {
         self.gap();
     }
 
+    /// A random name as the next token.
+    fn name(&mut self) {
+        let name = self.pick(NAMES);
+        self.tok(name);
+    }
+
     fn file(&mut self) {
         self.gap();
         for _ in 0..self.below(4) {
@@ -593,22 +550,19 @@ impl Writer {
 
     fn model(&mut self) {
         self.tok("model");
-        let name = self.pick(NAMES);
-        self.tok(name);
+        self.name();
         self.tok("{");
         for _ in 0..self.below(6) {
             match self.below(4) {
                 0 => {
                     self.tok("input");
-                    let name = self.pick(NAMES);
-                    self.tok(name);
+                    self.name();
                     self.tok(":");
                     self.shape();
                 }
                 1 => {
                     self.tok("param");
-                    let name = self.pick(NAMES);
-                    self.tok(name);
+                    self.name();
                     self.tok(":");
                     self.shape();
                     if self.below(2) == 0 {
@@ -618,16 +572,14 @@ impl Writer {
                 }
                 2 => {
                     self.tok("let");
-                    let name = self.pick(NAMES);
-                    self.tok(name);
+                    self.name();
                     self.tok("=");
                     self.expr(3);
                 }
                 _ => {
                     self.tok("output");
                     if self.below(2) == 0 {
-                        let name = self.pick(NAMES);
-                        self.tok(name);
+                        self.name();
                         self.tok("=");
                     }
                     self.expr(3);
@@ -639,12 +591,10 @@ impl Writer {
 
     fn train(&mut self) {
         self.tok("train");
-        let name = self.pick(NAMES);
-        self.tok(name);
+        self.name();
         self.tok("{");
         for _ in 0..self.below(5) {
-            let name = self.pick(NAMES);
-            self.tok(name);
+            self.name();
             self.tok("=");
             self.expr(3);
         }
@@ -678,8 +628,7 @@ impl Writer {
         for _ in 0..stages {
             self.tok("|>");
             if depth == 0 || self.below(2) == 0 {
-                let name = self.pick(NAMES);
-                self.tok(name);
+                self.name();
             } else {
                 self.call(depth - 1);
             }
@@ -731,8 +680,7 @@ impl Writer {
                 self.tok(b);
             }
             3 => {
-                let n = self.pick(NAMES);
-                self.tok(n);
+                self.name();
             }
             4 => {
                 self.tok("[");
@@ -749,8 +697,7 @@ impl Writer {
     }
 
     fn call(&mut self, depth: usize) {
-        let name = self.pick(NAMES);
-        self.tok(name);
+        self.name();
         self.tok("(");
         self.comma_separated(depth, |w, d| {
             if w.below(3) == 0 {
