@@ -9,9 +9,11 @@
 //! - [`metrics`] computes accuracy, macro precision/recall/F1, MAE and MSE exactly;
 //! - [`checkpoint`] writes `weights.safetensors` and full, checksummed checkpoints;
 //! - [`plot`] draws `curves.svg` and `confusion.svg`;
+//! - [`artifact`] is the contract between a compiled artifact and its executors;
 //! - [`cpu`] runs a compiled artifact (native kernels + manifests) as an executor;
 //! - `cuda` (feature `cuda`) finds the GPU for the CUDA executor.
 
+pub mod artifact;
 pub mod checkpoint;
 pub mod cpu;
 #[cfg(feature = "cuda")]

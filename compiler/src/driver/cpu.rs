@@ -9,7 +9,8 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nnc_runtime::cpu::{CpuExecutor, ModelInfo};
+use nnc_runtime::artifact::ModelInfo;
+use nnc_runtime::cpu::CpuExecutor;
 use nnc_runtime::executor::Executor;
 use nnc_runtime::tensor::Tensor as RtTensor;
 

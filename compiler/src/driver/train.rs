@@ -5,14 +5,13 @@ use std::path::{Path, PathBuf};
 use nnc_runtime::checkpoint::read_weights;
 use nnc_runtime::data::{load_csv, load_idx, DataError, Splits};
 use nnc_runtime::executor::{Executor, StateKind, StateTensor, TaskKind};
-use nnc_runtime::metrics::Metric as RtMetric;
 use nnc_runtime::train::{evaluate, train_loop, EvalReport, ProgressMode, Summary, TrainConfig};
 
 use super::interp::InterpExecutor;
 use super::DriverError;
 use crate::diag::{did_you_mean, Code, Diagnostic};
 use crate::pipeline;
-use crate::sema::typed::{DataSpec, Loss, Metric, Program, TypedModel, TypedTrain};
+use crate::sema::typed::{DataSpec, Loss, Program, TypedModel, TypedTrain};
 use crate::syntax::ast::Span;
 
 /// Where the training step runs.
@@ -89,7 +88,7 @@ pub fn run_train(
     } else {
         ProgressMode::Auto
     };
-    config.metrics = train.metrics.iter().map(|m| runtime_metric(*m)).collect();
+    config.metrics = train.metrics.clone();
     if config.epochs == 0 || config.batch == 0 {
         return Err(DriverError::Message(
             "`--epochs` and `--batch` must be positive".into(),
@@ -110,14 +109,14 @@ pub fn run_eval(program: &Program, opts: &EvalOptions) -> Result<EvalReport, Dri
     let mut exec = make_executor(opts.target, model, train, train.seed)?;
     load_weights(exec.as_mut(), &opts.weights)?;
     let data = load_data(train, opts.data.as_deref(), model, exec.as_ref())?;
-    let metrics: Vec<RtMetric> = train.metrics.iter().map(|m| runtime_metric(*m)).collect();
+    let metrics = &train.metrics;
     let batch = opts.batch.unwrap_or(train.batch).max(1);
     evaluate(
         exec.as_mut(),
         data.test,
         batch,
         task_kind(model, train.loss),
-        &metrics,
+        metrics,
     )
     .map_err(|e| DriverError::Message(e.to_string()))
 }
@@ -224,17 +223,6 @@ pub(super) fn task_kind(model: &TypedModel, loss: Loss) -> TaskKind {
         _ => TaskKind::Regression {
             outputs: out.elems(),
         },
-    }
-}
-
-fn runtime_metric(m: Metric) -> RtMetric {
-    match m {
-        Metric::Accuracy => RtMetric::Accuracy,
-        Metric::Precision => RtMetric::Precision,
-        Metric::Recall => RtMetric::Recall,
-        Metric::F1 => RtMetric::F1,
-        Metric::Mae => RtMetric::Mae,
-        Metric::Mse => RtMetric::Mse,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use nnc_kernels::ir::Program as KernelProgram;
 use nnc_kernels::manifest::Manifest;
-use nnc_runtime::cpu::{EVAL_MANIFEST, TRAIN_MANIFEST};
+use nnc_runtime::artifact::{EVAL_MANIFEST, TRAIN_MANIFEST};
 
 use super::{CompiledTrain, StepKind};
 use crate::codegen::cpu::{emit_object_of, link_shared_object};

@@ -34,11 +34,10 @@ use crate::ir::tensor::Tensor;
 use crate::ir::{init, ir_bail, IrError, IrResult};
 use crate::sema::typed::{Loss, TypedModel, TypedTrain};
 
-pub const INPUT: &str = "x";
-pub const LABELS: &str = "y";
+/// The names of the batch and the results: the runtime defines them (its artifact contract).
+pub use nnc_runtime::artifact::{INPUT, LABELS, LOSS, OUTPUT};
+/// The number of steps taken so far, carried between steps like the parameters.
 pub const STEP: &str = "step";
-pub const LOSS: &str = "loss";
-pub const OUTPUT: &str = "output";
 
 /// A named tensor of state and the value every element starts at.
 #[derive(Clone, Debug, PartialEq)]

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nnc_kernels::abi::KernelCtx;
-use nnc_kernels::ir::{BufferDecl, BufferKind};
+use nnc_kernels::ir::BufferKind;
 use nnc_kernels::manifest::Manifest;
 
 use crate::executor::{
@@ -32,26 +32,10 @@ pub use pool::Pool;
 
 type KernelFn = unsafe extern "C" fn(*const KernelCtx, *const *mut f32, i64, i64, i64);
 
-/// File names inside an artifact folder.
-pub const LIBRARY_FILE: &str = "kernels.so";
-pub const TRAIN_MANIFEST: &str = "train.manifest";
-pub const EVAL_MANIFEST: &str = "eval.manifest";
-
-/// Names the step programs use for the batch and their results.
-pub const INPUT: &str = "x";
-pub const LABELS: &str = "y";
-pub const LOSS: &str = "loss";
-pub const OUTPUT: &str = "output";
-
-/// What the runtime must know about the model besides the artifact.
-#[derive(Clone, Debug)]
-pub struct ModelInfo {
-    pub input_shape: Vec<usize>,
-    pub output_shape: Vec<usize>,
-    /// Every carried tensor in state order: name, kind, shape, initial value.
-    pub state: Vec<(String, StateKind, Tensor)>,
-    pub hash: String,
-}
+use crate::artifact::{binding, check_bindings, Binding};
+pub use crate::artifact::{
+    ModelInfo, EVAL_MANIFEST, INPUT, LABELS, LIBRARY_FILE, LOSS, OUTPUT, TRAIN_MANIFEST,
+};
 
 struct LoadedProgram {
     manifest: Manifest,
@@ -243,45 +227,6 @@ impl CpuExecutor {
             .unwrap_or_default();
         (loss, Tensor { shape, data })
     }
-}
-
-/// Where a compiled executor finds a step buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Binding<'a> {
-    /// A temporary, at this offset (in floats) of the arena.
-    Arena(usize),
-    /// The batch or a result: one of [`INPUT`], [`LABELS`], [`LOSS`], [`OUTPUT`].
-    Batch(&'static str),
-    /// A named state tensor (a parameter, optimizer state, `step`).
-    State(&'a str),
-}
-
-/// How buffer `b` is bound for a batch of `n` (by kind for temporaries, else by name).
-pub(crate) fn binding(b: &BufferDecl, n: usize) -> Binding<'_> {
-    if let BufferKind::Temp { offset } = b.kind {
-        return Binding::Arena(offset.resolve(n));
-    }
-    match [INPUT, LABELS, LOSS, OUTPUT]
-        .into_iter()
-        .find(|k| *k == b.name)
-    {
-        Some(key) => Binding::Batch(key),
-        None => Binding::State(&b.name),
-    }
-}
-
-/// Every buffer of a step must be a temporary, the batch, a result or known state.
-pub(crate) fn check_bindings(buffers: &[BufferDecl], info: &ModelInfo) -> Result<(), ExecError> {
-    for b in buffers {
-        if let Binding::State(name) = binding(b, 0) {
-            if !info.state.iter().any(|(n, ..)| n == name) {
-                return Err(ExecError::new(format!(
-                    "step buffer `{name}` is neither state nor a step input or output"
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 thread_local! {

@@ -42,7 +42,7 @@ use nnc_kernels::ir::{BufferKind, Program};
 
 use super::data::{data_blocks, DATA_KERNELS, DATA_PTX, DATA_THREADS};
 use super::Device;
-use crate::cpu::{binding, check_bindings, Binding, ModelInfo, INPUT, LABELS, LOSS, OUTPUT};
+use crate::artifact::{binding, check_bindings, Binding, ModelInfo, INPUT, LABELS, LOSS, OUTPUT};
 use crate::executor::{
     EpochRun, EvalOutput, ExecError, Executor, NonFiniteParam, StateKind, StateTensor, StepOutput,
 };
@@ -262,11 +262,6 @@ impl CudaExecutor {
             graphs: std::env::var("NNC_CUDA_GRAPHS").map_or(true, |v| v != "0"),
             told_not_resident: false,
         })
-    }
-
-    /// The GPU's name, as the driver reports it.
-    pub fn device_name(&self) -> &str {
-        &self.device.name
     }
 
     /// A device buffer of at least `len` values for `key`, reallocated when too small.

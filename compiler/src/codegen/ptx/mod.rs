@@ -59,7 +59,7 @@ use kernel::KernelGen;
 
 pub mod ptxas;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// The LLVM calling convention that makes a function a PTX `.entry`.
 const PTX_KERNEL_CC: u32 = 71;

@@ -28,7 +28,7 @@ fn ptx_of(p: &Program, arch: GpuArch) -> Result<String, super::PtxError> {
 /// `ptxas` as [`super::ptxas::find_ptxas`] finds it. Without one the assembler checks are
 /// skipped with `skipped: <reason>` on stderr, except under CI (`CI` set, as `.ci/run`
 /// does after installing ptxas), where a missing ptxas fails the test.
-fn ptxas() -> Option<PathBuf> {
+pub(crate) fn ptxas() -> Option<PathBuf> {
     let found = super::ptxas::find_ptxas();
     if found.is_none() {
         let reason = "no ptxas: set PTXAS or install nvidia-cuda-nvcc-cu12 (see .ci/run)";
@@ -39,7 +39,7 @@ fn ptxas() -> Option<PathBuf> {
 }
 
 /// The names of the `.entry` functions of a PTX text.
-fn entries(ptx: &str) -> Vec<String> {
+pub(crate) fn entries(ptx: &str) -> Vec<String> {
     ptx.lines()
         .filter_map(|l| l.trim_start().strip_prefix(".visible .entry "))
         .map(|l| l.split('(').next().unwrap_or("").trim().to_string())
@@ -151,7 +151,7 @@ fn arch_names_round_trip() {
 
 /// Assembles `ptx` for `arch` with `ptxas -v` and checks that it is accepted without
 /// spills; the register report is printed (run with `--nocapture` to read it).
-fn assemble(ptxas: &Path, dir: &Path, label: &str, arch: GpuArch, ptx: &str) {
+pub(crate) fn assemble(ptxas: &Path, dir: &Path, label: &str, arch: GpuArch, ptx: &str) {
     let file = dir.join(format!("{}_{}.ptx", label.replace(' ', "_"), arch.name()));
     std::fs::write(&file, ptx).unwrap();
     let out = Command::new(ptxas)
@@ -180,7 +180,7 @@ fn assemble(ptxas: &Path, dir: &Path, label: &str, arch: GpuArch, ptx: &str) {
 }
 
 /// A fresh folder for the PTX files of one test.
-fn scratch(test: &str) -> PathBuf {
+pub(crate) fn scratch(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("nnc-ptx-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -198,73 +198,6 @@ fn ptxas_assembles_every_sample_for_sm80_and_sm90() {
             assemble(&ptxas, &dir, &p.name, arch, &ptx);
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The kernel programs of the train and eval steps of every `train` block of every
-/// example and `tests/golden/{ir,models}` program, as the compiler lowers them (passes, fusion,
-/// lowering and the GPU schedule), labelled `file.nn train` / `file.nn eval`.
-fn compiled_steps() -> Vec<(String, Program)> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut files = Vec::new();
-    for dir in ["examples", "tests/golden/ir", "tests/golden/models"] {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(repo.join(dir))
-            .expect("folder exists")
-            .map(|e| e.expect("entry").path())
-            .filter(|p| p.extension().is_some_and(|e| e == "nn"))
-            .collect();
-        v.sort();
-        files.extend(v);
-    }
-    let mut out = Vec::new();
-    for path in files {
-        let src = std::fs::read_to_string(&path).expect("readable");
-        let program = crate::check_source(&src, path.parent().expect("folder"))
-            .unwrap_or_else(|_| panic!("{} checks", path.display()));
-        let stem = path.file_name().expect("name").to_string_lossy();
-        let steps = crate::pipeline::compile_program(&program, None)
-            .unwrap_or_else(|e| panic!("{stem}: {e}"));
-        for c in steps {
-            out.push((format!("{stem} train"), schedule(c.train.program())));
-            out.push((format!("{stem} eval"), schedule(c.eval.program())));
-        }
-    }
-    out
-}
-
-/// Every step the compiler lowers becomes PTX for both architectures: one `.entry` per
-/// kernel, in order, no helper functions, no calls; ptxas (when present) assembles it
-/// without spills (several ptxas at a time: the large steps take seconds each).
-#[test]
-fn every_compiled_step_of_every_example_becomes_ptx_that_ptxas_accepts() {
-    let steps = compiled_steps();
-    assert!(steps.len() >= 40, "{} steps", steps.len());
-    let mut rendered = Vec::new();
-    for (label, p) in &steps {
-        for arch in GpuArch::ALL {
-            let ptx = render_program(p, arch).unwrap_or_else(|e| panic!("{label}: {e}"));
-            let names: Vec<String> = p.kernels.iter().map(|k| k.name.clone()).collect();
-            assert_eq!(entries(&ptx), names, "{label}:\n{ptx}");
-            assert!(!ptx.contains(".func"), "{label}: a helper function remains");
-            assert!(!ptx.contains("call"), "{label}: a call remains:\n{ptx}");
-            rendered.push((label, arch, ptx));
-        }
-    }
-    let Some(ptxas) = ptxas() else { return };
-    let dir = scratch("steps");
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((label, arch, ptx)) = rendered.get(i) else {
-                    break;
-                };
-                assemble(&ptxas, &dir, label, *arch, ptx);
-            });
-        }
-    });
     let _ = std::fs::remove_dir_all(&dir);
 }
 

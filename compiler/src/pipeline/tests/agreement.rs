@@ -33,9 +33,10 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn files() -> Vec<PathBuf> {
+/// Every example and every golden program (op families and small models).
+pub(super) fn files() -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for dir in ["examples", "tests/golden/ir"] {
+    for dir in ["examples", "tests/golden/ir", "tests/golden/models"] {
         let mut v: Vec<PathBuf> = std::fs::read_dir(repo().join(dir))
             .expect("folder exists")
             .map(|e| e.expect("entry").path())

@@ -2,6 +2,8 @@
 //! every compiled step computes what the graph interpreter computes.
 
 mod agreement;
+#[cfg(feature = "cuda")]
+mod ptx;
 
 use super::emit::{emit, Stage};
 use crate::ir::tests::models;
