@@ -121,7 +121,7 @@ impl Rng {
 /// `matrixmultiply::sgemm` on the calling thread.
 ///
 /// # Safety
-/// As for `host_gemm::sgemm`.
+/// As for `host_gemm::Sgemm::run`.
 unsafe fn mm(g: &Sgemm) {
     // SAFETY: forwarded from this function's contract.
     unsafe {
@@ -134,7 +134,7 @@ unsafe fn mm(g: &Sgemm) {
 /// `gemm::gemm` with the given threading.
 ///
 /// # Safety
-/// As for `host_gemm::sgemm`.
+/// As for `host_gemm::Sgemm::run`.
 unsafe fn gemm_crate(g: &Sgemm, par: gemm::Parallelism) {
     // SAFETY: forwarded from this function's contract.
     unsafe {
@@ -165,7 +165,7 @@ unsafe fn gemm_crate(g: &Sgemm, par: gemm::Parallelism) {
 /// `cpu/gemm.rs`'s `sgemm` (the `gemm` crate, single-threaded).
 ///
 /// # Safety
-/// As for `host_gemm::sgemm`.
+/// As for `host_gemm::Sgemm::run`.
 unsafe fn host(g: &Sgemm) {
     // SAFETY: forwarded from this function's contract.
     unsafe { g.run() }

@@ -32,60 +32,6 @@ pub(crate) const SPLIT_MIN_MACS: usize = 1 << 16;
 /// the micro-kernels' register tiles.
 pub(crate) const SPLIT_ALIGN: usize = 16;
 
-/// `C = alpha·A·B + beta·C` on the calling thread. When `beta == 0`, C is only written (it
-/// may hold garbage or NaN beforehand), as BLAS does.
-///
-/// # Safety
-/// `a`, `b` and `c` with their strides must describe m×k, k×n and m×n matrices inside live
-/// allocations; C must not overlap A or B, and no two elements of C may share an address.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn sgemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: *const f32,
-    rsa: isize,
-    csa: isize,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
-    beta: f32,
-    c: *mut f32,
-    rsc: isize,
-    csc: isize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    // The `gemm` crate computes `dst = alpha·dst + beta·lhs·rhs`, reading dst only when
-    // `read_dst`: our beta is its alpha and our alpha its beta. Strides go column first.
-    // SAFETY: forwarded from this function's contract.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c,
-            csc,
-            rsc,
-            beta != 0.0,
-            a,
-            csa,
-            rsa,
-            b,
-            csb,
-            rsb,
-            beta,
-            alpha,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
-}
-
 /// Where to cut a GEMM in two: each half computes a block of C of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Split {
@@ -153,17 +99,57 @@ unsafe impl Send for Sgemm {}
 unsafe impl Sync for Sgemm {}
 
 impl Sgemm {
-    /// Runs the GEMM on the calling thread.
+    /// `C = alpha·A·B + beta·C` on the calling thread. When `beta == 0`, C is only
+    /// written (it may hold garbage or NaN beforehand), as BLAS does.
     ///
     /// # Safety
-    /// As for [`sgemm`].
+    /// `a`, `b` and `c` with their strides must describe m×k, k×n and m×n matrices inside
+    /// live allocations; C must not overlap A or B, and no two elements of C may share an
+    /// address.
     pub(crate) unsafe fn run(&self) {
-        let g = *self;
+        let Sgemm {
+            m,
+            n,
+            k,
+            alpha,
+            a,
+            rsa,
+            csa,
+            b,
+            rsb,
+            csb,
+            beta,
+            c,
+            rsc,
+            csc,
+        } = *self;
+        if m == 0 || n == 0 {
+            return;
+        }
+        // The `gemm` crate computes `dst = alpha·dst + beta·lhs·rhs`, reading dst only when
+        // `read_dst`: our beta is its alpha and our alpha its beta. Strides go column first.
         // SAFETY: forwarded from this function's contract.
         unsafe {
-            sgemm(
-                g.m, g.n, g.k, g.alpha, g.a, g.rsa, g.csa, g.b, g.rsb, g.csb, g.beta, g.c, g.rsc,
-                g.csc,
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c,
+                csc,
+                rsc,
+                beta != 0.0,
+                a,
+                csa,
+                rsa,
+                b,
+                csb,
+                rsb,
+                beta,
+                alpha,
+                false,
+                false,
+                false,
+                Parallelism::None,
             );
         }
     }

@@ -239,6 +239,7 @@ thread_local! {
 /// measurements behind the choice). Inside a kernel's parallel loop each lane already has
 /// a core; in a serial kernel a product big enough to pay for it is cut in two halves run
 /// on both lanes ([`gemm::split`]), so threads never oversubscribe the cores.
+#[allow(clippy::too_many_arguments)]
 unsafe extern "C" fn host_sgemm(
     m: usize,
     n: usize,
@@ -255,9 +256,6 @@ unsafe extern "C" fn host_sgemm(
     rsc: isize,
     csc: isize,
 ) {
-    if m == 0 || n == 0 {
-        return; // an empty part of a product split between the lanes
-    }
     let g = gemm::Sgemm {
         m,
         n,
@@ -274,6 +272,9 @@ unsafe extern "C" fn host_sgemm(
         rsc,
         csc,
     };
+    if m == 0 || n == 0 {
+        return; // an empty part of a product split between the lanes
+    }
     let pool = SERIAL_POOL.with(|p| p.get());
     // SAFETY: a non-null pointer was set by `CpuExecutor::run` around this kernel call
     // and the pool outlives it.

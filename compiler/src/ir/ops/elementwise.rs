@@ -215,13 +215,7 @@ pub fn map_broadcast<const K: usize>(
                 ts[k].data[base[k] + j * step[k]]
             })));
         }
-        for d in (0..rank - 1).rev() {
-            idx[d] += 1;
-            if idx[d] < out[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
+        super::next_index(&mut idx, out);
     }
     Tensor {
         shape: out.to_vec(),

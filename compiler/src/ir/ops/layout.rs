@@ -120,13 +120,7 @@ fn gather(out: &[usize], stride: &[usize], offset: usize, src: &[f32]) -> Tensor
     for _ in 0..total {
         let o: usize = offset + idx.iter().zip(stride).map(|(i, s)| i * s).sum::<usize>();
         data.push(src[o]);
-        for d in (0..out.len()).rev() {
-            idx[d] += 1;
-            if idx[d] < out[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
+        super::next_index(&mut idx, out);
     }
     Tensor {
         shape: out.to_vec(),

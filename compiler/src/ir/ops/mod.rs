@@ -163,6 +163,18 @@ pub fn parse_dims(items: &[String]) -> IrResult<Shape> {
 
 /// Broadcast strides of `shape` (right-aligned) against an output of rank `rank`:
 /// 0 where the dim is broadcast.
+/// Advances a row-major multi-index over `dims` by one (the last axis fastest), wrapping
+/// to all zeros after the last index.
+pub(crate) fn next_index(idx: &mut [usize], dims: &[usize]) {
+    for d in (0..idx.len()).rev() {
+        idx[d] += 1;
+        if idx[d] < dims[d] {
+            return;
+        }
+        idx[d] = 0;
+    }
+}
+
 pub(crate) fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
     let rank = out.len();
     let own = super::tensor::strides(shape);

@@ -85,13 +85,7 @@ pub fn eval(func: ReduceOp, axes: &[usize], x: &Tensor, out: &[usize]) -> Tensor
                 }
             }
         }
-        for d in (0..rank - 1).rev() {
-            idx[d] += 1;
-            if idx[d] < x.shape[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
+        super::next_index(&mut idx, &x.shape);
     }
     Tensor {
         shape: out.to_vec(),
