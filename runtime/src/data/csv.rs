@@ -15,7 +15,6 @@
 //! `standardize` takes each feature's mean and standard deviation from the training split
 //! only and applies them to both splits; targets are never standardized.
 
-use std::fs;
 use std::path::Path;
 
 use super::{DataError, DataErrorKind, Dataset, Location, Source, Splits, Standardizer};
@@ -96,14 +95,7 @@ fn split_fields(line: &str, path: &Path, line_no: usize) -> Result<Vec<Field>, D
 /// Loads `path`, using the column named `target` as the label or target and every other
 /// column as a feature.
 pub fn load_csv(path: &Path, target: &str, standardize: bool) -> Result<Splits, DataError> {
-    let bytes = fs::read(path).map_err(|e| {
-        DataError::new(
-            DataErrorKind::Io,
-            path,
-            Location::File,
-            format!("cannot read the file: {e}"),
-        )
-    })?;
+    let bytes = super::read_file(path)?;
     let text = match std::str::from_utf8(&bytes) {
         Ok(t) => t,
         Err(e) => {

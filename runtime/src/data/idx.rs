@@ -8,7 +8,6 @@
 //! stream for `.gz`). A file is treated as gzip when it starts with the gzip magic
 //! `1f 8b`, whatever its name.
 
-use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -38,14 +37,7 @@ const TYPES: [(u8, usize, &str); 6] = [
 
 /// Reads a whole file, decompressing it when it starts with the gzip magic.
 fn read_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = fs::read(path).map_err(|e| {
-        DataError::new(
-            DataErrorKind::Io,
-            path,
-            Location::File,
-            format!("cannot read the file: {e}"),
-        )
-    })?;
+    let raw = super::read_file(path)?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         if let Err(e) = flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out) {

@@ -144,6 +144,18 @@ pub struct DataError {
     pub help: Option<String>,
 }
 
+/// Reads a whole data file; an I/O error names the file.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    std::fs::read(path).map_err(|e| {
+        DataError::new(
+            DataErrorKind::Io,
+            path,
+            Location::File,
+            format!("cannot read the file: {e}"),
+        )
+    })
+}
+
 impl DataError {
     pub fn new(
         kind: DataErrorKind,
