@@ -1,0 +1,372 @@
+//! Training: its settings, results and errors here; the loop ([`run`]), evaluation
+//! ([`eval`]), resuming ([`resume`]), progress output ([`progress`]) and the per-step
+//! accounting and metrics log ([`record`]) in their own files. Epochs of mini-batches run
+//! through any [`Executor`], with evaluation of the test split after each epoch,
+//! checkpoints, weights and plots.
+//!
+//! Invariants:
+//! - the data order of epoch `e` is the identity permutation shuffled (when `shuffle`)
+//!   by the runtime's [`Rng`] seeded with `seed`, which advances by exactly one shuffle
+//!   per epoch; the last partial batch of an epoch is trained, not dropped;
+//! - a full checkpoint stores the RNG state at the start of the epoch in progress and the
+//!   number of samples of it already trained, so resuming replays the same order and the
+//!   same steps: `epochs = 2` in one run and `1 + 1` resumed give bit-identical weights;
+//! - after every step the loss and every parameter are checked; the first NaN or
+//!   infinity stops training with an error naming the epoch, the batch and the parameter;
+//! - `train_loss` is the mean over the epoch's samples of the loss each batch reported
+//!   before its update (batch mean × batch size, summed, over the sample count);
+//!   `test_loss` and the test metrics come from the parameters at the end of the epoch.
+
+use std::fmt;
+use std::fs;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::checkpoint::{write_weights, Checkpoint, CheckpointError};
+use crate::data::{DataError, Dataset, Splits};
+use crate::executor::{EpochRun, ExecError, Executor, TaskKind};
+use crate::metrics::{Accumulator, ConfusionMatrix, Metric, MetricError};
+use crate::plot;
+use crate::rng::Rng;
+use crate::tensor::{element_count, format_shape, Tensor};
+
+/// File names inside the output folder.
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const CURVES_FILE: &str = "curves.svg";
+pub const CONFUSION_FILE: &str = "confusion.svg";
+
+/// How the loop reports progress while it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A progress bar when stderr is a terminal, otherwise [`ProgressMode::Plain`].
+    Auto,
+    /// One line per epoch on stdout.
+    Plain,
+    /// Nothing; the caller prints the [`Summary`].
+    Quiet,
+}
+
+/// The settings of one training run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch: usize,
+    pub seed: u64,
+    pub shuffle: bool,
+    /// Receives weights, the checkpoint, `metrics.jsonl` and the plots; created if needed.
+    pub out_dir: PathBuf,
+    /// An extra copy of the metrics log (`--log FILE.jsonl`).
+    pub log: Option<PathBuf>,
+    pub progress: ProgressMode,
+    pub metrics: Vec<Metric>,
+    pub task: TaskKind,
+    /// Also write the full checkpoint every this many batches inside an epoch (it is
+    /// always written at the end of every epoch).
+    pub checkpoint_every: Option<usize>,
+}
+
+impl TrainConfig {
+    /// A configuration with the language's defaults (batch 32, 1 epoch, seed 0, shuffle,
+    /// automatic progress, no metrics).
+    pub fn new(task: TaskKind, out_dir: impl Into<PathBuf>) -> TrainConfig {
+        TrainConfig {
+            epochs: 1,
+            batch: 32,
+            seed: 0,
+            shuffle: true,
+            out_dir: out_dir.into(),
+            log: None,
+            progress: ProgressMode::Auto,
+            metrics: Vec::new(),
+            task,
+            checkpoint_every: None,
+        }
+    }
+}
+
+/// The numbers of one epoch, as logged in `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochRecord {
+    /// 1-based.
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub test_loss: f64,
+    /// Metrics over the epoch's training batches (from the outputs before each update);
+    /// empty when the executor does not return outputs from training steps.
+    pub train_metrics: Vec<(Metric, f64)>,
+    /// Metrics over the test split at the end of the epoch.
+    pub test_metrics: Vec<(Metric, f64)>,
+    /// Training samples per second of training time (evaluation excluded).
+    pub samples_per_s: f64,
+    /// Wall time of the epoch, evaluation included.
+    pub seconds: f64,
+}
+
+fn json_number(v: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+impl EpochRecord {
+    /// One line of `metrics.jsonl`: `epoch`, `train_loss`, `test_loss`, `train_<metric>`
+    /// and `test_<metric>` for each metric, `samples_per_s`, `seconds`, in that order.
+    /// A NaN or infinity is written as `null`.
+    pub fn to_json_line(&self) -> String {
+        let mut fields = vec![
+            ("epoch".to_string(), serde_json::Value::from(self.epoch)),
+            ("train_loss".to_string(), json_number(self.train_loss)),
+            ("test_loss".to_string(), json_number(self.test_loss)),
+        ];
+        for (m, v) in &self.train_metrics {
+            fields.push((format!("train_{m}"), json_number(*v)));
+        }
+        for (m, v) in &self.test_metrics {
+            fields.push((format!("test_{m}"), json_number(*v)));
+        }
+        fields.push(("samples_per_s".to_string(), json_number(self.samples_per_s)));
+        fields.push(("seconds".to_string(), json_number(self.seconds)));
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{}:{}", serde_json::Value::from(k.as_str()), v))
+            .collect();
+        format!("{{{}}}", body.join(","))
+    }
+
+    /// The inverse of [`EpochRecord::to_json_line`] (used for the history in checkpoints).
+    pub fn from_json(value: &serde_json::Value, metrics: &[Metric]) -> Option<EpochRecord> {
+        let num = |k: &str| value.get(k).map(|v| v.as_f64().unwrap_or(f64::NAN));
+        let pick = |prefix: &str| -> Vec<(Metric, f64)> {
+            metrics
+                .iter()
+                .filter_map(|&m| num(&format!("{prefix}_{m}")).map(|v| (m, v)))
+                .collect()
+        };
+        Some(EpochRecord {
+            epoch: value.get("epoch")?.as_u64()? as usize,
+            train_loss: num("train_loss")?,
+            test_loss: num("test_loss")?,
+            train_metrics: pick("train"),
+            test_metrics: pick("test"),
+            samples_per_s: num("samples_per_s")?,
+            seconds: num("seconds")?,
+        })
+    }
+
+    /// The value of `metric` on the test split, if it was computed.
+    pub fn test_metric(&self, metric: Metric) -> Option<f64> {
+        self.test_metrics
+            .iter()
+            .find(|(m, _)| *m == metric)
+            .map(|(_, v)| *v)
+    }
+
+    /// The value of `metric` on the training batches, if it was computed.
+    pub fn train_metric(&self, metric: Metric) -> Option<f64> {
+        self.train_metrics
+            .iter()
+            .find(|(m, _)| *m == metric)
+            .map(|(_, v)| *v)
+    }
+}
+
+impl fmt::Display for EpochRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "train_loss {:.6}  test_loss {:.6}",
+            self.train_loss, self.test_loss
+        )?;
+        for (m, v) in &self.test_metrics {
+            write!(f, "  test_{m} {v:.4}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a NaN or infinity appeared.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NonFinite {
+    /// The training loss of a batch.
+    TrainLoss(f32),
+    /// The test loss of an evaluation batch.
+    TestLoss(f32),
+    /// A parameter after the update; `index` is the flat index of its first bad element.
+    Param {
+        name: String,
+        index: usize,
+        value: f32,
+    },
+}
+
+/// Why training stopped.
+#[derive(Debug)]
+pub enum TrainError {
+    /// The configuration does not fit the model or the data.
+    Config(String),
+    Data(DataError),
+    /// The executor failed on a batch (`batch` is 1-based; `evaluating` for the test pass).
+    Exec {
+        epoch: usize,
+        batch: usize,
+        evaluating: bool,
+        error: ExecError,
+    },
+    /// A loss or parameter became NaN or infinite.
+    NonFinite {
+        epoch: usize,
+        batch: usize,
+        what: NonFinite,
+    },
+    /// An output could not be scored.
+    Metric {
+        epoch: usize,
+        batch: usize,
+        error: MetricError,
+    },
+    Checkpoint(CheckpointError),
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    Plot {
+        path: PathBuf,
+        message: String,
+    },
+}
+
+impl fmt::Display for TrainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrainError::Config(m) => f.write_str(m),
+            TrainError::Data(e) => write!(f, "{e}"),
+            TrainError::Exec {
+                epoch,
+                batch,
+                evaluating,
+                error,
+            } => {
+                let phase = if *evaluating {
+                    "evaluating test batch"
+                } else {
+                    "training batch"
+                };
+                write!(f, "epoch {epoch}, {phase} {batch}: {error}")
+            }
+            TrainError::NonFinite { epoch, batch, what } => {
+                let kind = |v: f32| if v.is_nan() { "NaN" } else { "infinite" };
+                match what {
+                    NonFinite::TrainLoss(v) => write!(f, "the training loss became {} at epoch {epoch}, batch {batch}", kind(*v))?,
+                    NonFinite::TestLoss(v) => {
+                        write!(f, "the test loss became {} at epoch {epoch}, evaluation batch {batch}", kind(*v))?
+                    }
+                    NonFinite::Param { name, index, value } => write!(
+                        f,
+                        "parameter `{name}` became {} (element {index}) after the update of epoch {epoch}, batch {batch}",
+                        kind(*value)
+                    )?,
+                }
+                write!(f, "\nhelp: lower the learning rate, or check the data for extreme values (`scale`, `standardize`)")
+            }
+            TrainError::Metric {
+                epoch,
+                batch,
+                error,
+            } => write!(f, "epoch {epoch}, batch {batch}: {error}"),
+            TrainError::Checkpoint(e) => write!(f, "{e}"),
+            TrainError::Io { path, error } => write!(f, "`{}`: {error}", path.display()),
+            TrainError::Plot { path, message } => {
+                write!(f, "cannot draw `{}`: {message}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for TrainError {}
+
+impl From<DataError> for TrainError {
+    fn from(e: DataError) -> Self {
+        TrainError::Data(e)
+    }
+}
+
+impl From<CheckpointError> for TrainError {
+    fn from(e: CheckpointError) -> Self {
+        TrainError::Checkpoint(e)
+    }
+}
+
+/// What a finished run produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    /// Every epoch of the run, those before a resume included.
+    pub history: Vec<EpochRecord>,
+    /// Optimizer steps over the whole run.
+    pub steps: u64,
+    /// Wall time of this invocation.
+    pub seconds: f64,
+    /// The test split's confusion matrix after the last epoch, for classifiers.
+    pub confusion: Option<ConfusionMatrix>,
+    /// The files written.
+    pub files: Vec<PathBuf>,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "trained {} epochs ({} steps) in {:.1} s",
+            self.history.len(),
+            self.steps,
+            self.seconds
+        )?;
+        if let Some(last) = self.history.last() {
+            writeln!(f, "epoch {}: {last}", last.epoch)?;
+        }
+        let files: Vec<String> = self.files.iter().map(|p| p.display().to_string()).collect();
+        write!(f, "wrote {}", files.join(", "))
+    }
+}
+
+/// The result of evaluating a dataset (`nnc eval`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalReport {
+    pub samples: u64,
+    pub loss: f64,
+    pub metrics: Vec<(Metric, f64)>,
+    pub confusion: Option<ConfusionMatrix>,
+}
+
+impl fmt::Display for EvalReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "samples {}", self.samples)?;
+        writeln!(f, "loss {:.6}", self.loss)?;
+        for (m, v) in &self.metrics {
+            writeln!(f, "{m} {v:.6}")?;
+        }
+        if let Some(cm) = &self.confusion {
+            writeln!(
+                f,
+                "confusion matrix (rows: true class, columns: predicted class)"
+            )?;
+            write!(f, "{cm}")?;
+        }
+        Ok(())
+    }
+}
+
+mod eval;
+mod progress;
+mod record;
+mod resume;
+mod run;
+
+pub use eval::evaluate;
+use eval::{evaluate_split, metric_values, prepare};
+use progress::{progress_json, Reporter};
+use record::{account_epoch_run, account_run, append_line, check_params, io_error, write_log};
+use resume::{resume_from, Start};
+pub use run::train_loop;
