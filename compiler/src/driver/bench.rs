@@ -51,7 +51,8 @@ pub struct BenchReport {
     pub target: &'static str,
     pub batch: usize,
     pub steps: usize,
-    /// Seconds from the step graphs to a loaded executor.
+    /// Seconds from the checked program to a loaded executor (step graphs, passes,
+    /// lowering, code generation and loading).
     pub compile_s: f64,
     pub train_kernels: Option<usize>,
     pub eval_kernels: Option<usize>,

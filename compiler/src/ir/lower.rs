@@ -489,12 +489,7 @@ fn function(g: &mut Graph, f: Function, x: NodeId) -> IrResult<NodeId> {
         Function::Log => g.unary(UnaryOp::Log, x),
         Function::Sqrt => g.unary(UnaryOp::Sqrt, x),
         Function::Abs => g.unary(UnaryOp::Abs, x),
-        Function::Square => {
-            // The constant comes first, as in every expansion that is not one primitive:
-            // node order is part of the printed graphs.
-            g.constant(0.0);
-            g.mul(x, x)
-        }
+        Function::Square => g.mul(x, x),
         Function::Sum
         | Function::Mean
         | Function::Max
@@ -527,7 +522,6 @@ pub fn activation(g: &mut Graph, a: Activation, x: NodeId) -> IrResult<NodeId> {
             g.add(pos, l)
         }
         Activation::Gelu => {
-            g.constant(0.0);
             let x2 = g.mul(x, x)?;
             let x3 = g.mul(x2, x)?;
             let c3 = g.scale(x3, 0.044715)?;
