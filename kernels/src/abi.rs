@@ -32,9 +32,44 @@ pub type SgemmFn = unsafe extern "C" fn(
 #[derive(Clone, Copy)]
 pub struct KernelCtx {
     pub sgemm: SgemmFn,
+    pub sgemm_windows: SgemmWindowsFn,
 }
 
 impl KernelCtx {
     /// Byte offset of `sgemm`.
     pub const SGEMM_OFFSET: i32 = 0;
 }
+
+/// One implicit GEMM over windows (a `Gemm` with `windows`, see `ir::Windows`):
+/// `C = alpha·A·B + beta·C` where `A` is the windows view of the image at `a` (its
+/// transpose when `transposed != 0`), `B` and `C` strided as for [`SgemmFn`]. `first` is
+/// the window the first row (or, transposed, the first column) of `A` stands for. Passed
+/// by pointer: kernels fill one on their stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WindowsGemm {
+    pub m: i64,
+    pub n: i64,
+    pub k: i64,
+    pub a: *const f32,
+    pub image: [i64; 3],
+    pub grid: [i64; 2],
+    pub taps: [i64; 2],
+    pub step: [i64; 2],
+    pub tap: [i64; 2],
+    pub pad: [i64; 2],
+    pub div: [i64; 2],
+    pub first: i64,
+    pub transposed: i64,
+    pub b: *const f32,
+    pub rsb: i64,
+    pub csb: i64,
+    pub c: *mut f32,
+    pub rsc: i64,
+    pub csc: i64,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+/// Runs one [`WindowsGemm`].
+pub type SgemmWindowsFn = unsafe extern "C" fn(g: *const WindowsGemm);

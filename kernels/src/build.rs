@@ -218,5 +218,6 @@ pub fn matmul(
         alpha: 1.0,
         beta: 0.0,
         batch: None,
+        windows: None,
     }
 }

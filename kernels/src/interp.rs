@@ -304,8 +304,17 @@ impl<'k> State<'k> {
     ) -> Result<(), InterpError> {
         let (a, b, c, strides) = (geo.a, geo.b, geo.c, geo.strides);
         let mut acc = 0.0f64;
+        let first = match &g.windows {
+            Some(w) => self.idx(&w.first)?,
+            None => 0,
+        };
         for l in 0..geo.k {
-            let ai = a[0] + p * strides[0] + i * a[1] + l * a[2];
+            let ai = match &g.windows {
+                None => Some(a[0] + p * strides[0] + i * a[1] + l * a[2]),
+                Some(w) if w.transposed => w.source(first + l, i).map(|s| a[0] + s),
+                Some(w) => w.source(first + i, l).map(|s| a[0] + s),
+            };
+            let Some(ai) = ai else { continue };
             let bi = b[0] + p * strides[1] + l * b[1] + j * b[2];
             let av = bufs[g.a.buf.0 as usize][self.slot(g.a.buf, ai, bufs)?];
             let bv = bufs[g.b.buf.0 as usize][self.slot(g.b.buf, bi, bufs)?];

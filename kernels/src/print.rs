@@ -114,6 +114,24 @@ fn gemm(g: &Gemm) -> String {
         g.alpha,
         g.beta
     );
+    if let Some(w) = &g.windows {
+        let pair = |v: [i64; 2]| format!("{}×{}", v[0], v[1]);
+        let _ = write!(
+            s,
+            " a=windows{}(image={}×{}×{} grid={} taps={} step={} tap={} pad={} div={} first={})",
+            if w.transposed { "ᵀ" } else { "" },
+            w.image[0],
+            w.image[1],
+            w.image[2],
+            pair(w.grid),
+            pair(w.taps),
+            pair(w.step),
+            pair(w.tap),
+            pair(w.pad),
+            pair(w.div),
+            idx(&w.first)
+        );
+    }
     if let Some((count, st)) = &g.batch {
         let _ = write!(
             s,

@@ -641,6 +641,7 @@ fn gemm(
         alpha: 1.0,
         beta: 0.0,
         batch: batch_spec,
+        windows: None,
     });
     let outn: usize = out.resolve(batch).iter().product();
     let kk = g.shape(a).resolve(batch)[ra - 1];

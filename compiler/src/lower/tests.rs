@@ -134,6 +134,7 @@ fn gpu_schedule_maps_unusual_kernels_correctly() {
         alpha: 1.0,
         beta,
         batch,
+        windows: None,
     };
     let t = LocalId(0);
     let at = Idx::Var(i) * 24 + Idx::Var(j);

@@ -24,7 +24,8 @@
 //!
 //! This module holds the ids every part refers to; the parts live in `idx` (index
 //! arithmetic), `ops` (scalar operators), `expr`, `stmt`, `program` (buffers, kernels,
-//! programs) and `validate`, and are re-exported here.
+//! programs), `windows` (the implicit-GEMM operand) and `validate`, and are re-exported
+//! here.
 
 mod expr;
 mod idx;
@@ -32,6 +33,7 @@ mod ops;
 mod program;
 mod stmt;
 mod validate;
+mod windows;
 
 pub use expr::Expr;
 pub use idx::Idx;
@@ -39,6 +41,7 @@ pub use ops::{mix64, rand_uniform, rand_value, BinOp, CmpOp, UnOp};
 pub use program::{BufferDecl, BufferKind, GpuLaunch, Kernel, Program, SharedDecl, Size};
 pub use stmt::{Cond, Gemm, MatRef, Stmt};
 pub use validate::InvalidProgram;
+pub use windows::Windows;
 
 /// Index of a buffer in [`Program::buffers`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

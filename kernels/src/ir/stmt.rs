@@ -1,7 +1,7 @@
 //! Statements of the kernel IR (loops, stores, assignments, matrix products and the
 //! GPU-only forms) and their walkers.
 
-use super::{BufId, CmpOp, Expr, Idx, LocalId, SharedId, VarId};
+use super::{BufId, CmpOp, Expr, Idx, LocalId, SharedId, VarId, Windows};
 
 /// `a op b` on indices: one conjunct of a [`Stmt::If`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -15,6 +15,10 @@ pub struct Cond {
 /// addressed as `buf[offset + row·row_stride + col·col_stride]` (so transposes are
 /// strides). With `batch = Some((count, [sa, sb, sc]))`, `count` products with the
 /// operands' offsets advanced by `sa`, `sb`, `sc` each.
+///
+/// With `windows = Some(w)`, `A` is not strided: it is the windows view `w` of the image
+/// buffer `a.buf` starting at `a.offset` (an implicit GEMM; `a`'s strides are unused and
+/// `batch` is `None`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gemm {
     pub m: Idx,
@@ -26,6 +30,7 @@ pub struct Gemm {
     pub alpha: f32,
     pub beta: f32,
     pub batch: Option<(Idx, [Idx; 3])>,
+    pub windows: Option<Windows>,
 }
 
 /// A strided matrix inside a buffer.
@@ -98,6 +103,7 @@ impl Gemm {
                 .batch
                 .as_ref()
                 .map(|(count, strides)| (f(count), strides.clone().map(|s| f(&s)))),
+            windows: self.windows.as_ref().map(|w| w.map_first(f)),
         }
     }
 }

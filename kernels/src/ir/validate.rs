@@ -143,6 +143,13 @@ impl Program {
                         self.validate_idx(k, i, bound)?;
                     }
                 }
+                if let Some(w) = &g.windows {
+                    w.check().map_err(|e| InvalidProgram(format!("kernel `{}`: {e}", k.name)))?;
+                    self.validate_idx(k, &w.first, bound)?;
+                    if g.batch.is_some() {
+                        return err("a `gemm` over windows is not batched".into());
+                    }
+                }
             }
         }
         // The body, with a loop's variable bound inside it.

@@ -6,7 +6,8 @@
 //! `extern "C" fn(ctx: *const KernelCtx, bufs: *const *mut f32, n: i64, start: i64, end: i64)`
 //! where `bufs` holds the base pointers of the kernel's buffers in manifest order and
 //! `start..end` is the part of its parallel loop to run. Matrix products call back into
-//! the runtime through `KernelCtx::sgemm`.
+//! the runtime through `KernelCtx::sgemm` (and implicit GEMMs over windows through
+//! `KernelCtx::sgemm_windows`).
 //!
 //! Memory: named state (parameters, buffers, optimizer state, `step`) lives in one
 //! `Vec<f32>` per name, updated in place by the train program (`inout` buffers); the batch
@@ -15,6 +16,7 @@
 mod denormals;
 mod gemm;
 mod pool;
+mod windows;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -109,7 +111,7 @@ impl CpuExecutor {
             batch_bufs: HashMap::new(),
             arena: Vec::new(),
             pool: Pool::new(threads.clamp(1, 2)),
-            ctx: KernelCtx { sgemm: host_sgemm },
+            ctx: kernel_ctx(),
             profile: None,
             _library: library,
         })
@@ -294,7 +296,17 @@ unsafe extern "C" fn host_sgemm(
 /// The services the runtime gives kernels (`host_sgemm`), for running compiled kernels
 /// outside an executor (the compiler's CPU backend tests).
 pub const fn kernel_ctx() -> KernelCtx {
-    KernelCtx { sgemm: host_sgemm }
+    KernelCtx {
+        sgemm: host_sgemm,
+        sgemm_windows: host_sgemm_windows,
+    }
+}
+
+/// The runtime's implicit GEMM over windows for kernels (see [`windows`]).
+unsafe extern "C" fn host_sgemm_windows(g: *const nnc_kernels::abi::WindowsGemm) {
+    // SAFETY: the kernel passes a descriptor on its stack, filled from a `Gemm` whose
+    // buffers and geometry the program's validation checked.
+    unsafe { windows::run(&*g) }
 }
 
 #[derive(Clone, Copy)]

@@ -20,8 +20,8 @@ use cranelift_codegen::ir::{
 };
 use cranelift_codegen::isa::{CallConv, TargetIsa};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
-use nnc_kernels::abi::KernelCtx;
-use nnc_kernels::ir::{Gemm, Idx, Kernel, MatRef, Program, Stmt};
+use nnc_kernels::abi::{KernelCtx, WindowsGemm};
+use nnc_kernels::ir::{Gemm, Idx, Kernel, MatRef, Program, Stmt, Windows};
 
 use super::CodegenError;
 
@@ -46,6 +46,13 @@ fn sgemm_signature(call_conv: CallConv) -> Signature {
     ] {
         push(t);
     }
+    sig
+}
+
+/// The signature of `KernelCtx::sgemm_windows`: one pointer to a `WindowsGemm`.
+fn sgemm_windows_signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    sig.params.push(AbiParam::new(I64));
     sig
 }
 
@@ -95,6 +102,7 @@ pub(super) fn lower_kernel(
         })
         .collect();
     let sgemm_sig = b.import_signature(sgemm_signature(call_conv));
+    let sgemm_windows_sig = b.import_signature(sgemm_windows_signature(call_conv));
 
     let mut l = Lower {
         b,
@@ -107,6 +115,7 @@ pub(super) fn lower_kernel(
         ctx,
         n,
         sgemm_sig,
+        sgemm_windows_sig,
         kernel,
     };
     for s in &kernel.body {
@@ -149,6 +158,7 @@ struct Lower<'f, 'k> {
     ctx: Value,
     n: Value,
     sgemm_sig: cranelift_codegen::ir::SigRef,
+    sgemm_windows_sig: cranelift_codegen::ir::SigRef,
     kernel: &'k Kernel,
 }
 
@@ -258,6 +268,9 @@ impl Lower<'_, '_> {
     }
 
     fn gemm(&mut self, g: &Gemm) -> Result<(), CodegenError> {
+        if let Some(w) = &g.windows {
+            return self.gemm_windows(g, w);
+        }
         let zero = self.b.ins().iconst(I64, 0);
         let m = self.idx(&g.m)?;
         let n = self.idx(&g.n)?;
@@ -302,5 +315,72 @@ impl Lower<'_, '_> {
                 })
             }
         }
+    }
+
+    /// A product over windows: the descriptor is filled in a stack slot and passed to
+    /// `KernelCtx::sgemm_windows`.
+    fn gemm_windows(&mut self, g: &Gemm, w: &Windows) -> Result<(), CodegenError> {
+        use std::mem::{offset_of, size_of};
+        let size = size_of::<WindowsGemm>() as u32;
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            size,
+            3,
+        ));
+        let zero = self.b.ins().iconst(I64, 0);
+        let put = |l: &mut Self, v: Value, at: usize| {
+            l.b.ins().stack_store(I64, v, slot, at as i32);
+        };
+        for (size, at) in [
+            (&g.m, offset_of!(WindowsGemm, m)),
+            (&g.n, offset_of!(WindowsGemm, n)),
+            (&g.k, offset_of!(WindowsGemm, k)),
+        ] {
+            let v = self.idx(size)?;
+            let v = self.b.ins().smax(v, zero);
+            put(self, v, at);
+        }
+        let [a, _, _] = self.matrix(&g.a, zero)?;
+        put(self, a, offset_of!(WindowsGemm, a));
+        let geometry: [(&[i64], usize); 7] = [
+            (&w.image, offset_of!(WindowsGemm, image)),
+            (&w.grid, offset_of!(WindowsGemm, grid)),
+            (&w.taps, offset_of!(WindowsGemm, taps)),
+            (&w.step, offset_of!(WindowsGemm, step)),
+            (&w.tap, offset_of!(WindowsGemm, tap)),
+            (&w.pad, offset_of!(WindowsGemm, pad)),
+            (&w.div, offset_of!(WindowsGemm, div)),
+        ];
+        for (values, at) in geometry {
+            for (i, &v) in values.iter().enumerate() {
+                let v = self.b.ins().iconst(I64, v);
+                put(self, v, at + 8 * i);
+            }
+        }
+        let first = self.idx(&w.first)?;
+        put(self, first, offset_of!(WindowsGemm, first));
+        let t = self.b.ins().iconst(I64, i64::from(w.transposed));
+        put(self, t, offset_of!(WindowsGemm, transposed));
+        let [b, rb, cb] = self.matrix(&g.b, zero)?;
+        put(self, b, offset_of!(WindowsGemm, b));
+        put(self, rb, offset_of!(WindowsGemm, rsb));
+        put(self, cb, offset_of!(WindowsGemm, csb));
+        let [c, rc, cc] = self.matrix(&g.c, zero)?;
+        put(self, c, offset_of!(WindowsGemm, c));
+        put(self, rc, offset_of!(WindowsGemm, rsc));
+        put(self, cc, offset_of!(WindowsGemm, csc));
+        let alpha = self.b.ins().f32const(g.alpha);
+        put(self, alpha, offset_of!(WindowsGemm, alpha));
+        let beta = self.b.ins().f32const(g.beta);
+        put(self, beta, offset_of!(WindowsGemm, beta));
+        let desc = self.b.ins().stack_addr(I64, slot, 0);
+        let f = self.b.ins().load(
+            I64,
+            MemFlagsData::trusted(),
+            self.ctx,
+            offset_of!(KernelCtx, sgemm_windows) as i32,
+        );
+        self.b.ins().call_indirect(self.sgemm_windows_sig, f, &[desc]);
+        Ok(())
     }
 }
