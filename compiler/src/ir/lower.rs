@@ -5,7 +5,7 @@
 //! | layer | primitives |
 //! | --- | --- |
 //! | `dense` | `matmul(x, w) + b` |
-//! | `conv2d` | `im2col` → `matmul` with `w` reshaped to `[k·k·c, f]` → `+ b` |
+//! | `conv2d` | `conv` (a product over the implicit `im2col` matrix) with `w` reshaped to `[k·k·c, f]` → `+ b` |
 //! | `max_pool` / `avg_pool` | `im2col` (valid) → reshape `[.., k·k, c]` → `reduce_max` / `reduce_sum · 1/k²` |
 //! | `relu` | `max(x, 0)`; `leaky_relu`: `select(x > 0, x, α·x)` |
 //! | `softmax` | `e = exp(x − stop_grad(max x))`, `e / Σe` |
@@ -22,6 +22,7 @@ use super::graph::{Dim, Graph, NodeId, Shape};
 use super::op::Op;
 use super::ops::elementwise::{BinaryOp, UnaryOp};
 use super::ops::reduce::ReduceOp;
+use super::ops::conv::{Conv, Padding};
 use super::ops::window::Window;
 use super::{ir_bail, IrResult};
 use crate::sema::typed::{self, Activation, BinaryFn, Function, PoolFn, ReduceFn, TOp, TypedModel};
@@ -296,15 +297,21 @@ impl Cx<'_> {
                     ir_bail!("internal error: conv2d input {xs} is not [N, h, w, c]");
                 }
                 let (h, wd, c) = (known(xs.0[1])?, known(xs.0[2])?, known(xs.0[3])?);
-                let win = match padding {
-                    typed::Padding::Same => Window::same(h, wd, *kernel, *stride)?,
-                    typed::Padding::Valid => Window::valid(h, wd, *kernel, *stride)?,
+                let padding = match padding {
+                    typed::Padding::Same => Padding::Same,
+                    typed::Padding::Valid => Padding::Valid,
                 };
-                let cols = g.push(Op::Im2col(win), &[x])?;
+                let cv = Conv::new(
+                    [h, wd],
+                    [*kernel, *kernel],
+                    [*stride, *stride],
+                    [1, 1],
+                    padding,
+                )?;
                 let w = get(bind.params, w.0 as usize, "parameter")?;
-                let w2 = g.reshape(w, Shape::fixed(&[kernel * kernel * c, *filters]))?;
+                let w2 = g.reshape(w, Shape::fixed(&[cv.taps() * c, *filters]))?;
                 let b = get(bind.params, b.0 as usize, "parameter")?;
-                let y = g.matmul(cols, w2)?;
+                let y = g.push(Op::Conv(cv), &[x, w2])?;
                 g.add(y, b)?
             }
             TOp::Pool { func, size, stride } => {

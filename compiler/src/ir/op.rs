@@ -3,13 +3,15 @@
 //! under [`super::ops`], and this file only routes to the family.
 //!
 //! The set is small and RISC-like; every layer of the language lowers to it in
-//! `ir::lower`. Convolution and pooling are expressed through `im2col` (and its adjoint
-//! `col2im`) followed by a matrix product or a reduction — decided once, here, so that
-//! backends need no convolution-specific gradient ops.
+//! `ir::lower`. Convolution is three products (`conv`, and its gradients `conv_data`
+//! and `conv_filter`), each a GEMM over an implicit `im2col` matrix that backends read
+//! through the window geometry; pooling is expressed through `im2col` (and its adjoint
+//! `col2im`) followed by a reduction.
 
 use super::graph::{Graph, NodeId, Shape};
 use super::ops::elementwise::{self, BinaryOp, UnaryOp};
 use super::ops::reduce::{self, ReduceOp};
+use super::ops::conv::{self, Conv};
 use super::ops::window::{self, Window};
 use super::ops::{layout, matmul, source, Attr, Attrs};
 use super::tensor::Tensor;
@@ -59,6 +61,15 @@ pub enum Op {
     /// Operands `[cols: [B, oh, ow, k·k·c]]` → `[B, h, w, c]`: the adjoint of `Im2col`,
     /// summing overlapping windows.
     Col2im(Window),
+    /// Operands `[x: [B, h, w, c], w: [kh·kw·c, f]]` → `[B, oh, ow, f]`: convolution, a
+    /// product over the implicit `im2col` matrix of `x`.
+    Conv(Conv),
+    /// Operands `[dy: [B, oh, ow, f], wt: [kh·kw·f, c]]` → `[B, h, w, c]`: the gradient
+    /// of a convolution's input (a transposed convolution).
+    ConvData(Conv),
+    /// Operands `[x: [B, h, w, c], dy: [B, oh, ow, f]]` → `[kh·kw·c, f]`: the gradient of
+    /// a convolution's weights.
+    ConvFilter(Conv),
 }
 
 /// What an evaluation needs besides the operands.
@@ -99,6 +110,9 @@ impl Op {
             | Op::Slice { .. } => layout::shape(self, args),
             Op::Im2col(w) => window::im2col_shape(w, args[0]),
             Op::Col2im(w) => window::col2im_shape(w, args[0]),
+            Op::Conv(c) => conv::conv_shape(c, args[0], args[1]),
+            Op::ConvData(c) => conv::data_shape(c, args[0], args[1]),
+            Op::ConvFilter(c) => conv::filter_shape(c, args[0], args[1]),
         }
     }
 
@@ -115,7 +129,11 @@ impl Op {
             | Op::Slice { .. }
             | Op::Im2col(_)
             | Op::Col2im(_) => 1,
-            Op::Binary(_) | Op::MatMul => 2,
+            Op::Binary(_)
+            | Op::MatMul
+            | Op::Conv(_)
+            | Op::ConvData(_)
+            | Op::ConvFilter(_) => 2,
             Op::Select => 3,
             Op::Concat { .. } => return None,
         })
@@ -150,6 +168,9 @@ impl Op {
             | Op::Slice { .. } => Ok(layout::eval(self, args, ctx.out_shape)),
             Op::Im2col(w) => Ok(window::eval_im2col(w, args[0], ctx.out_shape)),
             Op::Col2im(w) => Ok(window::eval_col2im(w, args[0], ctx.out_shape)),
+            Op::Conv(c) => Ok(conv::eval_conv(c, args[0], args[1], ctx.out_shape)),
+            Op::ConvData(c) => Ok(conv::eval_data(c, args[0], args[1], ctx.out_shape)),
+            Op::ConvFilter(c) => Ok(conv::eval_filter(c, args[0], args[1], ctx.out_shape)),
         }
     }
 
@@ -179,6 +200,9 @@ impl Op {
             | Op::Slice { .. } => layout::grad(self, g, args, dy),
             Op::Im2col(w) => Ok(vec![Some(g.push(Op::Col2im(w.clone()), &[dy])?)]),
             Op::Col2im(w) => Ok(vec![Some(g.push(Op::Im2col(w.clone()), &[dy])?)]),
+            Op::Conv(c) => conv::grad_conv(g, c, args[0], args[1], dy),
+            Op::ConvData(c) => conv::grad_data(g, c, args[0], args[1], dy),
+            Op::ConvFilter(c) => conv::grad_filter(g, c, args[0], args[1], dy),
         }
     }
 
@@ -202,6 +226,9 @@ impl Op {
             Op::Slice { .. } => "slice".into(),
             Op::Im2col(_) => "im2col".into(),
             Op::Col2im(_) => "col2im".into(),
+            Op::Conv(_) => "conv".into(),
+            Op::ConvData(_) => "conv_data".into(),
+            Op::ConvFilter(_) => "conv_filter".into(),
         }
     }
 
@@ -228,6 +255,7 @@ impl Op {
                 ("end", Attr::Int(*end as u64)),
             ],
             Op::Im2col(w) | Op::Col2im(w) => w.attrs(),
+            Op::Conv(c) | Op::ConvData(c) | Op::ConvFilter(c) => c.attrs(),
             Op::BatchSize | Op::Unary(_) | Op::Binary(_) | Op::Select | Op::MatMul => Vec::new(),
         }
     }
@@ -270,6 +298,9 @@ impl Op {
             },
             "im2col" => Op::Im2col(Window::from_attrs(attrs)?),
             "col2im" => Op::Col2im(Window::from_attrs(attrs)?),
+            "conv" => Op::Conv(Conv::from_attrs(attrs)?),
+            "conv_data" => Op::ConvData(Conv::from_attrs(attrs)?),
+            "conv_filter" => Op::ConvFilter(Conv::from_attrs(attrs)?),
             other => {
                 if let Some(u) = UnaryOp::from_name(other) {
                     Op::Unary(u)
@@ -294,6 +325,21 @@ impl Op {
     /// same (broadcast) position: unary, binary and `select`.
     pub fn is_elementwise(&self) -> bool {
         matches!(self, Op::Unary(_) | Op::Binary(_) | Op::Select)
+    }
+
+    /// Whether the op is a matrix product: a `Gemm` of the kernel IR computes it, and
+    /// elementwise consumers run as its epilogue (`matmul` and the convolutions).
+    pub fn is_product(&self) -> bool {
+        matches!(
+            self,
+            Op::MatMul | Op::Conv(_) | Op::ConvData(_) | Op::ConvFilter(_)
+        )
+    }
+
+    /// Whether the op is one of the convolution products, whose operands are read as
+    /// row-major images (never through a transposed view).
+    pub fn is_conv(&self) -> bool {
+        matches!(self, Op::Conv(_) | Op::ConvData(_) | Op::ConvFilter(_))
     }
 
     /// Whether the op only moves data: each output element is a fixed function of

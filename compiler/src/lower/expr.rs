@@ -254,7 +254,7 @@ impl ExprBuilder<'_> {
                 }
                 sum.unwrap_or(constant(0.0))
             }
-            Op::Reduce { .. } | Op::MatMul => {
+            Op::Reduce { .. } | Op::MatMul | Op::Conv(_) | Op::ConvData(_) | Op::ConvFilter(_) => {
                 return Err(LowerError(format!(
                     "{id} {} is an anchor but is read outside its iteration point",
                     g.op(id).mnemonic()

@@ -217,7 +217,7 @@ pub fn build_group(
     for &m in &grp.members {
         let n = g.shape(m).resolve(batch).iter().product::<usize>() as u64;
         match g.op(m) {
-            Op::MatMul => {}
+            op if op.is_product() => {}
             Op::Reduce { .. } => {
                 flops += g
                     .shape(g.args(m)[0])
@@ -569,6 +569,9 @@ fn gemm(
     vars: &mut Vars,
     batch: usize,
 ) -> Result<(Vec<Stmt>, u64), LowerError> {
+    if let Some(conv) = conv_gemm(g, fusion, plan, m, target, batch)? {
+        return Ok(conv);
+    }
     let (a, b) = (g.args(m)[0], g.args(m)[1]);
     let (ba, sa) = operand_view(g, fusion, plan, a)?;
     let (bb, sb) = operand_view(g, fusion, plan, b)?;
@@ -646,6 +649,110 @@ fn gemm(
     let outn: usize = out.resolve(batch).iter().product();
     let kk = g.shape(a).resolve(batch)[ra - 1];
     Ok((nest(&loops, vec![stmt], false), 2 * (outn * kk) as u64))
+}
+
+/// The `Gemm` over windows of convolution product `m` writing into `target`, and its
+/// FLOPs; `None` when `m` is a plain matrix product.
+///
+/// - `conv(x, w)`: `C[B·oh·ow, f] = windows(x)·w`;
+/// - `conv_data(dy, wt)`: `C[B·h·w, c] = data_windows(dy)·wt`;
+/// - `conv_filter(x, dy)`: `C[kh·kw·c, f] = windows(x)ᵀ·dy`, `dy` read as `[B·oh·ow, f]`.
+fn conv_gemm(
+    g: &Graph,
+    fusion: &Fusion,
+    plan: &Plan,
+    m: NodeId,
+    target: BufId,
+    batch: usize,
+) -> Result<Option<(Vec<Stmt>, u64)>, LowerError> {
+    let (a, b) = (g.args(m)[0], g.args(m)[1]);
+    let channels = |id: NodeId| -> Result<usize, LowerError> {
+        match g.shape(id).dims().last() {
+            Some(Dim::K(c)) => Ok(*c),
+            _ => Err(LowerError(format!("{id} has no channel dimension"))),
+        }
+    };
+    let (windows, rows, n, k) = match g.op(m) {
+        Op::Conv(cv) => {
+            let (c, f) = (channels(a)?, channels(m)?);
+            let rows = Idx::N * (cv.out[0] * cv.out[1]) as i64;
+            (cv.windows(c), rows, f, cv.taps() * c)
+        }
+        Op::ConvData(cv) => {
+            let (f, c) = (channels(a)?, channels(m)?);
+            let rows = Idx::N * (cv.image[0] * cv.image[1]) as i64;
+            (cv.data_windows(f), rows, c, cv.taps() * f)
+        }
+        Op::ConvFilter(cv) => {
+            let (c, f) = (channels(a)?, channels(b)?);
+            let windows = nnc_kernels::ir::Windows {
+                transposed: true,
+                ..cv.windows(c)
+            };
+            let reduced = Idx::N * (cv.out[0] * cv.out[1]) as i64;
+            let stmt = Stmt::Gemm(Gemm {
+                m: Idx::Const((cv.taps() * c) as i64),
+                n: Idx::Const(f as i64),
+                k: reduced,
+                a: windows_ref(g, fusion, plan, a)?,
+                b: MatRef {
+                    buf: windows_ref(g, fusion, plan, b)?.buf,
+                    offset: Idx::Const(0),
+                    row_stride: Idx::Const(f as i64),
+                    col_stride: Idx::Const(1),
+                },
+                c: MatRef {
+                    buf: target,
+                    offset: Idx::Const(0),
+                    row_stride: Idx::Const(f as i64),
+                    col_stride: Idx::Const(1),
+                },
+                alpha: 1.0,
+                beta: 0.0,
+                batch: None,
+                windows: Some(windows),
+            });
+            let flops = 2 * batch as u64 * cv.macs_per_sample(c, f);
+            return Ok(Some((vec![stmt], flops)));
+        }
+        _ => return Ok(None),
+    };
+    let stmt = Stmt::Gemm(Gemm {
+        m: rows,
+        n: Idx::Const(n as i64),
+        k: Idx::Const(k as i64),
+        a: windows_ref(g, fusion, plan, a)?,
+        b: MatRef {
+            buf: windows_ref(g, fusion, plan, b)?.buf,
+            offset: Idx::Const(0),
+            row_stride: Idx::Const(n as i64),
+            col_stride: Idx::Const(1),
+        },
+        c: MatRef {
+            buf: target,
+            offset: Idx::Const(0),
+            row_stride: Idx::Const(n as i64),
+            col_stride: Idx::Const(1),
+        },
+        alpha: 1.0,
+        beta: 0.0,
+        batch: None,
+        windows: Some(windows),
+    });
+    let outn: usize = g.shape(m).resolve(batch).iter().product();
+    Ok(Some((vec![stmt], 2 * (outn * k) as u64)))
+}
+
+/// A convolution operand: the buffer holding it row-major (itself or, through reshape
+/// views, the value it reshapes), at offset 0.
+fn windows_ref(g: &Graph, fusion: &Fusion, plan: &Plan, id: NodeId) -> Result<MatRef, LowerError> {
+    let (buf, _) = operand_view(g, fusion, plan, id)?;
+    Ok(MatRef {
+        buf,
+        offset: Idx::Const(0),
+        row_stride: Idx::Const(0),
+        col_stride: Idx::Const(0),
+    })
 }
 
 /// Buffers a statement touches (in no particular order, with repeats).

@@ -137,6 +137,18 @@ pub fn view_base(g: &Graph, id: NodeId) -> Option<NodeId> {
     }
 }
 
+/// Whether the chain of views from `id` down to `base` is made of reshapes only.
+fn reshapes_only(g: &Graph, id: NodeId, base: NodeId) -> bool {
+    let mut cur = id;
+    while cur != base {
+        if !matches!(g.op(cur), Op::Reshape { .. }) {
+            return false;
+        }
+        cur = g.args(cur)[0];
+    }
+    true
+}
+
 /// Whether a node is cheap to recompute in every kernel that needs it: an elementwise
 /// or layout op over inputs and constants only (the one-hot labels, `-1/N`), at most a
 /// few ops deep.
@@ -190,7 +202,7 @@ pub fn partition(g: &Graph) -> Fusion {
             place[id.index()] = Some(Placement::Input);
             continue;
         }
-        let used_by_gemm = us.iter().any(|u| matches!(g.op(*u), Op::MatMul));
+        let used_by_gemm = us.iter().any(|u| g.op(*u).is_product());
         if !is_output[id.index()] && !used_by_gemm && recomputable(g, id, 4) {
             place[id.index()] = Some(Placement::Free);
             continue;
@@ -199,13 +211,17 @@ pub fn partition(g: &Graph) -> Fusion {
             continue; // dead; the DCE pass removes it
         }
         let gemm_or_view = |u: &NodeId| {
-            matches!(g.op(*u), Op::MatMul)
-                || matches!(place[u.index()], Some(Placement::View { .. }))
+            g.op(*u).is_product() || matches!(place[u.index()], Some(Placement::View { .. }))
         };
         if !is_output[id.index()] && !us.is_empty() && us.iter().all(gemm_or_view) {
+            // A convolution reads its operands as row-major images: only reshapes of a
+            // stored value are views for it.
+            let conv_user = us.iter().any(|u| g.op(*u).is_conv());
             if let Some(base) = view_base(g, id) {
-                place[id.index()] = Some(Placement::View { base });
-                continue;
+                if !conv_user || reshapes_only(g, id, base) {
+                    place[id.index()] = Some(Placement::View { base });
+                    continue;
+                }
             }
         }
         // The groups of the users, or why there is no single one.
@@ -213,7 +229,7 @@ pub fn partition(g: &Graph) -> Fusion {
         let mut refusal: Option<String> = None;
         for u in us {
             match &place[u.index()] {
-                _ if matches!(g.op(*u), Op::MatMul) => {
+                _ if g.op(*u).is_product() => {
                     refusal = Some(format!(
                         "{id} is a matrix-product operand (read from memory)"
                     ));
@@ -266,7 +282,7 @@ pub fn partition(g: &Graph) -> Fusion {
                         grp.stored.push(id);
                     }
                     match op {
-                        Op::MatMul => {
+                        _ if op.is_product() => {
                             grp.kind = GroupKind::MatMul;
                             grp.anchors.push(id);
                         }
@@ -287,7 +303,7 @@ pub fn partition(g: &Graph) -> Fusion {
         }
         // A new group rooted here.
         let (kind, anchors) = match op {
-            Op::MatMul => (GroupKind::MatMul, vec![id]),
+            _ if op.is_product() => (GroupKind::MatMul, vec![id]),
             Op::Reduce { axes, .. } => (
                 GroupKind::Reduce {
                     axes: axes.clone(),

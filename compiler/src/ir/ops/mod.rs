@@ -2,6 +2,7 @@
 //! the reference evaluation; printed names and attributes are routed through `op.rs`.
 //! This file holds the attribute values shared by the printer and the parser.
 
+pub mod conv;
 pub mod elementwise;
 pub mod layout;
 pub mod matmul;

@@ -72,7 +72,7 @@ pub(super) fn merge_rows(
 ) -> Result<Group, Option<String>> {
     let mut kind: Option<(Vec<usize>, Shape)> = match g.op(id) {
         Op::Reduce { axes, .. } => Some((axes.clone(), g.shape(g.args(id)[0]).clone())),
-        Op::MatMul => return Err(None),
+        op if op.is_product() => return Err(None),
         _ => None,
     };
     for &k in set {
@@ -239,7 +239,7 @@ pub(super) fn can_join(
         Ok(())
     };
     match op {
-        Op::MatMul => {
+        _ if op.is_product() => {
             if grp.kind != GroupKind::Pointwise {
                 return Err("its consumer kernel already has an anchor".into());
             }
