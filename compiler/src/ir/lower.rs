@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | `dense` | `matmul(x, w) + b` |
 //! | `conv2d` | `conv` (a product over the implicit `im2col` matrix) with `w` reshaped to `[k·k·c, f]` → `+ b` |
-//! | `max_pool` / `avg_pool` | `im2col` (valid) → reshape `[.., k·k, c]` → `reduce_max` / `reduce_sum · 1/k²` |
+//! | `max_pool` / `avg_pool` | `max_pool` / `avg_pool` (valid windows; each output gathers its window) |
 //! | `relu` | `max(x, 0)`; `leaky_relu`: `select(x > 0, x, α·x)` |
 //! | `softmax` | `e = exp(x − stop_grad(max x))`, `e / Σe` |
 //! | `softplus` | `max(x, 0) + log(1 + exp(−|x|))` (stable) |
@@ -23,7 +23,7 @@ use super::op::Op;
 use super::ops::elementwise::{BinaryOp, UnaryOp};
 use super::ops::reduce::ReduceOp;
 use super::ops::conv::{Conv, Padding};
-use super::ops::window::Window;
+use super::ops::pool::PoolKind;
 use super::{ir_bail, IrResult};
 use crate::sema::typed::{self, Activation, BinaryFn, Function, PoolFn, ReduceFn, TOp, TypedModel};
 
@@ -320,28 +320,19 @@ impl Cx<'_> {
                 if xs.rank() != 4 {
                     ir_bail!("internal error: pooling input {xs} is not [N, h, w, c]");
                 }
-                let (h, wd, c) = (known(xs.0[1])?, known(xs.0[2])?, known(xs.0[3])?);
-                let win = Window::valid(h, wd, *size, *stride)?;
-                let (oh, ow) = (win.oh, win.ow);
-                let cols = g.push(Op::Im2col(win), &[x])?;
-                let split = g.reshape(
-                    cols,
-                    Shape(vec![
-                        xs.0[0],
-                        Dim::K(oh),
-                        Dim::K(ow),
-                        Dim::K(size * size),
-                        Dim::K(c),
-                    ]),
+                let (h, wd) = (known(xs.0[1])?, known(xs.0[2])?);
+                let cv = Conv::new(
+                    [h, wd],
+                    [*size, *size],
+                    [*stride, *stride],
+                    [1, 1],
+                    Padding::Valid,
                 )?;
-                let r = match func {
-                    PoolFn::Max => g.reduce(ReduceOp::Max, split, &[3])?,
-                    PoolFn::Avg => {
-                        let s = g.reduce(ReduceOp::Sum, split, &[3])?;
-                        g.scale(s, 1.0 / (size * size) as f32)?
-                    }
+                let kind = match func {
+                    PoolFn::Max => PoolKind::Max,
+                    PoolFn::Avg => PoolKind::Avg,
                 };
-                g.reshape(r, self.want.clone())?
+                g.push(Op::Pool(kind, cv), &[x])?
             }
             TOp::Dropout { rate } => {
                 let x = arg(0)?;

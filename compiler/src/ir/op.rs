@@ -12,6 +12,7 @@ use super::graph::{Graph, NodeId, Shape};
 use super::ops::elementwise::{self, BinaryOp, UnaryOp};
 use super::ops::reduce::{self, ReduceOp};
 use super::ops::conv::{self, Conv};
+use super::ops::pool::{self, PoolKind};
 use super::ops::window::{self, Window};
 use super::ops::{layout, matmul, source, Attr, Attrs};
 use super::tensor::Tensor;
@@ -70,6 +71,12 @@ pub enum Op {
     /// Operands `[x: [B, h, w, c], dy: [B, oh, ow, f]]` → `[kh·kw·c, f]`: the gradient of
     /// a convolution's weights.
     ConvFilter(Conv),
+    /// Operands `[x: [B, h, w, c]]` → `[B, oh, ow, c]`: the maximum or mean of each
+    /// window (dilation 1).
+    Pool(PoolKind, Conv),
+    /// The gradient of a pooling's input: operands `[x, max_pool(x), dy]` for the
+    /// maximum, `[dy]` for the mean → `[B, h, w, c]`.
+    PoolGrad(PoolKind, Conv),
 }
 
 /// What an evaluation needs besides the operands.
@@ -113,6 +120,8 @@ impl Op {
             Op::Conv(c) => conv::conv_shape(c, args[0], args[1]),
             Op::ConvData(c) => conv::data_shape(c, args[0], args[1]),
             Op::ConvFilter(c) => conv::filter_shape(c, args[0], args[1]),
+            Op::Pool(_, c) => pool::pool_shape(c, args[0]),
+            Op::PoolGrad(k, c) => pool::grad_shape(*k, c, args),
         }
     }
 
@@ -128,7 +137,10 @@ impl Op {
             | Op::Broadcast { .. }
             | Op::Slice { .. }
             | Op::Im2col(_)
-            | Op::Col2im(_) => 1,
+            | Op::Col2im(_)
+            | Op::Pool(..)
+            | Op::PoolGrad(PoolKind::Avg, _) => 1,
+            Op::PoolGrad(PoolKind::Max, _) => 3,
             Op::Binary(_)
             | Op::MatMul
             | Op::Conv(_)
@@ -171,6 +183,8 @@ impl Op {
             Op::Conv(c) => Ok(conv::eval_conv(c, args[0], args[1], ctx.out_shape)),
             Op::ConvData(c) => Ok(conv::eval_data(c, args[0], args[1], ctx.out_shape)),
             Op::ConvFilter(c) => Ok(conv::eval_filter(c, args[0], args[1], ctx.out_shape)),
+            Op::Pool(k, c) => Ok(pool::eval_pool(*k, c, args[0], ctx.out_shape)),
+            Op::PoolGrad(k, c) => Ok(pool::eval_grad(*k, c, args, ctx.out_shape)),
         }
     }
 
@@ -203,6 +217,13 @@ impl Op {
             Op::Conv(c) => conv::grad_conv(g, c, args[0], args[1], dy),
             Op::ConvData(c) => conv::grad_data(g, c, args[0], args[1], dy),
             Op::ConvFilter(c) => conv::grad_filter(g, c, args[0], args[1], dy),
+            Op::Pool(k, c) => pool::grad_pool(g, *k, c, node, args[0], dy),
+            Op::PoolGrad(k, c) => {
+                let mut grads = vec![None; args.len()];
+                let last = args.len() - 1;
+                grads[last] = pool::grad_grad(g, *k, c, dy)?[0];
+                Ok(grads)
+            }
         }
     }
 
@@ -229,6 +250,8 @@ impl Op {
             Op::Conv(_) => "conv".into(),
             Op::ConvData(_) => "conv_data".into(),
             Op::ConvFilter(_) => "conv_filter".into(),
+            Op::Pool(k, _) => format!("{}_pool", k.name()),
+            Op::PoolGrad(k, _) => format!("{}_pool_grad", k.name()),
         }
     }
 
@@ -256,6 +279,7 @@ impl Op {
             ],
             Op::Im2col(w) | Op::Col2im(w) => w.attrs(),
             Op::Conv(c) | Op::ConvData(c) | Op::ConvFilter(c) => c.attrs(),
+            Op::Pool(_, c) | Op::PoolGrad(_, c) => c.attrs(),
             Op::BatchSize | Op::Unary(_) | Op::Binary(_) | Op::Select | Op::MatMul => Vec::new(),
         }
     }
@@ -306,6 +330,10 @@ impl Op {
                     Op::Unary(u)
                 } else if let Some(b) = BinaryOp::from_name(other) {
                     Op::Binary(b)
+                } else if let Some(k) = other.strip_suffix("_pool_grad").and_then(PoolKind::from_name) {
+                    Op::PoolGrad(k, Conv::from_attrs(attrs)?)
+                } else if let Some(k) = other.strip_suffix("_pool").and_then(PoolKind::from_name) {
+                    Op::Pool(k, Conv::from_attrs(attrs)?)
                 } else if let Some(f) = other.strip_prefix("reduce_").and_then(ReduceOp::from_name)
                 {
                     Op::Reduce {
@@ -334,6 +362,12 @@ impl Op {
             self,
             Op::MatMul | Op::Conv(_) | Op::ConvData(_) | Op::ConvFilter(_)
         )
+    }
+
+    /// Whether each output element gathers a window of its operands' elements (pooling
+    /// and its gradient): inlined into the consumer's kernel like a layout op.
+    pub fn is_window_gather(&self) -> bool {
+        matches!(self, Op::Pool(..) | Op::PoolGrad(..))
     }
 
     /// Whether the op is one of the convolution products, whose operands are read as

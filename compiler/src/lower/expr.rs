@@ -6,6 +6,8 @@
 //! more than once at the same index is computed once into a local (`Assign`), in `pre`,
 //! which the kernel builder places before the statement that needs it.
 
+mod pool;
+
 use std::collections::HashMap;
 
 use nnc_kernels::build::{binary, constant, load, select, unary};
@@ -260,6 +262,8 @@ impl ExprBuilder<'_> {
                     g.op(id).mnemonic()
                 )))
             }
+            Op::Pool(kind, cv) => self.pool(*kind, cv, args[0], idx)?,
+            Op::PoolGrad(kind, cv) => self.pool_grad(*kind, cv, args, idx)?,
             Op::Input { .. } => return self.load_home(id, idx),
         })
     }

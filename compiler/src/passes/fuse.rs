@@ -174,7 +174,7 @@ fn cheap(op: &Op) -> bool {
 }
 
 fn inlinable(op: &Op) -> bool {
-    op.is_elementwise() || op.is_layout() || matches!(op, Op::Rand { .. })
+    op.is_elementwise() || op.is_layout() || op.is_window_gather() || matches!(op, Op::Rand { .. })
 }
 
 pub fn partition(g: &Graph) -> Fusion {

@@ -6,6 +6,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod layout;
 pub mod matmul;
+pub mod pool;
 pub mod reduce;
 pub mod source;
 pub mod window;
