@@ -20,10 +20,10 @@
 
 use super::graph::{Dim, Graph, NodeId, Shape};
 use super::op::Op;
-use super::ops::elementwise::{BinaryOp, UnaryOp};
-use super::ops::reduce::ReduceOp;
 use super::ops::conv::{Conv, Padding};
+use super::ops::elementwise::{BinaryOp, UnaryOp};
 use super::ops::pool::PoolKind;
+use super::ops::reduce::ReduceOp;
 use super::{ir_bail, IrResult};
 use crate::sema::typed::{self, Activation, BinaryFn, Function, PoolFn, ReduceFn, TOp, TypedModel};
 
@@ -289,6 +289,7 @@ impl Cx<'_> {
                 filters,
                 kernel,
                 stride,
+                dilation,
                 padding,
             } => {
                 let x = arg(0)?;
@@ -301,13 +302,7 @@ impl Cx<'_> {
                     typed::Padding::Same => Padding::Same,
                     typed::Padding::Valid => Padding::Valid,
                 };
-                let cv = Conv::new(
-                    [h, wd],
-                    [*kernel, *kernel],
-                    [*stride, *stride],
-                    [1, 1],
-                    padding,
-                )?;
+                let cv = Conv::new([h, wd], *kernel, *stride, *dilation, padding)?;
                 let w = get(bind.params, w.0 as usize, "parameter")?;
                 let w2 = g.reshape(w, Shape::fixed(&[cv.taps() * c, *filters]))?;
                 let b = get(bind.params, b.0 as usize, "parameter")?;
@@ -321,18 +316,17 @@ impl Cx<'_> {
                     ir_bail!("internal error: pooling input {xs} is not [N, h, w, c]");
                 }
                 let (h, wd) = (known(xs.0[1])?, known(xs.0[2])?);
-                let cv = Conv::new(
-                    [h, wd],
-                    [*size, *size],
-                    [*stride, *stride],
-                    [1, 1],
-                    Padding::Valid,
-                )?;
+                let cv = Conv::new([h, wd], *size, *stride, [1, 1], Padding::Valid)?;
                 let kind = match func {
                     PoolFn::Max => PoolKind::Max,
                     PoolFn::Avg => PoolKind::Avg,
                 };
-                g.push(Op::Pool(kind, cv), &[x])?
+                let y = g.push(Op::Pool(kind, cv), &[x])?;
+                if g.shape(y) == self.want {
+                    y
+                } else {
+                    g.reshape(y, self.want.clone())? // global pooling: [N, 1, 1, c] → [N, c]
+                }
             }
             TOp::Dropout { rate } => {
                 let x = arg(0)?;

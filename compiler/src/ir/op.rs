@@ -9,10 +9,10 @@
 //! `col2im`) followed by a reduction.
 
 use super::graph::{Graph, NodeId, Shape};
-use super::ops::elementwise::{self, BinaryOp, UnaryOp};
-use super::ops::reduce::{self, ReduceOp};
 use super::ops::conv::{self, Conv};
+use super::ops::elementwise::{self, BinaryOp, UnaryOp};
 use super::ops::pool::{self, PoolKind};
+use super::ops::reduce::{self, ReduceOp};
 use super::ops::window::{self, Window};
 use super::ops::{layout, matmul, source, Attr, Attrs};
 use super::tensor::Tensor;
@@ -141,11 +141,7 @@ impl Op {
             | Op::Pool(..)
             | Op::PoolGrad(PoolKind::Avg, _) => 1,
             Op::PoolGrad(PoolKind::Max, _) => 3,
-            Op::Binary(_)
-            | Op::MatMul
-            | Op::Conv(_)
-            | Op::ConvData(_)
-            | Op::ConvFilter(_) => 2,
+            Op::Binary(_) | Op::MatMul | Op::Conv(_) | Op::ConvData(_) | Op::ConvFilter(_) => 2,
             Op::Select => 3,
             Op::Concat { .. } => return None,
         })
@@ -330,7 +326,10 @@ impl Op {
                     Op::Unary(u)
                 } else if let Some(b) = BinaryOp::from_name(other) {
                     Op::Binary(b)
-                } else if let Some(k) = other.strip_suffix("_pool_grad").and_then(PoolKind::from_name) {
+                } else if let Some(k) = other
+                    .strip_suffix("_pool_grad")
+                    .and_then(PoolKind::from_name)
+                {
                     Op::PoolGrad(k, Conv::from_attrs(attrs)?)
                 } else if let Some(k) = other.strip_suffix("_pool").and_then(PoolKind::from_name) {
                     Op::Pool(k, Conv::from_attrs(attrs)?)

@@ -99,6 +99,15 @@ impl Args {
         }
     }
 
+    /// A [`ParamType::Pair`] argument as `[rows, columns]` (one number stands for both).
+    pub fn pair(&self, name: &str) -> [usize; 2] {
+        match self.get(name) {
+            Some(ArgValue::Int(i)) => [usize::try_from(*i).unwrap_or(0); 2],
+            Some(ArgValue::Ints(v)) if v.len() == 2 => [v[0], v[1]],
+            _ => [0, 0],
+        }
+    }
+
     pub fn ints(&self, name: &str) -> &[usize] {
         match self.get(name) {
             Some(ArgValue::Ints(v)) => v,
@@ -456,6 +465,45 @@ pub fn eval_const_arg(
                     p.name
                 )),
             ),
+        },
+        ParamType::Pair { min } => match &inner.kind {
+            ExprKind::List(items) if items.len() == 2 => {
+                let mut pair = Vec::new();
+                let mut err = None;
+                for item in items {
+                    match eval_int(item) {
+                        Ok(i) if i >= min => pair.push(usize::try_from(i).unwrap_or(usize::MAX)),
+                        Ok(i) => {
+                            err = Some(invalid(op, p, item.span, format!("found {i}")));
+                            break;
+                        }
+                        Err(d) => {
+                            err = Some(retitle(d, op, p));
+                            break;
+                        }
+                    }
+                }
+                err.map_or(Ok(ArgValue::Ints(pair)), Err)
+            }
+            ExprKind::List(items) => {
+                Err(
+                    invalid(op, p, e.span, format!("found a list of {}", items.len())).help(
+                        format!(
+                "give one number for both axes or two for [rows, columns]: `{} = [3, 5]`",
+                p.name
+            ),
+                    ),
+                )
+            }
+            _ => eval_int(e)
+                .and_then(|i| {
+                    if i >= min {
+                        Ok(ArgValue::Int(i))
+                    } else {
+                        Err(invalid(op, p, e.span, format!("found {i}")))
+                    }
+                })
+                .map_err(|d| retitle(d, op, p)),
         },
         ParamType::Init => return eval_init(e, diags).map(ArgValue::Init),
     };

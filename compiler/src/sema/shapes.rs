@@ -114,6 +114,8 @@ pub fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
 }
 
 /// Output side of a convolution or pooling window, or `None` when the window does not fit.
+/// Window positions along an axis of `input` for a window spanning `window` (its taps
+/// and the gaps of a dilation), or `None` when no window fits.
 pub fn window_out(input: usize, window: usize, stride: usize, padding: Padding) -> Option<usize> {
     match padding {
         Padding::Same => Some(input.div_ceil(stride)),

@@ -220,15 +220,18 @@ pub enum TOp {
         w: ParamId,
         b: ParamId,
         filters: usize,
-        kernel: usize,
-        stride: usize,
+        /// `[rows, columns]`, likewise `stride` and `dilation`.
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
         padding: Padding,
     },
     /// Operands: `[x]`; `[h, w, c]`, window `size`, `padding = valid`.
     Pool {
         func: PoolFn,
-        size: usize,
-        stride: usize,
+        /// `[rows, columns]`, likewise `stride`.
+        size: [usize; 2],
+        stride: [usize; 2],
     },
     /// Operands: `[x]`; identity outside training.
     Dropout { rate: f64 },

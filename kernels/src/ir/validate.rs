@@ -144,7 +144,8 @@ impl Program {
                     }
                 }
                 if let Some(w) = &g.windows {
-                    w.check().map_err(|e| InvalidProgram(format!("kernel `{}`: {e}", k.name)))?;
+                    w.check()
+                        .map_err(|e| InvalidProgram(format!("kernel `{}`: {e}", k.name)))?;
                     self.validate_idx(k, &w.first, bound)?;
                     if g.batch.is_some() {
                         return err("a `gemm` over windows is not batched".into());

@@ -94,7 +94,12 @@ impl Conv {
     fn check(&self) -> IrResult<()> {
         const LIMIT: usize = 1 << 20;
         let all = [
-            self.image, self.out, self.kernel, self.stride, self.dilation, self.pad,
+            self.image,
+            self.out,
+            self.kernel,
+            self.stride,
+            self.dilation,
+            self.pad,
         ];
         if all.iter().flatten().any(|&v| v > LIMIT) {
             ir_bail!("convolution geometry {self:?} is too large");
@@ -198,11 +203,7 @@ fn known(d: Dim, what: &str) -> IrResult<usize> {
 /// `[B, h, w, c]` with the given image size, or why not; returns `(B, c)`.
 fn image_of(x: &Shape, hw: [usize; 2], what: &str) -> IrResult<(Dim, usize)> {
     if x.rank() != 4 || x.0[1] != Dim::K(hw[0]) || x.0[2] != Dim::K(hw[1]) {
-        ir_bail!(
-            "{what} must be [B, {}, {}, C], got {x}",
-            hw[0],
-            hw[1]
-        );
+        ir_bail!("{what} must be [B, {}, {}, C], got {x}", hw[0], hw[1]);
     }
     Ok((x.0[0], known(x.0[3], "channels")?))
 }
@@ -212,10 +213,18 @@ pub fn conv_shape(cv: &Conv, x: &Shape, w: &Shape) -> IrResult<Shape> {
     cv.check()?;
     let (b, c) = image_of(x, cv.image, "a convolution's input")?;
     if w.rank() != 2 || w.0[0] != Dim::K(cv.taps() * c) {
-        ir_bail!("a convolution's weights must be [{}, F], got {w}", cv.taps() * c);
+        ir_bail!(
+            "a convolution's weights must be [{}, F], got {w}",
+            cv.taps() * c
+        );
     }
     let f = known(w.0[1], "filters")?;
-    Ok(Shape(vec![b, Dim::K(cv.out[0]), Dim::K(cv.out[1]), Dim::K(f)]))
+    Ok(Shape(vec![
+        b,
+        Dim::K(cv.out[0]),
+        Dim::K(cv.out[1]),
+        Dim::K(f),
+    ]))
 }
 
 /// `conv_data(dy, wt)`: `[B, oh, ow, f]`, `[kh·kw·f, c]` → `[B, h, w, c]`.
@@ -223,10 +232,18 @@ pub fn data_shape(cv: &Conv, dy: &Shape, wt: &Shape) -> IrResult<Shape> {
     cv.check()?;
     let (b, f) = image_of(dy, cv.out, "an input gradient's output gradient")?;
     if wt.rank() != 2 || wt.0[0] != Dim::K(cv.taps() * f) {
-        ir_bail!("transposed weights must be [{}, C], got {wt}", cv.taps() * f);
+        ir_bail!(
+            "transposed weights must be [{}, C], got {wt}",
+            cv.taps() * f
+        );
     }
     let c = known(wt.0[1], "channels")?;
-    Ok(Shape(vec![b, Dim::K(cv.image[0]), Dim::K(cv.image[1]), Dim::K(c)]))
+    Ok(Shape(vec![
+        b,
+        Dim::K(cv.image[0]),
+        Dim::K(cv.image[1]),
+        Dim::K(c),
+    ]))
 }
 
 /// `conv_filter(x, dy)`: `[B, h, w, c]`, `[B, oh, ow, f]` → `[kh·kw·c, f]`.
@@ -248,7 +265,9 @@ fn windows_product(w: &Windows, img: &Tensor, b: &Tensor, rows: usize, n: usize)
     for r in 0..rows {
         let acc = &mut out[r * n..(r + 1) * n];
         for l in 0..cols {
-            let Some(s) = w.source(r as i64, l) else { continue };
+            let Some(s) = w.source(r as i64, l) else {
+                continue;
+            };
             let a = f64::from(img.data[s as usize]);
             if a == 0.0 {
                 continue;
@@ -289,7 +308,9 @@ pub fn eval_filter(cv: &Conv, x: &Tensor, dy: &Tensor, out: &[usize]) -> Tensor 
     for r in 0..rows {
         let drow = &dy.data[r * f..(r + 1) * f];
         for l in 0..cols {
-            let Some(s) = win.source(r as i64, l as i64) else { continue };
+            let Some(s) = win.source(r as i64, l as i64) else {
+                continue;
+            };
             let a = f64::from(x.data[s as usize]);
             for (o, &d) in acc[l * f..(l + 1) * f].iter_mut().zip(drow) {
                 *o += a * f64::from(d);
@@ -303,7 +324,10 @@ pub fn eval_filter(cv: &Conv, x: &Tensor, dy: &Tensor, out: &[usize]) -> Tensor 
 /// input gradient's and back).
 pub fn swap_taps(g: &mut Graph, w: NodeId, taps: usize) -> IrResult<NodeId> {
     let s = g.shape(w).clone();
-    let (rows, b) = (known(s.0[0], "weight rows")?, known(s.0[1], "weight columns")?);
+    let (rows, b) = (
+        known(s.0[0], "weight rows")?,
+        known(s.0[1], "weight columns")?,
+    );
     if s.rank() != 2 || taps == 0 || rows % taps != 0 {
         ir_bail!("weights {s} do not split into {taps} taps");
     }
@@ -320,7 +344,13 @@ pub fn swap_taps(g: &mut Graph, w: NodeId, taps: usize) -> IrResult<NodeId> {
 
 /// Gradients of `conv(x, w)`: the input's is `conv_data(dy, swap_taps(w))`, the
 /// weights' `conv_filter(x, dy)`.
-pub fn grad_conv(g: &mut Graph, cv: &Conv, x: NodeId, w: NodeId, dy: NodeId) -> IrResult<Vec<Option<NodeId>>> {
+pub fn grad_conv(
+    g: &mut Graph,
+    cv: &Conv,
+    x: NodeId,
+    w: NodeId,
+    dy: NodeId,
+) -> IrResult<Vec<Option<NodeId>>> {
     let wt = swap_taps(g, w, cv.taps())?;
     let dx = g.push(Op::ConvData(cv.clone()), &[dy, wt])?;
     let dw = g.push(Op::ConvFilter(cv.clone()), &[x, dy])?;
@@ -330,7 +360,13 @@ pub fn grad_conv(g: &mut Graph, cv: &Conv, x: NodeId, w: NodeId, dy: NodeId) -> 
 /// Gradients of `conv_data(dy, wt)` (bilinear): given `gx` of the input's shape, the
 /// output gradient's is `conv(gx, swap_taps(wt))` and the transposed weights' is
 /// `swap_taps(conv_filter(gx, dy))`.
-pub fn grad_data(g: &mut Graph, cv: &Conv, dy: NodeId, wt: NodeId, gx: NodeId) -> IrResult<Vec<Option<NodeId>>> {
+pub fn grad_data(
+    g: &mut Graph,
+    cv: &Conv,
+    dy: NodeId,
+    wt: NodeId,
+    gx: NodeId,
+) -> IrResult<Vec<Option<NodeId>>> {
     let w = swap_taps(g, wt, cv.taps())?;
     let d_dy = g.push(Op::Conv(cv.clone()), &[gx, w])?;
     let gw = g.push(Op::ConvFilter(cv.clone()), &[gx, dy])?;
@@ -340,7 +376,13 @@ pub fn grad_data(g: &mut Graph, cv: &Conv, dy: NodeId, wt: NodeId, gx: NodeId) -
 
 /// Gradients of `conv_filter(x, dy)` (bilinear): given `gw` of the weights' shape, the
 /// input's is `conv_data(dy, swap_taps(gw))` and the output gradient's `conv(x, gw)`.
-pub fn grad_filter(g: &mut Graph, cv: &Conv, x: NodeId, dy: NodeId, gw: NodeId) -> IrResult<Vec<Option<NodeId>>> {
+pub fn grad_filter(
+    g: &mut Graph,
+    cv: &Conv,
+    x: NodeId,
+    dy: NodeId,
+    gw: NodeId,
+) -> IrResult<Vec<Option<NodeId>>> {
     let gwt = swap_taps(g, gw, cv.taps())?;
     let dx = g.push(Op::ConvData(cv.clone()), &[dy, gwt])?;
     let d_dy = g.push(Op::Conv(cv.clone()), &[x, gw])?;

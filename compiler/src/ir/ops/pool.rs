@@ -111,7 +111,9 @@ pub fn eval_pool(kind: PoolKind, cv: &Conv, x: &Tensor, out: &[usize]) -> Tensor
                 .iter()
                 .map(|&i| x.data[i])
                 .fold(f32::NEG_INFINITY, f32::max),
-            PoolKind::Avg => (taps.iter().map(|&i| f64::from(x.data[i])).sum::<f64>() * scale) as f32,
+            PoolKind::Avg => {
+                (taps.iter().map(|&i| f64::from(x.data[i])).sum::<f64>() * scale) as f32
+            }
         };
     });
     Tensor {

@@ -131,8 +131,9 @@ impl ModelBuilder {
                 w,
                 b,
                 filters,
-                kernel,
-                stride,
+                kernel: [kernel; 2],
+                stride: [stride; 2],
+                dilation: [1, 1],
                 padding,
             },
             vec![x],
@@ -144,7 +145,11 @@ impl ModelBuilder {
         let s = self.shape(x).dims;
         let out = vec![(s[0] - size) / stride + 1, (s[1] - size) / stride + 1, s[2]];
         self.node(
-            TOp::Pool { func, size, stride },
+            TOp::Pool {
+                func,
+                size: [size; 2],
+                stride: [stride; 2],
+            },
             vec![x],
             Shape::batched(out),
         )

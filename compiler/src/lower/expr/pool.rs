@@ -53,7 +53,8 @@ impl ExprBuilder<'_> {
         [ty, tx]: [usize; 2],
     ) -> Result<(Expr, Idx), LowerError> {
         let pos = |axis: usize, w: &Idx, t: usize| {
-            w.clone() * cv.stride[axis] as i64 + Idx::Const((t * cv.dilation[axis]) as i64 - cv.pad[axis] as i64)
+            w.clone() * cv.stride[axis] as i64
+                + Idx::Const((t * cv.dilation[axis]) as i64 - cv.pad[axis] as i64)
         };
         let (y, xx) = (pos(0, p, ty), pos(1, q, tx));
         let [h, w] = cv.image.map(|v| v as i64);
@@ -113,7 +114,8 @@ impl ExprBuilder<'_> {
             }
             (0..cv.kernel[a])
                 .map(|t| {
-                    let pos = i.clone() + Idx::Const(cv.pad[a] as i64 - (t * cv.dilation[a]) as i64);
+                    let pos =
+                        i.clone() + Idx::Const(cv.pad[a] as i64 - (t * cv.dilation[a]) as i64);
                     let p = pos.clone().div(s);
                     let valid = nonneg(pos.clone()) * divides(pos, s) * in_range(p.clone(), len);
                     (clamp(p, len), valid)

@@ -246,28 +246,31 @@ impl ModelChecker {
             }
             Layer::Conv2d => {
                 let (h, w_, c) = rank3("a convolution")?;
-                let (filters, kernel, stride) = (
+                let (filters, kernel, stride, dilation) = (
                     args.count("filters"),
-                    args.count("kernel"),
-                    args.count("stride"),
+                    args.pair("kernel"),
+                    args.pair("stride"),
+                    args.pair("dilation"),
                 );
+                // The span of a window along each axis, taps and dilation gaps.
+                let extent = [0, 1].map(|a| dilation[a].saturating_mul(kernel[a] - 1) + 1);
                 let padding = if args.str("padding") == "valid" {
                     Padding::Valid
                 } else {
                     Padding::Same
                 };
                 let (Some(oh), Some(ow)) = (
-                    shapes::window_out(h, kernel, stride, padding),
-                    shapes::window_out(w_, kernel, stride, padding),
+                    shapes::window_out(h, extent[0], stride[0], padding),
+                    shapes::window_out(w_, extent[1], stride[1], padding),
                 ) else {
-                    return Err(too_large("convolution", kernel, &sx, span)
+                    return Err(too_large("convolution", extent, &sx, span)
                         .help("use a smaller `kernel` or `padding = \"same\"`"));
                 };
                 let w = self.layer_param(
                     op,
                     index,
                     "w",
-                    vec![kernel, kernel, c, filters],
+                    vec![kernel[0], kernel[1], c, filters],
                     args.init("init"),
                     span,
                 )?;
@@ -279,6 +282,7 @@ impl ModelChecker {
                         filters,
                         kernel,
                         stride,
+                        dilation,
                         padding,
                     },
                     Shape::batched(vec![oh, ow, filters]),
@@ -286,10 +290,10 @@ impl ModelChecker {
             }
             Layer::MaxPool | Layer::AvgPool => {
                 let (h, w, c) = rank3("pooling")?;
-                let (size, stride) = (args.count("size"), args.count("stride"));
+                let (size, stride) = (args.pair("size"), args.pair("stride"));
                 let (Some(oh), Some(ow)) = (
-                    shapes::window_out(h, size, stride, Padding::Valid),
-                    shapes::window_out(w, size, stride, Padding::Valid),
+                    shapes::window_out(h, size[0], stride[0], Padding::Valid),
+                    shapes::window_out(w, size[1], stride[1], Padding::Valid),
                 ) else {
                     return Err(too_large("pooling", size, &sx, span)
                         .help("use a smaller `size`, or pool earlier"));
@@ -302,6 +306,17 @@ impl ModelChecker {
                 (
                     TOp::Pool { func, size, stride },
                     Shape::batched(vec![oh, ow, c]),
+                )
+            }
+            Layer::GlobalAvgPool => {
+                let (h, w, c) = rank3("global pooling")?;
+                (
+                    TOp::Pool {
+                        func: PoolFn::Avg,
+                        size: [h, w],
+                        stride: [h, w],
+                    },
+                    Shape::batched(vec![c]),
                 )
             }
             Layer::Flatten => (TOp::Flatten, Shape::batched(vec![sx.elems()])),
@@ -347,10 +362,10 @@ impl ModelChecker {
     }
 }
 
-fn too_large(what: &str, window: usize, sx: &Shape, span: Span) -> Diagnostic {
+fn too_large(what: &str, [wh, ww]: [usize; 2], sx: &Shape, span: Span) -> Diagnostic {
     Diagnostic::new(
         Code::PoolTooLarge,
-        format!("{what} window {window}×{window} is larger than its input {sx}"),
+        format!("{what} window {wh}×{ww} is larger than its input {sx}"),
     )
     .label(span, format!("input has shape {sx}"))
 }

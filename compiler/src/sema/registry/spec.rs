@@ -251,6 +251,10 @@ pub enum ParamType {
     Str(&'static [&'static str]),
     /// A list of integers `>= 1` (a shape).
     Ints,
+    /// An integer `>= min`, or a list of two (rows, columns): window sizes and steps.
+    Pair {
+        min: i64,
+    },
     /// An initializer name or call (`he`, `normal(std = 0.1)`) or a number constant.
     Init,
 }
@@ -271,6 +275,7 @@ impl fmt::Display for ParamType {
                 write!(f, "{}", quoted.join(" or "))
             }
             ParamType::Ints => write!(f, "a list of positive integers"),
+            ParamType::Pair { min } => write!(f, "an integer ≥ {min} or a list of two"),
             ParamType::Init => write!(f, "an initializer or a number"),
         }
     }
@@ -497,13 +502,13 @@ pub(super) const fn pool(
 ) -> OpSpec {
     const SIZE: ParamSpec = param(
         "size",
-        ParamType::Int { min: 1 },
+        ParamType::Pair { min: 1 },
         ArgDefault::Int(2),
-        "the side of the square window",
+        "the window's side, or its [rows, columns]",
     );
     const STRIDE: ParamSpec = param(
         "stride",
-        ParamType::Int { min: 1 },
+        ParamType::Pair { min: 1 },
         ArgDefault::SameAs("size"),
         "the step between windows",
     );

@@ -328,6 +328,67 @@ fn window_op_gradients_match_finite_differences() {
     }
 }
 
+#[test]
+fn convolution_gradients_match_finite_differences() {
+    use crate::ir::ops::conv::{Conv, Padding};
+    for seed in 0..CASES {
+        let mut c = OpCase::new(seed);
+        let s = seed as usize;
+        let image = [c.dim() + 3, c.dim() + 3];
+        let kernel = [1 + s % 3, 1 + (s / 2) % 3];
+        let stride = [1 + s % 2, 1 + (s / 3) % 2];
+        let dilation = [1 + (s / 4) % 2, 1];
+        let padding = if s % 2 == 0 {
+            Padding::Same
+        } else {
+            Padding::Valid
+        };
+        let Ok(cv) = Conv::new(image, kernel, stride, dilation, padding) else {
+            continue;
+        };
+        let (ch, f) = (c.dim(), c.dim());
+        let x = c.input(
+            "x",
+            Shape(vec![Dim::N, Dim::K(image[0]), Dim::K(image[1]), Dim::K(ch)]),
+            Values::Signed,
+        );
+        let w = c.input("w", Shape::fixed(&[cv.taps() * ch, f]), Values::Signed);
+        let y = c.g.push(Op::Conv(cv), &[x, w]).unwrap();
+        let sq = c.g.mul(y, y).unwrap(); // nonlinear, so the gradients' products are exercised
+        c.finish(sq, &["x", "w"]);
+    }
+}
+
+#[test]
+fn pooling_gradients_match_finite_differences() {
+    use crate::ir::ops::conv::{Conv, Padding};
+    use crate::ir::ops::pool::PoolKind;
+    for seed in 0..CASES {
+        let mut c = OpCase::new(seed);
+        let s = seed as usize;
+        let image = [c.dim() + 2, c.dim() + 3];
+        let size = [1 + s % 3, 2];
+        let stride = [1 + (s / 2) % 2, 1 + s % 2];
+        let Ok(cv) = Conv::new(image, size, stride, [1, 1], Padding::Valid) else {
+            continue;
+        };
+        let kind = if s % 2 == 0 {
+            PoolKind::Max
+        } else {
+            PoolKind::Avg
+        };
+        let ch = c.dim();
+        let x = c.input(
+            "x",
+            Shape(vec![Dim::N, Dim::K(image[0]), Dim::K(image[1]), Dim::K(ch)]),
+            Values::Signed,
+        );
+        let y = c.g.push(Op::Pool(kind, cv), &[x]).unwrap();
+        let sq = c.g.mul(y, y).unwrap();
+        c.finish(sq, &["x"]);
+    }
+}
+
 /// Builds `loss(model(x), y)` in training form and checks the gradient with respect to
 /// every parameter and the input.
 pub fn check_model(model: &TypedModel, loss: Loss, seed: u64) {
@@ -577,7 +638,11 @@ fn registry_probe(id: OpId) -> Option<(&'static str, Loss)> {
     Some(match id {
         OpId::Layer(Layer::Dense) => ("input x: [3]\n output y = x |> dense(2)", mse),
         OpId::Layer(Layer::Conv2d) => (
-            "input x: [5, 5, 2]\n output y = x |> conv2d(2, kernel = 3, stride = 2) |> flatten",
+            "input x: [6, 7, 3]\n output y = x |> conv2d(2, kernel = [3, 2], stride = [2, 1], dilation = [1, 2]) |> flatten",
+            mse,
+        ),
+        OpId::Layer(Layer::GlobalAvgPool) => (
+            "input x: [3, 4, 2]\n output y = x |> global_avg_pool |> dense(2)",
             mse,
         ),
         OpId::Layer(Layer::MaxPool) => (
