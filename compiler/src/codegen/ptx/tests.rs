@@ -201,6 +201,29 @@ fn ptxas_assembles_every_sample_for_sm80_and_sm90() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Implicit GEMMs (products over windows views of an image: convolutions' forward
+/// passes, weight and input gradients, `lower::tests::windows_programs`) translate for
+/// both architectures, and ptxas assembles them without spills.
+#[test]
+fn ptxas_assembles_windows_products_without_spills() {
+    let ptxs: Vec<(String, GpuArch, String)> = crate::lower::tests::windows_programs()
+        .iter()
+        .flat_map(|p| {
+            GpuArch::ALL.map(|arch| {
+                let ptx = ptx_of(p, arch).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+                assert!(ptx.contains("bar.sync"), "{}: not tiled:\n{ptx}", p.name);
+                (p.name.clone(), arch, ptx)
+            })
+        })
+        .collect();
+    let Some(ptxas) = ptxas() else { return };
+    let dir = scratch("windows");
+    for (name, arch, ptx) in &ptxs {
+        assemble(&ptxas, &dir, name, *arch, ptx);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `rand` in PTX is `rand_uniform` bit for bit: with constant step and counter, LLVM
 /// folds the generated integer arithmetic (the same IR the GPU runs) into one float
 /// constant per store, which must be the interpreter's value.

@@ -1,5 +1,7 @@
 //! The tiled matrix product on the GPU: tile sizes, the shared-memory kernel with its
 //! register blocks, the folding of enclosing loops into the grid, and the fused epilogue.
+//! A windows operand (implicit GEMM) differs only in its `A` tile loads, whose source
+//! element and validity come from `windows.rs` instead of strides.
 
 use std::collections::HashSet;
 
@@ -11,6 +13,7 @@ use nnc_kernels::ir::{
 
 use super::analysis::{loads_of, locals_private, stores_of};
 use super::build::{ceil_div, combine, gpu_kernel, lt, one, subst, Fresh};
+use super::windows::windows_element;
 use super::{serial_kernel_named, NOMINAL_BATCH};
 
 /// The tiled product: a `tile × tile` piece of `C` per block, `TILE_K` deep slices of
@@ -267,11 +270,25 @@ fn tiled_gemm(
             (e.clone().div(tile), e.clone().rem(tile))
         }
     };
-    // A[r, kk]: k fastest unless A is stored column-major (row stride 1).
-    let (a_k, a_r) = k_of(&e, g.a.row_stride != Idx::Const(1));
+    // A[r, kk]: k fastest unless A is stored column-major (row stride 1). A windows
+    // operand always takes k fastest: each thread then decomposes one k index per step
+    // and its rows once (`windows.rs`).
+    let (a_k, a_r) = k_of(&e, g.windows.is_some() || g.a.row_stride != Idx::Const(1));
     let a_row = row0.clone() + a_r.clone();
     let a_kg = Idx::Var(kt) * TILE_K + a_k.clone();
-    let a_elem = element(&g.a, sa, a_row.clone(), a_kg.clone());
+    let mut a_conds = vec![
+        lt(a_row.clone(), g.m.clone()),
+        lt(a_kg.clone(), g.k.clone()),
+    ];
+    let a_elem = match &g.windows {
+        None => element(&g.a, sa, a_row, a_kg),
+        Some(w) => {
+            let taps = if w.transposed { &g.m } else { &g.k };
+            let (conds, elem) = windows_element(w, &g.a.offset, taps, a_row, a_kg);
+            a_conds.extend(conds);
+            elem
+        }
+    };
     let a_slot = a_k * pitch + a_r;
     // B[kk, c]: columns fastest unless B is stored column-major (row stride 1).
     let (b_k, b_c) = k_of(&e, g.b.row_stride == Idx::Const(1));
@@ -297,13 +314,7 @@ fn tiled_gemm(
         ]
     };
     let per_thread = tile * TILE_K / threads;
-    let mut load = fill(
-        a_tile,
-        a_slot,
-        vec![lt(a_row, g.m.clone()), lt(a_kg, g.k.clone())],
-        g.a.buf,
-        a_elem,
-    );
+    let mut load = fill(a_tile, a_slot, a_conds, g.a.buf, a_elem);
     load.extend(fill(
         b_tile,
         b_slot,

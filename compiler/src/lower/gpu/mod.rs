@@ -8,14 +8,19 @@
 //!   block computes a 64×64 tile of `C` with 256 threads; each thread owns a 4×4 register
 //!   block (rows `ty + 16·i`, columns `tx + 16·j`: conflict-free shared reads, coalesced
 //!   stores). Products that would make fewer than 128 such tiles at batch 128 use 32×32
-//!   tiles with 2×2 register blocks instead (four times the blocks). `k` advances 16 at a time through two shared tiles (padded to 65 floats per
-//!   row against bank conflicts), loaded by all threads in the order that makes the global
-//!   reads consecutive for the operand's layout, zero-filled past the edges, between two
-//!   barriers. The epilogue runs on each element right after it is stored when it reads
-//!   and writes only that element of every buffer it writes; otherwise it becomes a
-//!   kernel of its own. The grid is `(⌈n/64⌉, ⌈m/64⌉, count)`; loops around a product fold
-//!   into the count, unless two of its z-blocks would write the same elements of `C` (a
-//!   sum of products), in which case each block runs them in order.
+//!   tiles with 2×2 register blocks instead (four times the blocks). `k` advances 16 at a
+//!   time through two shared tiles (padded to 65 floats per row against bank conflicts),
+//!   loaded by all threads in the order that makes the global reads consecutive for the
+//!   operand's layout, zero-filled past the edges, between two barriers. A product whose
+//!   `A` is a windows view of an image (an implicit GEMM: a convolution's forward pass,
+//!   weight or input gradient; no `im2col` matrix exists) loads its `A` tiles straight
+//!   from the image through the window geometry, k fastest, zero where a window reads
+//!   padding or, for an input gradient, falls between the strides (`windows.rs`). The
+//!   epilogue runs on each element right after it is stored when it reads and writes
+//!   only that element of every buffer it writes; otherwise it becomes a kernel of its
+//!   own. The grid is `(⌈n/64⌉, ⌈m/64⌉, count)`; loops around a product fold into the
+//!   count, unless two of its z-blocks would write the same elements of `C` (a sum of
+//!   products), in which case each block runs them in order.
 //! - **parallel loop**: when an inner loop of the body is long (≥ 128 iterations at batch
 //!   128) and either reads at unit stride or the parallel loop is short (< 128
 //!   iterations, e.g. a bias gradient's columns), one block of 128 threads per iteration,
@@ -41,6 +46,7 @@ mod build;
 mod elementwise;
 mod gemm;
 mod reduce;
+mod windows;
 
 use nnc_kernels::gpu::eval_idx;
 use nnc_kernels::ir::{Idx, Kernel, LocalId, Program, Stmt, VarId};
