@@ -51,9 +51,9 @@ impl Layer {
                     param("filters", ParamType::Int { min: 1 }, ArgDefault::Required, "the number of output channels"),
                     param("kernel", ParamType::Pair { min: 1 }, ArgDefault::Int(3), "the window's side, or its [rows, columns]"),
                     param("stride", ParamType::Pair { min: 1 }, ArgDefault::Int(1), "the step between windows (one number, or [rows, columns])"),
-                    param("dilation", ParamType::Pair { min: 1 }, ArgDefault::Int(1), "the step between a window's taps (1: adjacent pixels)"),
                     param("padding", ParamType::Str(&["same", "valid"]), ArgDefault::Str("same"), "\"same\" pads with zeros to keep ceil(h / stride) rows; \"valid\" does not pad"),
                     param("init", ParamType::Init, ArgDefault::Init("he"), "how `w` starts"),
+                    param("dilation", ParamType::Pair { min: 1 }, ArgDefault::Int(1), "the step between a window's taps (1: adjacent pixels)"),
                 ],
                 shape_rule: "[h, w, c] → [h', w', filters]; same: h' = ceil(h / stride); valid: h' = (h - dilation·(kernel - 1) - 1) / stride + 1, per axis",
                 creates: &[
