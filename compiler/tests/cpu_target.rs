@@ -199,6 +199,23 @@ fn train_losses(target: &str, out: &Path) -> Vec<f64> {
         .collect()
 }
 
+/// LeNet (two convolutions, two max pools, three dense layers) trains one epoch of the
+/// bundled digits on the native CPU target through the implicit-GEMM convolutions and
+/// gathered pooling: measured 0.90 test accuracy (8,000 training digits, batch 64).
+#[test]
+fn lenet_learns_the_digits_on_the_cpu() {
+    let out = std::env::temp_dir().join(format!("nnc-cpu-lenet-{}", std::process::id()));
+    let out_s = out.display().to_string();
+    let args = ["--quiet", "--target", "cpu", "--out", &out_s];
+    nnc_ok("train", "lenet.nn", &args);
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics");
+    let last: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("an epoch")).expect("json");
+    let acc = last["test_accuracy"].as_f64().expect("test_accuracy");
+    assert!(acc >= 0.85, "LeNet test accuracy {acc} after one epoch");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 #[test]
 fn cpu_and_interp_training_give_the_same_losses() {
     let tmp = std::env::temp_dir().join(format!("nnc-cpu-target-{}", std::process::id()));
