@@ -380,7 +380,9 @@ impl Lower<'_, '_> {
             self.ctx,
             offset_of!(KernelCtx, sgemm_windows) as i32,
         );
-        self.b.ins().call_indirect(self.sgemm_windows_sig, f, &[desc]);
+        self.b
+            .ins()
+            .call_indirect(self.sgemm_windows_sig, f, &[desc]);
         Ok(())
     }
 }
