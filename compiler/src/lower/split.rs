@@ -21,6 +21,12 @@
 //! columns and runs the epilogue on its half of each row (measured at batch 32: 5 % more
 //! samples/s than the row split, whose 16-row halves are thin for the GEMM kernels).
 //!
+//! A product over windows (a convolution, `Gemm::windows`) is cut the same way: a part's
+//! rows of `A` are windows `first + lo(p) ..` of the view (its `a.offset` is the image's
+//! and stays). A transposed view (a weight gradient: its rows are taps, the windows are
+//! the reduction) is never cut by rows; the runtime splits it between the lanes by
+//! windows. A column cut moves only `B` and `C`, so it holds for both.
+//!
 //! A kernel that already is one parallel loop is cut the same way when its body holds
 //! loop invariants that hoisting could not move (nothing leaves a parallel loop): an
 //! optimizer update of a bias evaluates Adam's bias corrections, two `exp`s, per element.
@@ -122,10 +128,19 @@ fn split(k: &Kernel, n: i64) -> Option<Vec<Stmt>> {
     if let Some(body) = split_columns(g, rest, p, n) {
         return Some(body);
     }
+    if g.windows.as_ref().is_some_and(|w| w.transposed) {
+        // Rows of a transposed windows view are taps, not windows: the runtime splits
+        // such a product (a weight gradient) between the lanes itself, by windows.
+        return None;
+    }
     let (lo, rows) = part_of(&g.m, p);
     let mut part = g.clone();
     part.m = rows.clone();
-    part.a.offset = g.a.offset.clone() + lo.clone() * g.a.row_stride.clone();
+    match &g.windows {
+        // Rows of a windows view are windows: the part starts `lo` windows further on.
+        Some(w) => part.windows = Some(w.map_first(&|f| f.clone() + lo.clone())),
+        None => part.a.offset = g.a.offset.clone() + lo.clone() * g.a.row_stride.clone(),
+    }
     part.c.offset = g.c.offset.clone() + lo.clone() * g.c.row_stride.clone();
     let mut body = vec![Stmt::Gemm(Gemm { ..part })];
     for s in rest {
@@ -235,4 +250,144 @@ fn shift_idx(i: &Idx, var: VarId, by: &Idx) -> Idx {
             Idx::Var(v)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use nnc_kernels::build::*;
+    use nnc_kernels::ir::{BinOp, BufId, BufferKind, Idx, Program, Size, Stmt, VarId, Windows};
+
+    /// A 5×5 valid convolution of 14×14×`c` with `f` filters (LeNet's conv2 with `c` = 6
+    /// and `f` = 16) as a product over windows: forward (`transposed` false:
+    /// `[N·100, 25c]·[25c, f]`, then a ReLU epilogue over its rows) or weight gradient
+    /// (`[25c, N·100]·[N·100, f]`, no epilogue).
+    fn conv(transposed: bool, c: i64, f: i64) -> Program {
+        let (x, w, y) = (BufId(0), BufId(1), BufId(2));
+        let windows = Some(Windows {
+            image: [14, 14, c],
+            grid: [10, 10],
+            taps: [5, 5],
+            step: [1, 1],
+            tap: [1, 1],
+            pad: [0, 0],
+            div: [1, 1],
+            first: Idx::Const(0),
+            transposed,
+        });
+        let windows_n = Idx::N * 100;
+        let (taps, f_len) = (25 * c, f as usize);
+        let (m, k, lens) = if transposed {
+            let lens = [
+                Size::per_batch(100 * f_len),
+                Size::fixed(taps as usize * f_len),
+            ];
+            (Idx::Const(taps), windows_n, lens)
+        } else {
+            let lens = [
+                Size::fixed(taps as usize * f_len),
+                Size::per_batch(100 * f_len),
+            ];
+            (windows_n, Idx::Const(taps), lens)
+        };
+        let gemm = Stmt::Gemm(nnc_kernels::ir::Gemm {
+            windows,
+            ..matmul(
+                m.clone(),
+                f,
+                k,
+                matrix(x, 0i64, 0i64, 0i64),
+                matrix(w, 0i64, f, 1i64),
+                matrix(y, 0i64, f, 1i64),
+            )
+        });
+        let (i, j) = (VarId(0), VarId(1));
+        let at = Idx::from(i) * f + Idx::from(j);
+        let relu = binary(BinOp::Max, load(y, at.clone()), constant(0.0));
+        let epilogue = for_(
+            i,
+            m,
+            false,
+            vec![for_(j, f, false, vec![store(y, at, relu)])],
+        );
+        let body = if transposed {
+            vec![gemm]
+        } else {
+            vec![gemm, epilogue]
+        };
+        program(
+            "conv",
+            vec![
+                decl("x", Size::per_batch(196 * c as usize), BufferKind::Input),
+                decl("w", lens[0], BufferKind::Input),
+                decl("y", lens[1], BufferKind::Output),
+            ],
+            vec![kernel("conv", vec![x, w, y], body, 2, 0)],
+        )
+    }
+
+    /// The split program computes what the whole one does, at batch sizes that leave an
+    /// odd number of windows or none.
+    fn same_results(whole: &Program, split: &Program) {
+        split.validate().expect("valid split");
+        for n in [0, 1, 3] {
+            let mut want = nnc_kernels::samples::inputs(whole, n);
+            let mut got = want.clone();
+            nnc_kernels::interp::run(whole, &mut want, n).unwrap();
+            nnc_kernels::interp::run(split, &mut got, n).unwrap();
+            assert_eq!(want, got, "batch {n}");
+        }
+    }
+
+    /// The product of the split kernel's parts (its parallel loop's first statement), or
+    /// `None` if the kernel was not split.
+    fn part_gemm(p: &Program) -> Option<&nnc_kernels::ir::Gemm> {
+        match p.kernels[0].body.as_slice() {
+            [Stmt::Loop {
+                body,
+                parallel: true,
+                ..
+            }] => match body.first() {
+                Some(Stmt::Gemm(g)) => Some(g),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn forward_conv_is_cut_by_windows() {
+        let whole = conv(false, 6, 16);
+        let mut split = whole.clone();
+        super::split_gemm_rows(&mut split.kernels, 128);
+        let g = part_gemm(&split).expect("cut in two parts");
+        let w = g.windows.as_ref().expect("still over windows");
+        assert_ne!(w.first, Idx::Const(0), "each part starts at its own window");
+        assert_eq!(g.a.offset, Idx::Const(0), "the image is not moved");
+        same_results(&whole, &split);
+    }
+
+    #[test]
+    fn weight_gradient_is_not_cut_by_rows() {
+        let whole = conv(true, 6, 16);
+        let mut split = whole.clone();
+        super::split_gemm_rows(&mut split.kernels, 128);
+        assert!(
+            part_gemm(&split).is_none(),
+            "the runtime splits it by windows"
+        );
+        assert!(matches!(split.kernels[0].body[..], [Stmt::Gemm(_)]));
+        same_results(&whole, &split);
+    }
+
+    #[test]
+    fn wide_weight_gradient_is_cut_by_columns() {
+        // 25 taps × 64 filters: few rows, many columns.
+        let whole = conv(true, 1, 64);
+        let mut split = whole.clone();
+        super::split_gemm_rows(&mut split.kernels, 128);
+        let g = part_gemm(&split).expect("cut in two parts");
+        assert_eq!(g.windows.as_ref().unwrap().first, Idx::Const(0));
+        assert_ne!(g.c.offset, Idx::Const(0), "each part has its own columns");
+        same_results(&whole, &split);
+    }
 }

@@ -302,11 +302,14 @@ pub const fn kernel_ctx() -> KernelCtx {
     }
 }
 
-/// The runtime's implicit GEMM over windows for kernels (see [`windows`]).
+/// The runtime's implicit GEMM over windows for kernels (see [`windows`]): on both lanes
+/// in a serial kernel when big enough, as [`host_sgemm`].
 unsafe extern "C" fn host_sgemm_windows(g: *const nnc_kernels::abi::WindowsGemm) {
+    let pool = SERIAL_POOL.with(|p| p.get());
     // SAFETY: the kernel passes a descriptor on its stack, filled from a `Gemm` whose
-    // buffers and geometry the program's validation checked.
-    unsafe { windows::run(&*g) }
+    // buffers and geometry the program's validation checked; a non-null pool pointer was
+    // set by `CpuExecutor::run` around this kernel call and the pool outlives it.
+    unsafe { windows::run(&*g, pool.as_ref()) }
 }
 
 #[derive(Clone, Copy)]

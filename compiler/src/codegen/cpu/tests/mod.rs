@@ -2,7 +2,8 @@
 //! `nnc_kernels::samples`) are compiled, linked with `cc`, loaded with `libloading`, run
 //! on buffers and compared with `nnc_kernels::interp::run`. This module holds the harness
 //! and the builders the tests share; `programs` checks kernel shapes and errors, `math`
-//! the transcendental functions, `vector` the vectorised loops.
+//! the transcendental functions, `vector` the vectorised loops, `windows` the products
+//! over windows (convolutions).
 //!
 //! Tolerances: everything except transcendentals and GEMM is IEEE-exact and compared bit
 //! for bit (NaN equals NaN). `exp`/`log`/`tanh`/`pow` are compared with the f64 result
@@ -13,6 +14,7 @@
 mod math;
 mod programs;
 mod vector;
+mod windows;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
