@@ -102,7 +102,7 @@ fn split(k: &Kernel, n: i64) -> Option<Vec<Stmt>> {
     let (Stmt::Gemm(g), rest) = k.body.split_first()? else {
         return None;
     };
-    if g.batch.is_some() || g.windows.is_some() {
+    if g.batch.is_some() {
         return None;
     }
     let flops = [&g.m, &g.n, &g.k]
