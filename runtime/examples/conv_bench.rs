@@ -2,21 +2,22 @@
 //! on LeNet's convolutions at batch 128: conv1 forward (28×28×1, 5×5 pad 2, 6 filters),
 //! conv2 forward (14×14×6, 5×5 valid, 16 filters), both weight gradients (the transposed
 //! view: the windows are the reduction) and conv2's input gradient (a transposed
-//! convolution over the 10×10×16 output gradient).
+//! convolution over the 10×10×16 output gradient); and, for the packing of images with a
+//! few channels, a 5×5 convolution of 32×32×3 images with 16 filters.
 //!
 //! Variants, each on one lane and on two (the runtime's [`Pool`], as a serial kernel's
 //! product runs): `implicit`, `cpu/windows.rs` as the runtime calls it; `explicit`, the
 //! whole `im2col` matrix packed into a preallocated buffer and multiplied with one
 //! `sgemm` (`cpu/gemm.rs`; cut in halves by its `split` on two lanes, the packing cut in
-//! halves too). Then the implicit path on one lane with other block sizes than
-//! `BLOCK_FLOATS`. Every variant's result is checked against the naive sum first.
+//! halves too). Then the implicit path on one lane with other knobs than `TUNING`'s:
+//! block sizes, packing layouts, writing `C` directly. Every variant's result is checked against the naive sum first.
 //!
 //! Prints, per case, the median time of one call and its GFLOP/s (`2·m·n·k`, the padding's
 //! zeros included). Rounds during which other processes took more than 10% of the CPUs are
 //! run again (as `gemm_bench` does). Run with
 //!
 //! ```text
-//! cargo run --release -p nnc-runtime --example conv_bench [-- --quick]
+//! cargo run --release -p nnc-runtime --example conv_bench [-- --quick] [--only <case>] [--variant <label>] [--no-check]
 //! ```
 
 // The runtime's `cpu/gemm.rs` and `cpu/windows.rs`, compiled into the benchmark (with
@@ -35,6 +36,7 @@ use nnc_kernels::abi::WindowsGemm;
 use nnc_runtime::cpu::Pool;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+use windows::{Tuning, TUNING};
 
 /// One convolution product: the windows geometry, `C (m×n) = A·B` with A the view (its
 /// transpose when `transposed`), B and C contiguous row-major.
@@ -99,6 +101,9 @@ fn shapes(bs: i64) -> Vec<Shape> {
             6,
             false,
         ),
+        // Not LeNet: a first layer over RGB images (CIFAR's 32×32×3, 5×5 pad 2, 16
+        // filters), for the packing of a few channels.
+        s("rgb fwd", [32, 32, 3], [32, 32], [5, 5], 1, 2, 16, false),
     ]
 }
 
@@ -166,27 +171,89 @@ impl Rng {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Variant {
     Implicit1,
     Implicit2,
     Explicit1,
     Explicit2,
-    /// The implicit path on one lane with this many floats per packed block.
-    Block(i64),
+    /// The implicit path on one lane with other knobs.
+    Tuned(&'static str, Tuning),
 }
 
-const VARIANTS: [Variant; 10] = [
+const fn tuned(label: &'static str, t: Tuning) -> Variant {
+    Variant::Tuned(label, t)
+}
+
+const VARIANTS: [Variant; 13] = [
     Variant::Implicit1,
     Variant::Implicit2,
     Variant::Explicit1,
     Variant::Explicit2,
-    Variant::Block(2 * 1024),
-    Variant::Block(4 * 1024),
-    Variant::Block(8 * 1024),
-    Variant::Block(32 * 1024),
-    Variant::Block(64 * 1024),
-    Variant::Block(256 * 1024),
+    tuned(
+        "block 4K",
+        Tuning {
+            block_floats: 4 * 1024,
+            ..TUNING
+        },
+    ),
+    tuned(
+        "block 8K",
+        Tuning {
+            block_floats: 8 * 1024,
+            ..TUNING
+        },
+    ),
+    tuned(
+        "block 32K",
+        Tuning {
+            block_floats: 32 * 1024,
+            ..TUNING
+        },
+    ),
+    tuned(
+        "block 64K",
+        Tuning {
+            block_floats: 64 * 1024,
+            ..TUNING
+        },
+    ),
+    tuned(
+        "tap-major",
+        Tuning {
+            tap_major_max_c: i64::MAX,
+            ..TUNING
+        },
+    ),
+    tuned(
+        "window-major",
+        Tuning {
+            tap_major_max_c: 0,
+            ..TUNING
+        },
+    ),
+    tuned(
+        "window-major temp",
+        Tuning {
+            tap_major_max_c: 0,
+            window_major_temp: true,
+            ..TUNING
+        },
+    ),
+    tuned(
+        "col partial",
+        Tuning {
+            partial_col_major_max_n: i64::MAX,
+            ..TUNING
+        },
+    ),
+    tuned(
+        "row partial",
+        Tuning {
+            partial_col_major_max_n: 0,
+            ..TUNING
+        },
+    ),
 ];
 
 impl Variant {
@@ -196,7 +263,7 @@ impl Variant {
             Variant::Implicit2 => "implicit 2t".into(),
             Variant::Explicit1 => "explicit 1t".into(),
             Variant::Explicit2 => "explicit 2t".into(),
-            Variant::Block(f) => format!("block {}K 1t", f / 1024),
+            Variant::Tuned(label, _) => format!("{label} 1t"),
         }
     }
 
@@ -210,7 +277,7 @@ impl Variant {
                 Variant::Implicit2 => windows::run(black_box(&g), Some(pool)),
                 Variant::Explicit1 => explicit(&g, &mut case.im2col, None),
                 Variant::Explicit2 => explicit(&g, &mut case.im2col, Some(pool)),
-                Variant::Block(f) => windows::run_blocked(black_box(&g), None, f),
+                Variant::Tuned(_, t) => windows::run_tuned(black_box(&g), None, t),
             }
         }
     }
@@ -373,13 +440,18 @@ const MAX_OTHERS: f64 = 0.10;
 /// variants interleaved round by round; a round during which other processes took more
 /// than [`MAX_OTHERS`] of the CPUs is run again (up to 10 times the rounds in all).
 /// Returns the medians and the number of rounds run again.
-fn time_variants(rounds: usize, reps: usize, mut f: impl FnMut(Variant)) -> (Vec<Duration>, usize) {
-    let mut samples = vec![Vec::with_capacity(rounds * reps); VARIANTS.len()];
+fn time_variants(
+    variants: &[Variant],
+    rounds: usize,
+    reps: usize,
+    mut f: impl FnMut(Variant),
+) -> (Vec<Duration>, usize) {
+    let mut samples = vec![Vec::with_capacity(rounds * reps); variants.len()];
     let (mut kept, mut tries, mut rerun) = (0, 0, 0);
     while kept < rounds {
         let from = Snapshot::now();
-        let mut round = vec![Vec::with_capacity(reps); VARIANTS.len()];
-        for (i, &v) in VARIANTS.iter().enumerate() {
+        let mut round = vec![Vec::with_capacity(reps); variants.len()];
+        for (i, &v) in variants.iter().enumerate() {
             // Let the pool's worker go to sleep after the variant before.
             std::thread::sleep(Duration::from_millis(5));
             f(v); // warm-up
@@ -447,7 +519,23 @@ fn cpu_jiffies() -> Option<(u64, u64)> {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only <text>`: the cases whose name contains `text`.
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let only = arg("--only");
+    // `--variant <text>`: the variants whose label contains `text`.
+    let variant = arg("--variant");
+    let variants: Vec<Variant> = VARIANTS
+        .into_iter()
+        .filter(|v| v.label().contains(&variant))
+        .collect();
     let (rounds, reps) = if quick { (3, 5) } else { (5, 10) };
     let pool = Pool::new(2);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
@@ -457,22 +545,27 @@ fn main() {
     );
     let mut cases: Vec<Case> = shapes(128)
         .into_iter()
+        .filter(|s| s.name.contains(&only))
         .map(|s| Case::new(s, &mut rng))
         .collect();
-    for case in &mut cases {
+    for case in cases
+        .iter_mut()
+        .filter(|_| !args.iter().any(|a| a == "--no-check"))
+    {
         check(&pool, case, &mut rng);
     }
     println!("(every variant matches the naive sum within 1e-4)\n");
     print!("| case | m×n×k |");
-    for v in VARIANTS {
+    for v in &variants {
         print!(" {} µs (GF/s) |", v.label());
     }
     println!();
-    println!("|---|---|{}", "---|".repeat(VARIANTS.len()));
+    println!("|---|---|{}", "---|".repeat(variants.len()));
     let mut rerun = 0;
     for case in &mut cases {
         let (m, n, k) = case.shape.mnk();
-        let (meds, again) = time_variants(rounds, reps, |v| v.run(&pool, case, 1.0, 0.0));
+        let (meds, again) =
+            time_variants(&variants, rounds, reps, |v| v.run(&pool, case, 1.0, 0.0));
         rerun += again;
         let flops = 2.0 * (m * n * k) as f64;
         print!("| {} | {m}×{n}×{k} |", case.shape.name);

@@ -3,23 +3,34 @@
 //! transpose; see `nnc_kernels::ir::Windows`), never materialised whole.
 //!
 //! `A` is packed a block of windows at a time into a scratch buffer that stays in cache,
-//! and each block is multiplied with [`Sgemm::run`]. Untransposed (a convolution's
-//! forward pass or its input gradient), a block is some windows × all taps, and its rows
-//! of `C` follow; transposed (a weight gradient: `A` is `taps × windows` and the windows
-//! are the reduction), the blocks accumulate into `C` (`beta = 1` after the first).
+//! and each block is multiplied with [`Sgemm::run`] (the `gemm` crate). Untransposed (a
+//! convolution's forward pass or its input gradient), a block is some windows × all taps
+//! and makes those rows of `C`; transposed (a weight gradient: `A` is `taps × windows`
+//! and the windows are the reduction), the blocks' products are summed.
 //!
-//! Packing copies, per window and tap row, the whole run of in-image taps in one go when
-//! the taps are adjacent (`tap = 1`, `div = 1` along the image's columns: `kw·c`
-//! contiguous floats inside the image, fewer at a border), else one tap's `c` channels at
-//! a time; out-of-image elements are zero-filled. The scratch buffers are thread-local and
-//! reused from call to call.
+//! The `gemm` crate's register tile is 16–64 rows × 6 columns, and it turns a row-major
+//! `C` around (computes `Cᵀ = Bᵀ·Aᵀ`) so that its rows run down the tile. A
+//! convolution's `C` is row-major with few columns (the filters, 6 or 16 in LeNet): turned
+//! around, 6 filters fill 6 of the tile's 16 rows. So each block's product goes to a
+//! column-major temporary (windows, or taps when transposed, down the tile's rows) and is
+//! copied into `C` with `beta` applied: 2–3× faster on LeNet's products with 6 filters.
+//!
+//! Packing. Window-major (one window's `kh·kw·c` taps after another), each tap row's run
+//! of in-image taps is copied in one go when the taps are adjacent (`tap = 1`, `div = 1`
+//! along the columns: `kw·c` contiguous floats, fewer at a border), else one tap's `c`
+//! channels at a time; out-of-image elements are zero-filled. Tap-major (column-major `A`:
+//! one tap's value for each window of the block after another), used untransposed for
+//! images of one channel, a tap's values for a row of windows are one contiguous run of
+//! the image when the step is 1 (else gathered), and the `gemm` crate reads the block as
+//! it is, without packing it again. The scratch buffers are thread-local, reused from
+//! call to call.
 //!
 //! Called from a kernel without a parallel loop (the executor's `SERIAL_POOL` is set) a
 //! product big enough to pay for a hand-off ([`SPLIT_MIN_MACS`]) runs on both lanes:
 //! untransposed, each lane takes half of the windows (rows of `C`); transposed, each lane
-//! reduces half of the windows, the first into `C` itself (with `alpha` and `beta`), the
-//! second into a partial product that is then added with `alpha`. Inside a parallel loop
-//! each lane already has a core, and the product runs on the calling thread.
+//! sums half of the windows into a partial product of its own, and the two are added into
+//! `C` with `alpha` and `beta`. Inside a parallel loop each lane already has a core, and
+//! the product runs on the calling thread.
 //!
 //! Measured with `runtime/examples/conv_bench.rs` (LeNet's convolutions at batch 128, 2
 //! AVX-512 cores, the `gemm` crate's AVX-512 kernels; median of 30 calls):
@@ -33,20 +44,48 @@ use std::ops::Range;
 
 use nnc_kernels::abi::WindowsGemm;
 
-use super::gemm::{Sgemm, SPLIT_MIN_MACS};
+use super::gemm::{Sgemm, SPLIT_MIN_MACS, TILE_M};
 use super::pool::Pool;
 
-/// Floats of packed `A` per block: 64 KiB, half of a core's L2 at the least. Chosen by
-/// measurement (see the module doc).
-pub(crate) const BLOCK_FLOATS: i64 = 16 * 1024;
+/// The knobs of the implicit GEMM; [`TUNING`] holds the measured choice, the benchmark
+/// tries others.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tuning {
+    /// Floats of packed `A` per block.
+    pub block_floats: i64,
+    /// Products over images of at most this many channels pack `A` tap-major (see the
+    /// module doc), wider ones window-major.
+    pub tap_major_max_c: i64,
+    /// Untransposed products packed window-major go through the column-major temporary
+    /// too (tap-major ones always do, when `C` is row-major).
+    pub window_major_temp: bool,
+    /// Transposed products with at most this many columns sum into a column-major partial
+    /// product (taps down the register tile), wider ones into a row-major one (filters
+    /// down the tile).
+    pub partial_col_major_max_n: i64,
+}
+
+/// The measured choice (see the module doc).
+pub(crate) const TUNING: Tuning = Tuning {
+    block_floats: 16 * 1024,
+    tap_major_max_c: 1,
+    window_major_temp: false,
+    partial_col_major_max_n: 15,
+};
 
 /// Each lane's part of a split keeps at least this many windows.
 const SPLIT_MIN_WINDOWS: i64 = 64;
 
+/// A transposed product's blocks hold at least this many windows (its reduction): fewer
+/// would make each block's product a thin update of all of `C`.
+const MIN_REDUCTION_BLOCK: i64 = 256;
+
 thread_local! {
     /// The packed block of `A`, per thread (each lane packs its own).
     static PACKED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    /// The second lane's partial `C` of a transposed product split on two lanes.
+    /// A block's product before it is copied into `C` (untransposed).
+    static BLOCK_OUT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// The partial products of a transposed product (one per lane).
     static PARTIAL: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
@@ -78,22 +117,56 @@ fn cols(g: &WindowsGemm) -> i64 {
 fn axis(g: &WindowsGemm, a: usize, p: i64, t: i64, len: i64) -> Option<i64> {
     let pos = p * g.step[a] + t * g.tap[a] - g.pad[a];
     let d = g.div[a];
+    if d == 1 {
+        // No division (a convolution, not its input gradient's strided form): packing
+        // calls this per tap row of every window.
+        return (0..len).contains(&pos).then_some(pos);
+    }
     (pos >= 0 && pos % d == 0 && pos / d < len).then_some(pos / d)
 }
 
-/// Copies `dst.len()` floats of the image at offset `at` into `dst`.
+/// Copies `dst.len()` floats from `src`: short runs (a tap row of a narrow image) as a
+/// few fixed-size moves, inline, longer ones with `memcpy`.
 ///
 /// # Safety
-/// `g.a + at .. + dst.len()` lies inside the image buffer.
-#[inline]
-unsafe fn copy_in(g: &WindowsGemm, at: i64, dst: &mut [f32]) {
-    // SAFETY: the caller vouches for the range.
-    let src = unsafe { std::slice::from_raw_parts(g.a.offset(at as isize), dst.len()) };
-    dst.copy_from_slice(src);
+/// `src .. src + dst.len()` is readable and does not overlap `dst`.
+#[inline(always)]
+unsafe fn copy_run(src: *const f32, dst: &mut [f32]) {
+    let len = dst.len();
+    let d = dst.as_mut_ptr();
+    // SAFETY: every move stays inside `0..len` of both (the caller's contract).
+    unsafe {
+        if len >= 32 {
+            std::ptr::copy_nonoverlapping(src, d, len);
+            return;
+        }
+        let mut i = 0;
+        macro_rules! chunk {
+            ($n:literal) => {
+                if len - i >= $n {
+                    let v = std::ptr::read_unaligned(src.add(i).cast::<[f32; $n]>());
+                    std::ptr::write_unaligned(d.add(i).cast::<[f32; $n]>(), v);
+                    i += $n;
+                }
+            };
+        }
+        chunk!(16);
+        chunk!(8);
+        chunk!(4);
+        chunk!(2);
+        chunk!(1);
+        debug_assert_eq!(i, len);
+    }
+}
+
+/// The window `(n, p, q)` that untransposed row `r` (from window 0) stands for.
+fn window(g: &WindowsGemm, r: i64) -> (i64, i64, i64) {
+    let [p_n, q_n] = g.grid;
+    (r / (p_n * q_n), r / q_n % p_n, r % q_n)
 }
 
 /// Packs windows `rows` (untransposed rows, counted from window 0) × all columns into
-/// `out`, row-major (`cols(g)` floats a window).
+/// `out` window-major (row-major `A`, `cols(g)` floats a window).
 ///
 /// # Safety
 /// Every in-image element of those windows lies inside the image buffer at `g.a`.
@@ -105,11 +178,7 @@ pub(crate) unsafe fn pack(g: &WindowsGemm, rows: Range<i64>, out: &mut [f32]) {
     let run = (kw * c) as usize;
     // Adjacent taps along the image's columns: a tap row is one contiguous run.
     let adjacent = g.tap[1] == 1 && g.div[1] == 1;
-    let (mut n, mut p, mut q) = (
-        rows.start / (p_n * q_n),
-        rows.start / q_n % p_n,
-        rows.start % q_n,
-    );
+    let (mut n, mut p, mut q) = window(g, rows.start);
     for dst in out
         .chunks_exact_mut(cols)
         .take((rows.end - rows.start) as usize)
@@ -119,38 +188,144 @@ pub(crate) unsafe fn pack(g: &WindowsGemm, rows: Range<i64>, out: &mut [f32]) {
         let (lo, hi) = ((-x0).clamp(0, kw) as usize, (w - x0).clamp(0, kw) as usize);
         for (ty, row) in dst.chunks_exact_mut(run).enumerate() {
             let Some(y) = axis(g, 0, p, ty as i64, h) else {
-                row.fill(0.0);
+                zero(row);
                 continue;
             };
             let line = (n * h + y) * w * c;
             if adjacent {
                 let c = c as usize;
                 if lo >= hi {
-                    row.fill(0.0);
+                    zero(row);
                     continue;
                 }
-                row[..lo * c].fill(0.0);
+                zero(&mut row[..lo * c]);
+                let at = line + (x0 + lo as i64) * c as i64;
                 // SAFETY: taps `lo..hi` read image columns `x0 + lo .. x0 + hi`, inside
                 // `0..w` on image row `y` of sample `n` (the caller's contract).
-                unsafe {
-                    copy_in(
-                        g,
-                        line + (x0 + lo as i64) * c as i64,
-                        &mut row[lo * c..hi * c],
-                    )
-                };
-                row[hi * c..].fill(0.0);
+                unsafe { copy_run(g.a.offset(at as isize), &mut row[lo * c..hi * c]) };
+                zero(&mut row[hi * c..]);
             } else {
                 for (tx, t) in row.chunks_exact_mut(c as usize).enumerate() {
                     match axis(g, 1, q, tx as i64, w) {
                         // SAFETY: image column `x` of row `y` of sample `n` (as above).
-                        Some(x) => unsafe { copy_in(g, line + x * c, t) },
-                        None => t.fill(0.0),
+                        Some(x) => unsafe { copy_run(g.a.offset((line + x * c) as isize), t) },
+                        None => zero(t),
                     }
                 }
             }
         }
         q += 1;
+        if q == q_n {
+            q = 0;
+            p += 1;
+            if p == p_n {
+                p = 0;
+                n += 1;
+            }
+        }
+    }
+}
+
+/// `⌈a / b⌉` for `b > 0` (no division for `b = 1`, a convolution of stride 1).
+#[inline]
+fn ceil_div(a: i64, b: i64) -> i64 {
+    if b == 1 {
+        return a;
+    }
+    a.div_euclid(b) + i64::from(a.rem_euclid(b) != 0)
+}
+
+/// Zero-fills `dst`: short runs (a border's taps, a row of windows) as a few fixed-size
+/// stores, inline, longer ones with `memset`.
+#[inline(always)]
+fn zero(dst: &mut [f32]) {
+    let len = dst.len();
+    if len >= 32 {
+        dst.fill(0.0);
+        return;
+    }
+    let mut rest = dst;
+    macro_rules! chunk {
+        ($n:literal) => {
+            if rest.len() >= $n {
+                let (head, tail) = rest.split_at_mut($n);
+                head.copy_from_slice(&[0.0; $n]);
+                rest = tail;
+            }
+        };
+    }
+    chunk!(16);
+    chunk!(8);
+    chunk!(4);
+    chunk!(2);
+    chunk!(1);
+    debug_assert!(rest.is_empty());
+}
+
+/// Packs windows `rows` (counted from window 0) × all columns into `out` tap-major
+/// (column-major `A`: column `col` at `out[col·ld ..]`, one float per window).
+///
+/// # Safety
+/// As for [`pack`]; `ld ≥ rows.len()`.
+pub(crate) unsafe fn pack_tap_major(g: &WindowsGemm, rows: Range<i64>, out: &mut [f32], ld: usize) {
+    let [h, w, c] = g.image;
+    let [p_n, q_n] = g.grid;
+    let [kh, kw] = g.taps;
+    let len = (rows.end - rows.start) as usize;
+    let (mut n, mut p, mut q) = window(g, rows.start);
+    let mut i = 0;
+    while i < len {
+        // Windows `q .. q + seg` of window row `(n, p)`, at `i ..` of the block.
+        let seg = ((q_n - q) as usize).min(len - i);
+        for ty in 0..kh {
+            let y = axis(g, 0, p, ty, h);
+            for tx in 0..kw {
+                // Image column of window `q`: `x0 + q·step` (over `div`).
+                let x0 = tx * g.tap[1] - g.pad[1];
+                let step = g.step[1];
+                for ch in 0..c {
+                    let col = ((ty * kw + tx) * c + ch) as usize;
+                    let dst = &mut out[col * ld + i..col * ld + i + seg];
+                    let Some(y) = y else {
+                        zero(dst);
+                        continue;
+                    };
+                    let line = (n * h + y) * w * c + ch;
+                    if g.div[1] != 1 {
+                        for (j, d) in dst.iter_mut().enumerate() {
+                            *d = match axis(g, 1, q + j as i64, tx, w) {
+                                // SAFETY: an in-image element (the caller's contract).
+                                Some(x) => unsafe { *g.a.offset((line + x * c) as isize) },
+                                None => 0.0,
+                            };
+                        }
+                        continue;
+                    }
+                    // In-image windows: `0 ≤ x0 + q·step < w`.
+                    let lo = (ceil_div(-x0, step) - q).clamp(0, seg as i64) as usize;
+                    let hi = (ceil_div(w - x0, step) - q).clamp(0, seg as i64) as usize;
+                    if lo >= hi {
+                        zero(dst);
+                        continue;
+                    }
+                    zero(&mut dst[..lo]);
+                    zero(&mut dst[hi..]);
+                    let at = line + (x0 + (q + lo as i64) * step) * c;
+                    let stride = step * c;
+                    if stride == 1 {
+                        // SAFETY: image columns `x0 + q + lo .. x0 + q + hi`, in `0..w`.
+                        unsafe { copy_run(g.a.offset(at as isize), &mut dst[lo..hi]) };
+                    } else {
+                        for (j, d) in dst[lo..hi].iter_mut().enumerate() {
+                            // SAFETY: as above, every `step`-th column.
+                            *d = unsafe { *g.a.offset((at + j as i64 * stride) as isize) };
+                        }
+                    }
+                }
+            }
+        }
+        i += seg;
+        q += seg as i64;
         if q == q_n {
             q = 0;
             p += 1;
@@ -171,21 +346,19 @@ pub(crate) unsafe fn pack(g: &WindowsGemm, rows: Range<i64>, out: &mut [f32]) {
 /// address).
 pub(crate) unsafe fn run(g: &WindowsGemm, pool: Option<&Pool>) {
     // SAFETY: forwarded from this function's contract.
-    unsafe { run_blocked(g, pool, BLOCK_FLOATS) }
+    unsafe { run_tuned(g, pool, TUNING) }
 }
 
-/// [`run`] with `block_floats` floats of packed `A` per block (the benchmark tries
-/// several).
+/// [`run`] with the knobs `t` (the benchmark tries several).
 ///
 /// # Safety
 /// As for [`run`].
-pub(crate) unsafe fn run_blocked(g: &WindowsGemm, pool: Option<&Pool>, block_floats: i64) {
+pub(crate) unsafe fn run_tuned(g: &WindowsGemm, pool: Option<&Pool>, t: Tuning) {
     let (m, n, k) = (g.m.max(0), g.n.max(0), g.k.max(0));
     if m == 0 || n == 0 {
         return;
     }
     let windows = if g.transposed == 0 { m } else { k };
-    let block = (block_floats / cols(g).max(1)).max(16);
     let two = pool.filter(|p| {
         p.lanes() > 1
             && windows >= 2 * SPLIT_MIN_WINDOWS
@@ -194,63 +367,78 @@ pub(crate) unsafe fn run_blocked(g: &WindowsGemm, pool: Option<&Pool>, block_flo
                 .saturating_mul(k as usize)
                 >= SPLIT_MIN_MACS
     });
-    let Some(pool) = two else {
-        // SAFETY: forwarded from this function's contract.
-        unsafe { part(g, 0..windows, g.c, g.alpha, g.beta, block) };
-        return;
-    };
     let mid = windows / 2;
+    let job = Job(g);
     if g.transposed == 0 {
-        let job = Job(g);
-        let half = |range: Range<i64>| {
-            let g = job.get();
-            // SAFETY: forwarded from this function's contract; the halves write disjoint
-            // rows of C.
-            unsafe { part(g, range, g.c, g.alpha, g.beta, block) }
+        let rows = |range: Range<i64>| {
+            // SAFETY: forwarded from this function's contract; parts write disjoint rows
+            // of C.
+            unsafe { product_rows(job.get(), range, t) }
         };
-        pool.join(&|| half(0..mid), &|| half(mid..windows));
+        match two {
+            Some(pool) => pool.join(&|| rows(0..mid), &|| rows(mid..windows)),
+            None => rows(0..windows),
+        }
         return;
     }
-    // Transposed: the second lane sums its half of the windows into a partial m×n
-    // product (contiguous, row-major), added to C once both are done.
+    // Transposed: partial sums over windows, m×n, one per lane.
     let (mu, nu) = (m as usize, n as usize);
-    with_scratch(&PARTIAL, mu * nu, |partial| {
-        let into_partial = WindowsGemm {
-            c: partial.as_mut_ptr(),
-            rsc: n,
-            csc: 1,
-            ..*g
-        };
-        let (lo, hi) = (Job(g), Job(&into_partial));
-        let first = || {
-            let g = lo.get();
-            // SAFETY: forwarded from this function's contract; C and the partial product
-            // are distinct, each written by one lane.
-            unsafe { part(g, 0..mid, g.c, g.alpha, g.beta, block) }
-        };
-        let second = || {
-            let g = hi.get();
-            // SAFETY: as above.
-            unsafe { part(g, mid..windows, g.c, 1.0, 0.0, block) }
-        };
-        pool.join(&first, &second);
+    // Element (i, j) of a partial product at `i·ri + j·rj`.
+    let (ri, rj) = if n <= t.partial_col_major_max_n {
+        (1, mu)
+    } else {
+        (nu, 1)
+    };
+    let lanes = if two.is_some() { 2 } else { 1 };
+    with_scratch(&PARTIAL, lanes * mu * nu, |partials| {
+        let (first, second) = partials.split_at_mut(mu * nu);
+        match two {
+            Some(pool) => {
+                let (lo, hi) = (Out(first.as_mut_ptr()), Out(second.as_mut_ptr()));
+                let sum = |range: Range<i64>, out: Out| {
+                    // SAFETY: forwarded from this function's contract; each lane writes
+                    // its own partial product.
+                    unsafe { reduce_windows(job.get(), range, (out.get(), ri, rj), t) }
+                };
+                pool.join(&|| sum(0..mid, lo), &|| sum(mid..windows, hi));
+            }
+            // SAFETY: forwarded from this function's contract.
+            None => unsafe { reduce_windows(g, 0..windows, (first.as_mut_ptr(), ri, rj), t) },
+        }
         for i in 0..mu {
             for j in 0..nu {
+                let mut v = first[i * ri + j * rj];
+                if lanes == 2 {
+                    v += second[i * ri + j * rj];
+                }
                 // SAFETY: element (i, j) of C (the caller's contract).
                 unsafe {
-                    *g.c.offset((i as i64 * g.rsc + j as i64 * g.csc) as isize) +=
-                        g.alpha * partial[i * nu + j];
-                }
+                    update(
+                        g.c.offset(i as isize * g.rsc as isize + j as isize * g.csc as isize),
+                        g.alpha * v,
+                        g.beta,
+                    )
+                };
             }
         }
     });
+}
+
+/// `*c = v + beta·*c`, not reading `*c` when `beta == 0` (it may be garbage).
+///
+/// # Safety
+/// `c` is valid for reads and writes.
+#[inline(always)]
+unsafe fn update(c: *mut f32, v: f32, beta: f32) {
+    // SAFETY: the caller's contract.
+    unsafe { *c = if beta == 0.0 { v } else { v + beta * *c } };
 }
 
 /// A descriptor shared by the two lanes of a split.
 #[derive(Clone, Copy)]
 struct Job<'a>(&'a WindowsGemm);
 // SAFETY: the lanes only read the descriptor and the matrices it points to, and write
-// disjoint elements of C (or each its own C).
+// disjoint elements of C (or each its own partial product).
 unsafe impl Sync for Job<'_> {}
 
 impl<'a> Job<'a> {
@@ -260,87 +448,152 @@ impl<'a> Job<'a> {
     }
 }
 
-/// The product over windows `range` (counted from `g.first`) on the calling thread, with
-/// `C` at `c` (`g.rsc`, `g.csc`) scaled by `alpha` and `beta`. Untransposed, `range` is
-/// rows of `A` and `C` (`c` points at row 0 of the whole product); transposed, it is
-/// the reduction, and the result is the part of the sum over those windows.
+/// A lane's partial product.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: each lane writes its own.
+unsafe impl Sync for Out {}
+unsafe impl Send for Out {}
+
+impl Out {
+    /// A method, so that closures capture the whole (`Sync`) wrapper.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Untransposed: rows `range` (windows counted from `g.first`) of `C = alpha·A·B +
+/// beta·C`, a block at a time, on the calling thread.
 ///
 /// # Safety
-/// As for [`run`], with `c` in place of `g.c`.
-unsafe fn part(g: &WindowsGemm, range: Range<i64>, c: *mut f32, alpha: f32, beta: f32, block: i64) {
-    let (m, n) = (g.m.max(0), g.n.max(0));
-    let cols = cols(g);
-    if g.transposed != 0 && range.is_empty() {
-        // An empty reduction: C = beta·C.
-        scale(c, m, n, g.rsc, g.csc, beta);
+/// As for [`run`].
+unsafe fn product_rows(g: &WindowsGemm, range: Range<i64>, t: Tuning) {
+    let (n, cols) = (g.n, cols(g));
+    if range.is_empty() {
         return;
     }
-    let len = (block.min(range.end - range.start) * cols) as usize;
-    with_scratch(&PACKED, len, |packed| {
-        let mut beta = beta;
-        let mut r = range.start;
-        while r < range.end {
-            let rows = block.min(range.end - r);
-            // SAFETY: forwarded from this function's contract.
-            unsafe { pack(g, g.first + r..g.first + r + rows, packed) };
-            let product = if g.transposed == 0 {
-                // A is windows × cols(g): these rows of A make these rows of C.
-                Sgemm {
+    // Whole register tiles of rows per block.
+    let tile = TILE_M as i64;
+    let block = (t.block_floats / cols / tile * tile).max(tile);
+    let block = block.min(range.end - range.start);
+    let tap_major = g.image[2] <= t.tap_major_max_c;
+    // The gemm crate turns a row-major C around (see the module doc).
+    let via_temp = (tap_major || t.window_major_temp) && g.csc.abs() < g.rsc.abs();
+    let out_len = if via_temp { (block * n) as usize } else { 0 };
+    with_scratch(&PACKED, (block * cols) as usize, |packed| {
+        with_scratch(&BLOCK_OUT, out_len, |temp| {
+            let mut r = range.start;
+            while r < range.end {
+                let rows = block.min(range.end - r);
+                let windows = g.first + r..g.first + r + rows;
+                let (rsa, csa) = if tap_major {
+                    // SAFETY: forwarded from this function's contract.
+                    unsafe { pack_tap_major(g, windows, packed, rows as usize) };
+                    (1, rows as isize)
+                } else {
+                    // SAFETY: forwarded from this function's contract.
+                    unsafe { pack(g, windows, packed) };
+                    (cols as isize, 1)
+                };
+                let c = g.c.wrapping_offset((r * g.rsc) as isize);
+                let product = Sgemm {
                     m: rows as usize,
                     n: n as usize,
                     k: cols as usize,
-                    alpha,
+                    alpha: g.alpha,
                     a: packed.as_ptr(),
-                    rsa: cols as isize,
-                    csa: 1,
+                    rsa,
+                    csa,
                     b: g.b,
                     rsb: g.rsb as isize,
                     csb: g.csb as isize,
-                    beta,
-                    c: c.wrapping_offset((r * g.rsc) as isize),
-                    rsc: g.rsc as isize,
-                    csc: g.csc as isize,
+                    beta: if via_temp { 0.0 } else { g.beta },
+                    c: if via_temp { temp.as_mut_ptr() } else { c },
+                    rsc: if via_temp { 1 } else { g.rsc as isize },
+                    csc: if via_temp {
+                        rows as isize
+                    } else {
+                        g.csc as isize
+                    },
+                };
+                // SAFETY: the packed block is rows × cols floats, the temporary rows × n;
+                // B and C are the caller's.
+                unsafe { product.run() };
+                if via_temp {
+                    for i in 0..rows {
+                        for j in 0..n {
+                            let v = temp[(j * rows + i) as usize];
+                            // SAFETY: element (r + i, j) of C (the caller's contract).
+                            unsafe {
+                                update(c.offset((i * g.rsc + j * g.csc) as isize), v, g.beta)
+                            };
+                        }
+                    }
                 }
-            } else {
-                // A is cols(g) × windows: these columns of A meet these rows of B.
-                Sgemm {
-                    m: m as usize,
-                    n: n as usize,
-                    k: rows as usize,
-                    alpha,
-                    a: packed.as_ptr(),
-                    rsa: 1,
-                    csa: cols as isize,
-                    b: g.b.wrapping_offset((r * g.rsb) as isize),
-                    rsb: g.rsb as isize,
-                    csb: g.csb as isize,
-                    beta,
-                    c,
-                    rsc: g.rsc as isize,
-                    csc: g.csc as isize,
-                }
-            };
-            // SAFETY: the packed block is rows × cols floats; B and C are the caller's.
-            unsafe { product.run() };
-            if g.transposed != 0 {
-                beta = 1.0;
+                r += rows;
             }
-            r += rows;
-        }
+        })
     });
 }
 
-/// `C = beta·C` (a product with nothing to sum), writing zeros when `beta == 0`.
-fn scale(c: *mut f32, m: i64, n: i64, rsc: i64, csc: i64, beta: f32) {
-    for i in 0..m {
-        for j in 0..n {
-            // SAFETY: C is m×n at its strides (the caller's contract).
-            unsafe {
-                let p = c.offset((i * rsc + j * csc) as isize);
-                *p = if beta == 0.0 { 0.0 } else { beta * *p };
-            }
-        }
+/// Transposed: `out` (an m×n matrix, contiguous, at the given row and column strides) =
+/// the sum of `A·B` over windows `range` (counted from `g.first`), on the calling thread.
+///
+/// # Safety
+/// As for [`run`]; `out` holds m·n floats.
+unsafe fn reduce_windows(
+    g: &WindowsGemm,
+    range: Range<i64>,
+    (out, rso, cso): (*mut f32, usize, usize),
+    t: Tuning,
+) {
+    let (m, n, cols) = (g.m, g.n, cols(g));
+    if range.is_empty() {
+        // SAFETY: `out` holds m·n floats.
+        unsafe { std::slice::from_raw_parts_mut(out, (m * n) as usize).fill(0.0) };
+        return;
     }
+    let block = (t.block_floats / cols).max(MIN_REDUCTION_BLOCK);
+    let block = block.min(range.end - range.start);
+    let tap_major = g.image[2] <= t.tap_major_max_c;
+    with_scratch(&PACKED, (block * cols) as usize, |packed| {
+        let mut beta = 0.0;
+        let mut r = range.start;
+        while r < range.end {
+            let rows = block.min(range.end - r);
+            let windows = g.first + r..g.first + r + rows;
+            // A is cols(g) × windows: these columns of A meet these rows of B.
+            let (rsa, csa) = if tap_major {
+                // SAFETY: forwarded from this function's contract.
+                unsafe { pack_tap_major(g, windows, packed, rows as usize) };
+                (rows as isize, 1)
+            } else {
+                // SAFETY: forwarded from this function's contract.
+                unsafe { pack(g, windows, packed) };
+                (1, cols as isize)
+            };
+            let product = Sgemm {
+                m: m as usize,
+                n: n as usize,
+                k: rows as usize,
+                alpha: 1.0,
+                a: packed.as_ptr(),
+                rsa,
+                csa,
+                b: g.b.wrapping_offset((r * g.rsb) as isize),
+                rsb: g.rsb as isize,
+                csb: g.csb as isize,
+                beta,
+                c: out,
+                rsc: rso as isize,
+                csc: cso as isize,
+            };
+            // SAFETY: the packed block is rows × cols floats; B is the caller's.
+            unsafe { product.run() };
+            beta = 1.0;
+            r += rows;
+        }
+    });
 }
 
 #[cfg(test)]
@@ -483,6 +736,18 @@ mod tests {
                     assert_eq!(got, want, "{w:?} window {r} column {col}");
                 }
             }
+            // Tap-major, with a leading dimension past the block.
+            let ld = (rows - from + 3) as usize;
+            let mut out = vec![f32::NAN; ld * cols as usize];
+            // SAFETY: as above.
+            unsafe { pack_tap_major(&g, from..rows, &mut out, ld) };
+            for r in from..rows {
+                for col in 0..cols {
+                    let want = w.source(r, col).map_or(0.0, |s| image[s as usize]);
+                    let got = out[col as usize * ld + (r - from) as usize];
+                    assert_eq!(got, want, "tap-major {w:?} window {r} column {col}");
+                }
+            }
         }
     }
 
@@ -549,7 +814,33 @@ mod tests {
                 for (alpha, beta) in [(1.0, 0.0), (0.5, 2.0), (-1.0, 1.0)] {
                     let mut want = c0.clone();
                     naive(&w, first, (m, n, k), &image, &b, &mut want, alpha, beta);
-                    for (lanes, block) in [(None, BLOCK_FLOATS), (None, 1), (Some(&pool), 1)] {
+                    // Small blocks (a tile of windows) end mid-sample; tap-major packing
+                    // for every width and C written directly are tried too.
+                    let small = Tuning {
+                        block_floats: 1,
+                        ..TUNING
+                    };
+                    let tunings = [
+                        (None, TUNING),
+                        (None, small),
+                        (Some(&pool), small),
+                        (
+                            None,
+                            Tuning {
+                                tap_major_max_c: i64::MAX,
+                                ..small
+                            },
+                        ),
+                        (
+                            Some(&pool),
+                            Tuning {
+                                window_major_temp: true,
+                                partial_col_major_max_n: 0,
+                                ..TUNING
+                            },
+                        ),
+                    ];
+                    for (lanes, tuning) in tunings {
                         let mut got = c0.clone();
                         if beta == 0.0 {
                             got.fill(f32::NAN); // C is only written
@@ -567,8 +858,8 @@ mod tests {
                             beta,
                         );
                         // SAFETY: the buffers hold the matrices the descriptor names.
-                        unsafe { run_blocked(&g, lanes, block) };
-                        let what = format!("{w:?} alpha {alpha} beta {beta} block {block}");
+                        unsafe { run_tuned(&g, lanes, tuning) };
+                        let what = format!("{w:?} alpha {alpha} beta {beta} {tuning:?}");
                         assert_close(&want, &got, &what);
                     }
                 }
@@ -606,11 +897,15 @@ mod tests {
             let b = values((k * n) as usize, 6);
             let c0 = values((m * n) as usize, 7);
             let mut results = Vec::new();
-            for lanes in [None, Some(&pool)] {
+            let small = Tuning {
+                block_floats: 1,
+                ..TUNING
+            };
+            for (lanes, tuning) in [(None, TUNING), (Some(&pool), TUNING), (Some(&pool), small)] {
                 let mut c = c0.clone();
                 let g = descriptor(&w, 0, m, n, k, &image, (&b, n, 1), (&mut c, 1, m), 0.5, 1.0);
                 // SAFETY: as above.
-                unsafe { run(&g, lanes) };
+                unsafe { run_tuned(&g, lanes, tuning) };
                 results.push(c);
             }
             let mut want = c0.clone();
@@ -621,8 +916,9 @@ mod tests {
             for (e, v) in rowmajor.iter().enumerate() {
                 want[(e as i64 % n * m + e as i64 / n) as usize] = *v;
             }
-            assert_close(&want, &results[0], "one lane");
-            assert_close(&want, &results[1], "two lanes");
+            for (got, what) in results.iter().zip(["one lane", "two lanes", "two, small"]) {
+                assert_close(&want, got, what);
+            }
         }
     }
 }
