@@ -291,7 +291,9 @@ pub(crate) unsafe fn pack_tap_major(g: &WindowsGemm, rows: Range<i64>, out: &mut
                         continue;
                     };
                     let line = (n * h + y) * w * c + ch;
-                    if g.div[1] != 1 {
+                    if g.div[1] != 1 || step < 1 {
+                        // The general case, element by element (a strided input gradient;
+                        // a step of 0 or less, which no convolution makes, but valid).
                         for (j, d) in dst.iter_mut().enumerate() {
                             *d = match axis(g, 1, q + j as i64, tx, w) {
                                 // SAFETY: an in-image element (the caller's contract).
@@ -624,8 +626,8 @@ mod tests {
         }
     }
 
-    /// Geometries covering every path of `pack`: interior runs, both borders, dilation,
-    /// strides, negative taps (input gradients) with `div` > 1.
+    /// Geometries covering every path of both packings: interior runs, both borders,
+    /// dilation, strides, negative taps (input gradients) with `div` > 1, one channel.
     fn geometries() -> Vec<Windows> {
         vec![
             // conv 5×5 pad 2 on 12×12×1.
@@ -656,6 +658,11 @@ mod tests {
             view([4, 4, 3], [8, 8], [5, 5], [1, 1], [-1, -1], [0, 0], [1, 1]),
             // a window wider than the image.
             view([3, 2, 2], [3, 2], [3, 5], [1, 1], [1, 1], [1, 2], [1, 1]),
+            // one channel (packed tap-major): strides 2 and 3, an input gradient.
+            view([5, 9, 1], [3, 3], [2, 3], [2, 3], [1, 1], [1, 2], [1, 1]),
+            view([4, 5, 1], [7, 9], [3, 3], [1, 1], [-1, -1], [-1, -1], [2, 2]),
+            // a step of 0 (every window the same).
+            view([3, 4, 2], [2, 3], [2, 2], [0, 0], [1, 1], [0, 1], [1, 1]),
         ]
     }
 
