@@ -2,35 +2,38 @@
 //! operand is the windows view of an image (a convolution's `im2col` matrix, or its
 //! transpose; see `nnc_kernels::ir::Windows`), never materialised whole.
 //!
-//! `A` is packed a block of windows at a time into a scratch buffer that stays in cache,
-//! and each block is multiplied with [`Sgemm::run`] (the `gemm` crate). Untransposed (a
-//! convolution's forward pass or its input gradient), a block is some windows × all taps
-//! and makes those rows of `C`; transposed (a weight gradient: `A` is `taps × windows`
-//! and the windows are the reduction), the blocks' products are summed.
+//! `A` is packed a block of windows at a time into a thread-local scratch buffer (reused
+//! from call to call, sized to stay in cache), and each block is multiplied with
+//! [`Sgemm::run`] (the `gemm` crate). Untransposed (a convolution's forward pass or its
+//! input gradient), a block is some windows × all taps and makes those rows of `C`;
+//! transposed (a weight gradient: `A` is `taps × windows`, the windows are the
+//! reduction), the blocks' products are summed into a partial product, added to `C` with
+//! `alpha` and `beta` at the end.
 //!
-//! The `gemm` crate's register tile is 16–64 rows × 6 columns, and it turns a row-major
-//! `C` around (computes `Cᵀ = Bᵀ·Aᵀ`) so that its rows run down the tile. A
-//! convolution's `C` is row-major with few columns (the filters, 6 or 16 in LeNet): turned
-//! around, 6 filters fill 6 of the tile's 16 rows. So each block's product goes to a
-//! column-major temporary (windows, or taps when transposed, down the tile's rows) and is
-//! copied into `C` with `beta` applied: 2–3× faster on LeNet's products with 6 filters.
+//! Two packings ([`Tuning`]):
+//! - window-major (row-major `A`: one window's `kh·kw·c` taps after another), for images
+//!   of several channels: per window and tap row, the run of in-image taps is copied in
+//!   one go when the taps are adjacent (`tap = 1`, `div = 1` along the columns: `kw·c`
+//!   contiguous floats, fewer at a border), else one tap's `c` channels at a time;
+//! - tap-major (column-major `A`: one tap's value for each window of the block after
+//!   another), for images of one channel, where a window-major tap row is a run of only
+//!   `kw` floats (copies of 5 floats cost more than the product): a tap's values for a row
+//!   of windows are one contiguous run of the image when the step is 1 (else gathered).
 //!
-//! Packing. Window-major (one window's `kh·kw·c` taps after another), each tap row's run
-//! of in-image taps is copied in one go when the taps are adjacent (`tap = 1`, `div = 1`
-//! along the columns: `kw·c` contiguous floats, fewer at a border), else one tap's `c`
-//! channels at a time; out-of-image elements are zero-filled. Tap-major (column-major `A`:
-//! one tap's value for each window of the block after another), used untransposed for
-//! images of one channel, a tap's values for a row of windows are one contiguous run of
-//! the image when the step is 1 (else gathered), and the `gemm` crate reads the block as
-//! it is, without packing it again. The scratch buffers are thread-local, reused from
-//! call to call.
+//! Out-of-image elements are zero-filled; short copies and fills are inline. The `gemm`
+//! crate turns a row-major `C` around (computes `Cᵀ = Bᵀ·Aᵀ`) so that `C`'s rows run down
+//! its register tile (16–64 rows × 6 columns): a window-major block then serves as it is
+//! (its windows are the tile's columns, their taps contiguous), the filters run down the
+//! tile. A tap-major block goes the other way, windows down the tile: its product goes to
+//! a column-major temporary, copied into `C` with `beta`. A transposed product's partial
+//! sum is row-major (filters down the tile) for either packing.
 //!
 //! Called from a kernel without a parallel loop (the executor's `SERIAL_POOL` is set) a
 //! product big enough to pay for a hand-off ([`SPLIT_MIN_MACS`]) runs on both lanes:
 //! untransposed, each lane takes half of the windows (rows of `C`); transposed, each lane
 //! sums half of the windows into a partial product of its own, and the two are added into
-//! `C` with `alpha` and `beta`. Inside a parallel loop each lane already has a core, and
-//! the product runs on the calling thread.
+//! `C`. Inside a parallel loop each lane already has a core, and the product runs on the
+//! calling thread.
 //!
 //! Measured with `runtime/examples/conv_bench.rs` (LeNet's convolutions at batch 128, 2
 //! AVX-512 cores, the `gemm` crate's AVX-512 kernels; median of 30 calls):
@@ -70,7 +73,7 @@ pub(crate) const TUNING: Tuning = Tuning {
     block_floats: 16 * 1024,
     tap_major_max_c: 1,
     window_major_temp: false,
-    partial_col_major_max_n: 15,
+    partial_col_major_max_n: 0,
 };
 
 /// Each lane's part of a split keeps at least this many windows.
@@ -660,7 +663,15 @@ mod tests {
             view([3, 2, 2], [3, 2], [3, 5], [1, 1], [1, 1], [1, 2], [1, 1]),
             // one channel (packed tap-major): strides 2 and 3, an input gradient.
             view([5, 9, 1], [3, 3], [2, 3], [2, 3], [1, 1], [1, 2], [1, 1]),
-            view([4, 5, 1], [7, 9], [3, 3], [1, 1], [-1, -1], [-1, -1], [2, 2]),
+            view(
+                [4, 5, 1],
+                [7, 9],
+                [3, 3],
+                [1, 1],
+                [-1, -1],
+                [-1, -1],
+                [2, 2],
+            ),
             // a step of 0 (every window the same).
             view([3, 4, 2], [2, 3], [2, 2], [0, 0], [1, 1], [0, 1], [1, 1]),
         ]
@@ -822,7 +833,8 @@ mod tests {
                     let mut want = c0.clone();
                     naive(&w, first, (m, n, k), &image, &b, &mut want, alpha, beta);
                     // Small blocks (a tile of windows) end mid-sample; tap-major packing
-                    // for every width and C written directly are tried too.
+                    // for every width, window-major blocks through the temporary and
+                    // column-major partial products are tried too.
                     let small = Tuning {
                         block_floats: 1,
                         ..TUNING
@@ -842,7 +854,7 @@ mod tests {
                             Some(&pool),
                             Tuning {
                                 window_major_temp: true,
-                                partial_col_major_max_n: 0,
+                                partial_col_major_max_n: i64::MAX,
                                 ..TUNING
                             },
                         ),
