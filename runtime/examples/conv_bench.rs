@@ -9,15 +9,18 @@
 //! product runs): `implicit`, `cpu/windows.rs` as the runtime calls it; `explicit`, the
 //! whole `im2col` matrix packed into a preallocated buffer and multiplied with one
 //! `sgemm` (`cpu/gemm.rs`; cut in halves by its `split` on two lanes, the packing cut in
-//! halves too). Then the implicit path on one lane with other knobs than `TUNING`'s:
-//! block sizes, packing layouts, writing `C` directly. Every variant's result is checked against the naive sum first.
+//! halves too); `sgemm only`, the explicit variant's product alone (the speed of a plain
+//! GEMM of the same shape). Then the implicit path on one lane with other knobs than
+//! `TUNING`'s: block sizes, packing layouts, the partial products' layout. Every
+//! variant's result is checked against the naive sum first.
 //!
 //! Prints, per case, the median time of one call and its GFLOP/s (`2·m·n·k`, the padding's
 //! zeros included). Rounds during which other processes took more than 10% of the CPUs are
 //! run again (as `gemm_bench` does). Run with
 //!
 //! ```text
-//! cargo run --release -p nnc-runtime --example conv_bench [-- --quick] [--only <case>] [--variant <label>] [--no-check]
+//! cargo run --release -p nnc-runtime --example conv_bench [-- --quick] [--no-check]
+//!     [--only <case name part>] [--variant <variant label part>]
 //! ```
 
 // The runtime's `cpu/gemm.rs` and `cpu/windows.rs`, compiled into the benchmark (with
@@ -120,13 +123,18 @@ impl Case {
     fn new(shape: Shape, rng: &mut Rng) -> Case {
         let (m, n, k) = shape.mnk();
         let image_len = shape.samples * shape.image.iter().product::<i64>();
-        Case {
+        let mut case = Case {
             shape,
             image: (0..image_len).map(|_| rng.next()).collect(),
             b: (0..k * n).map(|_| rng.next()).collect(),
             c: vec![0.0; (m * n) as usize],
             im2col: vec![0.0; (shape.windows() * shape.cols()) as usize],
-        }
+        };
+        // The `im2col` matrix for `SgemmOnly` (the explicit variants rewrite the same).
+        let g = case.desc(1.0, 0.0);
+        // SAFETY: the buffer holds all windows × taps.
+        unsafe { windows::pack(&g, 0..shape.windows(), &mut case.im2col) };
+        case
     }
 
     /// The descriptor of `C = alpha·A·B + beta·C` on this case's buffers.
@@ -177,6 +185,8 @@ enum Variant {
     Implicit2,
     Explicit1,
     Explicit2,
+    /// The explicit path's `sgemm` alone, on one lane (`im2col` packed beforehand).
+    SgemmOnly,
     /// The implicit path on one lane with other knobs.
     Tuned(&'static str, Tuning),
 }
@@ -185,11 +195,12 @@ const fn tuned(label: &'static str, t: Tuning) -> Variant {
     Variant::Tuned(label, t)
 }
 
-const VARIANTS: [Variant; 13] = [
+const VARIANTS: [Variant; 14] = [
     Variant::Implicit1,
     Variant::Implicit2,
     Variant::Explicit1,
     Variant::Explicit2,
+    Variant::SgemmOnly,
     tuned(
         "block 4K",
         Tuning {
@@ -263,6 +274,7 @@ impl Variant {
             Variant::Implicit2 => "implicit 2t".into(),
             Variant::Explicit1 => "explicit 1t".into(),
             Variant::Explicit2 => "explicit 2t".into(),
+            Variant::SgemmOnly => "sgemm only 1t".into(),
             Variant::Tuned(label, _) => format!("{label} 1t"),
         }
     }
@@ -275,8 +287,9 @@ impl Variant {
             match self {
                 Variant::Implicit1 => windows::run(black_box(&g), None),
                 Variant::Implicit2 => windows::run(black_box(&g), Some(pool)),
-                Variant::Explicit1 => explicit(&g, &mut case.im2col, None),
-                Variant::Explicit2 => explicit(&g, &mut case.im2col, Some(pool)),
+                Variant::Explicit1 => explicit(&g, &mut case.im2col, None, false),
+                Variant::Explicit2 => explicit(&g, &mut case.im2col, Some(pool), false),
+                Variant::SgemmOnly => explicit(&g, &mut case.im2col, None, true),
                 Variant::Tuned(_, t) => windows::run_tuned(black_box(&g), None, t),
             }
         }
@@ -302,7 +315,7 @@ impl SendPtr {
 ///
 /// # Safety
 /// As for `windows::run`; `im2col` holds all windows × taps.
-unsafe fn explicit(g: &WindowsGemm, im2col: &mut [f32], pool: Option<&Pool>) {
+unsafe fn explicit(g: &WindowsGemm, im2col: &mut [f32], pool: Option<&Pool>, packed: bool) {
     let cols = g.taps[0] * g.taps[1] * g.image[2];
     let windows = if g.transposed == 0 { g.m } else { g.k };
     let out = SendPtr(im2col.as_mut_ptr());
@@ -317,6 +330,7 @@ unsafe fn explicit(g: &WindowsGemm, im2col: &mut [f32], pool: Option<&Pool>) {
         unsafe { windows::pack(desc.get(), rows, dst) };
     };
     match pool {
+        _ if packed => {}
         Some(pool) => pool.join(&|| pack(0..windows / 2), &|| pack(windows / 2..windows)),
         None => pack(0..windows),
     }

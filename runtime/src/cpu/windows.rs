@@ -2,42 +2,67 @@
 //! operand is the windows view of an image (a convolution's `im2col` matrix, or its
 //! transpose; see `nnc_kernels::ir::Windows`), never materialised whole.
 //!
-//! `A` is packed a block of windows at a time into a scratch buffer that stays in cache,
-//! and each block is multiplied with [`Sgemm::run`] (the `gemm` crate). Untransposed (a
-//! convolution's forward pass or its input gradient), a block is some windows × all taps
-//! and makes those rows of `C`; transposed (a weight gradient: `A` is `taps × windows`
-//! and the windows are the reduction), the blocks' products are summed.
+//! `A` is packed a block of windows at a time into a thread-local scratch buffer (reused
+//! from call to call, sized to stay in cache), and each block is multiplied with
+//! [`Sgemm::run`] (the `gemm` crate). Untransposed (a convolution's forward pass or its
+//! input gradient), a block is some windows × all taps and makes those rows of `C`;
+//! transposed (a weight gradient: `A` is `taps × windows`, the windows are the
+//! reduction), the blocks' products are summed into a partial product, added to `C` with
+//! `alpha` and `beta` at the end.
 //!
-//! The `gemm` crate's register tile is 16–64 rows × 6 columns, and it turns a row-major
-//! `C` around (computes `Cᵀ = Bᵀ·Aᵀ`) so that its rows run down the tile. A
-//! convolution's `C` is row-major with few columns (the filters, 6 or 16 in LeNet): turned
-//! around, 6 filters fill 6 of the tile's 16 rows. So each block's product goes to a
-//! column-major temporary (windows, or taps when transposed, down the tile's rows) and is
-//! copied into `C` with `beta` applied: 2–3× faster on LeNet's products with 6 filters.
+//! Two packings ([`Tuning`]):
+//! - window-major (row-major `A`: one window's `kh·kw·c` taps after another), for images
+//!   of several channels: per window and tap row, the run of in-image taps is copied in
+//!   one go when the taps are adjacent (`tap = 1`, `div = 1` along the columns: `kw·c`
+//!   contiguous floats, fewer at a border), else one tap's `c` channels at a time;
+//! - tap-major (column-major `A`: one tap's value for each window of the block after
+//!   another), for images of one channel, where a window-major tap row is a run of only
+//!   `kw` floats (copies of 5 floats cost more than the product): a tap's values for a row
+//!   of windows are one contiguous run of the image when the step is 1 (else gathered).
 //!
-//! Packing. Window-major (one window's `kh·kw·c` taps after another), each tap row's run
-//! of in-image taps is copied in one go when the taps are adjacent (`tap = 1`, `div = 1`
-//! along the columns: `kw·c` contiguous floats, fewer at a border), else one tap's `c`
-//! channels at a time; out-of-image elements are zero-filled. Tap-major (column-major `A`:
-//! one tap's value for each window of the block after another), used untransposed for
-//! images of one channel, a tap's values for a row of windows are one contiguous run of
-//! the image when the step is 1 (else gathered), and the `gemm` crate reads the block as
-//! it is, without packing it again. The scratch buffers are thread-local, reused from
-//! call to call.
+//! Out-of-image elements are zero-filled; short copies and fills are inline. The `gemm`
+//! crate turns a row-major `C` around (computes `Cᵀ = Bᵀ·Aᵀ`) so that `C`'s rows run down
+//! its register tile (16–64 rows × 6 columns): a window-major block then serves as it is
+//! (its windows are the tile's columns, their taps contiguous), the filters run down the
+//! tile. A tap-major block goes the other way, windows down the tile: its product goes to
+//! a column-major temporary, copied into `C` with `beta`. A transposed product's partial
+//! sum is row-major (filters down the tile) for either packing.
 //!
 //! Called from a kernel without a parallel loop (the executor's `SERIAL_POOL` is set) a
 //! product big enough to pay for a hand-off ([`SPLIT_MIN_MACS`]) runs on both lanes:
 //! untransposed, each lane takes half of the windows (rows of `C`); transposed, each lane
 //! sums half of the windows into a partial product of its own, and the two are added into
-//! `C` with `alpha` and `beta`. Inside a parallel loop each lane already has a core, and
-//! the product runs on the calling thread.
+//! `C`. Inside a parallel loop each lane already has a core, and the product runs on the
+//! calling thread.
 //!
-//! Measured with `runtime/examples/conv_bench.rs` (LeNet's convolutions at batch 128, 2
-//! AVX-512 cores, the `gemm` crate's AVX-512 kernels; median of 30 calls):
+//! Measured with `runtime/examples/conv_bench.rs` on LeNet's convolutions at batch 128
+//! (2 AVX-512 cores, the `gemm` crate's AVX-512 kernels, a quiet machine; median of 50
+//! calls; GFLOP/s count `2·m·n·k`, the padding's zeros included). `explicit` packs the
+//! whole `im2col` matrix and runs one `sgemm` (both halved on two lanes); `sgemm only` is
+//! that product alone, on a matrix packed beforehand (a plain GEMM of the same shape):
 //!
 //! ```text
-//! MEASUREMENTS
+//! µs (GFLOP/s)     m×n×k          implicit 1t   implicit 2t   explicit 1t   explicit 2t  sgemm only
+//! conv1 fwd        100352×6×25    1604 (18.8)   1313 (22.9)   5133 ( 5.9)   4299 ( 7.0)  1171 (25.7)
+//! conv2 fwd        12800×16×150   1163 (52.8)    621 (98.9)   1119 (54.9)    829 (74.1)   627 (97.9)
+//! conv1 wgrad      25×6×100352    2223 (13.5)   1117 (26.9)   4990 ( 6.0)   3129 ( 9.6)  1230 (24.5)
+//! conv2 wgrad      150×16×12800   1069 (57.5)    770 (79.7)   1144 (53.7)    795 (77.3)   635 (96.7)
+//! conv2 dgrad      25088×6×400    5101 (23.6)   3383 (35.6)   9563 (12.6)   4958 (24.3)  6877 (17.5)
+//! 32×32×3 5×5 f16  131072×16×75   7928 (39.7)   6208 (50.7)   8471 (37.1)   5272 (59.7)  3492 (90.1)
 //! ```
+//!
+//! Two-lane times vary by ±30% from run to run on this shared machine (the last row's
+//! `implicit 2t` ran 4.2–4.8 ms in three reruns, `explicit 2t` 5.2–6.7 ms). The knobs, one
+//! lane: tap-major packing is 3–4× faster than window-major on one channel (conv1 fwd
+//! 1.6 ms against 6.6, conv1 wgrad 2.2 against 4.9) and 1.3–3× slower on 3 or more (conv2
+//! fwd 3.4 ms against 1.16); window-major blocks through the column-major temporary are
+//! 1.1–1.8× slower than written directly; a row-major partial product is as fast as a
+//! column-major one at 6 filters and 1.25× faster at 16; no block size of 8K–64K floats
+//! beats 16K's throughout (each is 0–30% off on some case), 4K ones are 1.4× slower on
+//! conv1 fwd. What remains
+//! between the implicit path and a plain GEMM is the packing itself (about as long as the
+//! product on conv2 fwd); conv2's input gradient multiplies half zeros (the transposed
+//! convolution's padding), so its 23.6 GFLOP/s are 12 of useful work.
 
 use std::cell::Cell;
 use std::ops::Range;
@@ -70,7 +95,7 @@ pub(crate) const TUNING: Tuning = Tuning {
     block_floats: 16 * 1024,
     tap_major_max_c: 1,
     window_major_temp: false,
-    partial_col_major_max_n: 15,
+    partial_col_major_max_n: 0,
 };
 
 /// Each lane's part of a split keeps at least this many windows.
@@ -291,7 +316,9 @@ pub(crate) unsafe fn pack_tap_major(g: &WindowsGemm, rows: Range<i64>, out: &mut
                         continue;
                     };
                     let line = (n * h + y) * w * c + ch;
-                    if g.div[1] != 1 {
+                    if g.div[1] != 1 || step < 1 {
+                        // The general case, element by element (a strided input gradient;
+                        // a step of 0 or less, which no convolution makes, but valid).
                         for (j, d) in dst.iter_mut().enumerate() {
                             *d = match axis(g, 1, q + j as i64, tx, w) {
                                 // SAFETY: an in-image element (the caller's contract).
@@ -624,8 +651,8 @@ mod tests {
         }
     }
 
-    /// Geometries covering every path of `pack`: interior runs, both borders, dilation,
-    /// strides, negative taps (input gradients) with `div` > 1.
+    /// Geometries covering every path of both packings: interior runs, both borders,
+    /// dilation, strides, negative taps (input gradients) with `div` > 1, one channel.
     fn geometries() -> Vec<Windows> {
         vec![
             // conv 5×5 pad 2 on 12×12×1.
@@ -656,6 +683,19 @@ mod tests {
             view([4, 4, 3], [8, 8], [5, 5], [1, 1], [-1, -1], [0, 0], [1, 1]),
             // a window wider than the image.
             view([3, 2, 2], [3, 2], [3, 5], [1, 1], [1, 1], [1, 2], [1, 1]),
+            // one channel (packed tap-major): strides 2 and 3, an input gradient.
+            view([5, 9, 1], [3, 3], [2, 3], [2, 3], [1, 1], [1, 2], [1, 1]),
+            view(
+                [4, 5, 1],
+                [7, 9],
+                [3, 3],
+                [1, 1],
+                [-1, -1],
+                [-1, -1],
+                [2, 2],
+            ),
+            // a step of 0 (every window the same).
+            view([3, 4, 2], [2, 3], [2, 2], [0, 0], [1, 1], [0, 1], [1, 1]),
         ]
     }
 
@@ -815,7 +855,8 @@ mod tests {
                     let mut want = c0.clone();
                     naive(&w, first, (m, n, k), &image, &b, &mut want, alpha, beta);
                     // Small blocks (a tile of windows) end mid-sample; tap-major packing
-                    // for every width and C written directly are tried too.
+                    // for every width, window-major blocks through the temporary and
+                    // column-major partial products are tried too.
                     let small = Tuning {
                         block_floats: 1,
                         ..TUNING
@@ -835,7 +876,7 @@ mod tests {
                             Some(&pool),
                             Tuning {
                                 window_major_temp: true,
-                                partial_col_major_max_n: 0,
+                                partial_col_major_max_n: i64::MAX,
                                 ..TUNING
                             },
                         ),
