@@ -77,6 +77,9 @@ pub enum Op {
     /// The gradient of a pooling's input: operands `[x, max_pool(x), dy]` for the
     /// maximum, `[dy]` for the mean → `[B, h, w, c]`.
     PoolGrad(PoolKind, Conv),
+    /// Operands `[x, max_pool(x)]` → `[B, oh, ow, c]`: how many taps of each window hold
+    /// its maximum.
+    PoolTies(Conv),
 }
 
 /// What an evaluation needs besides the operands.
@@ -122,6 +125,7 @@ impl Op {
             Op::ConvFilter(c) => conv::filter_shape(c, args[0], args[1]),
             Op::Pool(_, c) => pool::pool_shape(c, args[0]),
             Op::PoolGrad(k, c) => pool::grad_shape(*k, c, args),
+            Op::PoolTies(c) => pool::grad_shape(PoolKind::Max, c, args),
         }
     }
 
@@ -141,7 +145,12 @@ impl Op {
             | Op::Pool(..)
             | Op::PoolGrad(PoolKind::Avg, _) => 1,
             Op::PoolGrad(PoolKind::Max, _) => 3,
-            Op::Binary(_) | Op::MatMul | Op::Conv(_) | Op::ConvData(_) | Op::ConvFilter(_) => 2,
+            Op::Binary(_)
+            | Op::MatMul
+            | Op::Conv(_)
+            | Op::ConvData(_)
+            | Op::ConvFilter(_)
+            | Op::PoolTies(_) => 2,
             Op::Select => 3,
             Op::Concat { .. } => return None,
         })
@@ -181,6 +190,7 @@ impl Op {
             Op::ConvFilter(c) => Ok(conv::eval_filter(c, args[0], args[1], ctx.out_shape)),
             Op::Pool(k, c) => Ok(pool::eval_pool(*k, c, args[0], ctx.out_shape)),
             Op::PoolGrad(k, c) => Ok(pool::eval_grad(*k, c, args, ctx.out_shape)),
+            Op::PoolTies(c) => Ok(pool::eval_ties(c, args[0], args[1], ctx.out_shape)),
         }
     }
 
@@ -214,6 +224,7 @@ impl Op {
             Op::ConvData(c) => conv::grad_data(g, c, args[0], args[1], dy),
             Op::ConvFilter(c) => conv::grad_filter(g, c, args[0], args[1], dy),
             Op::Pool(k, c) => pool::grad_pool(g, *k, c, node, args[0], dy),
+            Op::PoolTies(_) => Ok(vec![None, None]),
             Op::PoolGrad(k, c) => {
                 let mut grads = vec![None; args.len()];
                 let last = args.len() - 1;
@@ -248,6 +259,7 @@ impl Op {
             Op::ConvFilter(_) => "conv_filter".into(),
             Op::Pool(k, _) => format!("{}_pool", k.name()),
             Op::PoolGrad(k, _) => format!("{}_pool_grad", k.name()),
+            Op::PoolTies(_) => "max_pool_ties".into(),
         }
     }
 
@@ -275,7 +287,7 @@ impl Op {
             ],
             Op::Im2col(w) | Op::Col2im(w) => w.attrs(),
             Op::Conv(c) | Op::ConvData(c) | Op::ConvFilter(c) => c.attrs(),
-            Op::Pool(_, c) | Op::PoolGrad(_, c) => c.attrs(),
+            Op::Pool(_, c) | Op::PoolGrad(_, c) | Op::PoolTies(c) => c.attrs(),
             Op::BatchSize | Op::Unary(_) | Op::Binary(_) | Op::Select | Op::MatMul => Vec::new(),
         }
     }
@@ -321,6 +333,7 @@ impl Op {
             "conv" => Op::Conv(Conv::from_attrs(attrs)?),
             "conv_data" => Op::ConvData(Conv::from_attrs(attrs)?),
             "conv_filter" => Op::ConvFilter(Conv::from_attrs(attrs)?),
+            "max_pool_ties" => Op::PoolTies(Conv::from_attrs(attrs)?),
             other => {
                 if let Some(u) = UnaryOp::from_name(other) {
                     Op::Unary(u)
@@ -366,7 +379,7 @@ impl Op {
     /// Whether each output element gathers a window of its operands' elements (pooling
     /// and its gradient): inlined into the consumer's kernel like a layout op.
     pub fn is_window_gather(&self) -> bool {
-        matches!(self, Op::Pool(..) | Op::PoolGrad(..))
+        matches!(self, Op::Pool(..) | Op::PoolGrad(..) | Op::PoolTies(_))
     }
 
     /// Whether the op is one of the convolution products, whose operands are read as

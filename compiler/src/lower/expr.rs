@@ -177,7 +177,7 @@ impl ExprBuilder<'_> {
                 let c = self.operand(args[0], idx)?;
                 let a = self.operand(args[1], idx)?;
                 let b = self.operand(args[2], idx)?;
-                select(CmpOp::Ne, c, constant(0.0), a, b)
+                mask_select(CmpOp::Ne, c, constant(0.0), a, b)
             }
             Op::Broadcast { .. } => self.operand(args[0], idx)?,
             Op::Reshape { .. } => {
@@ -264,8 +264,29 @@ impl ExprBuilder<'_> {
             }
             Op::Pool(kind, cv) => self.pool(*kind, cv, args[0], idx)?,
             Op::PoolGrad(kind, cv) => self.pool_grad(*kind, cv, args, idx)?,
+            Op::PoolTies(cv) => self.pool_ties(cv, args[0], args[1], idx)?,
             Op::Input { .. } => return self.load_home(id, idx),
         })
+    }
+}
+
+/// `a op b ? then : otherwise`, as a product with a 0/1 mask when one arm is zero and
+/// the other loads: a backend evaluates only the taken arm of a select with loads (it may
+/// guard an out-of-range load), which costs a data-dependent branch per element (the
+/// ReLU and max-pool gradients: half of them mispredicted). Every load this lowering
+/// emits is in range on both sides (gathers clamp their indices), so the arm can be
+/// computed unconditionally. The product differs from the select only where the arm is
+/// infinite or NaN and masked off (NaN instead of 0: a diverged step either way).
+pub(super) fn mask_select(op: CmpOp, a: Expr, b: Expr, then: Expr, otherwise: Expr) -> Expr {
+    let zero = |e: &Expr| matches!(e, Expr::Const(z) if *z == 0.0);
+    if zero(&otherwise) && then.loads_any() {
+        let mask = select(op, a, b, constant(1.0), constant(0.0));
+        binary(BinOp::Mul, then, mask)
+    } else if zero(&then) && otherwise.loads_any() {
+        let mask = select(op, a, b, constant(0.0), constant(1.0));
+        binary(BinOp::Mul, otherwise, mask)
+    } else {
+        select(op, a, b, then, otherwise)
     }
 }
 

@@ -229,6 +229,11 @@ pub fn partition(g: &Graph) -> Fusion {
         let mut refusal: Option<String> = None;
         for u in us {
             match &place[u.index()] {
+                _ if matches!(g.op(*u), Op::PoolGrad(..)) => {
+                    refusal = Some(format!(
+                        "{id} is read by a pooling gradient at every pixel of its window (read from memory)"
+                    ));
+                }
                 _ if g.op(*u).is_product() => {
                     refusal = Some(format!(
                         "{id} is a matrix-product operand (read from memory)"

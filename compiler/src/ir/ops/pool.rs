@@ -3,10 +3,13 @@
 //! - `max_pool(x)` / `avg_pool(x)`: `[B, h, w, c]` → `[B, oh, ow, c]`, the maximum or
 //!   the mean (over the `kh·kw` taps, padding counted as absent for the maximum and as
 //!   zero for the mean) of each window;
-//! - `max_pool_grad(x, y, dy)`: `[B, h, w, c]` with `y = max_pool(x)` → `[B, h, w, c]`:
-//!   each input pixel receives, from every window it is a maximum of, that window's
-//!   `dy` divided by the number of taps holding the maximum (ties share the gradient, a
-//!   subgradient like any other; no argmax is stored, the comparison with `y` finds it);
+//! - `max_pool_ties(x, y)`: `[B, oh, ow, c]`, how many taps of each window hold its
+//!   maximum `y = max_pool(x)`;
+//! - `max_pool_grad(x, y, share)`: `[B, h, w, c]` → `[B, h, w, c]`: each input pixel
+//!   receives, from every window it is a maximum of, that window's `share`. The gradient
+//!   of `max_pool` passes `share = dy / ties`, so tied taps split a window's gradient (a
+//!   subgradient like any other). No argmax is stored: the comparison with `y` finds it,
+//!   and the per-window division is done once per window, not once per pixel;
 //! - `avg_pool_grad(dy)`: `[B, oh, ow, c]` → `[B, h, w, c]`, each window's `dy / (kh·kw)`
 //!   spread over its taps.
 //!
@@ -58,6 +61,16 @@ pub fn pool_shape(cv: &Conv, x: &Shape) -> IrResult<Shape> {
 pub fn grad_shape(kind: PoolKind, cv: &Conv, args: &[&Shape]) -> IrResult<Shape> {
     let dy = args[args.len() - 1];
     let (b, c) = image(dy, cv.out, "a pooling gradient's output gradient")?;
+    if args.len() == 2 {
+        // `max_pool_ties(x, y)`.
+        if &pool_shape(cv, args[0])? != dy {
+            ir_bail!(
+                "`max_pool_ties` needs x and its pooling, got {} and {dy}",
+                args[0]
+            );
+        }
+        return Ok(dy.clone());
+    }
     if kind == PoolKind::Max {
         let x = pool_shape(cv, args[0])?;
         if &x != args[1] || &x != dy {
@@ -102,6 +115,18 @@ fn for_each_window(cv: &Conv, batch: usize, c: usize, mut f: impl FnMut(usize, &
     }
 }
 
+/// `max_pool_ties(x, y)`: per window, the number of taps equal to its maximum `y`.
+pub fn eval_ties(cv: &Conv, x: &Tensor, y: &Tensor, out: &[usize]) -> Tensor {
+    let mut data = vec![0f32; out.iter().product()];
+    for_each_window(cv, x.shape[0], x.shape[3], |o, taps| {
+        data[o] = taps.iter().filter(|&&i| x.data[i] == y.data[o]).count() as f32;
+    });
+    Tensor {
+        shape: out.to_vec(),
+        data,
+    }
+}
+
 pub fn eval_pool(kind: PoolKind, cv: &Conv, x: &Tensor, out: &[usize]) -> Tensor {
     let mut data = vec![0f32; out.iter().product()];
     let scale = 1.0 / cv.taps() as f64;
@@ -131,9 +156,8 @@ pub fn eval_grad(kind: PoolKind, cv: &Conv, args: &[&Tensor], out: &[usize]) -> 
         match kind {
             PoolKind::Max => {
                 let (x, y) = (args[0], args[1].data[o]);
-                let count = taps.iter().filter(|&&i| x.data[i] == y).count();
                 for &i in taps.iter().filter(|&&i| x.data[i] == y) {
-                    acc[i] += d / count as f64;
+                    acc[i] += d;
                 }
             }
             PoolKind::Avg => {
@@ -160,7 +184,11 @@ pub fn grad_pool(
     dy: NodeId,
 ) -> IrResult<Vec<Option<NodeId>>> {
     let dx = match kind {
-        PoolKind::Max => g.push(Op::PoolGrad(kind, cv.clone()), &[x, node, dy])?,
+        PoolKind::Max => {
+            let ties = g.push(Op::PoolTies(cv.clone()), &[x, node])?;
+            let share = g.div(dy, ties)?;
+            g.push(Op::PoolGrad(kind, cv.clone()), &[x, node, share])?
+        }
         PoolKind::Avg => g.push(Op::PoolGrad(kind, cv.clone()), &[dy])?,
     };
     Ok(vec![Some(dx)])

@@ -6,13 +6,14 @@
 //! with stride equal to its size and no padding (the usual 2×2/2) has exactly one,
 //! `(i / s, j / s)`; otherwise every tap `t` names a candidate window
 //! `(i + pad − t) / s`, kept when that divides and is in range. For the maximum a window
-//! passes its `dy` on when the pixel equals its maximum `y`, divided by how many of its
-//! taps do (ties share).
+//! passes its share of the gradient on when the pixel equals its maximum `y`; the share
+//! (`dy` over the window's ties, `max_pool_ties`) is computed once per window by the
+//! kernel before.
 
 use nnc_kernels::build::{binary, constant, select};
 use nnc_kernels::ir::{BinOp, CmpOp, Expr, Idx, Stmt};
 
-use super::{clamp, divides, in_range, nonneg, ExprBuilder};
+use super::{clamp, divides, in_range, mask_select, nonneg, ExprBuilder};
 use crate::ir::graph::NodeId;
 use crate::ir::ops::conv::Conv;
 use crate::ir::ops::pool::PoolKind;
@@ -102,6 +103,32 @@ impl ExprBuilder<'_> {
         })
     }
 
+    /// `max_pool_ties(x, y)` at window `idx`: how many of its taps equal `y`.
+    pub(in crate::lower) fn pool_ties(
+        &mut self,
+        cv: &Conv,
+        x: NodeId,
+        y: NodeId,
+        idx: &[Idx],
+    ) -> Result<Expr, LowerError> {
+        let max = self.value(y, idx)?;
+        let max = self.once(max);
+        let mut count: Option<Expr> = None;
+        for ty in 0..cv.kernel[0] {
+            for tx in 0..cv.kernel[1] {
+                let (v, ok) =
+                    self.pool_tap(cv, x, [&idx[0], &idx[1], &idx[2], &idx[3]], [ty, tx])?;
+                let hit = select(CmpOp::Eq, v, max.clone(), constant(1.0), constant(0.0));
+                let hit = when(ok, hit, constant(0.0));
+                count = Some(match count {
+                    None => hit,
+                    Some(a) => binary(BinOp::Add, a, hit),
+                });
+            }
+        }
+        Ok(count.unwrap_or(constant(1.0)))
+    }
+
     /// The windows containing input pixel `idx` (rows and columns of `(n, p, q, c)`
     /// indices, each with a 0/1 validity), see the module doc.
     fn windows_of(cv: &Conv, idx: &[Idx]) -> Vec<([Idx; 2], Idx)> {
@@ -132,8 +159,8 @@ impl ExprBuilder<'_> {
         out
     }
 
-    /// `max_pool_grad(x, y, dy)` (`args = [x, y, dy]`) or `avg_pool_grad(dy)` at input
-    /// pixel `idx`.
+    /// `max_pool_grad(x, y, share)` (`args = [x, y, share]`) or `avg_pool_grad(dy)` at
+    /// input pixel `idx`.
     pub(in crate::lower) fn pool_grad(
         &mut self,
         kind: PoolKind,
@@ -157,22 +184,7 @@ impl ExprBuilder<'_> {
             let term = match (&here, kind) {
                 (Some(here), PoolKind::Max) => {
                     let y = self.value(args[1], &at)?;
-                    let y = self.once(y);
-                    let mut count: Option<Expr> = None;
-                    for ty in 0..cv.kernel[0] {
-                        for tx in 0..cv.kernel[1] {
-                            let (v, ok) = self.pool_tap(cv, args[0], [n, &p, &q, c], [ty, tx])?;
-                            let hit = select(CmpOp::Eq, v, y.clone(), constant(1.0), constant(0.0));
-                            let hit = when(ok, hit, constant(0.0));
-                            count = Some(match count {
-                                None => hit,
-                                Some(a) => binary(BinOp::Add, a, hit),
-                            });
-                        }
-                    }
-                    let count = count.unwrap_or(constant(1.0));
-                    let share = binary(BinOp::Div, d, count);
-                    select(CmpOp::Eq, here.clone(), y, share, constant(0.0))
+                    mask_select(CmpOp::Eq, here.clone(), y, d, constant(0.0))
                 }
                 _ => binary(BinOp::Mul, d, constant(1.0 / cv.taps() as f32)),
             };

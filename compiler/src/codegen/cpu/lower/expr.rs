@@ -9,6 +9,7 @@ use nnc_kernels::ir::{BinOp, Expr, Idx, UnOp};
 
 use super::{Lower, F32, I64};
 use crate::codegen::cpu::{math, CodegenError};
+use cranelift_codegen::ir::types::I32;
 
 impl Lower<'_, '_> {
     pub(super) fn base(&self, buf: u32) -> Result<Value, CodegenError> {
@@ -136,8 +137,17 @@ impl Lower<'_, '_> {
                 if then.loads_any() || otherwise.loads_any() {
                     self.branchy_select(cond, then, otherwise)?
                 } else {
+                    // Bitwise, so that no branch depends on the data (Cranelift lowers an
+                    // f32 `select` on x86 as a jump around a move).
                     let (t, o) = (self.expr(then)?, self.expr(otherwise)?);
-                    self.b.ins().select(cond, t, o)
+                    let mask = self.b.ins().bmask(I32, cond);
+                    let flags = MemFlagsData::new();
+                    let ti = self.b.ins().bitcast(I32, flags, t);
+                    let oi = self.b.ins().bitcast(I32, flags, o);
+                    let keep = self.b.ins().band(ti, mask);
+                    let other = self.b.ins().band_not(oi, mask);
+                    let bits = self.b.ins().bor(keep, other);
+                    self.b.ins().bitcast(F32, flags, bits)
                 }
             }
             Expr::FromIdx(i) => {
