@@ -57,6 +57,50 @@ fn index_for(dims: &[Dim], vars: &mut Vars) -> (Vec<Idx>, Vec<(VarId, Idx)>) {
     (idx, loops)
 }
 
+/// For a convolution product whose output is an image `[N, h, w, f]`, the number of its
+/// rows `N·h·w` as the `Gemm` states it (`conv`, `conv_data`; a weight gradient is a plain
+/// matrix).
+fn image_rows(g: &Graph, m: NodeId) -> Option<Idx> {
+    let pixels = match g.op(m) {
+        Op::Conv(cv) => cv.out[0] * cv.out[1],
+        Op::ConvData(cv) => cv.image[0] * cv.image[1],
+        _ => return None,
+    };
+    Some(Idx::N * pixels as i64)
+}
+
+/// Whether the epilogue of image-shaped product `m` reads every value either at the
+/// product's own element or broadcast along all but the channel axis (a bias): then it
+/// can run over the product's rows (see [`product_rows_index`]). Gathers (a pooling
+/// gradient fused after an input gradient) need the image index and cannot.
+fn rowwise_epilogue(g: &Graph, grp: &crate::passes::fuse::Group, m: NodeId) -> bool {
+    let full = g.shape(m);
+    let fits = |s: &Shape| {
+        s == full
+            || s.dims()[..s.rank().saturating_sub(1)]
+                .iter()
+                .all(|d| *d == Dim::K(1))
+    };
+    grp.members.iter().all(|&u| {
+        u == m
+            || (g.op(u).is_elementwise()
+                && fits(g.shape(u))
+                && g.args(u).iter().all(|a| fits(g.shape(*a))))
+    })
+}
+
+/// The epilogue loops of an image-shaped product as two loops, over its rows (`N·h·w`,
+/// the `Gemm`'s `m`) and its channels: the CPU schedule cuts such a kernel by rows like a
+/// dense layer's (the product and the epilogue of each half on its own core). The index
+/// is `[0, 0, row, c]`: for values of the product's shape (row-major) and channel-wise
+/// broadcasts, the only ones [`rowwise_epilogue`] lets in, it addresses `row·f + c`.
+fn product_rows_index(shape: &Shape, rows: Idx, vars: &mut Vars) -> (Vec<Idx>, Vec<(VarId, Idx)>) {
+    let dims = dims_idx(shape);
+    let (r, c) = (vars.next(), vars.next());
+    let idx = vec![Idx::Const(0), Idx::Const(0), Idx::Var(r), Idx::Var(c)];
+    (idx, vec![(r, rows), (c, dims[3].clone())])
+}
+
 fn nest(loops: &[(VarId, Idx)], body: Vec<Stmt>, parallel: bool) -> Vec<Stmt> {
     let mut body = body;
     for (i, (v, e)) in loops.iter().enumerate().rev() {
@@ -177,7 +221,12 @@ pub fn build_group(
             let mut body = prelude;
             if !rest.is_empty() {
                 let shape = g.shape(m);
-                let (idx, loops) = index_for(shape.dims(), &mut vars);
+                let (idx, loops) = match image_rows(g, m) {
+                    Some(rows) if rowwise_epilogue(g, grp, m) => {
+                        product_rows_index(shape, rows, &mut vars)
+                    }
+                    _ => index_for(shape.dims(), &mut vars),
+                };
                 eb.fixed
                     .insert(m, load(target, linear(&idx, &dims_idx(shape))));
                 let items = stored_items(g, rest.into_iter(), &idx, shape)?;
