@@ -461,14 +461,33 @@ fn reduce_body(
             .map(|(d, x)| if axes.contains(&d) { Dim::K(1) } else { *x })
             .collect(),
     );
-    let (red_idx, outer) = index_for(reduced.dims(), vars);
+    // Reductions over every axis but the last (per-channel sums of an image: bias and
+    // batch-norm gradients) run `block` channels at a time: each pass over the image then
+    // reads runs of `block` adjacent values instead of one value per cache line.
+    let block = channel_block(full, axes);
+    let (red_idxs, outer): (Vec<Vec<Idx>>, Vec<(VarId, Idx)>) = if block > 1 {
+        let last = full.rank() - 1;
+        let channels = known_dim(full.dims()[last])?;
+        let v = vars.next();
+        let idxs = (0..block)
+            .map(|u| {
+                let mut r = vec![Idx::Const(0); full.rank()];
+                r[last] = Idx::Var(v) * block as i64 + Idx::Const(u as i64);
+                r
+            })
+            .collect();
+        (idxs, vec![(v, Idx::Const((channels / block) as i64))])
+    } else {
+        let (r, o) = index_for(reduced.dims(), vars);
+        (vec![r], o)
+    };
     let inner_dims: Vec<Dim> = full
         .dims()
         .iter()
         .enumerate()
         .map(|(d, x)| if axes.contains(&d) { *x } else { Dim::K(1) })
         .collect();
-    let full_index = |inner_idx: &[Idx]| -> Vec<Idx> {
+    let full_index = |red_idx: &[Idx], inner_idx: &[Idx]| -> Vec<Idx> {
         red_idx
             .iter()
             .zip(inner_idx)
@@ -508,69 +527,103 @@ fn reduce_body(
         // Computed into a local, so the store below reuses it.
         eb.uses.insert(v, 2);
     }
+    // The accumulators each channel of the block knows so far.
+    let mut fixed = vec![eb.fixed.clone(); red_idxs.len()];
     let mut body = Vec::new();
     for p in 1..=passes {
         let (inner_idx, inner) = index_for(&inner_dims, vars);
-        let full_idx = full_index(&inner_idx);
         let mut step = Vec::new();
         let mut done = Vec::new();
-        for &r in anchors.iter().filter(|r| level[r] == p) {
-            let func = match g.op(r) {
-                Op::Reduce { func, .. } => *func,
-                _ => return Err(LowerError(format!("{r} is not a reduction"))),
-            };
-            let acc = eb.new_local();
-            let (init, op) = match func {
-                ReduceOp::Sum => (0.0, BinOp::Add),
-                ReduceOp::Max => (f32::NEG_INFINITY, BinOp::Max),
-            };
-            body.push(Stmt::Assign {
-                local: acc,
-                value: constant(init),
-            });
-            let v = eb.value(g.args(r)[0], &full_idx)?;
-            step.append(&mut eb.pre);
-            step.push(Stmt::Assign {
-                local: acc,
-                value: binary(op, Expr::Local(acc), v),
-            });
-            done.push((r, acc));
-        }
         let spilled = spill_at.remove(&p).unwrap_or_default();
-        for &(v, buf) in &spilled {
-            let idx = reindex(&full_idx, full, g.shape(v))?;
-            let e = eb.value(v, &idx)?;
-            step.append(&mut eb.pre);
-            step.push(Stmt::Store {
-                buf,
-                index: linear(&idx, &dims_idx(g.shape(v))),
-                value: e,
-            });
-        }
-        if p == passes && big_in_last {
-            let items = stored_items(g, big.iter().copied(), &full_idx, full)?;
-            step.extend(store_all(eb, &items)?);
+        for (u, red_idx) in red_idxs.iter().enumerate() {
+            eb.fixed = fixed[u].clone();
+            let full_idx = full_index(red_idx, &inner_idx);
+            for &r in anchors.iter().filter(|r| level[r] == p) {
+                let func = match g.op(r) {
+                    Op::Reduce { func, .. } => *func,
+                    _ => return Err(LowerError(format!("{r} is not a reduction"))),
+                };
+                let acc = eb.new_local();
+                let (init, op) = match func {
+                    ReduceOp::Sum => (0.0, BinOp::Add),
+                    ReduceOp::Max => (f32::NEG_INFINITY, BinOp::Max),
+                };
+                body.push(Stmt::Assign {
+                    local: acc,
+                    value: constant(init),
+                });
+                let v = eb.value(g.args(r)[0], &full_idx)?;
+                step.append(&mut eb.pre);
+                step.push(Stmt::Assign {
+                    local: acc,
+                    value: binary(op, Expr::Local(acc), v),
+                });
+                done.push((u, r, acc));
+            }
+            for &(v, buf) in &spilled {
+                let idx = reindex(&full_idx, full, g.shape(v))?;
+                let e = eb.value(v, &idx)?;
+                step.append(&mut eb.pre);
+                step.push(Stmt::Store {
+                    buf,
+                    index: linear(&idx, &dims_idx(g.shape(v))),
+                    value: e,
+                });
+            }
+            if p == passes && big_in_last {
+                let items = stored_items(g, big.iter().copied(), &full_idx, full)?;
+                step.extend(store_all(eb, &items)?);
+            }
         }
         eb.cache.clear();
         body.extend(nest(&inner, step, false));
         // Known from here on (a pass never reads its own accumulators).
-        for (r, acc) in done {
-            eb.fixed.insert(r, Expr::Local(acc));
+        for (u, r, acc) in done {
+            fixed[u].insert(r, Expr::Local(acc));
         }
         eb.spilled.extend(spilled);
     }
     if !big.is_empty() && !big_in_last {
         let (inner_idx, inner) = index_for(&inner_dims, vars);
-        let full_idx = full_index(&inner_idx);
-        let items = stored_items(g, big.into_iter(), &full_idx, full)?;
-        let step = store_all(eb, &items)?;
+        let mut step = Vec::new();
+        for (u, red_idx) in red_idxs.iter().enumerate() {
+            eb.fixed = fixed[u].clone();
+            let full_idx = full_index(red_idx, &inner_idx);
+            let items = stored_items(g, big.iter().copied(), &full_idx, full)?;
+            step.extend(store_all(eb, &items)?);
+        }
+        eb.cache.clear();
         body.extend(nest(&inner, step, false));
     }
     // Last: a value updated in place (a parameter of the reduced shape) may be read by
     // every pass before it.
-    let items = stored_items(g, small.into_iter(), &red_idx, &reduced)?;
-    body.extend(store_all(eb, &items)?);
+    for (u, red_idx) in red_idxs.iter().enumerate() {
+        eb.fixed = fixed[u].clone();
+        let items = stored_items(g, small.iter().copied(), red_idx, &reduced)?;
+        body.extend(store_all(eb, &items)?);
+    }
     Ok(nest(&outer, body, true))
+}
+
+/// How many channels a reduction over every axis but the last handles per iteration of
+/// its parallel loop: the largest divisor of the channel count that is at most 16 and
+/// leaves at least two blocks (one per core); 1 (no blocking) for other reductions.
+fn channel_block(full: &Shape, axes: &[usize]) -> usize {
+    let rank = full.rank();
+    if rank < 2 || axes.contains(&(rank - 1)) || !(0..rank - 1).all(|d| axes.contains(&d)) {
+        return 1;
+    }
+    let Dim::K(c) = full.dims()[rank - 1] else {
+        return 1;
+    };
+    (2..=16.min(c / 2)).rev().find(|b| c % b == 0).unwrap_or(1)
+}
+
+fn known_dim(d: Dim) -> Result<usize, LowerError> {
+    match d {
+        Dim::K(k) => Ok(k),
+        Dim::N => Err(LowerError("a channel dimension is the batch size".into())),
+    }
 }
 
 /// A strided view of a matrix-product operand: buffer, per-dim strides, offset.

@@ -264,12 +264,54 @@ fn alias_hazards(
         for s in &kernels[w].body {
             kernel::accesses(s, *buf, &mut loads, &mut stores, &mut gemm);
         }
-        let same_point = stores.len() == 1 && loads.iter().all(|l| *l == stores[0]);
+        // Each element is read only where it is written, and before: one store, or (a
+        // reduction over several channels per iteration) distinct stores each preceded
+        // by the loads of its own element.
+        let distinct = stores
+            .iter()
+            .enumerate()
+            .all(|(i, a)| stores[..i].iter().all(|b| b != a));
+        let same_point = distinct
+            && !stores.is_empty()
+            && loads.iter().all(|l| stores.contains(l))
+            && reads_before_writes(&kernels[w].body, *buf);
         if late_reader || gemm || !same_point {
             out.push(name.clone());
         }
     }
     out
+}
+
+/// Whether, in statement order, no element of `buf` is loaded after a store to the same
+/// (symbolic) index.
+fn reads_before_writes(body: &[Stmt], buf: BufId) -> bool {
+    fn walk(s: &Stmt, buf: BufId, stored: &mut Vec<Idx>) -> bool {
+        let mut ok = true;
+        let mut check = |e: &nnc_kernels::ir::Expr, stored: &Vec<Idx>| {
+            e.for_each_load(&mut |b, i| ok &= b != buf || !stored.contains(i));
+        };
+        match s {
+            Stmt::Store {
+                buf: b,
+                index,
+                value,
+            } => {
+                check(value, stored);
+                if *b == buf {
+                    stored.push(index.clone());
+                }
+            }
+            Stmt::Assign { value, .. } => check(value, stored),
+            _ => {}
+        }
+        ok && s
+            .body()
+            .unwrap_or_default()
+            .iter()
+            .all(|s| walk(s, buf, stored))
+    }
+    let mut stored = Vec::new();
+    body.iter().all(|s| walk(s, buf, &mut stored))
 }
 
 /// The node a view chain reads (the node itself when it is not a view).
