@@ -68,6 +68,9 @@ pub struct BenchReport {
     pub epoch_samples_per_s: Option<f64>,
     /// Per kernel, in launch order, with `--profile`.
     pub kernels: Vec<KernelProfile>,
+    /// The runtime's GEMM peak on this machine (GFLOP/s), measured with `--profile` on
+    /// the CPU: each kernel's GFLOP/s is also given as a share of it.
+    pub gemm_peak_gflops: Option<f64>,
 }
 
 impl fmt::Display for BenchReport {
@@ -111,20 +114,31 @@ impl fmt::Display for BenchReport {
                 "  per kernel (mean of the profiled steps; {total:.1} µs in kernels, the rest \
                  of the step is the host's)"
             )?;
+            if let Some(peak) = self.gemm_peak_gflops {
+                writeln!(
+                    f,
+                    "  GEMM peak         {peak:.1} GFLOP/s (512³ sgemm on both lanes; \"peak\" below is a share of it)"
+                )?;
+            }
             writeln!(
                 f,
-                "    {:<28} {:>9} {:>6} {:>9} {:>9}",
-                "kernel", "µs", "share", "GFLOP/s", "GB/s"
+                "    {:<28} {:>9} {:>6} {:>9} {:>6} {:>9}",
+                "kernel", "µs", "share", "GFLOP/s", "peak", "GB/s"
             )?;
             for k in &self.kernels {
                 let per_s = |v: u64| v as f64 / (k.mean_us * 1e-6).max(1e-12) / 1e9;
+                let of_peak = match self.gemm_peak_gflops {
+                    Some(p) if p > 0.0 => format!("{:.0}%", 100.0 * per_s(k.flops) / p),
+                    _ => "-".to_string(),
+                };
                 writeln!(
                     f,
-                    "    {:<28} {:>9.1} {:>5.1}% {:>9.1} {:>9.1}",
+                    "    {:<28} {:>9.1} {:>5.1}% {:>9.1} {:>6} {:>9.1}",
                     k.name,
                     k.mean_us,
                     100.0 * k.mean_us / total.max(1e-12),
                     per_s(k.flops),
+                    of_peak,
                     per_s(k.bytes)
                 )?;
             }
@@ -289,6 +303,8 @@ pub fn run_bench(program: &Program, opts: &BenchOptions) -> Result<BenchReport, 
             .collect();
         exec.set_profiling(false);
     }
+    let gemm_peak_gflops =
+        (opts.profile && exec.backend() == "cpu").then(|| nnc_runtime::cpu::gemm_peak_gflops(2));
     // Whole epochs over the pool, when the backend runs them itself: one untimed epoch
     // (data upload, graph capture), then enough timed ones to cover `steps` steps.
     let mut epoch_samples_per_s = None;
@@ -335,6 +351,7 @@ pub fn run_bench(program: &Program, opts: &BenchOptions) -> Result<BenchReport, 
         peak_rss_bytes: peak_rss(),
         epoch_samples_per_s,
         kernels: profile,
+        gemm_peak_gflops,
     })
 }
 

@@ -460,3 +460,42 @@ impl Executor for CpuExecutor {
         Ok(EvalOutput { loss, output })
     }
 }
+
+/// The machine's single-precision GEMM peak as the runtime reaches it, in GFLOP/s: the
+/// best of a few 512×512×512 products, each cut in two halves run on the pool's lanes
+/// (as a serial kernel's large product is). What `nnc bench --profile` measures each
+/// kernel's GFLOP/s against. Takes about 0.1 s.
+pub fn gemm_peak_gflops(threads: usize) -> f64 {
+    const S: usize = 512;
+    let a = vec![1.0f32; S * S];
+    let b = vec![0.5f32; S * S];
+    let mut c = vec![0.0f32; S * S];
+    let pool = Pool::new(threads.clamp(1, 2));
+    let g = gemm::Sgemm {
+        m: S,
+        n: S,
+        k: S,
+        alpha: 1.0,
+        a: a.as_ptr(),
+        rsa: S as isize,
+        csa: 1,
+        b: b.as_ptr(),
+        rsb: S as isize,
+        csb: 1,
+        beta: 0.0,
+        c: c.as_mut_ptr(),
+        rsc: S as isize,
+        csc: 1,
+    };
+    let [lo, hi] = g.halves(gemm::Split::M(S / 2));
+    let mut best = f64::INFINITY;
+    for _ in 0..6 {
+        let t = std::time::Instant::now();
+        // SAFETY: the three matrices are live S×S allocations; the halves write disjoint
+        // rows of C and only read A and B.
+        pool.join(&|| unsafe { lo.run() }, &|| unsafe { hi.run() });
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&c);
+    2.0 * (S * S * S) as f64 / best / 1e9
+}
