@@ -275,6 +275,13 @@ pub fn build_group(
                     .product::<usize>() as u64
             }
             op if op.is_elementwise() => flops += n,
+            // One comparison or addition per tap of each window.
+            Op::Pool(_, cv) | Op::PoolTies(cv) => flops += n * cv.taps() as u64,
+            Op::PoolGrad(_, cv) => {
+                let windows =
+                    cv.kernel[0].div_ceil(cv.stride[0]) * cv.kernel[1].div_ceil(cv.stride[1]);
+                flops += n * windows as u64
+            }
             _ => {}
         }
     }
