@@ -91,6 +91,9 @@ pub(crate) struct Tuning {
     /// Products with at most this many columns (and at most [`skinny::MAX_N`]) run on
     /// the [`skinny`] micro-kernels instead of the `gemm` crate.
     pub skinny_max_n: i64,
+    /// One-channel untransposed products of unit steps run [`skinny::axpy`] on a
+    /// zero-padded copy of each sample, read in place ([`direct_rows`]), not packed.
+    pub direct: bool,
 }
 
 /// The measured choice (see the module doc).
@@ -100,6 +103,7 @@ pub(crate) const TUNING: Tuning = Tuning {
     window_major_temp: false,
     partial_col_major_max_n: 0,
     skinny_max_n: skinny::MAX_N as i64,
+    direct: true,
 };
 
 /// Each lane's part of a split keeps at least this many windows.
@@ -509,6 +513,11 @@ unsafe fn product_rows(g: &WindowsGemm, range: Range<i64>, t: Tuning) {
     let block = (t.block_floats / cols / tile * tile).max(tile);
     let block = block.min(range.end - range.start);
     let tap_major = g.image[2] <= t.tap_major_max_c;
+    if uses_skinny(g, t) && tap_major && t.direct && direct(g) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { direct_rows(g, range) };
+        return;
+    }
     if uses_skinny(g, t) && (tap_major || g.n <= SKINNY_DOT_MAX_N) {
         // SAFETY: forwarded from this function's contract.
         unsafe { skinny_rows(g, range, block, tap_major) };
@@ -642,6 +651,105 @@ unsafe fn reduce_windows(
 /// ones (16 filters: conv2 fwd, rgb fwd) are 1.8× faster on the `gemm` crate.
 const SKINNY_DOT_MAX_N: i64 = 8;
 
+/// Whether [`direct_rows`] takes `g`: one channel, unit steps, no `div`, dilations and
+/// paddings of at least 0 (a forward convolution of a one-channel image).
+fn direct(g: &WindowsGemm) -> bool {
+    g.image[2] == 1
+        && g.div == [1, 1]
+        && g.step == [1, 1]
+        && g.tap.iter().all(|&t| t >= 1)
+        && g.pad.iter().all(|&p| p >= 0)
+}
+
+/// Untransposed rows `range` of `C` (windows counted from `g.first`) for a [`direct`]
+/// geometry, without packing: each sample is copied into a zero-padded image `ph × pw`
+/// (`pw = q_n + (kw-1)·tap`), where window `(p, q)`'s tap `(ty, tx)` is at `(p +
+/// ty·tap₀)·pw + q + tx·tap₁`, so that for a fixed tap the windows of a run of window
+/// rows are one contiguous run (`q ≥ q_n` are junk rows, computed and dropped): an
+/// [`skinny::axpy`] over that run with a per-tap offset, into a column-major temporary
+/// copied into `C` with `alpha` and `beta`.
+///
+/// # Safety
+/// As for [`run`].
+unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
+    let [h, w, _] = g.image;
+    let [p_n, q_n] = g.grid;
+    let [kh, kw] = g.taps;
+    let (ph, pw) = (p_n + (kh - 1) * g.tap[0], q_n + (kw - 1) * g.tap[1]);
+    // The last window row's junk windows read this far past the padded image.
+    let slack = ((kw - 1) * g.tap[1]) as usize;
+    let n = g.n as usize;
+    let offs: Vec<usize> = (0..kh)
+        .flat_map(|ty| (0..kw).map(move |tx| (ty * g.tap[0] * pw + tx * g.tap[1]) as usize))
+        .collect();
+    // Window rows per product: a temporary of up to 16K floats.
+    let chunk = (16 * 1024 / (pw as usize * n)).max(1) as i64;
+    let per = p_n * q_n;
+    let isa = skinny::isa();
+    let pimg_len = (ph * pw) as usize + slack;
+    with_scratch(&PACKED, pimg_len, |pimg| {
+        with_scratch(&BLOCK_OUT, chunk as usize * pw as usize * n, |temp| {
+            let (mut win, end) = (g.first + range.start, g.first + range.end);
+            let mut sample = -1;
+            while win < end {
+                let s = win / per;
+                if s != sample {
+                    sample = s;
+                    pimg.fill(0.0);
+                    for y in 0..h.min(ph - g.pad[0]) {
+                        let x1 = w.min(pw - g.pad[1]);
+                        if x1 <= 0 {
+                            break;
+                        }
+                        let at = ((y + g.pad[0]) * pw + g.pad[1]) as usize;
+                        // SAFETY: columns `0..x1` of image row `y` of sample `s` (the
+                        // caller's contract: a window of the range reads this sample).
+                        unsafe {
+                            copy_run(
+                                g.a.offset(((s * h + y) * w) as isize),
+                                &mut pimg[at..at + x1 as usize],
+                            )
+                        };
+                    }
+                }
+                let sample_end = end.min((s + 1) * per);
+                let p0 = (win - s * per) / q_n;
+                let p1 = (p0 + chunk).min(ceil_div(sample_end - s * per, q_n));
+                let rows = ((p1 - p0) * pw) as usize;
+                // SAFETY: window rows `p0..p1` read `p0·pw + i + offs[l]` for `i < rows`,
+                // inside the padded image and its slack; the temporary holds rows × n.
+                unsafe {
+                    skinny::axpy(
+                        isa,
+                        (rows, n, (kh * kw) as usize),
+                        (pimg.as_ptr().add((p0 * pw) as usize), 0, Some(&offs)),
+                        (g.b, g.rsb as isize, g.csb as isize),
+                        (temp.as_mut_ptr(), rows),
+                        false,
+                    )
+                };
+                let stop = sample_end.min(s * per + p1 * q_n);
+                for wi in win..stop {
+                    let (p, q) = ((wi - s * per) / q_n, (wi - s * per) % q_n);
+                    let i = ((p - p0) * pw + q) as usize;
+                    let c = g.c.wrapping_offset(((wi - g.first) * g.rsc) as isize);
+                    for j in 0..n {
+                        // SAFETY: element (wi - first, j) of C (the caller's contract).
+                        unsafe {
+                            update(
+                                c.offset(j as isize * g.csc as isize),
+                                g.alpha * temp[j * rows + i],
+                                g.beta,
+                            )
+                        };
+                    }
+                }
+                win = stop;
+            }
+        })
+    });
+}
+
 /// Whether `g` runs on the [`skinny`] micro-kernels with knobs `t`.
 fn uses_skinny(g: &WindowsGemm, t: Tuning) -> bool {
     g.n <= skinny::MAX_N as i64 && g.n <= t.skinny_max_n
@@ -684,7 +792,7 @@ unsafe fn skinny_rows(g: &WindowsGemm, range: Range<i64>, block: i64, tap_major:
                         skinny::axpy(
                             isa,
                             (rows, n, cols),
-                            (packed.as_ptr(), rows),
+                            (packed.as_ptr(), rows, None),
                             (g.b, g.rsb as isize, g.csb as isize),
                             (side.as_mut_ptr(), rows),
                             false,
@@ -782,7 +890,7 @@ unsafe fn skinny_reduce(
                         skinny::axpy(
                             isa,
                             (m, n, rows),
-                            (packed.as_ptr(), cols),
+                            (packed.as_ptr(), cols, None),
                             (b, g.rsb as isize, g.csb as isize),
                             (out, cso),
                             !first,
@@ -1042,6 +1150,8 @@ pub(crate) mod skinny {
         k: usize,
         p: *const f32,
         ldp: usize,
+        /// Column `l` of `p` at `offs[l]` instead of `l·ldp`, when not null.
+        offs: *const usize,
         b: *const f32,
         rsb: isize,
         csb: isize,
@@ -1074,7 +1184,12 @@ pub(crate) mod skinny {
                 }
             }
             for l in 0..a.k {
-                let pl = a.p.add(l * a.ldp + i0);
+                let off = if a.offs.is_null() {
+                    l * a.ldp
+                } else {
+                    *a.offs.add(l)
+                };
+                let pl = a.p.add(off + i0);
                 let x: [S::V; R] = std::array::from_fn(|r| load(pl.add(r * S::W), r));
                 let bl = a.b.offset(l as isize * a.rsb);
                 for j in 0..N {
@@ -1248,16 +1363,17 @@ pub(crate) mod skinny {
     }
 
     /// `out[j·ldo + i] (+)= Σ_{l<k} p[l·ldp + i]·b[l·rsb + j·csb]` for `i < m`, `j < n`:
-    /// added to `out` when `acc`, else written (`out` not read).
+    /// added to `out` when `acc`, else written (`out` not read). With `offs`, column `l`
+    /// of `p` starts at `offs[l]` instead of `l·ldp` (a padded image read in place).
     ///
     /// # Safety
-    /// `p` is readable at `l·ldp + i`, `b` at `l·rsb + j·csb`, `out` writable (and
+    /// `offs` has `k` entries; `p` is readable at `l·ldp + i` (or `offs[l] + i`), `b` at `l·rsb + j·csb`, `out` writable (and
     /// readable when `acc`) at `j·ldo + i`, for those `i`, `j`, `l`; `n ≤ MAX_N`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn axpy(
         isa: Isa,
         (m, n, k): (usize, usize, usize),
-        (p, ldp): (*const f32, usize),
+        (p, ldp, offs): (*const f32, usize, Option<&[usize]>),
         (b, rsb, csb): (*const f32, isize, isize),
         (out, ldo): (*mut f32, usize),
         acc: bool,
@@ -1269,6 +1385,10 @@ pub(crate) mod skinny {
                 k,
                 p,
                 ldp,
+                offs: offs.map_or(std::ptr::null(), |o| {
+                    debug_assert!(o.len() >= k);
+                    o.as_ptr()
+                }),
                 b: b.wrapping_offset(j0 as isize * csb),
                 rsb,
                 csb,
@@ -1372,7 +1492,7 @@ pub(crate) mod skinny {
                                 axpy(
                                     isa,
                                     (m, n, k),
-                                    (p.as_ptr(), ldp),
+                                    (p.as_ptr(), ldp, None),
                                     (b.as_ptr(), n as isize + 1, 1),
                                     (out.as_mut_ptr(), ldo),
                                     acc,
@@ -1520,6 +1640,8 @@ mod tests {
                 [-1, -1],
                 [2, 2],
             ),
+            // one channel, unit steps, dilated taps (read in place: `direct_rows`).
+            view([9, 8, 1], [7, 6], [3, 2], [1, 1], [2, 3], [2, 1], [1, 1]),
             // a step of 0 (every window the same).
             view([3, 4, 2], [2, 3], [2, 2], [0, 0], [1, 1], [0, 1], [1, 1]),
         ]
@@ -1702,6 +1824,13 @@ mod tests {
                             Some(&pool),
                             Tuning {
                                 skinny_max_n: 0,
+                                ..small
+                            },
+                        ),
+                        (
+                            Some(&pool),
+                            Tuning {
+                                direct: false,
                                 ..small
                             },
                         ),
