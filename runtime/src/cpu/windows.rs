@@ -602,6 +602,11 @@ unsafe fn reduce_windows(
     let block = (t.block_floats / cols).max(MIN_REDUCTION_BLOCK);
     let block = block.min(range.end - range.start);
     let tap_major = g.image[2] <= t.tap_major_max_c;
+    if uses_skinny(g, t) && tap_major && t.direct && direct(g) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { direct_reduce(g, range, (out, rso, cso)) };
+        return;
+    }
     if uses_skinny(g, t) {
         // SAFETY: forwarded from this function's contract.
         unsafe { skinny_reduce(g, range, block, tap_major, (out, rso, cso)) };
@@ -672,16 +677,13 @@ fn direct(g: &WindowsGemm) -> bool {
 /// # Safety
 /// As for [`run`].
 unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
-    let [h, w, _] = g.image;
     let [p_n, q_n] = g.grid;
     let [kh, kw] = g.taps;
     let (ph, pw) = (p_n + (kh - 1) * g.tap[0], q_n + (kw - 1) * g.tap[1]);
     // The last window row's junk windows read this far past the padded image.
     let slack = ((kw - 1) * g.tap[1]) as usize;
     let n = g.n as usize;
-    let offs: Vec<usize> = (0..kh)
-        .flat_map(|ty| (0..kw).map(move |tx| (ty * g.tap[0] * pw + tx * g.tap[1]) as usize))
-        .collect();
+    let offs = direct_offsets(g, pw);
     // Window rows per product: a temporary of up to 16K floats.
     let chunk = (16 * 1024 / (pw as usize * n)).max(1) as i64;
     let per = p_n * q_n;
@@ -695,22 +697,10 @@ unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
                 let s = win / per;
                 if s != sample {
                     sample = s;
-                    pimg.fill(0.0);
-                    for y in 0..h.min(ph - g.pad[0]) {
-                        let x1 = w.min(pw - g.pad[1]);
-                        if x1 <= 0 {
-                            break;
-                        }
-                        let at = ((y + g.pad[0]) * pw + g.pad[1]) as usize;
-                        // SAFETY: columns `0..x1` of image row `y` of sample `s` (the
-                        // caller's contract: a window of the range reads this sample).
-                        unsafe {
-                            copy_run(
-                                g.a.offset(((s * h + y) * w) as isize),
-                                &mut pimg[at..at + x1 as usize],
-                            )
-                        };
-                    }
+                    // SAFETY: a window of the range reads sample `s` (the caller's
+                    // contract).
+                    unsafe { pad_sample(g, s, &mut pimg[..(ph * pw) as usize], pw) };
+                    pimg[(ph * pw) as usize..].fill(0.0);
                 }
                 let sample_end = end.min((s + 1) * per);
                 let p0 = (win - s * per) / q_n;
@@ -748,6 +738,108 @@ unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
             }
         })
     });
+}
+
+/// Copies sample `s` of `g`'s one-channel image into `pimg`, rows of `pw` floats, shifted
+/// by the padding, zeros around it (the padded image of [`direct_rows`]).
+///
+/// # Safety
+/// The image buffer holds sample `s`.
+unsafe fn pad_sample(g: &WindowsGemm, s: i64, pimg: &mut [f32], pw: i64) {
+    let [h, w, _] = g.image;
+    let ph = pimg.len() as i64 / pw;
+    pimg.fill(0.0);
+    let x1 = w.min(pw - g.pad[1]);
+    if x1 <= 0 {
+        return;
+    }
+    for y in 0..h.min(ph - g.pad[0]) {
+        let at = ((y + g.pad[0]) * pw + g.pad[1]) as usize;
+        // SAFETY: columns `0..x1` of image row `y` of sample `s` (the caller's contract).
+        unsafe {
+            copy_run(
+                g.a.offset(((s * h + y) * w) as isize),
+                &mut pimg[at..at + x1 as usize],
+            )
+        };
+    }
+}
+
+/// Transposed, for a [`direct`] geometry: `out` (m×n at strides `rso`, `cso`) = the sum
+/// over windows `range` (counted from `g.first`) of `A·B`, without packing: on each
+/// sample's padded image (as in [`direct_rows`]) tap `l`'s values for a run of window
+/// rows are one contiguous run at `offs[l]`, met by [`skinny::dot`] with the same run of
+/// `Bᵀ` (`B`'s rows transposed, zero at the junk windows `q ≥ q_n` and outside `range`).
+///
+/// # Safety
+/// As for [`reduce_windows`].
+unsafe fn direct_reduce(
+    g: &WindowsGemm,
+    range: Range<i64>,
+    (out, rso, cso): (*mut f32, usize, usize),
+) {
+    let [p_n, q_n] = g.grid;
+    let [kh, kw] = g.taps;
+    let (ph, pw) = (p_n + (kh - 1) * g.tap[0], q_n + (kw - 1) * g.tap[1]);
+    let slack = ((kw - 1) * g.tap[1]) as usize;
+    let n = g.n as usize;
+    let offs = direct_offsets(g, pw);
+    let chunk = (16 * 1024 / (pw as usize * n)).max(1) as i64;
+    let per = p_n * q_n;
+    let isa = skinny::isa();
+    with_scratch(&PACKED, (ph * pw) as usize + slack, |pimg| {
+        with_scratch(&BLOCK_OUT, chunk as usize * pw as usize * n, |bt| {
+            let (mut win, end) = (g.first + range.start, g.first + range.end);
+            let (mut sample, mut beta) = (-1, 0.0);
+            while win < end {
+                let s = win / per;
+                if s != sample {
+                    sample = s;
+                    // SAFETY: a window of the range reads sample `s` (the caller's
+                    // contract).
+                    unsafe { pad_sample(g, s, &mut pimg[..(ph * pw) as usize], pw) };
+                    pimg[(ph * pw) as usize..].fill(0.0);
+                }
+                let sample_end = end.min((s + 1) * per);
+                let p0 = (win - s * per) / q_n;
+                let p1 = (p0 + chunk).min(ceil_div(sample_end - s * per, q_n));
+                let len = ((p1 - p0) * pw) as usize;
+                let stop = sample_end.min(s * per + p1 * q_n);
+                let bt = &mut bt[..n * len];
+                bt.fill(0.0);
+                for wi in win..stop {
+                    let (p, q) = ((wi - s * per) / q_n, (wi - s * per) % q_n);
+                    let i = ((p - p0) * pw + q) as usize;
+                    let b = g.b.wrapping_offset(((wi - g.first) * g.rsb) as isize);
+                    for j in 0..n {
+                        // SAFETY: element (wi - first, j) of B (the caller's contract).
+                        bt[j * len + i] = unsafe { *b.offset(j as isize * g.csb as isize) };
+                    }
+                }
+                // SAFETY: as in `direct_rows`; Bᵀ holds n × len floats, out m × n.
+                unsafe {
+                    skinny::dot(
+                        isa,
+                        (offs.len(), n, len),
+                        (pimg.as_ptr().add((p0 * pw) as usize), 0, Some(&offs)),
+                        (bt.as_ptr(), len),
+                        (out, rso as isize, cso as isize),
+                        (1.0, beta),
+                    )
+                };
+                beta = 1.0;
+                win = stop;
+            }
+        })
+    });
+}
+
+/// Tap `(ty, tx)`'s offset in a padded image of rows of `pw` floats.
+fn direct_offsets(g: &WindowsGemm, pw: i64) -> Vec<usize> {
+    let [kh, kw] = g.taps;
+    (0..kh)
+        .flat_map(|ty| (0..kw).map(move |tx| (ty * g.tap[0] * pw + tx * g.tap[1]) as usize))
+        .collect()
 }
 
 /// Whether `g` runs on the [`skinny`] micro-kernels with knobs `t`.
@@ -820,7 +912,7 @@ unsafe fn skinny_rows(g: &WindowsGemm, range: Range<i64>, block: i64, tap_major:
                         skinny::dot(
                             isa,
                             (rows, n, cols),
-                            (packed.as_ptr(), cols),
+                            (packed.as_ptr(), cols, None),
                             (side.as_ptr(), cols),
                             (c, g.rsc as isize, g.csc as isize),
                             (g.alpha, g.beta),
@@ -876,7 +968,7 @@ unsafe fn skinny_reduce(
                         skinny::dot(
                             isa,
                             (m, n, rows),
-                            (packed.as_ptr(), rows),
+                            (packed.as_ptr(), rows, None),
                             (bt.as_ptr(), rows),
                             (out, rso as isize, cso as isize),
                             (1.0, if first { 0.0 } else { 1.0 }),
@@ -1161,6 +1253,8 @@ pub(crate) mod skinny {
     }
 
     /// `R` vectors of rows from `i0` (the last one `len` lanes) × `N` columns of [`axpy`].
+    // `j` and `r` (or `c`) index two arrays at once: plain ranges read best.
+    #[allow(clippy::needless_range_loop)]
     #[inline(always)]
     unsafe fn axpy_tile<S: Simd, const N: usize, const R: usize>(a: &Axpy, i0: usize, len: usize) {
         let load = |p: *const f32, r: usize| {
@@ -1237,6 +1331,8 @@ pub(crate) mod skinny {
         len: usize,
         p: *const f32,
         ldp: usize,
+        /// Row `c` of `p` at `offs[c]` instead of `c·ldp`, when not null.
+        offs: *const usize,
         bt: *const f32,
         ldb: usize,
         out: *mut f32,
@@ -1247,6 +1343,8 @@ pub(crate) mod skinny {
     }
 
     /// One vector of the reduction at `l` (`part` lanes) for rows `c0 .. c0 + CB`.
+    // `j` and `r` (or `c`) index two arrays at once: plain ranges read best.
+    #[allow(clippy::needless_range_loop)]
     #[inline(always)]
     unsafe fn dot_step<S: Simd, const N: usize, const CB: usize, const FULL: bool>(
         d: &Dot,
@@ -1265,7 +1363,14 @@ pub(crate) mod skinny {
                     S::load_part(p, part)
                 }
             };
-            let x: [S::V; CB] = std::array::from_fn(|c| ld(d.p.add((c0 + c) * d.ldp + l)));
+            let x: [S::V; CB] = std::array::from_fn(|c| {
+                let row = if d.offs.is_null() {
+                    (c0 + c) * d.ldp
+                } else {
+                    *d.offs.add(c0 + c)
+                };
+                ld(d.p.add(row + l))
+            });
             for j in 0..N {
                 let b = ld(d.bt.add(j * d.ldb + l));
                 for c in 0..CB {
@@ -1412,16 +1517,17 @@ pub(crate) mod skinny {
     }
 
     /// `out[c·rso + j·cso] = alpha·Σ_{l<len} p[c·ldp + l]·bt[j·ldb + l] + beta·out` for
-    /// `c < mc`, `j < n`; `out` is not read when `beta == 0`.
+    /// `c < mc`, `j < n`; `out` is not read when `beta == 0`. With `offs`, row `c` of `p`
+    /// starts at `offs[c]` instead of `c·ldp` (a padded image read in place).
     ///
     /// # Safety
-    /// `p` is readable at `c·ldp + l`, `bt` at `j·ldb + l`, `out` at `c·rso + j·cso`
+    /// `offs` has `mc` entries; `p` is readable at `c·ldp + l` (or `offs[c] + l`), `bt` at `j·ldb + l`, `out` at `c·rso + j·cso`
     /// (writable, no two the same), for those `c`, `j`, `l`; `n ≤ MAX_N`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn dot(
         isa: Isa,
         (mc, n, len): (usize, usize, usize),
-        (p, ldp): (*const f32, usize),
+        (p, ldp, offs): (*const f32, usize, Option<&[usize]>),
         (bt, ldb): (*const f32, usize),
         (out, rso, cso): (*mut f32, isize, isize),
         (alpha, beta): (f32, f32),
@@ -1433,6 +1539,10 @@ pub(crate) mod skinny {
                 len,
                 p,
                 ldp,
+                offs: offs.map_or(std::ptr::null(), |o| {
+                    debug_assert!(o.len() >= mc);
+                    o.as_ptr()
+                }),
                 bt: bt.wrapping_add(j0 * ldb),
                 ldb,
                 out: out.wrapping_offset(j0 as isize * cso),
@@ -1536,7 +1646,7 @@ pub(crate) mod skinny {
                                 dot(
                                     isa,
                                     (mc, n, len),
-                                    (p.as_ptr(), len + 1),
+                                    (p.as_ptr(), len + 1, None),
                                     (bt.as_ptr(), len + 5),
                                     (out.as_mut_ptr(), 1, mc as isize),
                                     (alpha, beta),
