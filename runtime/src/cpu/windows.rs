@@ -518,6 +518,11 @@ unsafe fn product_rows(g: &WindowsGemm, range: Range<i64>, t: Tuning) {
         unsafe { direct_rows(g, range) };
         return;
     }
+    if uses_skinny(g, t) && !tap_major && g.n <= SKINNY_DOT_MAX_N && t.direct && direct_seg(g) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { direct_seg_rows(g, range) };
+        return;
+    }
     if uses_skinny(g, t) && (tap_major || g.n <= SKINNY_DOT_MAX_N) {
         // SAFETY: forwarded from this function's contract.
         unsafe { skinny_rows(g, range, block, tap_major) };
@@ -699,7 +704,15 @@ unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
                     sample = s;
                     // SAFETY: a window of the range reads sample `s` (the caller's
                     // contract).
-                    unsafe { pad_sample(g, s, &mut pimg[..(ph * pw) as usize], pw) };
+                    unsafe {
+                        pad_sample(
+                            g,
+                            s,
+                            &mut pimg[..(ph * pw) as usize],
+                            pw,
+                            (g.pad[0], g.pad[1]),
+                        )
+                    };
                     pimg[(ph * pw) as usize..].fill(0.0);
                 }
                 let sample_end = end.min((s + 1) * per);
@@ -740,29 +753,108 @@ unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
     });
 }
 
-/// Copies sample `s` of `g`'s one-channel image into `pimg`, rows of `pw` floats, shifted
-/// by the padding, zeros around it (the padded image of [`direct_rows`]).
+/// Copies sample `s` of `g`'s image into `pimg`, rows of `pw` pixels (`c` floats each),
+/// image pixel `(y, x)` at `(y + sy, x + sx)`, zeros around it (the padded images of
+/// [`direct_rows`] and [`direct_seg_rows`]).
 ///
 /// # Safety
 /// The image buffer holds sample `s`.
-unsafe fn pad_sample(g: &WindowsGemm, s: i64, pimg: &mut [f32], pw: i64) {
-    let [h, w, _] = g.image;
-    let ph = pimg.len() as i64 / pw;
+unsafe fn pad_sample(g: &WindowsGemm, s: i64, pimg: &mut [f32], pw: i64, (sy, sx): (i64, i64)) {
+    let [h, w, c] = g.image;
+    let ph = pimg.len() as i64 / (pw * c);
     pimg.fill(0.0);
-    let x1 = w.min(pw - g.pad[1]);
-    if x1 <= 0 {
+    let (x0, x1) = ((-sx).max(0), w.min(pw - sx));
+    if x1 <= x0 {
         return;
     }
-    for y in 0..h.min(ph - g.pad[0]) {
-        let at = ((y + g.pad[0]) * pw + g.pad[1]) as usize;
-        // SAFETY: columns `0..x1` of image row `y` of sample `s` (the caller's contract).
+    for y in (-sy).max(0)..h.min(ph - sy) {
+        let at = (((y + sy) * pw + x0 + sx) * c) as usize;
+        // SAFETY: columns `x0..x1` of image row `y` of sample `s` (the caller's contract).
         unsafe {
             copy_run(
-                g.a.offset(((s * h + y) * w) as isize),
-                &mut pimg[at..at + x1 as usize],
+                g.a.offset((((s * h + y) * w + x0) * c) as isize),
+                &mut pimg[at..at + ((x1 - x0) * c) as usize],
             )
         };
     }
+}
+
+/// Whether [`direct_seg_rows`] takes `g`: unit steps, no `div`, adjacent taps along the
+/// columns (`tap₁ = ±1`: a tap row is one run of `kw·c` floats of the padded image).
+fn direct_seg(g: &WindowsGemm) -> bool {
+    g.div == [1, 1] && g.step == [1, 1] && g.tap[1].abs() == 1 && g.tap[0] != 0
+}
+
+/// Untransposed rows `range` of `C` for a [`direct_seg`] geometry without packing: each
+/// sample is copied into a zero-padded image where window `(p, q)`'s tap row `ty` is the
+/// run of `kw·c` floats at `((p + oy(ty))·pw + q)·c` (the taps in image order: reversed
+/// when `tap₁ = -1`, `Bᵀ`'s columns permuted to match); [`skinny::dot_segments`] meets
+/// each window's `kh` runs with `Bᵀ` and writes its row of `C` with `alpha` and `beta`.
+///
+/// # Safety
+/// As for [`run`].
+unsafe fn direct_seg_rows(g: &WindowsGemm, range: Range<i64>) {
+    let [_, _, c] = g.image;
+    let [p_n, q_n] = g.grid;
+    let [kh, kw] = g.taps;
+    let (ph, pw) = (p_n + (kh - 1) * g.tap[0].abs(), q_n + kw - 1);
+    // Image row `y` is padded row `y + sy`: the smallest row read, `p + ty·tap₀ - pad₀`,
+    // is padded row 0 (likewise the columns).
+    let sy = g.pad[0] - ((kh - 1) * g.tap[0]).min(0);
+    let sx = g.pad[1] - ((kw - 1) * g.tap[1]).min(0);
+    let oy = |ty: i64| ty * g.tap[0] - ((kh - 1) * g.tap[0]).min(0);
+    let segs: Vec<usize> = (0..kh).map(|ty| (oy(ty) * pw * c) as usize).collect();
+    let (n, run) = (g.n as usize, (kw * c) as usize);
+    let cols = kh as usize * run;
+    let per = p_n * q_n;
+    let isa = skinny::isa();
+    let mut bt = vec![0f32; n * cols];
+    for ty in 0..kh {
+        for u in 0..kw {
+            let tx = if g.tap[1] == 1 { u } else { kw - 1 - u };
+            for ch in 0..c {
+                let l = (ty * kw + tx) * c + ch;
+                for j in 0..n {
+                    // SAFETY: element (l, j) of B (the caller's contract).
+                    bt[j * cols + (ty * kw + u) as usize * c as usize + ch as usize] =
+                        unsafe { *g.b.offset((l * g.rsb + j as i64 * g.csb) as isize) };
+                }
+            }
+        }
+    }
+    with_scratch(&PACKED, (ph * pw * c) as usize, |pimg| {
+        let (mut win, end) = (g.first + range.start, g.first + range.end);
+        let mut offs = Vec::new();
+        while win < end {
+            let s = win / per;
+            // SAFETY: a window of the range reads sample `s` (the caller's contract).
+            unsafe { pad_sample(g, s, pimg, pw, (sy, sx)) };
+            let stop = end.min((s + 1) * per);
+            offs.clear();
+            offs.extend((win..stop).map(|wi| {
+                let (p, q) = ((wi - s * per) / q_n, (wi - s * per) % q_n);
+                ((p * pw + q) * c) as usize
+            }));
+            // SAFETY: window `(p, q)`'s runs end by `((p + oy(kh-1))·pw + q + kw)·c ≤
+            // ph·pw·c`; these windows' rows of C are the caller's.
+            unsafe {
+                skinny::dot_segments(
+                    isa,
+                    (offs.len(), n, run),
+                    (pimg.as_ptr(), 0, Some(&offs)),
+                    Some(&segs),
+                    (bt.as_ptr(), cols),
+                    (
+                        g.c.wrapping_offset(((win - g.first) * g.rsc) as isize),
+                        g.rsc as isize,
+                        g.csc as isize,
+                    ),
+                    (g.alpha, g.beta),
+                )
+            };
+            win = stop;
+        }
+    });
 }
 
 /// Transposed, for a [`direct`] geometry: `out` (m×n at strides `rso`, `cso`) = the sum
@@ -797,7 +889,15 @@ unsafe fn direct_reduce(
                     sample = s;
                     // SAFETY: a window of the range reads sample `s` (the caller's
                     // contract).
-                    unsafe { pad_sample(g, s, &mut pimg[..(ph * pw) as usize], pw) };
+                    unsafe {
+                        pad_sample(
+                            g,
+                            s,
+                            &mut pimg[..(ph * pw) as usize],
+                            pw,
+                            (g.pad[0], g.pad[1]),
+                        )
+                    };
                     pimg[(ph * pw) as usize..].fill(0.0);
                 }
                 let sample_end = end.min((s + 1) * per);
@@ -1333,6 +1433,10 @@ pub(crate) mod skinny {
         ldp: usize,
         /// Row `c` of `p` at `offs[c]` instead of `c·ldp`, when not null.
         offs: *const usize,
+        /// When not null, `nseg` runs of `len` floats make a row: run `t` at `segs[t]`
+        /// past the row's start in `p`, at `t·len` in `bt`'s.
+        segs: *const usize,
+        nseg: usize,
         bt: *const f32,
         ldb: usize,
         out: *mut f32,
@@ -1349,6 +1453,7 @@ pub(crate) mod skinny {
     unsafe fn dot_step<S: Simd, const N: usize, const CB: usize, const FULL: bool>(
         d: &Dot,
         c0: usize,
+        (pofs, bofs): (usize, usize),
         l: usize,
         part: usize,
         s: &mut [[S::V; N]; CB],
@@ -1369,10 +1474,10 @@ pub(crate) mod skinny {
                 } else {
                     *d.offs.add(c0 + c)
                 };
-                ld(d.p.add(row + l))
+                ld(d.p.add(row + pofs + l))
             });
             for j in 0..N {
-                let b = ld(d.bt.add(j * d.ldb + l));
+                let b = ld(d.bt.add(j * d.ldb + bofs + l));
                 for c in 0..CB {
                     s[c][j] = S::fma(x[c], b, s[c][j]);
                 }
@@ -1387,13 +1492,20 @@ pub(crate) mod skinny {
         // and those elements of `out` (the caller's contract).
         unsafe {
             let mut s = [[S::zero(); N]; CB];
-            let mut l = 0;
-            while l + S::W <= d.len {
-                dot_step::<S, N, CB, true>(d, c0, l, S::W, &mut s);
-                l += S::W;
-            }
-            if l < d.len {
-                dot_step::<S, N, CB, false>(d, c0, l, d.len - l, &mut s);
+            for t in 0..d.nseg {
+                let seg = if d.segs.is_null() {
+                    (0, 0)
+                } else {
+                    (*d.segs.add(t), t * d.len)
+                };
+                let mut l = 0;
+                while l + S::W <= d.len {
+                    dot_step::<S, N, CB, true>(d, c0, seg, l, S::W, &mut s);
+                    l += S::W;
+                }
+                if l < d.len {
+                    dot_step::<S, N, CB, false>(d, c0, seg, l, d.len - l, &mut s);
+                }
             }
             for (c, sc) in s.iter().enumerate() {
                 for (j, v) in sc.iter().enumerate() {
@@ -1532,6 +1644,36 @@ pub(crate) mod skinny {
         (out, rso, cso): (*mut f32, isize, isize),
         (alpha, beta): (f32, f32),
     ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            dot_segments(
+                isa,
+                (mc, n, len),
+                (p, ldp, offs),
+                None,
+                (bt, ldb),
+                (out, rso, cso),
+                (alpha, beta),
+            )
+        }
+    }
+
+    /// [`dot`] with rows made of runs: with `segs`, row `c`'s reduction is `segs.len()`
+    /// runs of `len` floats, run `t` at `offs[c] + segs[t]` (or `c·ldp + segs[t]`) in
+    /// `p` and at `t·len` in `bt`'s rows (a window's tap rows in a padded image).
+    ///
+    /// # Safety
+    /// As for [`dot`], each run readable.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn dot_segments(
+        isa: Isa,
+        (mc, n, len): (usize, usize, usize),
+        (p, ldp, offs): (*const f32, usize, Option<&[usize]>),
+        segs: Option<&[usize]>,
+        (bt, ldb): (*const f32, usize),
+        (out, rso, cso): (*mut f32, isize, isize),
+        (alpha, beta): (f32, f32),
+    ) {
         debug_assert!(n <= MAX_N);
         for (j0, nj) in chunks(isa, n) {
             let d = Dot {
@@ -1543,6 +1685,8 @@ pub(crate) mod skinny {
                     debug_assert!(o.len() >= mc);
                     o.as_ptr()
                 }),
+                segs: segs.map_or(std::ptr::null(), |t| t.as_ptr()),
+                nseg: segs.map_or(1, |t| t.len()),
                 bt: bt.wrapping_add(j0 * ldb),
                 ldb,
                 out: out.wrapping_offset(j0 as isize * cso),
