@@ -28,6 +28,29 @@
 //! a column-major temporary, copied into `C` with `beta`. A transposed product's partial
 //! sum is row-major (filters down the tile) for either packing.
 //!
+//! Products with few columns (`n ≤ 16`: LeNet's 6 filters) waste most of the `gemm`
+//! crate's tiles, and their packing costs more than their product; they run on the
+//! [`skinny`] micro-kernels (explicit AVX-512 or AVX2+FMA, detected at run time; a scalar
+//! fallback) and, where the geometry allows, without packing at all:
+//! - unit steps, no `div` ([`direct`], [`direct_seg`]): each sample is copied into a
+//!   zero-padded image (the padding and the tap order made explicit), in which a tap's
+//!   values over a run of windows, or a window's tap row, are contiguous and read in
+//!   place. One channel, untransposed ([`direct_rows`], conv1 fwd): [`skinny::axpy`]
+//!   down the windows of several window rows at once (with `kw - 1` junk windows per
+//!   row, dropped), a per-tap offset for each of the `kh·kw` columns; transposed
+//!   ([`direct_reduce`], conv1 wgrad): [`skinny::dot`] of each tap's run against the
+//!   same run of `Bᵀ` (zero at the junk windows). Several channels, untransposed, `n ≤ 8`
+//!   ([`direct_seg_rows`], conv2 dgrad): [`skinny::dot_segments`] of each window's `kh`
+//!   tap rows (`kw·c` floats each) against `Bᵀ`, its columns in image order;
+//! - otherwise the blocks are packed as above: tap-major blocks through
+//!   [`skinny::axpy`] (untransposed) or [`skinny::dot`] against the block's rows of `B`
+//!   transposed (transposed), window-major ones through [`skinny::dot`] against `Bᵀ`
+//!   (untransposed, `n ≤ 8`) or [`skinny::axpy`] into a column-major partial product
+//!   (transposed: conv2 wgrad).
+//!
+//! Untransposed window-major products of 9–16 columns (conv2 fwd, rgb fwd) stay on the
+//! `gemm` crate: the dot kernels were 1.5× (in place) to 1.8× (packed) slower there.
+//!
 //! Called from a kernel without a parallel loop (the executor's `SERIAL_POOL` is set) a
 //! product big enough to pay for a hand-off ([`SPLIT_MIN_MACS`]) runs on both lanes:
 //! untransposed, each lane takes half of the windows (rows of `C`); transposed, each lane
@@ -36,10 +59,26 @@
 //! calling thread.
 //!
 //! Measured with `runtime/examples/conv_bench.rs` on LeNet's convolutions at batch 128
-//! (2 AVX-512 cores, the `gemm` crate's AVX-512 kernels, a quiet machine; median of 50
-//! calls; GFLOP/s count `2·m·n·k`, the padding's zeros included). `explicit` packs the
-//! whole `im2col` matrix and runs one `sgemm` (both halved on two lanes); `sgemm only` is
-//! that product alone, on a matrix packed beforehand (a plain GEMM of the same shape):
+//! (`cargo run --release -p nnc-runtime --example conv_bench`; 2 AVX-512 cores, the
+//! `gemm` crate's AVX-512 kernels, a quiet machine; median of 50 calls; GFLOP/s count
+//! `2·m·n·k`, the padding's zeros included). `explicit` packs the whole `im2col` matrix
+//! and runs one `sgemm` (both halved on two lanes); `sgemm only` is that product alone, on
+//! a matrix packed beforehand (a plain GEMM of the same shape). With the small-`n`
+//! kernels (`packed 1t`: the same without the in-place paths; `gemm 1t`: no [`skinny`]
+//! kernel, as before them, in the same run):
+//!
+//! ```text
+//! µs (GF/s)    m×n×k         implicit 1t  implicit 2t  explicit 1t  sgemm only   packed 1t    gemm 1t
+//! conv1 fwd    100352×6×25    745 (40.4)   419 (71.8)  4815 ( 6.3)  1143 (26.3)  1477 (20.4)  1643 (18.3)
+//! conv2 fwd    12800×16×150  1113 (55.2)   555 (111)   1065 (57.7)   560 (110)   1112 (55.3)  1108 (55.5)
+//! conv1 wgrad  25×6×100352   1310 (23.0)   676 (44.5)  5108 ( 5.9)  1257 (24.0)  1920 (15.7)  2212 (13.6)
+//! conv2 wgrad  150×16×12800  1153 (53.3)   678 (90.6)  1606 (38.3)   761 (80.8)  1548 (39.7)  1584 (38.8)
+//! conv2 dgrad  25088×6×400   3130 (38.5)  2211 (54.5)  9040 (13.3)  6708 (18.0)  4604 (26.2)  5216 (23.1)
+//! rgb fwd      131072×16×75  7980 (39.4)  6516 (48.3)  8613 (36.5)  3489 (90.2)  8089 (38.9)  8078 (38.9)
+//! ```
+//!
+//! (conv2 fwd and rgb fwd run on the `gemm` crate as before; their columns show the spread
+//! from run to run.) Before the small-`n` kernels (the `gemm` crate throughout):
 //!
 //! ```text
 //! µs (GFLOP/s)     m×n×k          implicit 1t   implicit 2t   explicit 1t   explicit 2t  sgemm only
@@ -53,16 +92,18 @@
 //!
 //! Two-lane times vary by ±30% from run to run on this shared machine (the last row's
 //! `implicit 2t` ran 4.2–4.8 ms in three reruns, `explicit 2t` 5.2–6.7 ms). The knobs, one
-//! lane: tap-major packing is 3–4× faster than window-major on one channel (conv1 fwd
+//! lane, before the small-`n` kernels: tap-major packing is 3–4× faster than window-major on one channel (conv1 fwd
 //! 1.6 ms against 6.6, conv1 wgrad 2.2 against 4.9) and 1.3–3× slower on 3 or more (conv2
 //! fwd 3.4 ms against 1.16); window-major blocks through the column-major temporary are
 //! 1.1–1.8× slower than written directly; a row-major partial product is as fast as a
 //! column-major one at 6 filters and 1.25× faster at 16; no block size of 8K–64K floats
 //! beats 16K's throughout (each is 0–30% off on some case), 4K ones are 1.4× slower on
-//! conv1 fwd. What remains
-//! between the implicit path and a plain GEMM is the packing itself (about as long as the
-//! product on conv2 fwd); conv2's input gradient multiplies half zeros (the transposed
-//! convolution's padding), so its 23.6 GFLOP/s are 12 of useful work.
+//! conv1 fwd (with the small-`n` kernels, `block 4K` is within 3% of 16K throughout
+//! except conv2 wgrad, 1.35× slower). What remains between the implicit path and a
+//! plain GEMM on 16 filters is the packing itself (about as long as the product on conv2
+//! fwd); conv2's input gradient multiplies half zeros (the transposed convolution's
+//! padding), so its 38.5 GFLOP/s (23.6 before) are about 19 of useful work: skipping a
+//! border window's all-zero tap rows is left to do.
 
 use std::cell::Cell;
 use std::ops::Range;
