@@ -830,12 +830,14 @@ fn direct_seg(g: &WindowsGemm) -> bool {
 /// sample is copied into a zero-padded image where window `(p, q)`'s tap row `ty` is the
 /// run of `kw·c` floats at `((p + oy(ty))·pw + q)·c` (the taps in image order: reversed
 /// when `tap₁ = -1`, `Bᵀ`'s columns permuted to match); [`skinny::dot_segments`] meets
-/// each window's `kh` runs with `Bᵀ` and writes its row of `C` with `alpha` and `beta`.
+/// each window's `kh` runs with `Bᵀ` and writes its row of `C` with `alpha` and `beta`,
+/// a window row at a time, skipping the tap rows outside the image (all zero: 20 of conv2
+/// dgrad's 70 pairs of a window row and a tap row).
 ///
 /// # Safety
 /// As for [`run`].
 unsafe fn direct_seg_rows(g: &WindowsGemm, range: Range<i64>) {
-    let [_, _, c] = g.image;
+    let [h, _, c] = g.image;
     let [p_n, q_n] = g.grid;
     let [kh, kw] = g.taps;
     let (ph, pw) = (p_n + (kh - 1) * g.tap[0].abs(), q_n + kw - 1);
@@ -866,25 +868,33 @@ unsafe fn direct_seg_rows(g: &WindowsGemm, range: Range<i64>) {
     with_scratch(&PACKED, (ph * pw * c) as usize, |pimg| {
         let (mut win, end) = (g.first + range.start, g.first + range.end);
         let mut offs = Vec::new();
+        let mut sample = -1;
         while win < end {
             let s = win / per;
-            // SAFETY: a window of the range reads sample `s` (the caller's contract).
-            unsafe { pad_sample(g, s, pimg, pw, (sy, sx)) };
-            let stop = end.min((s + 1) * per);
+            if s != sample {
+                sample = s;
+                // SAFETY: a window of the range reads sample `s` (the caller's contract).
+                unsafe { pad_sample(g, s, pimg, pw, (sy, sx)) };
+            }
+            // The rest of window row `p` (in the range).
+            let p = (win - s * per) / q_n;
+            let stop = end.min(s * per + (p + 1) * q_n);
             offs.clear();
-            offs.extend((win..stop).map(|wi| {
-                let (p, q) = ((wi - s * per) / q_n, (wi - s * per) % q_n);
-                ((p * pw + q) * c) as usize
-            }));
+            offs.extend((win..stop).map(|wi| ((p * pw + (wi - s * per) % q_n) * c) as usize));
+            // The tap rows inside the image (contiguous): the others are all zero.
+            let inside = |ty: &i64| (0..h).contains(&(p + ty * g.tap[0] - g.pad[0]));
+            let lo = (0..kh).find(inside).unwrap_or(kh) as usize;
+            let hi = (0..kh).rfind(inside).map_or(lo, |t| t as usize + 1);
             // SAFETY: window `(p, q)`'s runs end by `((p + oy(kh-1))·pw + q + kw)·c ≤
-            // ph·pw·c`; these windows' rows of C are the caller's.
+            // ph·pw·c`; `Bᵀ`'s rows from tap row `lo` on; these windows' rows of C are
+            // the caller's.
             unsafe {
                 skinny::dot_segments(
                     isa,
                     (offs.len(), n, run),
                     (pimg.as_ptr(), 0, Some(&offs)),
-                    Some(&segs),
-                    (bt.as_ptr(), cols),
+                    Some(&segs[lo..hi]),
+                    (bt.as_ptr().add(lo * run), cols),
                     (
                         g.c.wrapping_offset(((win - g.first) * g.rsc) as isize),
                         g.rsc as isize,
@@ -2073,14 +2083,17 @@ mod tests {
         }
     }
 
-    /// Every geometry, untransposed and transposed, on one lane and on two, with small
-    /// blocks (so that blocks end mid-sample), `first` ≠ 0, alpha and beta ≠ (1, 0),
+    /// Every geometry and several widths, untransposed and transposed, on one lane and on
+    /// two, with small blocks (so that blocks end mid-sample), `first` ≠ 0, alpha and beta ≠ (1, 0),
     /// against the naive loop.
     #[test]
     fn products_match_a_naive_loop() {
         let pool = Pool::new(2);
-        let n = 5;
-        for mut w in geometries() {
+        // Every kernel's chunk widths, the dot paths' limit and the widest product.
+        for (n, mut w) in [1, 5, 8, 9, 16]
+            .into_iter()
+            .flat_map(|n| geometries().into_iter().map(move |w| (n, w)))
+        {
             for transposed in [false, true] {
                 w.transposed = transposed;
                 let samples = 3;
