@@ -69,16 +69,17 @@
 //!
 //! ```text
 //! µs (GF/s)    m×n×k         implicit 1t  implicit 2t  explicit 1t  sgemm only   packed 1t    gemm 1t
-//! conv1 fwd    100352×6×25    745 (40.4)   419 (71.8)  4815 ( 6.3)  1143 (26.3)  1477 (20.4)  1643 (18.3)
-//! conv2 fwd    12800×16×150  1113 (55.2)   555 (111)   1065 (57.7)   560 (110)   1112 (55.3)  1108 (55.5)
-//! conv1 wgrad  25×6×100352   1310 (23.0)   676 (44.5)  5108 ( 5.9)  1257 (24.0)  1920 (15.7)  2212 (13.6)
-//! conv2 wgrad  150×16×12800  1153 (53.3)   678 (90.6)  1606 (38.3)   761 (80.8)  1548 (39.7)  1584 (38.8)
-//! conv2 dgrad  25088×6×400   3130 (38.5)  2211 (54.5)  9040 (13.3)  6708 (18.0)  4604 (26.2)  5216 (23.1)
-//! rgb fwd      131072×16×75  7980 (39.4)  6516 (48.3)  8613 (36.5)  3489 (90.2)  8089 (38.9)  8078 (38.9)
+//! conv1 fwd    100352×6×25    787 (38.3)   393 (76.6)  4645 ( 6.5)  1164 (25.9)  1530 (19.7)  1661 (18.1)
+//! conv2 fwd    12800×16×150  1089 (56.4)   557 (110)   1045 (58.8)   547 (112)   1077 (57.0)  1074 (57.2)
+//! conv1 wgrad  25×6×100352   1310 (23.0)   678 (44.4)  4755 ( 6.3)  1239 (24.3)  2091 (14.4)  2206 (13.6)
+//! conv2 wgrad  150×16×12800  1079 (56.9)   792 (77.6)  1266 (48.5)   725 (84.7)  1106 (55.5)  1074 (57.2)
+//! conv2 dgrad  25088×6×400   2160 (55.7)  1113 (108)   9197 (13.1)  7331 (16.4)  4602 (26.2)  5117 (23.5)
+//! rgb fwd      131072×16×75  8074 (39.0)  5953 (52.8)  8603 (36.6)  3609 (87.2)  8210 (38.3)  8139 (38.6)
 //! ```
 //!
-//! (conv2 fwd and rgb fwd run on the `gemm` crate as before; their columns show the spread
-//! from run to run.) Before the small-`n` kernels (the `gemm` crate throughout):
+//! (conv2 fwd and rgb fwd run on the `gemm` crate as before, conv2 wgrad's packed blocks
+//! on [`skinny::axpy`] about as fast as on it: their columns show the spread from run to
+//! run, 5–40% on this shared machine.) Before the small-`n` kernels (the `gemm` crate throughout):
 //!
 //! ```text
 //! µs (GFLOP/s)     m×n×k          implicit 1t   implicit 2t   explicit 1t   explicit 2t  sgemm only
@@ -101,9 +102,9 @@
 //! conv1 fwd (with the small-`n` kernels, `block 4K` is within 3% of 16K throughout
 //! except conv2 wgrad, 1.35× slower). What remains between the implicit path and a
 //! plain GEMM on 16 filters is the packing itself (about as long as the product on conv2
-//! fwd); conv2's input gradient multiplies half zeros (the transposed convolution's
-//! padding), so its 38.5 GFLOP/s (23.6 before) are about 19 of useful work: skipping a
-//! border window's all-zero tap rows is left to do.
+//! fwd). conv2's input gradient multiplies half zeros (the transposed convolution's
+//! padding): its 23.6 GFLOP/s before were 12 of useful work; the in-place path skips the
+//! all-zero tap rows (not the zero columns within a tap row), so its 55.7 count about 40.
 
 use std::cell::Cell;
 use std::ops::Range;
