@@ -195,7 +195,7 @@ const fn tuned(label: &'static str, t: Tuning) -> Variant {
     Variant::Tuned(label, t)
 }
 
-const VARIANTS: [Variant; 14] = [
+const VARIANTS: [Variant; 16] = [
     Variant::Implicit1,
     Variant::Implicit2,
     Variant::Explicit1,
@@ -255,6 +255,20 @@ const VARIANTS: [Variant; 14] = [
         "col partial",
         Tuning {
             partial_col_major_max_n: i64::MAX,
+            ..TUNING
+        },
+    ),
+    tuned(
+        "packed",
+        Tuning {
+            direct: false,
+            ..TUNING
+        },
+    ),
+    tuned(
+        "gemm crate",
+        Tuning {
+            skinny_max_n: 0,
             ..TUNING
         },
     ),

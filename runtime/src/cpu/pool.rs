@@ -108,7 +108,7 @@ impl Pool {
 /// run instead of burning the time slice.
 fn relax(spins: &mut u32) {
     *spins = spins.wrapping_add(1);
-    if *spins % 64 == 0 {
+    if (*spins).is_multiple_of(64) {
         thread::yield_now();
     } else {
         std::hint::spin_loop();

@@ -28,6 +28,29 @@
 //! a column-major temporary, copied into `C` with `beta`. A transposed product's partial
 //! sum is row-major (filters down the tile) for either packing.
 //!
+//! Products with few columns (`n ≤ 16`: LeNet's 6 filters) waste most of the `gemm`
+//! crate's tiles, and their packing costs more than their product; they run on the
+//! [`skinny`] micro-kernels (explicit AVX-512 or AVX2+FMA, detected at run time; a scalar
+//! fallback) and, where the geometry allows, without packing at all:
+//! - unit steps, no `div` ([`direct`], [`direct_seg`]): each sample is copied into a
+//!   zero-padded image (the padding and the tap order made explicit), in which a tap's
+//!   values over a run of windows, or a window's tap row, are contiguous and read in
+//!   place. One channel, untransposed ([`direct_rows`], conv1 fwd): [`skinny::axpy`]
+//!   down the windows of several window rows at once (with `kw - 1` junk windows per
+//!   row, dropped), a per-tap offset for each of the `kh·kw` columns; transposed
+//!   ([`direct_reduce`], conv1 wgrad): [`skinny::dot`] of each tap's run against the
+//!   same run of `Bᵀ` (zero at the junk windows). Several channels, untransposed, `n ≤ 8`
+//!   ([`direct_seg_rows`], conv2 dgrad): [`skinny::dot_segments`] of each window's `kh`
+//!   tap rows (`kw·c` floats each) against `Bᵀ`, its columns in image order;
+//! - otherwise the blocks are packed as above: tap-major blocks through
+//!   [`skinny::axpy`] (untransposed) or [`skinny::dot`] against the block's rows of `B`
+//!   transposed (transposed), window-major ones through [`skinny::dot`] against `Bᵀ`
+//!   (untransposed, `n ≤ 8`) or [`skinny::axpy`] into a column-major partial product
+//!   (transposed: conv2 wgrad).
+//!
+//! Untransposed window-major products of 9–16 columns (conv2 fwd, rgb fwd) stay on the
+//! `gemm` crate: the dot kernels were 1.5× (in place) to 1.8× (packed) slower there.
+//!
 //! Called from a kernel without a parallel loop (the executor's `SERIAL_POOL` is set) a
 //! product big enough to pay for a hand-off ([`SPLIT_MIN_MACS`]) runs on both lanes:
 //! untransposed, each lane takes half of the windows (rows of `C`); transposed, each lane
@@ -36,10 +59,27 @@
 //! calling thread.
 //!
 //! Measured with `runtime/examples/conv_bench.rs` on LeNet's convolutions at batch 128
-//! (2 AVX-512 cores, the `gemm` crate's AVX-512 kernels, a quiet machine; median of 50
-//! calls; GFLOP/s count `2·m·n·k`, the padding's zeros included). `explicit` packs the
-//! whole `im2col` matrix and runs one `sgemm` (both halved on two lanes); `sgemm only` is
-//! that product alone, on a matrix packed beforehand (a plain GEMM of the same shape):
+//! (`cargo run --release -p nnc-runtime --example conv_bench`; 2 AVX-512 cores, the
+//! `gemm` crate's AVX-512 kernels, a quiet machine; median of 50 calls; GFLOP/s count
+//! `2·m·n·k`, the padding's zeros included). `explicit` packs the whole `im2col` matrix
+//! and runs one `sgemm` (both halved on two lanes); `sgemm only` is that product alone, on
+//! a matrix packed beforehand (a plain GEMM of the same shape). With the small-`n`
+//! kernels (`packed 1t`: the same without the in-place paths; `gemm 1t`: no [`skinny`]
+//! kernel, as before them, in the same run):
+//!
+//! ```text
+//! µs (GF/s)    m×n×k         implicit 1t  implicit 2t  explicit 1t  sgemm only   packed 1t    gemm 1t
+//! conv1 fwd    100352×6×25    787 (38.3)   393 (76.6)  4645 ( 6.5)  1164 (25.9)  1530 (19.7)  1661 (18.1)
+//! conv2 fwd    12800×16×150  1089 (56.4)   557 (110)   1045 (58.8)   547 (112)   1077 (57.0)  1074 (57.2)
+//! conv1 wgrad  25×6×100352   1310 (23.0)   678 (44.4)  4755 ( 6.3)  1239 (24.3)  2091 (14.4)  2206 (13.6)
+//! conv2 wgrad  150×16×12800  1079 (56.9)   792 (77.6)  1266 (48.5)   725 (84.7)  1106 (55.5)  1074 (57.2)
+//! conv2 dgrad  25088×6×400   2160 (55.7)  1113 (108)   9197 (13.1)  7331 (16.4)  4602 (26.2)  5117 (23.5)
+//! rgb fwd      131072×16×75  8074 (39.0)  5953 (52.8)  8603 (36.6)  3609 (87.2)  8210 (38.3)  8139 (38.6)
+//! ```
+//!
+//! (conv2 fwd and rgb fwd run on the `gemm` crate as before, conv2 wgrad's packed blocks
+//! on [`skinny::axpy`] about as fast as on it: their columns show the spread from run to
+//! run, 5–40% on this shared machine.) Before the small-`n` kernels (the `gemm` crate throughout):
 //!
 //! ```text
 //! µs (GFLOP/s)     m×n×k          implicit 1t   implicit 2t   explicit 1t   explicit 2t  sgemm only
@@ -53,16 +93,19 @@
 //!
 //! Two-lane times vary by ±30% from run to run on this shared machine (the last row's
 //! `implicit 2t` ran 4.2–4.8 ms in three reruns, `explicit 2t` 5.2–6.7 ms). The knobs, one
-//! lane: tap-major packing is 3–4× faster than window-major on one channel (conv1 fwd
+//! lane, before the small-`n` kernels: tap-major packing is 3–4× faster than window-major on one channel (conv1 fwd
 //! 1.6 ms against 6.6, conv1 wgrad 2.2 against 4.9) and 1.3–3× slower on 3 or more (conv2
 //! fwd 3.4 ms against 1.16); window-major blocks through the column-major temporary are
 //! 1.1–1.8× slower than written directly; a row-major partial product is as fast as a
 //! column-major one at 6 filters and 1.25× faster at 16; no block size of 8K–64K floats
 //! beats 16K's throughout (each is 0–30% off on some case), 4K ones are 1.4× slower on
-//! conv1 fwd. What remains
-//! between the implicit path and a plain GEMM is the packing itself (about as long as the
-//! product on conv2 fwd); conv2's input gradient multiplies half zeros (the transposed
-//! convolution's padding), so its 23.6 GFLOP/s are 12 of useful work.
+//! conv1 fwd (with the small-`n` kernels, `block 4K` is within 3% of 16K throughout
+//! except conv2 wgrad, 1.35× slower). What remains between the implicit path and a
+//! plain GEMM on 16 filters is the packing itself (about as long as the product on conv2
+//! fwd). conv2's input gradient multiplies half zeros (the transposed convolution's
+//! padding): its 23.6 GFLOP/s before were 12 of useful work; the in-place path skips the
+//! all-zero tap rows (not the zero taps within a tap row): it multiplies 71% of the taps,
+//! 51% being in the image, so its 55.7 GFLOP/s are about 28 of useful work.
 
 use std::cell::Cell;
 use std::ops::Range;
@@ -88,6 +131,12 @@ pub(crate) struct Tuning {
     /// product (taps down the register tile), wider ones into a row-major one (filters
     /// down the tile).
     pub partial_col_major_max_n: i64,
+    /// Products with at most this many columns (and at most [`skinny::MAX_N`]) run on
+    /// the [`skinny`] micro-kernels instead of the `gemm` crate.
+    pub skinny_max_n: i64,
+    /// One-channel untransposed products of unit steps run [`skinny::axpy`] on a
+    /// zero-padded copy of each sample, read in place ([`direct_rows`]), not packed.
+    pub direct: bool,
 }
 
 /// The measured choice (see the module doc).
@@ -96,6 +145,8 @@ pub(crate) const TUNING: Tuning = Tuning {
     tap_major_max_c: 1,
     window_major_temp: false,
     partial_col_major_max_n: 0,
+    skinny_max_n: skinny::MAX_N as i64,
+    direct: true,
 };
 
 /// Each lane's part of a split keeps at least this many windows.
@@ -411,7 +462,8 @@ pub(crate) unsafe fn run_tuned(g: &WindowsGemm, pool: Option<&Pool>, t: Tuning) 
     // Transposed: partial sums over windows, m×n, one per lane.
     let (mu, nu) = (m as usize, n as usize);
     // Element (i, j) of a partial product at `i·ri + j·rj`.
-    let (ri, rj) = if n <= t.partial_col_major_max_n {
+    let skinny_axpy = uses_skinny(g, t) && g.image[2] > t.tap_major_max_c;
+    let (ri, rj) = if n <= t.partial_col_major_max_n || skinny_axpy {
         (1, mu)
     } else {
         (nu, 1)
@@ -504,6 +556,21 @@ unsafe fn product_rows(g: &WindowsGemm, range: Range<i64>, t: Tuning) {
     let block = (t.block_floats / cols / tile * tile).max(tile);
     let block = block.min(range.end - range.start);
     let tap_major = g.image[2] <= t.tap_major_max_c;
+    if uses_skinny(g, t) && tap_major && t.direct && direct(g) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { direct_rows(g, range) };
+        return;
+    }
+    if uses_skinny(g, t) && !tap_major && g.n <= SKINNY_DOT_MAX_N && t.direct && direct_seg(g) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { direct_seg_rows(g, range) };
+        return;
+    }
+    if uses_skinny(g, t) && (tap_major || g.n <= SKINNY_DOT_MAX_N) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { skinny_rows(g, range, block, tap_major) };
+        return;
+    }
     // The gemm crate turns a row-major C around (see the module doc).
     let via_temp = (tap_major || t.window_major_temp) && g.csc.abs() < g.rsc.abs();
     let out_len = if via_temp { (block * n) as usize } else { 0 };
@@ -583,6 +650,16 @@ unsafe fn reduce_windows(
     let block = (t.block_floats / cols).max(MIN_REDUCTION_BLOCK);
     let block = block.min(range.end - range.start);
     let tap_major = g.image[2] <= t.tap_major_max_c;
+    if uses_skinny(g, t) && tap_major && t.direct && direct(g) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { direct_reduce(g, range, (out, rso, cso)) };
+        return;
+    }
+    if uses_skinny(g, t) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { skinny_reduce(g, range, block, tap_major, (out, rso, cso)) };
+        return;
+    }
     with_scratch(&PACKED, (block * cols) as usize, |packed| {
         let mut beta = 0.0;
         let mut r = range.start;
@@ -621,6 +698,1182 @@ unsafe fn reduce_windows(
             r += rows;
         }
     });
+}
+
+/// Untransposed window-major blocks run on [`skinny::dot`] up to this many columns; wider
+/// ones (16 filters: conv2 fwd, rgb fwd) are 1.8× faster on the `gemm` crate.
+const SKINNY_DOT_MAX_N: i64 = 8;
+
+/// Whether [`direct_rows`] takes `g`: one channel, unit steps, no `div`, dilations and
+/// paddings of at least 0 (a forward convolution of a one-channel image).
+fn direct(g: &WindowsGemm) -> bool {
+    g.image[2] == 1
+        && g.div == [1, 1]
+        && g.step == [1, 1]
+        && g.tap.iter().all(|&t| t >= 1)
+        && g.pad.iter().all(|&p| p >= 0)
+}
+
+/// Untransposed rows `range` of `C` (windows counted from `g.first`) for a [`direct`]
+/// geometry, without packing: each sample is copied into a zero-padded image `ph × pw`
+/// (`pw = q_n + (kw-1)·tap`), where window `(p, q)`'s tap `(ty, tx)` is at `(p +
+/// ty·tap₀)·pw + q + tx·tap₁`, so that for a fixed tap the windows of a run of window
+/// rows are one contiguous run (`q ≥ q_n` are junk rows, computed and dropped): an
+/// [`skinny::axpy`] over that run with a per-tap offset, into a column-major temporary
+/// copied into `C` with `alpha` and `beta`.
+///
+/// # Safety
+/// As for [`run`].
+unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
+    let [p_n, q_n] = g.grid;
+    let [kh, kw] = g.taps;
+    let (ph, pw) = (p_n + (kh - 1) * g.tap[0], q_n + (kw - 1) * g.tap[1]);
+    // The last window row's junk windows read this far past the padded image.
+    let slack = ((kw - 1) * g.tap[1]) as usize;
+    let n = g.n as usize;
+    let offs = direct_offsets(g, pw);
+    // Window rows per product: a temporary of up to 16K floats.
+    let chunk = (16 * 1024 / (pw as usize * n)).max(1) as i64;
+    let per = p_n * q_n;
+    let isa = skinny::isa();
+    let pimg_len = (ph * pw) as usize + slack;
+    with_scratch(&PACKED, pimg_len, |pimg| {
+        with_scratch(&BLOCK_OUT, chunk as usize * pw as usize * n, |temp| {
+            let (mut win, end) = (g.first + range.start, g.first + range.end);
+            let mut sample = -1;
+            while win < end {
+                let s = win / per;
+                if s != sample {
+                    sample = s;
+                    // SAFETY: a window of the range reads sample `s` (the caller's
+                    // contract).
+                    unsafe {
+                        pad_sample(
+                            g,
+                            s,
+                            &mut pimg[..(ph * pw) as usize],
+                            pw,
+                            (g.pad[0], g.pad[1]),
+                        )
+                    };
+                    pimg[(ph * pw) as usize..].fill(0.0);
+                }
+                let sample_end = end.min((s + 1) * per);
+                let p0 = (win - s * per) / q_n;
+                let p1 = (p0 + chunk).min(ceil_div(sample_end - s * per, q_n));
+                let rows = ((p1 - p0) * pw) as usize;
+                // SAFETY: window rows `p0..p1` read `p0·pw + i + offs[l]` for `i < rows`,
+                // inside the padded image and its slack; the temporary holds rows × n.
+                unsafe {
+                    skinny::axpy(
+                        isa,
+                        (rows, n, (kh * kw) as usize),
+                        (pimg.as_ptr().add((p0 * pw) as usize), 0, Some(&offs)),
+                        (g.b, g.rsb as isize, g.csb as isize),
+                        (temp.as_mut_ptr(), rows),
+                        false,
+                    )
+                };
+                let stop = sample_end.min(s * per + p1 * q_n);
+                for wi in win..stop {
+                    let (p, q) = ((wi - s * per) / q_n, (wi - s * per) % q_n);
+                    let i = ((p - p0) * pw + q) as usize;
+                    let c = g.c.wrapping_offset(((wi - g.first) * g.rsc) as isize);
+                    for j in 0..n {
+                        // SAFETY: element (wi - first, j) of C (the caller's contract).
+                        unsafe {
+                            update(
+                                c.offset(j as isize * g.csc as isize),
+                                g.alpha * temp[j * rows + i],
+                                g.beta,
+                            )
+                        };
+                    }
+                }
+                win = stop;
+            }
+        })
+    });
+}
+
+/// Copies sample `s` of `g`'s image into `pimg`, rows of `pw` pixels (`c` floats each),
+/// image pixel `(y, x)` at `(y + sy, x + sx)`, zeros around it (the padded images of
+/// [`direct_rows`] and [`direct_seg_rows`]).
+///
+/// # Safety
+/// The image buffer holds sample `s`.
+unsafe fn pad_sample(g: &WindowsGemm, s: i64, pimg: &mut [f32], pw: i64, (sy, sx): (i64, i64)) {
+    let [h, w, c] = g.image;
+    let ph = pimg.len() as i64 / (pw * c);
+    pimg.fill(0.0);
+    let (x0, x1) = ((-sx).max(0), w.min(pw - sx));
+    if x1 <= x0 {
+        return;
+    }
+    for y in (-sy).max(0)..h.min(ph - sy) {
+        let at = (((y + sy) * pw + x0 + sx) * c) as usize;
+        // SAFETY: columns `x0..x1` of image row `y` of sample `s` (the caller's contract).
+        unsafe {
+            copy_run(
+                g.a.offset((((s * h + y) * w + x0) * c) as isize),
+                &mut pimg[at..at + ((x1 - x0) * c) as usize],
+            )
+        };
+    }
+}
+
+/// Whether [`direct_seg_rows`] takes `g`: unit steps, no `div`, adjacent taps along the
+/// columns (`tap₁ = ±1`: a tap row is one run of `kw·c` floats of the padded image).
+fn direct_seg(g: &WindowsGemm) -> bool {
+    g.div == [1, 1] && g.step == [1, 1] && g.tap[1].abs() == 1 && g.tap[0] != 0
+}
+
+/// Untransposed rows `range` of `C` for a [`direct_seg`] geometry without packing: each
+/// sample is copied into a zero-padded image where window `(p, q)`'s tap row `ty` is the
+/// run of `kw·c` floats at `((p + oy(ty))·pw + q)·c` (the taps in image order: reversed
+/// when `tap₁ = -1`, `Bᵀ`'s columns permuted to match); [`skinny::dot_segments`] meets
+/// each window's `kh` runs with `Bᵀ` and writes its row of `C` with `alpha` and `beta`,
+/// a window row at a time, skipping the tap rows outside the image (all zero: 20 of conv2
+/// dgrad's 70 pairs of a window row and a tap row).
+///
+/// # Safety
+/// As for [`run`].
+unsafe fn direct_seg_rows(g: &WindowsGemm, range: Range<i64>) {
+    let [h, _, c] = g.image;
+    let [p_n, q_n] = g.grid;
+    let [kh, kw] = g.taps;
+    let (ph, pw) = (p_n + (kh - 1) * g.tap[0].abs(), q_n + kw - 1);
+    // Image row `y` is padded row `y + sy`: the smallest row read, `p + ty·tap₀ - pad₀`,
+    // is padded row 0 (likewise the columns).
+    let sy = g.pad[0] - ((kh - 1) * g.tap[0]).min(0);
+    let sx = g.pad[1] - ((kw - 1) * g.tap[1]).min(0);
+    let oy = |ty: i64| ty * g.tap[0] - ((kh - 1) * g.tap[0]).min(0);
+    let segs: Vec<usize> = (0..kh).map(|ty| (oy(ty) * pw * c) as usize).collect();
+    let (n, run) = (g.n as usize, (kw * c) as usize);
+    let cols = kh as usize * run;
+    let per = p_n * q_n;
+    let isa = skinny::isa();
+    let mut bt = vec![0f32; n * cols];
+    for ty in 0..kh {
+        for u in 0..kw {
+            let tx = if g.tap[1] == 1 { u } else { kw - 1 - u };
+            for ch in 0..c {
+                let l = (ty * kw + tx) * c + ch;
+                for j in 0..n {
+                    // SAFETY: element (l, j) of B (the caller's contract).
+                    bt[j * cols + (ty * kw + u) as usize * c as usize + ch as usize] =
+                        unsafe { *g.b.offset((l * g.rsb + j as i64 * g.csb) as isize) };
+                }
+            }
+        }
+    }
+    with_scratch(&PACKED, (ph * pw * c) as usize, |pimg| {
+        let (mut win, end) = (g.first + range.start, g.first + range.end);
+        let mut offs = Vec::new();
+        let mut sample = -1;
+        while win < end {
+            let s = win / per;
+            if s != sample {
+                sample = s;
+                // SAFETY: a window of the range reads sample `s` (the caller's contract).
+                unsafe { pad_sample(g, s, pimg, pw, (sy, sx)) };
+            }
+            // The rest of window row `p` (in the range).
+            let p = (win - s * per) / q_n;
+            let stop = end.min(s * per + (p + 1) * q_n);
+            offs.clear();
+            offs.extend((win..stop).map(|wi| ((p * pw + (wi - s * per) % q_n) * c) as usize));
+            // The tap rows inside the image (contiguous): the others are all zero.
+            let inside = |ty: &i64| (0..h).contains(&(p + ty * g.tap[0] - g.pad[0]));
+            let lo = (0..kh).find(inside).unwrap_or(kh) as usize;
+            let hi = (0..kh).rfind(inside).map_or(lo, |t| t as usize + 1);
+            // SAFETY: window `(p, q)`'s runs end by `((p + oy(kh-1))·pw + q + kw)·c ≤
+            // ph·pw·c`; `Bᵀ`'s rows from tap row `lo` on; these windows' rows of C are
+            // the caller's.
+            unsafe {
+                skinny::dot_segments(
+                    isa,
+                    (offs.len(), n, run),
+                    (pimg.as_ptr(), 0, Some(&offs)),
+                    Some(&segs[lo..hi]),
+                    (bt.as_ptr().add(lo * run), cols),
+                    (
+                        g.c.wrapping_offset(((win - g.first) * g.rsc) as isize),
+                        g.rsc as isize,
+                        g.csc as isize,
+                    ),
+                    (g.alpha, g.beta),
+                )
+            };
+            win = stop;
+        }
+    });
+}
+
+/// Transposed, for a [`direct`] geometry: `out` (m×n at strides `rso`, `cso`) = the sum
+/// over windows `range` (counted from `g.first`) of `A·B`, without packing: on each
+/// sample's padded image (as in [`direct_rows`]) tap `l`'s values for a run of window
+/// rows are one contiguous run at `offs[l]`, met by [`skinny::dot`] with the same run of
+/// `Bᵀ` (`B`'s rows transposed, zero at the junk windows `q ≥ q_n` and outside `range`).
+///
+/// # Safety
+/// As for [`reduce_windows`].
+unsafe fn direct_reduce(
+    g: &WindowsGemm,
+    range: Range<i64>,
+    (out, rso, cso): (*mut f32, usize, usize),
+) {
+    let [p_n, q_n] = g.grid;
+    let [kh, kw] = g.taps;
+    let (ph, pw) = (p_n + (kh - 1) * g.tap[0], q_n + (kw - 1) * g.tap[1]);
+    let slack = ((kw - 1) * g.tap[1]) as usize;
+    let n = g.n as usize;
+    let offs = direct_offsets(g, pw);
+    let chunk = (16 * 1024 / (pw as usize * n)).max(1) as i64;
+    let per = p_n * q_n;
+    let isa = skinny::isa();
+    with_scratch(&PACKED, (ph * pw) as usize + slack, |pimg| {
+        with_scratch(&BLOCK_OUT, chunk as usize * pw as usize * n, |bt| {
+            let (mut win, end) = (g.first + range.start, g.first + range.end);
+            let (mut sample, mut beta) = (-1, 0.0);
+            while win < end {
+                let s = win / per;
+                if s != sample {
+                    sample = s;
+                    // SAFETY: a window of the range reads sample `s` (the caller's
+                    // contract).
+                    unsafe {
+                        pad_sample(
+                            g,
+                            s,
+                            &mut pimg[..(ph * pw) as usize],
+                            pw,
+                            (g.pad[0], g.pad[1]),
+                        )
+                    };
+                    pimg[(ph * pw) as usize..].fill(0.0);
+                }
+                let sample_end = end.min((s + 1) * per);
+                let p0 = (win - s * per) / q_n;
+                let p1 = (p0 + chunk).min(ceil_div(sample_end - s * per, q_n));
+                let len = ((p1 - p0) * pw) as usize;
+                let stop = sample_end.min(s * per + p1 * q_n);
+                let bt = &mut bt[..n * len];
+                bt.fill(0.0);
+                for wi in win..stop {
+                    let (p, q) = ((wi - s * per) / q_n, (wi - s * per) % q_n);
+                    let i = ((p - p0) * pw + q) as usize;
+                    let b = g.b.wrapping_offset(((wi - g.first) * g.rsb) as isize);
+                    for j in 0..n {
+                        // SAFETY: element (wi - first, j) of B (the caller's contract).
+                        bt[j * len + i] = unsafe { *b.offset(j as isize * g.csb as isize) };
+                    }
+                }
+                // SAFETY: as in `direct_rows`; Bᵀ holds n × len floats, out m × n.
+                unsafe {
+                    skinny::dot(
+                        isa,
+                        (offs.len(), n, len),
+                        (pimg.as_ptr().add((p0 * pw) as usize), 0, Some(&offs)),
+                        (bt.as_ptr(), len),
+                        (out, rso as isize, cso as isize),
+                        (1.0, beta),
+                    )
+                };
+                beta = 1.0;
+                win = stop;
+            }
+        })
+    });
+}
+
+/// Tap `(ty, tx)`'s offset in a padded image of rows of `pw` floats.
+fn direct_offsets(g: &WindowsGemm, pw: i64) -> Vec<usize> {
+    let [kh, kw] = g.taps;
+    (0..kh)
+        .flat_map(|ty| (0..kw).map(move |tx| (ty * g.tap[0] * pw + tx * g.tap[1]) as usize))
+        .collect()
+}
+
+/// Whether `g` runs on the [`skinny`] micro-kernels with knobs `t`.
+fn uses_skinny(g: &WindowsGemm, t: Tuning) -> bool {
+    g.n <= skinny::MAX_N as i64 && g.n <= t.skinny_max_n
+}
+
+/// [`product_rows`] on the [`skinny`] kernels, blocks of `block` windows: a tap-major
+/// block (windows contiguous per tap) through [`skinny::axpy`] into a column-major
+/// temporary, copied into `C` with `alpha` and `beta`; a window-major one (taps
+/// contiguous per window) through [`skinny::dot`] against `Bᵀ`, straight into `C`.
+///
+/// # Safety
+/// As for [`run`].
+unsafe fn skinny_rows(g: &WindowsGemm, range: Range<i64>, block: i64, tap_major: bool) {
+    let (n, cols) = (g.n as usize, cols(g) as usize);
+    let isa = skinny::isa();
+    let block = block as usize;
+    // The temporary (tap-major) or Bᵀ (window-major).
+    let side = if tap_major { block * n } else { n * cols };
+    with_scratch(&PACKED, block * cols, |packed| {
+        with_scratch(&BLOCK_OUT, side, |side| {
+            if !tap_major {
+                for (j, row) in side.chunks_exact_mut(cols).enumerate() {
+                    for (l, v) in row.iter_mut().enumerate() {
+                        // SAFETY: element (l, j) of B (the caller's contract).
+                        *v = unsafe { *g.b.offset((l as i64 * g.rsb + j as i64 * g.csb) as isize) };
+                    }
+                }
+            }
+            let mut r = range.start;
+            while r < range.end {
+                let rows = (block as i64).min(range.end - r);
+                let windows = g.first + r..g.first + r + rows;
+                let rows = rows as usize;
+                let c = g.c.wrapping_offset((r * g.rsc) as isize);
+                if tap_major {
+                    // SAFETY: forwarded from this function's contract; the block is
+                    // rows × cols floats, the temporary rows × n; B is the caller's.
+                    unsafe {
+                        pack_tap_major(g, windows, packed, rows);
+                        skinny::axpy(
+                            isa,
+                            (rows, n, cols),
+                            (packed.as_ptr(), rows, None),
+                            (g.b, g.rsb as isize, g.csb as isize),
+                            (side.as_mut_ptr(), rows),
+                            false,
+                        );
+                    }
+                    for i in 0..rows {
+                        for j in 0..n {
+                            let v = g.alpha * side[j * rows + i];
+                            // SAFETY: element (r + i, j) of C (the caller's contract).
+                            unsafe {
+                                update(
+                                    c.offset(
+                                        i as isize * g.rsc as isize + j as isize * g.csc as isize,
+                                    ),
+                                    v,
+                                    g.beta,
+                                )
+                            };
+                        }
+                    }
+                } else {
+                    // SAFETY: as above; these rows of C are the caller's.
+                    unsafe {
+                        pack(g, windows, packed);
+                        skinny::dot(
+                            isa,
+                            (rows, n, cols),
+                            (packed.as_ptr(), cols, None),
+                            (side.as_ptr(), cols),
+                            (c, g.rsc as isize, g.csc as isize),
+                            (g.alpha, g.beta),
+                        );
+                    }
+                }
+                r += rows as i64;
+            }
+        })
+    });
+}
+
+/// [`reduce_windows`] on the [`skinny`] kernels, blocks of `block` windows: a tap-major
+/// block (taps × windows, windows contiguous) through [`skinny::dot`] against the block's
+/// rows of `B` transposed; a window-major one (taps contiguous) through
+/// [`skinny::axpy`], `out` column-major (`rso == 1`).
+///
+/// # Safety
+/// As for [`reduce_windows`].
+unsafe fn skinny_reduce(
+    g: &WindowsGemm,
+    range: Range<i64>,
+    block: i64,
+    tap_major: bool,
+    (out, rso, cso): (*mut f32, usize, usize),
+) {
+    let (m, n, cols) = (g.m as usize, g.n as usize, cols(g) as usize);
+    let isa = skinny::isa();
+    let block = block as usize;
+    let side = if tap_major { n * block } else { 0 };
+    with_scratch(&PACKED, block * cols, |packed| {
+        with_scratch(&BLOCK_OUT, side, |bt| {
+            let mut first = true;
+            let mut r = range.start;
+            while r < range.end {
+                let rows = (block as i64).min(range.end - r);
+                let windows = g.first + r..g.first + r + rows;
+                let rows = rows as usize;
+                let b = g.b.wrapping_offset((r * g.rsb) as isize);
+                if tap_major {
+                    for (j, row) in bt.chunks_exact_mut(rows).take(n).enumerate() {
+                        for (w, v) in row.iter_mut().enumerate() {
+                            // SAFETY: element (r + w, j) of B (the caller's contract).
+                            *v = unsafe {
+                                *b.offset((w as i64 * g.rsb + j as i64 * g.csb) as isize)
+                            };
+                        }
+                    }
+                    // SAFETY: forwarded from this function's contract; the block is
+                    // cols × rows floats, Bᵀ n × rows, out m × n.
+                    unsafe {
+                        pack_tap_major(g, windows, packed, rows);
+                        skinny::dot(
+                            isa,
+                            (m, n, rows),
+                            (packed.as_ptr(), rows, None),
+                            (bt.as_ptr(), rows),
+                            (out, rso as isize, cso as isize),
+                            (1.0, if first { 0.0 } else { 1.0 }),
+                        );
+                    }
+                } else {
+                    debug_assert_eq!(rso, 1);
+                    // SAFETY: as above; the block is rows × cols floats.
+                    unsafe {
+                        pack(g, windows, packed);
+                        skinny::axpy(
+                            isa,
+                            (m, n, rows),
+                            (packed.as_ptr(), cols, None),
+                            (b, g.rsb as isize, g.csb as isize),
+                            (out, cso),
+                            !first,
+                        );
+                    }
+                }
+                first = false;
+                r += rows as i64;
+            }
+        })
+    });
+}
+
+/// Micro-kernels for products with few columns (`n ≤` [`skinny::MAX_N`]), where the
+/// `gemm` crate's wide register tiles mostly multiply padding (see the module doc).
+///
+/// Two forms, each with explicit SIMD (AVX-512 or AVX2+FMA, chosen at run time; a
+/// portable scalar fallback with the same loops, one lane wide):
+/// - [`skinny::axpy`]: `out[j·ldo + i] = Σ_l p[l·ldp + i]·b[l·rsb + j·csb]`, vectorised
+///   down `i` (`p` stored `l`-major, `i` contiguous, as a tap-major block); each tile
+///   keeps `R` vectors of `i` × `N` columns in registers, so that each load of `p` feeds
+///   `N` multiply-adds and each broadcast of `b` feeds `R`;
+/// - [`skinny::dot`]: `out[c·rso + j·cso] = alpha·Σ_l p[c·ldp + l]·bt[j·ldb + l] +
+///   beta·out`, vectorised along the reduction `l` (both operands contiguous along it:
+///   a window-major block against `Bᵀ`, or a tap-major block's rows against a
+///   transposed block of `B`), `CB` rows × `N` columns of partial sums in registers,
+///   each summed across its lanes at the end.
+///
+/// Wider `n` is cut into chunks of at most [`skinny::chunk`] columns.
+pub(crate) mod skinny {
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    /// The widest product the kernels take.
+    pub(crate) const MAX_N: usize = 16;
+
+    /// The instruction set the kernels run with.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Isa {
+        Scalar,
+        #[cfg(target_arch = "x86_64")]
+        Avx2,
+        #[cfg(target_arch = "x86_64")]
+        Avx512,
+    }
+
+    /// The best instruction set this machine has (detected at run time: the crate is
+    /// built for plain x86-64).
+    pub(crate) fn isa() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Scalar
+    }
+
+    /// Every instruction set this machine can run (the tests try each).
+    #[cfg(test)]
+    pub(crate) fn all_isas() -> Vec<Isa> {
+        let mut v = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                v.push(Isa::Avx2);
+            }
+            if is_x86_feature_detected!("avx512f") {
+                v.push(Isa::Avx512);
+            }
+        }
+        v
+    }
+
+    /// The most columns one kernel call keeps in registers.
+    pub(crate) fn chunk(isa: Isa) -> usize {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => 8,
+            _ => 6,
+        }
+    }
+
+    /// The columns `0..n` cut into near-equal chunks of at most [`chunk`] each.
+    fn chunks(isa: Isa, n: usize) -> impl Iterator<Item = (usize, usize)> {
+        let count = n.div_ceil(chunk(isa));
+        let size = n.div_ceil(count.max(1));
+        (0..count).map(move |c| (c * size, (n - c * size).min(size)))
+    }
+
+    /// One vector type's operations.
+    trait Simd {
+        type V: Copy;
+        const W: usize;
+        unsafe fn zero() -> Self::V;
+        unsafe fn load(p: *const f32) -> Self::V;
+        /// The first `len < W` lanes from `p`, the others zero.
+        unsafe fn load_part(p: *const f32, len: usize) -> Self::V;
+        unsafe fn store(p: *mut f32, v: Self::V);
+        unsafe fn store_part(p: *mut f32, v: Self::V, len: usize);
+        unsafe fn splat(x: f32) -> Self::V;
+        /// `a·b + c`.
+        unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+        unsafe fn sum(v: Self::V) -> f32;
+    }
+
+    /// One lane: the portable fallback.
+    struct Scalar;
+    impl Simd for Scalar {
+        type V = f32;
+        const W: usize = 1;
+        #[inline(always)]
+        unsafe fn zero() -> f32 {
+            0.0
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> f32 {
+            // SAFETY: the caller's.
+            unsafe { *p }
+        }
+        #[inline(always)]
+        unsafe fn load_part(_: *const f32, _: usize) -> f32 {
+            0.0 // `len < 1`
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: f32) {
+            // SAFETY: the caller's.
+            unsafe { *p = v }
+        }
+        #[inline(always)]
+        unsafe fn store_part(_: *mut f32, _: f32, _: usize) {}
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> f32 {
+            x
+        }
+        #[inline(always)]
+        unsafe fn fma(a: f32, b: f32, c: f32) -> f32 {
+            a * b + c
+        }
+        #[inline(always)]
+        unsafe fn sum(v: f32) -> f32 {
+            v
+        }
+    }
+
+    /// 8 lanes (AVX2 and FMA).
+    #[cfg(target_arch = "x86_64")]
+    struct Avx2;
+    // SAFETY (every method): only inlined into `#[target_feature(enable = "avx2,fma")]`
+    // functions; pointers as the callers promise.
+    #[cfg(target_arch = "x86_64")]
+    impl Simd for Avx2 {
+        type V = __m256;
+        const W: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            unsafe { _mm256_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_part(p: *const f32, len: usize) -> __m256 {
+            unsafe { _mm256_maskload_ps(p, mask8(len)) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_part(p: *mut f32, v: __m256, len: usize) {
+            unsafe { _mm256_maskstore_ps(p, mask8(len), v) }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m256 {
+            unsafe { _mm256_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn sum(v: __m256) -> f32 {
+            unsafe {
+                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+                _mm_cvtss_f32(s)
+            }
+        }
+    }
+
+    /// The AVX2 mask of the first `len` lanes.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn mask8(len: usize) -> __m256i {
+        // SAFETY: inlined into AVX2 functions only.
+        unsafe {
+            _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(len as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            )
+        }
+    }
+
+    /// 16 lanes (AVX-512F).
+    #[cfg(target_arch = "x86_64")]
+    struct Avx512;
+    // SAFETY (every method): only inlined into `#[target_feature(enable = "avx512f")]`
+    // functions; pointers as the callers promise.
+    #[cfg(target_arch = "x86_64")]
+    impl Simd for Avx512 {
+        type V = __m512;
+        const W: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            unsafe { _mm512_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_part(p: *const f32, len: usize) -> __m512 {
+            unsafe { _mm512_maskz_loadu_ps(((1u32 << len) - 1) as u16, p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m512) {
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_part(p: *mut f32, v: __m512, len: usize) {
+            unsafe { _mm512_mask_storeu_ps(p, ((1u32 << len) - 1) as u16, v) }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m512 {
+            unsafe { _mm512_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn sum(v: __m512) -> f32 {
+            unsafe { _mm512_reduce_add_ps(v) }
+        }
+    }
+
+    /// The operands of [`axpy`] (one chunk of columns).
+    #[derive(Clone, Copy)]
+    struct Axpy {
+        m: usize,
+        k: usize,
+        p: *const f32,
+        ldp: usize,
+        /// Column `l` of `p` at `offs[l]` instead of `l·ldp`, when not null.
+        offs: *const usize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        out: *mut f32,
+        ldo: usize,
+        acc: bool,
+    }
+
+    /// `R` vectors of rows from `i0` (the last one `len` lanes) × `N` columns of [`axpy`].
+    // `j` and `r` (or `c`) index two arrays at once: plain ranges read best.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn axpy_tile<S: Simd, const N: usize, const R: usize>(a: &Axpy, i0: usize, len: usize) {
+        let load = |p: *const f32, r: usize| {
+            // SAFETY: rows `i0 .. i0 + (R - 1)·W + len` of a column of `p` or `out`.
+            unsafe {
+                if r + 1 == R && len < S::W {
+                    S::load_part(p, len)
+                } else {
+                    S::load(p)
+                }
+            }
+        };
+        // SAFETY: as above, and `b`'s rows `0..k`, columns `0..N` (the caller's).
+        unsafe {
+            let mut c = [[S::zero(); N]; R];
+            if a.acc {
+                for (r, cr) in c.iter_mut().enumerate() {
+                    for (j, v) in cr.iter_mut().enumerate() {
+                        *v = load(a.out.add(j * a.ldo + i0 + r * S::W), r);
+                    }
+                }
+            }
+            for l in 0..a.k {
+                let off = if a.offs.is_null() {
+                    l * a.ldp
+                } else {
+                    *a.offs.add(l)
+                };
+                let pl = a.p.add(off + i0);
+                let x: [S::V; R] = std::array::from_fn(|r| load(pl.add(r * S::W), r));
+                let bl = a.b.offset(l as isize * a.rsb);
+                for j in 0..N {
+                    let bj = S::splat(*bl.offset(j as isize * a.csb));
+                    for r in 0..R {
+                        c[r][j] = S::fma(x[r], bj, c[r][j]);
+                    }
+                }
+            }
+            for (r, cr) in c.iter().enumerate() {
+                for (j, v) in cr.iter().enumerate() {
+                    let o = a.out.add(j * a.ldo + i0 + r * S::W);
+                    if r + 1 == R && len < S::W {
+                        S::store_part(o, *v, len);
+                    } else {
+                        S::store(o, *v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`axpy`] for `N` columns, tiles of `R` vectors of rows, then single vectors.
+    #[inline(always)]
+    unsafe fn axpy_n<S: Simd, const N: usize, const R: usize>(a: &Axpy) {
+        let mut i = 0;
+        // SAFETY: every tile stays inside rows `0..m` (the caller's contract).
+        unsafe {
+            while i + R * S::W <= a.m {
+                axpy_tile::<S, N, R>(a, i, S::W);
+                i += R * S::W;
+            }
+            while i < a.m {
+                let len = (a.m - i).min(S::W);
+                axpy_tile::<S, N, 1>(a, i, len);
+                i += len;
+            }
+        }
+    }
+
+    /// The operands of [`dot`] (one chunk of columns).
+    #[derive(Clone, Copy)]
+    struct Dot {
+        mc: usize,
+        len: usize,
+        p: *const f32,
+        ldp: usize,
+        /// Row `c` of `p` at `offs[c]` instead of `c·ldp`, when not null.
+        offs: *const usize,
+        /// When not null, `nseg` runs of `len` floats make a row: run `t` at `segs[t]`
+        /// past the row's start in `p`, at `t·len` in `bt`'s.
+        segs: *const usize,
+        nseg: usize,
+        bt: *const f32,
+        ldb: usize,
+        out: *mut f32,
+        rso: isize,
+        cso: isize,
+        alpha: f32,
+        beta: f32,
+    }
+
+    /// One vector of the reduction at `l` (`part` lanes) for rows `c0 .. c0 + CB`.
+    // `j` and `r` (or `c`) index two arrays at once: plain ranges read best.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn dot_step<S: Simd, const N: usize, const CB: usize, const FULL: bool>(
+        d: &Dot,
+        c0: usize,
+        (pofs, bofs): (usize, usize),
+        l: usize,
+        part: usize,
+        s: &mut [[S::V; N]; CB],
+    ) {
+        // SAFETY: `part` floats at `l` of rows `c0 .. c0 + CB` of `p` and `0..N` of `bt`
+        // (the caller's contract).
+        unsafe {
+            let ld = |p: *const f32| {
+                if FULL {
+                    S::load(p)
+                } else {
+                    S::load_part(p, part)
+                }
+            };
+            let x: [S::V; CB] = std::array::from_fn(|c| {
+                let row = if d.offs.is_null() {
+                    (c0 + c) * d.ldp
+                } else {
+                    *d.offs.add(c0 + c)
+                };
+                ld(d.p.add(row + pofs + l))
+            });
+            for j in 0..N {
+                let b = ld(d.bt.add(j * d.ldb + bofs + l));
+                for c in 0..CB {
+                    s[c][j] = S::fma(x[c], b, s[c][j]);
+                }
+            }
+        }
+    }
+
+    /// Rows `c0 .. c0 + CB` × `N` columns of [`dot`].
+    #[inline(always)]
+    unsafe fn dot_tile<S: Simd, const N: usize, const CB: usize>(d: &Dot, c0: usize) {
+        // SAFETY: rows `c0 .. c0 + CB` of `p` and `0..N` of `bt`, `len` floats each,
+        // and those elements of `out` (the caller's contract).
+        unsafe {
+            let mut s = [[S::zero(); N]; CB];
+            for t in 0..d.nseg {
+                let seg = if d.segs.is_null() {
+                    (0, 0)
+                } else {
+                    (*d.segs.add(t), t * d.len)
+                };
+                let mut l = 0;
+                while l + S::W <= d.len {
+                    dot_step::<S, N, CB, true>(d, c0, seg, l, S::W, &mut s);
+                    l += S::W;
+                }
+                if l < d.len {
+                    dot_step::<S, N, CB, false>(d, c0, seg, l, d.len - l, &mut s);
+                }
+            }
+            for (c, sc) in s.iter().enumerate() {
+                for (j, v) in sc.iter().enumerate() {
+                    let o = d.out.offset((c0 + c) as isize * d.rso + j as isize * d.cso);
+                    let v = d.alpha * S::sum(*v);
+                    *o = if d.beta == 0.0 { v } else { v + d.beta * *o };
+                }
+            }
+        }
+    }
+
+    /// [`dot`] for `N` columns, tiles of `CB` rows, then single rows.
+    #[inline(always)]
+    unsafe fn dot_n<S: Simd, const N: usize, const CB: usize>(d: &Dot) {
+        let mut c = 0;
+        // SAFETY: every tile stays inside rows `0..mc` (the caller's contract).
+        unsafe {
+            while c + CB <= d.mc {
+                dot_tile::<S, N, CB>(d, c);
+                c += CB;
+            }
+            while c < d.mc {
+                dot_tile::<S, N, 1>(d, c);
+                c += 1;
+            }
+        }
+    }
+
+    /// Instantiates `$f::<$S, N, R>` for `N` up to [`chunk`], `R` rows or vectors of rows
+    /// per tile such that the `R·N` sums and `R` operand vectors fit the registers.
+    macro_rules! by_n {
+        ($n:expr, $f:ident, $S:ty, $arg:expr, [$($N:literal => $R:literal),*]) => {
+            match $n {
+                $($N => $f::<$S, $N, $R>($arg),)*
+                _ => unreachable!("a chunk of {} columns", $n),
+            }
+        };
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn axpy_avx512(n: usize, a: &Axpy) {
+        // SAFETY: forwarded.
+        unsafe {
+            by_n!(n, axpy_n, Avx512, a,
+                [1 => 8, 2 => 8, 3 => 6, 4 => 5, 5 => 4, 6 => 4, 7 => 3, 8 => 3])
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn axpy_avx2(n: usize, a: &Axpy) {
+        // SAFETY: forwarded.
+        unsafe { by_n!(n, axpy_n, Avx2, a, [1 => 6, 2 => 4, 3 => 3, 4 => 2, 5 => 2, 6 => 2]) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dot_avx512(n: usize, d: &Dot) {
+        // SAFETY: forwarded.
+        unsafe {
+            by_n!(n, dot_n, Avx512, d,
+                [1 => 8, 2 => 8, 3 => 6, 4 => 5, 5 => 4, 6 => 4, 7 => 3, 8 => 3])
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_avx2(n: usize, d: &Dot) {
+        // SAFETY: forwarded.
+        unsafe { by_n!(n, dot_n, Avx2, d, [1 => 6, 2 => 4, 3 => 3, 4 => 2, 5 => 2, 6 => 2]) }
+    }
+
+    /// `out[j·ldo + i] (+)= Σ_{l<k} p[l·ldp + i]·b[l·rsb + j·csb]` for `i < m`, `j < n`:
+    /// added to `out` when `acc`, else written (`out` not read). With `offs`, column `l`
+    /// of `p` starts at `offs[l]` instead of `l·ldp` (a padded image read in place).
+    ///
+    /// # Safety
+    /// `offs` has `k` entries; `p` is readable at `l·ldp + i` (or `offs[l] + i`), `b` at `l·rsb + j·csb`, `out` writable (and
+    /// readable when `acc`) at `j·ldo + i`, for those `i`, `j`, `l`; `n ≤ MAX_N`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn axpy(
+        isa: Isa,
+        (m, n, k): (usize, usize, usize),
+        (p, ldp, offs): (*const f32, usize, Option<&[usize]>),
+        (b, rsb, csb): (*const f32, isize, isize),
+        (out, ldo): (*mut f32, usize),
+        acc: bool,
+    ) {
+        debug_assert!(n <= MAX_N);
+        for (j0, nj) in chunks(isa, n) {
+            let a = Axpy {
+                m,
+                k,
+                p,
+                ldp,
+                offs: offs.map_or(std::ptr::null(), |o| {
+                    debug_assert!(o.len() >= k);
+                    o.as_ptr()
+                }),
+                b: b.wrapping_offset(j0 as isize * csb),
+                rsb,
+                csb,
+                out: out.wrapping_add(j0 * ldo),
+                ldo,
+                acc,
+            };
+            // SAFETY: the chunk's columns are inside `0..n` (the caller's contract); the
+            // SIMD kernels run only where `isa()` found their instructions.
+            unsafe {
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => axpy_avx512(nj, &a),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => axpy_avx2(nj, &a),
+                    Isa::Scalar => by_n!(nj, axpy_n, Scalar, &a,
+                        [1 => 4, 2 => 4, 3 => 3, 4 => 2, 5 => 2, 6 => 2]),
+                }
+            }
+        }
+    }
+
+    /// `out[c·rso + j·cso] = alpha·Σ_{l<len} p[c·ldp + l]·bt[j·ldb + l] + beta·out` for
+    /// `c < mc`, `j < n`; `out` is not read when `beta == 0`. With `offs`, row `c` of `p`
+    /// starts at `offs[c]` instead of `c·ldp` (a padded image read in place).
+    ///
+    /// # Safety
+    /// `offs` has `mc` entries; `p` is readable at `c·ldp + l` (or `offs[c] + l`), `bt` at `j·ldb + l`, `out` at `c·rso + j·cso`
+    /// (writable, no two the same), for those `c`, `j`, `l`; `n ≤ MAX_N`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn dot(
+        isa: Isa,
+        (mc, n, len): (usize, usize, usize),
+        (p, ldp, offs): (*const f32, usize, Option<&[usize]>),
+        (bt, ldb): (*const f32, usize),
+        (out, rso, cso): (*mut f32, isize, isize),
+        (alpha, beta): (f32, f32),
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            dot_segments(
+                isa,
+                (mc, n, len),
+                (p, ldp, offs),
+                None,
+                (bt, ldb),
+                (out, rso, cso),
+                (alpha, beta),
+            )
+        }
+    }
+
+    /// [`dot`] with rows made of runs: with `segs`, row `c`'s reduction is `segs.len()`
+    /// runs of `len` floats, run `t` at `offs[c] + segs[t]` (or `c·ldp + segs[t]`) in
+    /// `p` and at `t·len` in `bt`'s rows (a window's tap rows in a padded image).
+    ///
+    /// # Safety
+    /// As for [`dot`], each run readable.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn dot_segments(
+        isa: Isa,
+        (mc, n, len): (usize, usize, usize),
+        (p, ldp, offs): (*const f32, usize, Option<&[usize]>),
+        segs: Option<&[usize]>,
+        (bt, ldb): (*const f32, usize),
+        (out, rso, cso): (*mut f32, isize, isize),
+        (alpha, beta): (f32, f32),
+    ) {
+        debug_assert!(n <= MAX_N);
+        for (j0, nj) in chunks(isa, n) {
+            let d = Dot {
+                mc,
+                len,
+                p,
+                ldp,
+                offs: offs.map_or(std::ptr::null(), |o| {
+                    debug_assert!(o.len() >= mc);
+                    o.as_ptr()
+                }),
+                segs: segs.map_or(std::ptr::null(), |t| t.as_ptr()),
+                nseg: segs.map_or(1, |t| t.len()),
+                bt: bt.wrapping_add(j0 * ldb),
+                ldb,
+                out: out.wrapping_offset(j0 as isize * cso),
+                rso,
+                cso,
+                alpha,
+                beta,
+            };
+            // SAFETY: as in `axpy`.
+            unsafe {
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => dot_avx512(nj, &d),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => dot_avx2(nj, &d),
+                    Isa::Scalar => by_n!(nj, dot_n, Scalar, &d,
+                        [1 => 4, 2 => 4, 3 => 3, 4 => 2, 5 => 2, 6 => 2]),
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn values(len: usize, seed: u32) -> Vec<f32> {
+            (0..len as u32)
+                .map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+                .collect()
+        }
+
+        fn close(want: f64, got: f32, what: &str) {
+            assert!(
+                (want - f64::from(got)).abs() <= 1e-4 * (1.0 + want.abs()),
+                "{what}: {got} vs {want}"
+            );
+        }
+
+        /// Both kernels against naive loops: every `n` up to `MAX_N`, odd sizes (tails
+        /// of every length), strided `b`, accumulation and alpha/beta, every ISA here.
+        #[test]
+        fn kernels_match_naive_loops() {
+            for isa in all_isas() {
+                for n in 1..=MAX_N {
+                    for (m, k) in [(1, 1), (7, 3), (37, 25), (70, 9)] {
+                        // axpy: p is k × ldp, b is k × n with rsb = n + 1, csb = 1.
+                        let ldp = m + 3;
+                        let p = values(k * ldp, 1);
+                        let b = values(k * (n + 1), 2);
+                        for acc in [false, true] {
+                            let ldo = m + 2;
+                            let out0 = values(n * ldo, 3);
+                            let mut out = out0.clone();
+                            // SAFETY: the buffers hold what the arguments name.
+                            unsafe {
+                                axpy(
+                                    isa,
+                                    (m, n, k),
+                                    (p.as_ptr(), ldp, None),
+                                    (b.as_ptr(), n as isize + 1, 1),
+                                    (out.as_mut_ptr(), ldo),
+                                    acc,
+                                )
+                            };
+                            for j in 0..n {
+                                for i in 0..m {
+                                    let mut s: f64 = (0..k)
+                                        .map(|l| {
+                                            f64::from(p[l * ldp + i])
+                                                * f64::from(b[l * (n + 1) + j])
+                                        })
+                                        .sum();
+                                    if acc {
+                                        s += f64::from(out0[j * ldo + i]);
+                                    }
+                                    close(
+                                        s,
+                                        out[j * ldo + i],
+                                        &format!("axpy {isa:?} {n} {m} {k} {acc}"),
+                                    );
+                                }
+                                for i in m..ldo {
+                                    assert_eq!(out[j * ldo + i], out0[j * ldo + i]);
+                                }
+                            }
+                        }
+                        // dot: p is m × ldp, bt is n × ldb, out column-major.
+                        let (mc, len) = (m, k * 3 + 2);
+                        let p = values(mc * (len + 1), 4);
+                        let bt = values(n * (len + 5), 5);
+                        for (alpha, beta) in [(1.0, 0.0), (0.5, 2.0), (-1.0, 1.0)] {
+                            let out0 = values(mc * n, 6);
+                            let mut out = if beta == 0.0 {
+                                vec![f32::NAN; mc * n]
+                            } else {
+                                out0.clone()
+                            };
+                            // SAFETY: as above.
+                            unsafe {
+                                dot(
+                                    isa,
+                                    (mc, n, len),
+                                    (p.as_ptr(), len + 1, None),
+                                    (bt.as_ptr(), len + 5),
+                                    (out.as_mut_ptr(), 1, mc as isize),
+                                    (alpha, beta),
+                                )
+                            };
+                            for c in 0..mc {
+                                for j in 0..n {
+                                    let s: f64 = (0..len)
+                                        .map(|l| {
+                                            f64::from(p[c * (len + 1) + l])
+                                                * f64::from(bt[j * (len + 5) + l])
+                                        })
+                                        .sum();
+                                    let mut want = f64::from(alpha) * s;
+                                    if beta != 0.0 {
+                                        want += f64::from(beta) * f64::from(out0[j * mc + c]);
+                                    }
+                                    close(
+                                        want,
+                                        out[j * mc + c],
+                                        &format!("dot {isa:?} {n} {mc} {len}"),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -694,6 +1947,8 @@ mod tests {
                 [-1, -1],
                 [2, 2],
             ),
+            // one channel, unit steps, dilated taps (read in place: `direct_rows`).
+            view([9, 8, 1], [7, 6], [3, 2], [1, 1], [2, 3], [2, 1], [1, 1]),
             // a step of 0 (every window the same).
             view([3, 4, 2], [2, 3], [2, 2], [0, 0], [1, 1], [0, 1], [1, 1]),
         ]
@@ -830,14 +2085,17 @@ mod tests {
         }
     }
 
-    /// Every geometry, untransposed and transposed, on one lane and on two, with small
-    /// blocks (so that blocks end mid-sample), `first` ≠ 0, alpha and beta ≠ (1, 0),
+    /// Every geometry and several widths, untransposed and transposed, on one lane and on
+    /// two, with small blocks (so that blocks end mid-sample), `first` ≠ 0, alpha and beta ≠ (1, 0),
     /// against the naive loop.
     #[test]
     fn products_match_a_naive_loop() {
         let pool = Pool::new(2);
-        let n = 5;
-        for mut w in geometries() {
+        // Every kernel's chunk widths, the dot paths' limit and the widest product.
+        for (n, mut w) in [1, 5, 8, 9, 16]
+            .into_iter()
+            .flat_map(|n| geometries().into_iter().map(move |w| (n, w)))
+        {
             for transposed in [false, true] {
                 w.transposed = transposed;
                 let samples = 3;
@@ -875,6 +2133,29 @@ mod tests {
                         (
                             Some(&pool),
                             Tuning {
+                                skinny_max_n: 0,
+                                ..small
+                            },
+                        ),
+                        (
+                            Some(&pool),
+                            Tuning {
+                                direct: false,
+                                ..small
+                            },
+                        ),
+                        (
+                            None,
+                            Tuning {
+                                skinny_max_n: 0,
+                                tap_major_max_c: i64::MAX,
+                                ..small
+                            },
+                        ),
+                        (
+                            Some(&pool),
+                            Tuning {
+                                skinny_max_n: 0,
                                 window_major_temp: true,
                                 partial_col_major_max_n: i64::MAX,
                                 ..TUNING
@@ -942,7 +2223,16 @@ mod tests {
                 block_floats: 1,
                 ..TUNING
             };
-            for (lanes, tuning) in [(None, TUNING), (Some(&pool), TUNING), (Some(&pool), small)] {
+            let gemm = Tuning {
+                skinny_max_n: 0,
+                ..TUNING
+            };
+            for (lanes, tuning) in [
+                (None, TUNING),
+                (Some(&pool), TUNING),
+                (Some(&pool), small),
+                (Some(&pool), gemm),
+            ] {
                 let mut c = c0.clone();
                 let g = descriptor(&w, 0, m, n, k, &image, (&b, n, 1), (&mut c, 1, m), 0.5, 1.0);
                 // SAFETY: as above.
@@ -957,7 +2247,10 @@ mod tests {
             for (e, v) in rowmajor.iter().enumerate() {
                 want[(e as i64 % n * m + e as i64 / n) as usize] = *v;
             }
-            for (got, what) in results.iter().zip(["one lane", "two lanes", "two, small"]) {
+            for (got, what) in results
+                .iter()
+                .zip(["one lane", "two lanes", "two, small", "gemm"])
+            {
                 assert_close(&want, got, what);
             }
         }

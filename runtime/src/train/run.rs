@@ -136,7 +136,7 @@ pub fn train_loop(
                 trained_now as f64 / epoch_started.elapsed().as_secs_f64(),
             );
             if let Some(every) = config.checkpoint_every {
-                if batch_no % every == 0 && position < n {
+                if batch_no.is_multiple_of(every) && position < n {
                     let state = exec.state().map_err(|error| TrainError::Exec {
                         epoch,
                         batch: batch_no,
