@@ -32,6 +32,40 @@ pub fn summary(c: &CompiledTrain) -> String {
 }
 
 /// `nnc explain`: each kernel, what it fused and why, and its estimated cost.
+/// The matrix products of a kernel, one line each: `m × n × k` at `batch`, and for a
+/// convolution the windows its left operand reads (an implicit GEMM). `nnc bench
+/// --profile` gives the GFLOP/s each reaches and its share of the machine's GEMM peak.
+fn products(k: &nnc_kernels::ir::Kernel, batch: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &k.body {
+        s.visit(&mut |s| {
+            let nnc_kernels::ir::Stmt::Gemm(g) = s else {
+                return;
+            };
+            let size = |i: &nnc_kernels::ir::Idx| {
+                nnc_kernels::gpu::eval_idx(i, batch as i64)
+                    .map_or_else(|| nnc_kernels::print::idx(i), |v| v.to_string())
+            };
+            let mut line = format!("gemm {} × {} × {}", size(&g.m), size(&g.n), size(&g.k));
+            if let Some(w) = &g.windows {
+                let _ = write!(
+                    line,
+                    ", implicit: {}windows of a {}×{}×{} image, {}×{} taps, step {}×{}, tap step {}×{}, pad {}×{}{}",
+                    if w.transposed { "transposed " } else { "" },
+                    w.image[0], w.image[1], w.image[2],
+                    w.taps[0], w.taps[1],
+                    w.step[0], w.step[1],
+                    w.tap[0], w.tap[1],
+                    w.pad[0], w.pad[1],
+                    if w.div != [1, 1] { format!(", positions divided by {}×{}", w.div[0], w.div[1]) } else { String::new() }
+                );
+            }
+            out.push(line);
+        });
+    }
+    out
+}
+
 pub fn explain(s: &CompiledStep, batch: usize) -> String {
     let mut out = String::new();
     let p = &s.lowered.program;
@@ -42,13 +76,18 @@ pub fn explain(s: &CompiledStep, batch: usize) -> String {
         p.kernels.len(),
         4 * p.arena.resolve(batch)
     );
-    for r in &s.lowered.reports {
+    for (i, r) in s.lowered.reports.iter().enumerate() {
         let _ = writeln!(
             out,
             "  {}  ~{} FLOPs, ~{} bytes moved",
             r.name, r.flops, r.bytes
         );
         let _ = writeln!(out, "    ops: {}", r.members.join(", "));
+        if let Some(k) = p.kernels.get(i) {
+            for line in products(k, batch) {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
         for n in &r.notes {
             let _ = writeln!(out, "    - {n}");
         }
