@@ -60,6 +60,7 @@ codes! {
     ShapeOverflow = "E0307": "shape whose element count overflows",
     RankMismatch = "E0308": "tensor of the wrong rank",
     EmptyShape = "E0309": "shape with a zero dimension",
+    Groups = "E0310": "convolution groups that do not divide the channels or the filters",
     // Training.
     NoTrainBlock = "E0401": "no `train` block",
     MissingSetting = "E0402": "missing required training setting",

@@ -290,6 +290,7 @@ impl Cx<'_> {
                 kernel,
                 stride,
                 dilation,
+                groups,
                 padding,
             } => {
                 let x = arg(0)?;
@@ -304,9 +305,27 @@ impl Cx<'_> {
                 };
                 let cv = Conv::new([h, wd], *kernel, *stride, *dilation, padding)?;
                 let w = get(bind.params, w.0 as usize, "parameter")?;
-                let w2 = g.reshape(w, Shape::fixed(&[cv.taps() * c, *filters]))?;
                 let b = get(bind.params, b.0 as usize, "parameter")?;
-                let y = g.push(Op::Conv(cv), &[x, w2])?;
+                let y = if *groups == 1 {
+                    let w2 = g.reshape(w, Shape::fixed(&[cv.taps() * c, *filters]))?;
+                    g.push(Op::Conv(cv), &[x, w2])?
+                } else {
+                    // One convolution per group of channels, joined along the channels.
+                    let (cg, fg) = (c / groups, filters / groups);
+                    let mut parts = Vec::new();
+                    for i in 0..*groups {
+                        let slice = |axis, n| Op::Slice {
+                            axis,
+                            start: i * n,
+                            end: (i + 1) * n,
+                        };
+                        let xg = g.push(slice(3, cg), &[x])?;
+                        let wg = g.push(slice(3, fg), &[w])?;
+                        let wg = g.reshape(wg, Shape::fixed(&[cv.taps() * cg, fg]))?;
+                        parts.push(g.push(Op::Conv(cv.clone()), &[xg, wg])?);
+                    }
+                    g.push(Op::Concat { axis: 3 }, &parts)?
+                };
                 g.add(y, b)?
             }
             TOp::Pool { func, size, stride } => {

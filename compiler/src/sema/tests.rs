@@ -537,6 +537,18 @@ fn broadcast_failure_shows_both_shapes() {
 }
 
 #[test]
+fn conv_groups_must_divide_channels_and_filters_e0310() {
+    one_err(
+        &model_src("input x: [4, 4, 3]\noutput y = x |> conv2d(4, groups = 2) |> flatten"),
+        Code::Groups,
+        "2",
+    );
+    ok(&model_src(
+        "input x: [4, 4, 4]\noutput y = x |> conv2d(6, kernel = [1, 3], groups = 2) |> flatten",
+    ));
+}
+
+#[test]
 fn windows_larger_than_their_input_are_e0304() {
     one_err(
         &model_src("input x: [1, 1, 3]\noutput y = x |> max_pool(2) |> flatten"),

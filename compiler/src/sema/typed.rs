@@ -224,6 +224,9 @@ pub enum TOp {
         kernel: [usize; 2],
         stride: [usize; 2],
         dilation: [usize; 2],
+        /// Channel groups: group `i` of the input's channels feeds group `i` of the
+        /// filters only.
+        groups: usize,
         padding: Padding,
     },
     /// Operands: `[x]`; `[h, w, c]`, window `size`, `padding = valid`.

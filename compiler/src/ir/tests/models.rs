@@ -134,6 +134,7 @@ impl ModelBuilder {
                 kernel: [kernel; 2],
                 stride: [stride; 2],
                 dilation: [1, 1],
+                groups: 1,
                 padding,
             },
             vec![x],

@@ -252,6 +252,17 @@ impl ModelChecker {
                     args.pair("stride"),
                     args.pair("dilation"),
                 );
+                let groups = args.count("groups");
+                if c % groups != 0 || filters % groups != 0 {
+                    return Err(Diagnostic::new(
+                        Code::Groups,
+                        format!(
+                            "{groups} groups do not divide the {c} input channels and the {filters} filters"
+                        ),
+                    )
+                    .label(args.span("groups").unwrap_or(span), format!("input has shape {sx}"))
+                    .help("choose `groups` dividing both the input's channels and `filters`"));
+                }
                 // The span of a window along each axis, taps and dilation gaps.
                 let extent = [0, 1].map(|a| dilation[a].saturating_mul(kernel[a] - 1) + 1);
                 let padding = if args.str("padding") == "valid" {
@@ -270,7 +281,7 @@ impl ModelChecker {
                     op,
                     index,
                     "w",
-                    vec![kernel[0], kernel[1], c, filters],
+                    vec![kernel[0], kernel[1], c / groups, filters],
                     args.init("init"),
                     span,
                 )?;
@@ -283,6 +294,7 @@ impl ModelChecker {
                         kernel,
                         stride,
                         dilation,
+                        groups,
                         padding,
                     },
                     Shape::batched(vec![oh, ow, filters]),

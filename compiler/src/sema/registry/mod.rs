@@ -212,7 +212,7 @@ mod tests {
             (
                 "conv2d",
                 OpKind::Layer,
-                "conv2d(x, filters, kernel = 3, stride = 1, padding = \"same\", init = he, dilation = 1)",
+                "conv2d(x, filters, kernel = 3, stride = 1, padding = \"same\", init = he, dilation = 1, groups = 1)",
             ),
             (
                 "max_pool",

@@ -731,3 +731,18 @@ fn every_registry_op_has_a_gradient_check() {
         }
     }
 }
+
+#[test]
+fn grouped_and_depthwise_convolutions_have_correct_gradients() {
+    for body in [
+        "input x: [5, 6, 4]\n output y = x |> conv2d(6, kernel = [3, 2], groups = 2) |> flatten",
+        "input x: [5, 5, 3]\n output y = x |> conv2d(3, kernel = 3, stride = 2, groups = 3) |> flatten",
+    ] {
+        let src = format!("model M {{\n {body}\n}}\n");
+        let program = crate::check_source(&src, std::path::Path::new("."))
+            .unwrap_or_else(|d| panic!("{body} does not check: {d:?}"));
+        for seed in 0..2 {
+            check_model(&program.models[0], Loss::Mse, seed);
+        }
+    }
+}
