@@ -22,7 +22,9 @@
 use std::collections::HashMap;
 
 use nnc_kernels::build::{binary, constant, load};
-use nnc_kernels::ir::{BinOp, BufId, BufferKind, Expr, Gemm, Idx, Kernel, MatRef, Stmt, VarId};
+use nnc_kernels::ir::{
+    BinOp, BufId, BufferKind, Expr, Gemm, Idx, Kernel, MatRef, Size, Stmt, VarId,
+};
 
 use super::expr::{dim_idx, ExprBuilder};
 use super::{dims_idx, linear, size_of, KernelReport, LowerError, Plan};
@@ -469,24 +471,34 @@ fn reduce_body(
             .collect(),
     );
     // Reductions over every axis but the last (per-channel sums of an image: bias and
-    // batch-norm gradients) run `block` channels at a time: each pass over the image then
-    // reads runs of `block` adjacent values instead of one value per cache line.
+    // batch-norm gradients) run a block of `block` adjacent channels per iteration of the
+    // parallel loop: each pass sweeps the image once per block (not once per channel),
+    // its innermost loop runs over the block's channels (contiguous in memory, so it
+    // vectorises), and the block's accumulators live in a scratch row indexed by channel.
     let block = channel_block(full, axes);
-    let (red_idxs, outer): (Vec<Vec<Idx>>, Vec<(VarId, Idx)>) = if block > 1 {
+    let (red_idx, outer, lane) = if block > 1 {
         let last = full.rank() - 1;
         let channels = known_dim(full.dims()[last])?;
-        let v = vars.next();
-        let idxs = (0..block)
-            .map(|u| {
-                let mut r = vec![Idx::Const(0); full.rank()];
-                r[last] = Idx::Var(v) * block as i64 + Idx::Const(u as i64);
-                r
-            })
-            .collect();
-        (idxs, vec![(v, Idx::Const((channels / block) as i64))])
+        let (v, u) = (vars.next(), vars.next());
+        let mut r = vec![Idx::Const(0); full.rank()];
+        r[last] = Idx::Var(v) * block as i64 + Idx::Var(u);
+        let outer = vec![(v, Idx::Const((channels / block) as i64))];
+        (r, outer, Some((u, channels)))
     } else {
         let (r, o) = index_for(reduced.dims(), vars);
-        (vec![r], o)
+        (r, o, None)
+    };
+    // Statements that depend on the channel: inside the loop over the block's lanes.
+    let in_lanes = |stmts: Vec<Stmt>| -> Vec<Stmt> {
+        match lane {
+            Some((u, _)) if !stmts.is_empty() => vec![Stmt::Loop {
+                var: u,
+                extent: Idx::Const(block as i64),
+                body: stmts,
+                parallel: false,
+            }],
+            _ => stmts,
+        }
     };
     let inner_dims: Vec<Dim> = full
         .dims()
@@ -494,7 +506,7 @@ fn reduce_body(
         .enumerate()
         .map(|(d, x)| if axes.contains(&d) { *x } else { Dim::K(1) })
         .collect();
-    let full_index = |red_idx: &[Idx], inner_idx: &[Idx]| -> Vec<Idx> {
+    let full_index = |inner_idx: &[Idx]| -> Vec<Idx> {
         red_idx
             .iter()
             .zip(inner_idx)
@@ -507,6 +519,7 @@ fn reduce_body(
             })
             .collect()
     };
+    let acc_index = linear(&red_idx, &dims_idx(&reduced));
     // Anchors are in id order, so the reductions a prologue reads already have a level.
     let mut memo = HashMap::new();
     let mut level: HashMap<NodeId, usize> = HashMap::new();
@@ -534,87 +547,98 @@ fn reduce_body(
         // Computed into a local, so the store below reuses it.
         eb.uses.insert(v, 2);
     }
-    // The accumulators each channel of the block knows so far.
-    let mut fixed = vec![eb.fixed.clone(); red_idxs.len()];
     let mut body = Vec::new();
     for p in 1..=passes {
         let (inner_idx, inner) = index_for(&inner_dims, vars);
+        let full_idx = full_index(&inner_idx);
+        let mut inits = Vec::new();
         let mut step = Vec::new();
         let mut done = Vec::new();
-        let spilled = spill_at.remove(&p).unwrap_or_default();
-        for (u, red_idx) in red_idxs.iter().enumerate() {
-            eb.fixed = fixed[u].clone();
-            let full_idx = full_index(red_idx, &inner_idx);
-            for &r in anchors.iter().filter(|r| level[r] == p) {
-                let func = match g.op(r) {
-                    Op::Reduce { func, .. } => *func,
-                    _ => return Err(LowerError(format!("{r} is not a reduction"))),
-                };
-                let acc = eb.new_local();
-                let (init, op) = match func {
-                    ReduceOp::Sum => (0.0, BinOp::Add),
-                    ReduceOp::Max => (f32::NEG_INFINITY, BinOp::Max),
-                };
-                body.push(Stmt::Assign {
-                    local: acc,
-                    value: constant(init),
-                });
-                let v = eb.value(g.args(r)[0], &full_idx)?;
-                step.append(&mut eb.pre);
-                step.push(Stmt::Assign {
-                    local: acc,
-                    value: binary(op, Expr::Local(acc), v),
-                });
-                done.push((u, r, acc));
-            }
-            for &(v, buf) in &spilled {
-                let idx = reindex(&full_idx, full, g.shape(v))?;
-                let e = eb.value(v, &idx)?;
-                step.append(&mut eb.pre);
-                step.push(Stmt::Store {
-                    buf,
-                    index: linear(&idx, &dims_idx(g.shape(v))),
-                    value: e,
-                });
-            }
-            if p == passes && big_in_last {
-                let items = stored_items(g, big.iter().copied(), &full_idx, full)?;
-                step.extend(store_all(eb, &items)?);
+        for &r in anchors.iter().filter(|r| level[r] == p) {
+            let func = match g.op(r) {
+                Op::Reduce { func, .. } => *func,
+                _ => return Err(LowerError(format!("{r} is not a reduction"))),
+            };
+            let (init, op) = match func {
+                ReduceOp::Sum => (0.0, BinOp::Add),
+                ReduceOp::Max => (f32::NEG_INFINITY, BinOp::Max),
+            };
+            let v = eb.value(g.args(r)[0], &full_idx)?;
+            step.append(&mut eb.pre);
+            match lane {
+                Some((_, channels)) => {
+                    let buf = plan.temp(format!("t{}.acc", r.0), Size::fixed(channels));
+                    let acc = load(buf, acc_index.clone());
+                    inits.push(Stmt::Store {
+                        buf,
+                        index: acc_index.clone(),
+                        value: constant(init),
+                    });
+                    step.push(Stmt::Store {
+                        buf,
+                        index: acc_index.clone(),
+                        value: binary(op, acc.clone(), v),
+                    });
+                    done.push((r, acc));
+                }
+                None => {
+                    let acc = eb.new_local();
+                    body.push(Stmt::Assign {
+                        local: acc,
+                        value: constant(init),
+                    });
+                    step.push(Stmt::Assign {
+                        local: acc,
+                        value: binary(op, Expr::Local(acc), v),
+                    });
+                    done.push((r, Expr::Local(acc)));
+                }
             }
         }
+        let spilled = spill_at.remove(&p).unwrap_or_default();
+        for &(v, buf) in &spilled {
+            let idx = reindex(&full_idx, full, g.shape(v))?;
+            let e = eb.value(v, &idx)?;
+            step.append(&mut eb.pre);
+            step.push(Stmt::Store {
+                buf,
+                index: linear(&idx, &dims_idx(g.shape(v))),
+                value: e,
+            });
+        }
+        if p == passes && big_in_last {
+            let items = stored_items(g, big.iter().copied(), &full_idx, full)?;
+            step.extend(store_all(eb, &items)?);
+        }
         eb.cache.clear();
-        body.extend(nest(&inner, step, false));
+        body.extend(in_lanes(inits));
+        body.extend(nest(&inner, in_lanes(step), false));
         // Known from here on (a pass never reads its own accumulators).
-        for (u, r, acc) in done {
-            fixed[u].insert(r, Expr::Local(acc));
+        for (r, acc) in done {
+            eb.fixed.insert(r, acc);
         }
         eb.spilled.extend(spilled);
     }
     if !big.is_empty() && !big_in_last {
         let (inner_idx, inner) = index_for(&inner_dims, vars);
-        let mut step = Vec::new();
-        for (u, red_idx) in red_idxs.iter().enumerate() {
-            eb.fixed = fixed[u].clone();
-            let full_idx = full_index(red_idx, &inner_idx);
-            let items = stored_items(g, big.iter().copied(), &full_idx, full)?;
-            step.extend(store_all(eb, &items)?);
-        }
+        let full_idx = full_index(&inner_idx);
+        let items = stored_items(g, big.into_iter(), &full_idx, full)?;
+        let step = store_all(eb, &items)?;
         eb.cache.clear();
-        body.extend(nest(&inner, step, false));
+        body.extend(nest(&inner, in_lanes(step), false));
     }
     // Last: a value updated in place (a parameter of the reduced shape) may be read by
     // every pass before it.
-    for (u, red_idx) in red_idxs.iter().enumerate() {
-        eb.fixed = fixed[u].clone();
-        let items = stored_items(g, small.iter().copied(), red_idx, &reduced)?;
-        body.extend(store_all(eb, &items)?);
-    }
+    let items = stored_items(g, small.into_iter(), &red_idx, &reduced)?;
+    let last = store_all(eb, &items)?;
+    body.extend(in_lanes(last));
     Ok(nest(&outer, body, true))
 }
 
 /// How many channels a reduction over every axis but the last handles per iteration of
 /// its parallel loop: the largest divisor of the channel count that is at most 16 and
-/// leaves at least two blocks (one per core); 1 (no blocking) for other reductions.
+/// leaves at least two blocks (one per core); 1 (no blocking, a scalar accumulator per
+/// channel) for other reductions.
 fn channel_block(full: &Shape, axes: &[usize]) -> usize {
     let rank = full.rank();
     if rank < 2 || axes.contains(&(rank - 1)) || !(0..rank - 1).all(|d| axes.contains(&d)) {
