@@ -338,7 +338,7 @@ fn convolution_gradients_match_finite_differences() {
         let kernel = [1 + s % 3, 1 + (s / 2) % 3];
         let stride = [1 + s % 2, 1 + (s / 3) % 2];
         let dilation = [1 + (s / 4) % 2, 1];
-        let padding = if s % 2 == 0 {
+        let padding = if s.is_multiple_of(2) {
             Padding::Same
         } else {
             Padding::Valid
@@ -372,7 +372,7 @@ fn pooling_gradients_match_finite_differences() {
         let Ok(cv) = Conv::new(image, size, stride, [1, 1], Padding::Valid) else {
             continue;
         };
-        let kind = if s % 2 == 0 {
+        let kind = if s.is_multiple_of(2) {
             PoolKind::Max
         } else {
             PoolKind::Avg

@@ -490,7 +490,7 @@ impl Writer {
         Writer {
             state: seed | 1,
             out: String::new(),
-            comments: seed % 2 == 0,
+            comments: seed.is_multiple_of(2),
         }
     }
 
