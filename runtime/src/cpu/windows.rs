@@ -839,7 +839,7 @@ fn direct_seg(g: &WindowsGemm) -> bool {
 /// # Safety
 /// As for [`run`].
 unsafe fn direct_seg_rows(g: &WindowsGemm, range: Range<i64>) {
-    let [h, _, c] = g.image;
+    let [h, w, c] = g.image;
     let [p_n, q_n] = g.grid;
     let [kh, kw] = g.taps;
     let (ph, pw) = (p_n + (kh - 1) * g.tap[0].abs(), q_n + kw - 1);
@@ -880,32 +880,67 @@ unsafe fn direct_seg_rows(g: &WindowsGemm, range: Range<i64>) {
             }
             // The rest of window row `p` (in the range).
             let p = (win - s * per) / q_n;
-            let stop = end.min(s * per + (p + 1) * q_n);
-            offs.clear();
-            offs.extend((win..stop).map(|wi| ((p * pw + (wi - s * per) % q_n) * c) as usize));
+            let row_end = end.min(s * per + (p + 1) * q_n);
             // The tap rows inside the image (contiguous): the others are all zero.
             let inside = |ty: &i64| (0..h).contains(&(p + ty * g.tap[0] - g.pad[0]));
             let lo = (0..kh).find(inside).unwrap_or(kh) as usize;
             let hi = (0..kh).rfind(inside).map_or(lo, |t| t as usize + 1);
-            // SAFETY: window `(p, q)`'s runs end by `((p + oy(kh-1))·pw + q + kw)·c ≤
-            // ph·pw·c`; `Bᵀ`'s rows from tap row `lo` on; these windows' rows of C are
-            // the caller's.
-            unsafe {
-                skinny::dot_segments(
-                    isa,
-                    (offs.len(), n, run),
-                    (pimg.as_ptr(), 0, Some(&offs)),
-                    Some(&segs[lo..hi]),
-                    (bt.as_ptr().add(lo * run), cols),
-                    (
-                        g.c.wrapping_offset(((win - g.first) * g.rsc) as isize),
-                        g.rsc as isize,
-                        g.csc as isize,
-                    ),
-                    (g.alpha, g.beta),
-                )
-            };
-            win = stop;
+            while win < row_end {
+                // Window `q`'s in-image tap columns (image order: padded column `q + u` is
+                // image column `q + u - sx`) are the run `span(q)`, the others zeros,
+                // skipped: the windows with all `kw` inside go together, the others two
+                // by two over the union of their runs (one `Bᵀ` load for both).
+                let q = (win - s * per) % q_n;
+                let span = |q: i64| ((sx - q).clamp(0, kw), (w + sx - q).clamp(0, kw));
+                let (mut u0, mut u1) = span(q);
+                let mut stop = win + 1;
+                if (u0, u1) == (0, kw) {
+                    while stop < row_end && span((stop - s * per) % q_n) == (0, kw) {
+                        stop += 1;
+                    }
+                } else if stop < row_end {
+                    let (v0, v1) = span(q + 1);
+                    if (v0, v1) != (0, kw) {
+                        (u0, u1) = (u0.min(v0), u1.max(v1));
+                        stop += 1;
+                    }
+                }
+                offs.clear();
+                offs.extend(
+                    (win..stop).map(|wi| ((p * pw + (wi - s * per) % q_n + u0) * c) as usize),
+                );
+                let len = ((u1 - u0) * c) as usize;
+                let out = g.c.wrapping_offset(((win - g.first) * g.rsc) as isize);
+                if len == 0 || lo == hi {
+                    // All taps zero: C = beta·C.
+                    for i in 0..(stop - win) as isize {
+                        for j in 0..n as isize {
+                            // SAFETY: these windows' rows of C are the caller's.
+                            unsafe {
+                                let o = out.offset(i * g.rsc as isize + j * g.csc as isize);
+                                *o = if g.beta == 0.0 { 0.0 } else { g.beta * *o };
+                            }
+                        }
+                    }
+                } else {
+                    // SAFETY: window `(p, q)`'s runs end by `((p + oy(kh-1))·pw + q +
+                    // kw)·c ≤ ph·pw·c`; `Bᵀ`'s rows from tap row `lo`, column `u0·c` on,
+                    // a tap row every `run` floats; these windows' rows of C are the
+                    // caller's.
+                    unsafe {
+                        skinny::dot_segments(
+                            isa,
+                            (offs.len(), n, len),
+                            (pimg.as_ptr(), 0, Some(&offs)),
+                            Some((&segs[lo..hi], run)),
+                            (bt.as_ptr().add(lo * run + (u0 * c) as usize), cols),
+                            (out, g.rsc as isize, g.csc as isize),
+                            (g.alpha, g.beta),
+                        )
+                    };
+                }
+                win = stop;
+            }
         }
     });
 }
@@ -1490,6 +1525,8 @@ pub(crate) mod skinny {
         /// past the row's start in `p`, at `t·len` in `bt`'s.
         segs: *const usize,
         nseg: usize,
+        /// Run `t` of `bt`'s rows at `t·bseg`.
+        bseg: usize,
         bt: *const f32,
         ldb: usize,
         out: *mut f32,
@@ -1549,7 +1586,7 @@ pub(crate) mod skinny {
                 let seg = if d.segs.is_null() {
                     (0, 0)
                 } else {
-                    (*d.segs.add(t), t * d.len)
+                    (*d.segs.add(t), t * d.bseg)
                 };
                 let mut l = 0;
                 while l + S::W <= d.len {
@@ -1579,6 +1616,10 @@ pub(crate) mod skinny {
             while c + CB <= d.mc {
                 dot_tile::<S, N, CB>(d, c);
                 c += CB;
+            }
+            if CB > 2 && c + 2 <= d.mc {
+                dot_tile::<S, N, 2>(d, c);
+                c += 2;
             }
             while c < d.mc {
                 dot_tile::<S, N, 1>(d, c);
@@ -1711,9 +1752,9 @@ pub(crate) mod skinny {
         }
     }
 
-    /// [`dot`] with rows made of runs: with `segs`, row `c`'s reduction is `segs.len()`
-    /// runs of `len` floats, run `t` at `offs[c] + segs[t]` (or `c·ldp + segs[t]`) in
-    /// `p` and at `t·len` in `bt`'s rows (a window's tap rows in a padded image).
+    /// [`dot`] with rows made of runs: with `segs = (at, bseg)`, row `c`'s reduction is
+    /// `at.len()` runs of `len` floats, run `t` at `offs[c] + at[t]` (or `c·ldp + at[t]`)
+    /// in `p` and at `t·bseg` in `bt`'s rows (a window's tap rows in a padded image).
     ///
     /// # Safety
     /// As for [`dot`], each run readable.
@@ -1722,7 +1763,7 @@ pub(crate) mod skinny {
         isa: Isa,
         (mc, n, len): (usize, usize, usize),
         (p, ldp, offs): (*const f32, usize, Option<&[usize]>),
-        segs: Option<&[usize]>,
+        segs: Option<(&[usize], usize)>,
         (bt, ldb): (*const f32, usize),
         (out, rso, cso): (*mut f32, isize, isize),
         (alpha, beta): (f32, f32),
@@ -1738,8 +1779,9 @@ pub(crate) mod skinny {
                     debug_assert!(o.len() >= mc);
                     o.as_ptr()
                 }),
-                segs: segs.map_or(std::ptr::null(), |t| t.as_ptr()),
-                nseg: segs.map_or(1, |t| t.len()),
+                segs: segs.map_or(std::ptr::null(), |t| t.0.as_ptr()),
+                nseg: segs.map_or(1, |t| t.0.len()),
+                bseg: segs.map_or(len, |t| t.1),
                 bt: bt.wrapping_add(j0 * ldb),
                 ldb,
                 out: out.wrapping_offset(j0 as isize * cso),
