@@ -736,6 +736,7 @@ unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
     let chunk = (16 * 1024 / (pw as usize * n)).max(1) as i64;
     let per = p_n * q_n;
     let isa = skinny::isa();
+    let to_rows = skinny::Transpose::new(n, true);
     let pimg_len = (ph * pw) as usize + slack;
     with_scratch(&PACKED, pimg_len, |pimg| {
         with_scratch(&BLOCK_OUT, chunk as usize * pw as usize * n, |temp| {
@@ -775,20 +776,41 @@ unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
                     )
                 };
                 let stop = sample_end.min(s * per + p1 * q_n);
-                for wi in win..stop {
+                // Window `wi` is row `(p - p0)·pw + q` of the temporary, a window row at
+                // a time (no division per window).
+                let mut wi = win;
+                while wi < stop {
                     let (p, q) = ((wi - s * per) / q_n, (wi - s * per) % q_n);
-                    let i = ((p - p0) * pw + q) as usize;
-                    let c = g.c.wrapping_offset(((wi - g.first) * g.rsc) as isize);
-                    for j in 0..n {
-                        // SAFETY: element (wi - first, j) of C (the caller's contract).
+                    let run_end = stop.min(wi - q + q_n);
+                    let i0 = ((p - p0) * pw + q) as usize;
+                    let c0 = g.c.wrapping_offset(((wi - g.first) * g.rsc) as isize);
+                    if g.csc == 1 && g.rsc == g.n {
+                        // SAFETY: rows `i0..` of the temporary's `n` columns (`rows`
+                        // floats each, 16K in all); C's rows `wi - first ..` are the
+                        // caller's, contiguous.
                         unsafe {
-                            update(
-                                c.offset(j as isize * g.csc as isize),
-                                g.alpha * temp[j * rows + i],
-                                g.beta,
+                            skinny::interleave(
+                                isa,
+                                &to_rows,
+                                (temp.as_ptr().add(i0), rows),
+                                (run_end - wi) as usize,
+                                c0,
+                                (g.alpha, g.beta),
                             )
                         };
+                        wi = run_end;
+                        continue;
                     }
+                    for (t, i) in (i0..i0 + (run_end - wi) as usize).enumerate() {
+                        let c = c0.wrapping_offset(t as isize * g.rsc as isize);
+                        for j in 0..n {
+                            let v = g.alpha * temp[j * rows + i];
+                            // SAFETY: element (wi + t - first, j) of C (the caller's
+                            // contract).
+                            unsafe { update(c.offset(j as isize * g.csc as isize), v, g.beta) };
+                        }
+                    }
+                    wi = run_end;
                 }
                 win = stop;
             }
@@ -967,6 +989,7 @@ unsafe fn direct_reduce(
     let chunk = (16 * 1024 / (pw as usize * n)).max(1) as i64;
     let per = p_n * q_n;
     let isa = skinny::isa();
+    let to_cols = skinny::Transpose::new(n, false);
     with_scratch(&PACKED, (ph * pw) as usize + slack, |pimg| {
         with_scratch(&BLOCK_OUT, chunk as usize * pw as usize * n, |bt| {
             let (mut win, end) = (g.first + range.start, g.first + range.end);
@@ -995,14 +1018,37 @@ unsafe fn direct_reduce(
                 let stop = sample_end.min(s * per + p1 * q_n);
                 let bt = &mut bt[..n * len];
                 bt.fill(0.0);
-                for wi in win..stop {
+                let mut wi = win;
+                while wi < stop {
                     let (p, q) = ((wi - s * per) / q_n, (wi - s * per) % q_n);
-                    let i = ((p - p0) * pw + q) as usize;
-                    let b = g.b.wrapping_offset(((wi - g.first) * g.rsb) as isize);
-                    for j in 0..n {
-                        // SAFETY: element (wi - first, j) of B (the caller's contract).
-                        bt[j * len + i] = unsafe { *b.offset(j as isize * g.csb as isize) };
+                    let run_end = stop.min(wi - q + q_n);
+                    let i0 = ((p - p0) * pw + q) as usize;
+                    let b0 = g.b.wrapping_offset(((wi - g.first) * g.rsb) as isize);
+                    if g.csb == 1 && g.rsb == g.n {
+                        // SAFETY: rows `wi - first ..` of B (the caller's contract,
+                        // contiguous); the columns from `i0` of Bᵀ's `n` rows of `len`
+                        // floats.
+                        unsafe {
+                            skinny::deinterleave(
+                                isa,
+                                &to_cols,
+                                b0,
+                                (run_end - wi) as usize,
+                                (bt.as_mut_ptr().add(i0), len),
+                            )
+                        };
+                        wi = run_end;
+                        continue;
                     }
+                    for (t, i) in (i0..i0 + (run_end - wi) as usize).enumerate() {
+                        let b = b0.wrapping_offset(t as isize * g.rsb as isize);
+                        for j in 0..n {
+                            // SAFETY: element (wi + t - first, j) of B (the caller's
+                            // contract).
+                            bt[j * len + i] = unsafe { *b.offset(j as isize * g.csb as isize) };
+                        }
+                    }
+                    wi = run_end;
                 }
                 // SAFETY: as in `direct_rows`; Bᵀ holds n × len floats, out m × n.
                 unsafe {
@@ -1722,6 +1768,215 @@ pub(crate) mod skinny {
         }
     }
 
+    /// Lane permutations between `n` columns of 16 rows (16 consecutive elements each)
+    /// and the same 16 rows stored row-major (`16·n` contiguous floats, `n` vectors), for
+    /// [`interleave`] and [`deinterleave`]: output vector `o` = the blend, over pairs
+    /// `q` of input vectors, of `permutex2var(in[2q], idx[o][q], in[2q + 1])` under
+    /// `mask[o][q]`. (Gathers would do without tables but are microcoded slow here.)
+    pub(crate) struct Transpose {
+        n: usize,
+        /// Columns to rows (`true`) or rows to columns.
+        to_rows: bool,
+        idx: Vec<[i32; 16]>,
+        mask: Vec<u16>,
+    }
+
+    impl Transpose {
+        /// The tables for `n ≤ MAX_N` columns, `to_rows` as in [`Transpose`].
+        pub(crate) fn new(n: usize, to_rows: bool) -> Transpose {
+            assert!(n <= MAX_N);
+            let pairs = n.div_ceil(2);
+            let mut idx = vec![[0i32; 16]; n * pairs];
+            let mut mask = vec![0u16; n * pairs];
+            for o in 0..n {
+                for l in 0..16 {
+                    // Output lane `l` of vector `o` comes from lane `sl` of input `src`.
+                    let (src, sl) = if to_rows {
+                        let e = 16 * o + l;
+                        (e % n, e / n)
+                    } else {
+                        let e = l * n + o;
+                        (e / 16, e % 16)
+                    };
+                    let q = src / 2;
+                    idx[o * pairs + q][l] = (sl | (src % 2) << 4) as i32;
+                    mask[o * pairs + q] |= 1 << l;
+                }
+            }
+            Transpose {
+                n,
+                to_rows,
+                idx,
+                mask,
+            }
+        }
+    }
+
+    /// `n` vectors permuted by `tr`'s tables (see [`Transpose`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn permute(tr: &Transpose, x: &[__m512; MAX_N], y: &mut [__m512; MAX_N]) {
+        let (n, pairs) = (tr.n, tr.n.div_ceil(2));
+        for (o, yo) in y.iter_mut().enumerate().take(n) {
+            let mut v = _mm512_setzero_ps();
+            for q in 0..pairs {
+                let (a, b) = (x[2 * q], x[(2 * q + 1).min(n - 1)]);
+                // SAFETY: the table holds `n·pairs` entries.
+                let i = unsafe { _mm512_loadu_si512(tr.idx[o * pairs + q].as_ptr().cast()) };
+                v = _mm512_mask_mov_ps(v, tr.mask[o * pairs + q], _mm512_permutex2var_ps(a, i, b));
+            }
+            *yo = v;
+        }
+    }
+
+    /// The first `len` of 16 lanes.
+    #[cfg(target_arch = "x86_64")]
+    fn lanes(len: usize) -> u16 {
+        if len >= 16 {
+            0xffff
+        } else {
+            ((1u32 << len) - 1) as u16
+        }
+    }
+
+    /// `out[t·n + j] = alpha·src[j·ld + t] + beta·out[t·n + j]` for `t < count`, `j < n`
+    /// (`out` not read when `beta == 0`): a column-major block (an [`axpy`] product)
+    /// written into contiguous row-major rows; with AVX-512, 16 rows at a time through
+    /// `tr` (`to_rows`, `n` columns) instead of one scalar store per element.
+    ///
+    /// # Safety
+    /// `src` is readable at `j·ld + t`, `out` writable (and readable when `beta != 0`)
+    /// at `t·n + j`, for those `t`, `j`.
+    pub(crate) unsafe fn interleave(
+        isa: Isa,
+        tr: &Transpose,
+        (src, ld): (*const f32, usize),
+        count: usize,
+        out: *mut f32,
+        (alpha, beta): (f32, f32),
+    ) {
+        let n = tr.n;
+        debug_assert!(tr.to_rows);
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 {
+            // SAFETY: the caller's contract; `isa()` found AVX-512.
+            unsafe { interleave_avx512(tr, (src, ld), count, out, (alpha, beta)) };
+            return;
+        }
+        let _ = isa;
+        for t in 0..count {
+            for j in 0..n {
+                // SAFETY: the caller's contract.
+                unsafe {
+                    let o = out.add(t * n + j);
+                    let v = alpha * *src.add(j * ld + t);
+                    *o = if beta == 0.0 { v } else { v + beta * *o };
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn interleave_avx512(
+        tr: &Transpose,
+        (src, ld): (*const f32, usize),
+        count: usize,
+        out: *mut f32,
+        (alpha, beta): (f32, f32),
+    ) {
+        let n = tr.n;
+        let (av, bv) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+        let mut x = [_mm512_setzero_ps(); MAX_N];
+        let mut y = [_mm512_setzero_ps(); MAX_N];
+        let mut t = 0;
+        // SAFETY: rows `t .. t + 16` (the tail masked) of the caller's contract.
+        unsafe {
+            while t < count {
+                let rows = (count - t).min(16);
+                let m = lanes(rows);
+                for (j, xj) in x.iter_mut().enumerate().take(n) {
+                    *xj = _mm512_maskz_loadu_ps(m, src.add(j * ld + t));
+                }
+                permute(tr, &x, &mut y);
+                let o = out.add(t * n);
+                for (k, yk) in y.iter().enumerate().take(n) {
+                    let m = lanes((rows * n).saturating_sub(16 * k));
+                    if m == 0 {
+                        break;
+                    }
+                    let mut v = _mm512_mul_ps(*yk, av);
+                    if beta != 0.0 {
+                        v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, o.add(16 * k)), bv, v);
+                    }
+                    _mm512_mask_storeu_ps(o.add(16 * k), m, v);
+                }
+                t += 16;
+            }
+        }
+    }
+
+    /// `dst[j·ld + t] = src[t·n + j]` for `t < count`, `j < n`: contiguous row-major
+    /// rows of `B` copied into columns (`Bᵀ` for [`dot`]); with AVX-512, 16 rows at a
+    /// time through `tr` (not `to_rows`).
+    ///
+    /// # Safety
+    /// `src` is readable at `t·n + j`, `dst` writable at `j·ld + t`, for those `t`, `j`.
+    pub(crate) unsafe fn deinterleave(
+        isa: Isa,
+        tr: &Transpose,
+        src: *const f32,
+        count: usize,
+        (dst, ld): (*mut f32, usize),
+    ) {
+        let n = tr.n;
+        debug_assert!(!tr.to_rows);
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 {
+            // SAFETY: the caller's contract; `isa()` found AVX-512.
+            unsafe { deinterleave_avx512(tr, src, count, (dst, ld)) };
+            return;
+        }
+        let _ = isa;
+        for t in 0..count {
+            for j in 0..n {
+                // SAFETY: the caller's contract.
+                unsafe { *dst.add(j * ld + t) = *src.add(t * n + j) };
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn deinterleave_avx512(
+        tr: &Transpose,
+        src: *const f32,
+        count: usize,
+        (dst, ld): (*mut f32, usize),
+    ) {
+        let n = tr.n;
+        let mut x = [_mm512_setzero_ps(); MAX_N];
+        let mut y = [_mm512_setzero_ps(); MAX_N];
+        let mut t = 0;
+        // SAFETY: rows `t .. t + 16` (the tail masked) of the caller's contract.
+        unsafe {
+            while t < count {
+                let rows = (count - t).min(16);
+                let s = src.add(t * n);
+                for (k, xk) in x.iter_mut().enumerate().take(n) {
+                    let m = lanes((rows * n).saturating_sub(16 * k));
+                    *xk = _mm512_maskz_loadu_ps(m, s.add(16 * k));
+                }
+                permute(tr, &x, &mut y);
+                let m = lanes(rows);
+                for (j, yj) in y.iter().enumerate().take(n) {
+                    _mm512_mask_storeu_ps(dst.add(j * ld + t), m, *yj);
+                }
+                t += 16;
+            }
+        }
+    }
+
     /// `out[c·rso + j·cso] = alpha·Σ_{l<len} p[c·ldp + l]·bt[j·ldb + l] + beta·out` for
     /// `c < mc`, `j < n`; `out` is not read when `beta == 0`. With `offs`, row `c` of `p`
     /// starts at `offs[c]` instead of `c·ldp` (a padded image read in place).
@@ -1819,6 +2074,63 @@ pub(crate) mod skinny {
                 (want - f64::from(got)).abs() <= 1e-4 * (1.0 + want.abs()),
                 "{what}: {got} vs {want}"
             );
+        }
+
+        /// [`interleave`] and [`deinterleave`] against naive loops: every `n` up to
+        /// `MAX_N`, counts with tails of every length, alpha and beta, every ISA here.
+        #[test]
+        fn transposes_match_naive_loops() {
+            for isa in all_isas() {
+                for n in 0..=MAX_N {
+                    let (to_rows, to_cols) = (Transpose::new(n, true), Transpose::new(n, false));
+                    for count in [1, 7, 15, 16, 17, 28, 33, 48] {
+                        let ld = count + 5;
+                        let src = values(n * ld, 5);
+                        for (alpha, beta) in [(1.0, 0.0), (0.5, 2.0)] {
+                            let out0 = values(count * n + 3, 6);
+                            let mut out = out0.clone();
+                            // SAFETY: `src` holds n columns of `ld`, `out` count × n rows.
+                            unsafe {
+                                interleave(
+                                    isa,
+                                    &to_rows,
+                                    (src.as_ptr(), ld),
+                                    count,
+                                    out.as_mut_ptr(),
+                                    (alpha, beta),
+                                )
+                            };
+                            for (e, &o) in out.iter().enumerate() {
+                                let want = if e < count * n {
+                                    let (t, j) = (e / n, e % n);
+                                    alpha * src[j * ld + t] + beta * out0[e]
+                                } else {
+                                    out0[e]
+                                };
+                                close(f64::from(want), o, &format!("{isa:?} n={n} e={e}"));
+                            }
+                        }
+                        let rows = values(count * n, 7);
+                        let mut cols = vec![9.0; n * ld];
+                        // SAFETY: `rows` holds count × n, `cols` n columns of `ld`.
+                        unsafe {
+                            deinterleave(
+                                isa,
+                                &to_cols,
+                                rows.as_ptr(),
+                                count,
+                                (cols.as_mut_ptr(), ld),
+                            )
+                        };
+                        for j in 0..n {
+                            for t in 0..ld {
+                                let want = if t < count { rows[t * n + j] } else { 9.0 };
+                                assert_eq!(cols[j * ld + t], want, "{isa:?} n={n} t={t} j={j}");
+                            }
+                        }
+                    }
+                }
+            }
         }
 
         /// Both kernels against naive loops: every `n` up to `MAX_N`, odd sizes (tails
