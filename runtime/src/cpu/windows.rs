@@ -1783,6 +1783,8 @@ pub(crate) mod skinny {
 
     impl Transpose {
         /// The tables for `n ≤ MAX_N` columns, `to_rows` as in [`Transpose`].
+        // `l` indexes a lane of two tables at once: a plain range reads best.
+        #[allow(clippy::needless_range_loop)]
         pub(crate) fn new(n: usize, to_rows: bool) -> Transpose {
             assert!(n <= MAX_N);
             let pairs = n.div_ceil(2);
@@ -1815,6 +1817,7 @@ pub(crate) mod skinny {
     /// `n` vectors permuted by `tr`'s tables (see [`Transpose`]).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
+    #[inline]
     unsafe fn permute(tr: &Transpose, x: &[__m512; MAX_N], y: &mut [__m512; MAX_N]) {
         let (n, pairs) = (tr.n, tr.n.div_ceil(2));
         for (o, yo) in y.iter_mut().enumerate().take(n) {
