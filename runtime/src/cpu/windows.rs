@@ -2291,6 +2291,17 @@ mod tests {
             ),
             // input gradient of a 5×5 valid conv: dY 4×4×3 into 8×8.
             view([4, 4, 3], [8, 8], [5, 5], [1, 1], [-1, -1], [0, 0], [1, 1]),
+            // ... and dY 6×7×2 into 10×11: windows with all tap columns inside, between
+            // border windows with fewer (`direct_seg_rows` groups them).
+            view(
+                [6, 7, 2],
+                [10, 11],
+                [5, 5],
+                [1, 1],
+                [-1, -1],
+                [0, 0],
+                [1, 1],
+            ),
             // a window wider than the image.
             view([3, 2, 2], [3, 2], [3, 5], [1, 1], [1, 1], [1, 2], [1, 1]),
             // one channel (packed tap-major): strides 2 and 3, an input gradient.
@@ -2448,11 +2459,9 @@ mod tests {
     #[test]
     fn products_match_a_naive_loop() {
         let pool = Pool::new(2);
-        // Every kernel's chunk widths, the dot paths' limit and the widest product.
-        for (n, mut w) in [1, 5, 8, 9, 16]
-            .into_iter()
-            .flat_map(|n| geometries().into_iter().map(move |w| (n, w)))
-        {
+        // Every width up to the skinny kernels' widest (each chunk width, the dot paths'
+        // limit).
+        for (n, mut w) in (1..=16).flat_map(|n| geometries().into_iter().map(move |w| (n, w))) {
             for transposed in [false, true] {
                 w.transposed = transposed;
                 let samples = 3;
