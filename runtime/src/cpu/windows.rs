@@ -1324,6 +1324,12 @@ pub(crate) mod skinny {
         /// `a·b + c`.
         unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
         unsafe fn sum(v: Self::V) -> f32;
+        /// The sums of four vectors' lanes.
+        #[inline(always)]
+        unsafe fn sum4(v: [Self::V; 4]) -> [f32; 4] {
+            // SAFETY: forwarded.
+            v.map(|x| unsafe { Self::sum(x) })
+        }
     }
 
     /// One lane: the portable fallback.
@@ -1466,6 +1472,33 @@ pub(crate) mod skinny {
         #[inline(always)]
         unsafe fn sum(v: __m512) -> f32 {
             unsafe { _mm512_reduce_add_ps(v) }
+        }
+        /// Four vectors reduced together (halves, then quarters, of two vectors per
+        /// shuffle): 14 operations instead of 4 reductions of 8.
+        #[inline(always)]
+        unsafe fn sum4(v: [__m512; 4]) -> [f32; 4] {
+            // SAFETY: AVX-512F (the callers' target feature).
+            unsafe {
+                // Quarters (q0 + q2, q1 + q3) of v0 then v1, likewise v2, v3.
+                let ab = _mm512_add_ps(
+                    _mm512_shuffle_f32x4::<0x44>(v[0], v[1]),
+                    _mm512_shuffle_f32x4::<0xEE>(v[0], v[1]),
+                );
+                let cd = _mm512_add_ps(
+                    _mm512_shuffle_f32x4::<0x44>(v[2], v[3]),
+                    _mm512_shuffle_f32x4::<0xEE>(v[2], v[3]),
+                );
+                // Quarter `k` holds four partial sums of `v[k]`.
+                let q = _mm512_add_ps(
+                    _mm512_shuffle_f32x4::<0x88>(ab, cd),
+                    _mm512_shuffle_f32x4::<0xDD>(ab, cd),
+                );
+                let q = _mm512_add_ps(q, _mm512_permute_ps::<0b1011_0001>(q));
+                let q = _mm512_add_ps(q, _mm512_permute_ps::<0b0100_1110>(q));
+                let mut lanes = [0f32; 16];
+                _mm512_storeu_ps(lanes.as_mut_ptr(), q);
+                [lanes[0], lanes[4], lanes[8], lanes[12]]
+            }
         }
     }
 
@@ -1643,10 +1676,21 @@ pub(crate) mod skinny {
                     dot_step::<S, N, CB, false>(d, c0, seg, l, d.len - l, &mut s);
                 }
             }
-            for (c, sc) in s.iter().enumerate() {
-                for (j, v) in sc.iter().enumerate() {
+            // The `CB·N` sums four at a time.
+            let flat = s.as_flattened();
+            for k in (0..CB * N).step_by(4) {
+                let take = (CB * N - k).min(4);
+                let sums = S::sum4(std::array::from_fn(|i| {
+                    if i < take {
+                        flat[k + i]
+                    } else {
+                        S::zero()
+                    }
+                }));
+                for (i, &sum) in sums.iter().enumerate().take(take) {
+                    let (c, j) = ((k + i) / N, (k + i) % N);
                     let o = d.out.offset((c0 + c) as isize * d.rso + j as isize * d.cso);
-                    let v = d.alpha * S::sum(*v);
+                    let v = d.alpha * sum;
                     *o = if d.beta == 0.0 { v } else { v + d.beta * *o };
                 }
             }
