@@ -41,7 +41,13 @@
 //!   ([`direct_reduce`], conv1 wgrad): [`skinny::dot`] of each tap's run against the
 //!   same run of `Bᵀ` (zero at the junk windows). Several channels, untransposed, `n ≤ 8`
 //!   ([`direct_seg_rows`], conv2 dgrad): [`skinny::dot_segments`] of each window's `kh`
-//!   tap rows (`kw·c` floats each) against `Bᵀ`, its columns in image order;
+//!   tap rows (`kw·c` floats each) against `Bᵀ`, its columns in image order, restricted
+//!   to the tap rows and the run of tap columns inside the image (the border windows
+//!   two by two over the union of their runs). The column-major products of
+//!   [`direct_rows`] go into a row-major `C`, and a row-major `B` into the columns of
+//!   [`direct_reduce`]'s `Bᵀ`, 16 rows at a time through AVX-512 permutes
+//!   ([`skinny::interleave`], [`skinny::deinterleave`]: one scalar store per element
+//!   before, as long as the product on conv1 fwd);
 //! - otherwise the blocks are packed as above: tap-major blocks through
 //!   [`skinny::axpy`] (untransposed) or [`skinny::dot`] against the block's rows of `B`
 //!   transposed (transposed), window-major ones through [`skinny::dot`] against `Bᵀ`
@@ -69,13 +75,19 @@
 //!
 //! ```text
 //! µs (GF/s)    m×n×k         implicit 1t  implicit 2t  explicit 1t  sgemm only   packed 1t    gemm 1t
-//! conv1 fwd    100352×6×25    787 (38.3)   393 (76.6)  4645 ( 6.5)  1164 (25.9)  1530 (19.7)  1661 (18.1)
-//! conv2 fwd    12800×16×150  1089 (56.4)   557 (110)   1045 (58.8)   547 (112)   1077 (57.0)  1074 (57.2)
-//! conv1 wgrad  25×6×100352   1310 (23.0)   678 (44.4)  4755 ( 6.3)  1239 (24.3)  2091 (14.4)  2206 (13.6)
-//! conv2 wgrad  150×16×12800  1079 (56.9)   792 (77.6)  1266 (48.5)   725 (84.7)  1106 (55.5)  1074 (57.2)
-//! conv2 dgrad  25088×6×400   2160 (55.7)  1113 (108)   9197 (13.1)  7331 (16.4)  4602 (26.2)  5117 (23.5)
-//! rgb fwd      131072×16×75  8074 (39.0)  5953 (52.8)  8603 (36.6)  3609 (87.2)  8210 (38.3)  8139 (38.6)
+//! conv1 fwd    100352×6×25    649 (46.4)   342 (88.0)  4905 ( 6.1)  1258 (23.9)  1626 (18.5)  1567 (19.2)
+//! conv2 fwd    12800×16×150  1132 (54.3)   859 (71.5)  1083 (56.7)   635 (96.7)  1119 (54.9)  1105 (55.6)
+//! conv1 wgrad  25×6×100352    896 (33.6)   555 (54.3)  5198 ( 5.8)  1519 (19.8)  1844 (16.3)  2376 (12.7)
+//! conv2 wgrad  150×16×12800  1571 (39.1)   816 (75.3)  1293 (47.5)  1631 (37.7)  1122 (54.8)  1143 (53.7)
+//! conv2 dgrad  25088×6×400   1325 (90.9)   848 (142)   9068 (13.3)  6708 (18.0)  3321 (36.3)  5119 (23.5)
+//! rgb fwd      131072×16×75  7938 (39.6)  6595 (47.7)  8706 (36.1)  3744 (84.0)  8367 (37.6)  8213 (38.3)
 //! ```
+//!
+//! (after the zero tap columns' skip, the permuted copies and the four-at-a-time sums of
+//! the dot tiles; before them, in the same quiet conditions: conv1 fwd 787 / 393 µs on
+//! one / two lanes, conv1 wgrad 1310 / 678, conv2 dgrad 2160 / 1113. A/B runs of the two
+//! binaries, alternated on the busy machine, agree: conv1 fwd 0.76–0.80 → 0.65 ms, conv1
+//! wgrad 1.5–1.7 → 0.80–0.84, conv2 dgrad 2.4–2.6 → 1.33–1.37 on one lane.)
 //!
 //! (conv2 fwd and rgb fwd run on the `gemm` crate as before, conv2 wgrad's packed blocks
 //! on [`skinny::axpy`] about as fast as on it: their columns show the spread from run to
@@ -105,7 +117,9 @@
 //! fwd). conv2's input gradient multiplies half zeros (the transposed convolution's
 //! padding): its 23.6 GFLOP/s before were 12 of useful work; the in-place path skips the
 //! all-zero tap rows (not the zero taps within a tap row): it multiplies 71% of the taps,
-//! 51% being in the image, so its 55.7 GFLOP/s are about 28 of useful work.
+//! 51% being in the image, so its 55.7 GFLOP/s were about 28 of useful work; it now
+//! skips the zero tap columns too (but for the unions of the border pairs), and its
+//! 90.9 GFLOP/s (counting all of `k`) are about 46 of useful work.
 
 use std::cell::Cell;
 use std::ops::Range;
