@@ -55,7 +55,10 @@
 //!   (transposed: conv2 wgrad).
 //!
 //! Untransposed window-major products of 9–16 columns (conv2 fwd, rgb fwd) stay on the
-//! `gemm` crate: the dot kernels were 1.5× (in place) to 1.8× (packed) slower there.
+//! `gemm` crate: the dot kernels were 1.5× (in place) to 1.8× (packed) slower there (in
+//! place again after the grouped sums of the dot tiles: 2–2.3× slower, conv2 fwd 1.25–1.6
+//! → 2.6–3.3 ms and rgb fwd 8.9–10.2 → 16.7–16.8 on one lane; the 16 columns run as two
+//! chunks of 8, each reading `A` again).
 //!
 //! Called from a kernel without a parallel loop (the executor's `SERIAL_POOL` is set) a
 //! product big enough to pay for a hand-off ([`SPLIT_MIN_MACS`]) runs on both lanes:
