@@ -41,7 +41,13 @@
 //!   ([`direct_reduce`], conv1 wgrad): [`skinny::dot`] of each tap's run against the
 //!   same run of `Bᵀ` (zero at the junk windows). Several channels, untransposed, `n ≤ 8`
 //!   ([`direct_seg_rows`], conv2 dgrad): [`skinny::dot_segments`] of each window's `kh`
-//!   tap rows (`kw·c` floats each) against `Bᵀ`, its columns in image order;
+//!   tap rows (`kw·c` floats each) against `Bᵀ`, its columns in image order, restricted
+//!   to the tap rows and the run of tap columns inside the image (the border windows
+//!   two by two over the union of their runs). The column-major products of
+//!   [`direct_rows`] go into a row-major `C`, and a row-major `B` into the columns of
+//!   [`direct_reduce`]'s `Bᵀ`, 16 rows at a time through AVX-512 permutes
+//!   ([`skinny::interleave`], [`skinny::deinterleave`]: one scalar store per element
+//!   before, as long as the product on conv1 fwd);
 //! - otherwise the blocks are packed as above: tap-major blocks through
 //!   [`skinny::axpy`] (untransposed) or [`skinny::dot`] against the block's rows of `B`
 //!   transposed (transposed), window-major ones through [`skinny::dot`] against `Bᵀ`
@@ -49,7 +55,10 @@
 //!   (transposed: conv2 wgrad).
 //!
 //! Untransposed window-major products of 9–16 columns (conv2 fwd, rgb fwd) stay on the
-//! `gemm` crate: the dot kernels were 1.5× (in place) to 1.8× (packed) slower there.
+//! `gemm` crate: the dot kernels were 1.5× (in place) to 1.8× (packed) slower there (in
+//! place again after the grouped sums of the dot tiles: 2–2.3× slower, conv2 fwd 1.25–1.6
+//! → 2.6–3.3 ms and rgb fwd 8.9–10.2 → 16.7–16.8 on one lane; the 16 columns run as two
+//! chunks of 8, each reading `A` again).
 //!
 //! Called from a kernel without a parallel loop (the executor's `SERIAL_POOL` is set) a
 //! product big enough to pay for a hand-off ([`SPLIT_MIN_MACS`]) runs on both lanes:
@@ -69,13 +78,19 @@
 //!
 //! ```text
 //! µs (GF/s)    m×n×k         implicit 1t  implicit 2t  explicit 1t  sgemm only   packed 1t    gemm 1t
-//! conv1 fwd    100352×6×25    787 (38.3)   393 (76.6)  4645 ( 6.5)  1164 (25.9)  1530 (19.7)  1661 (18.1)
-//! conv2 fwd    12800×16×150  1089 (56.4)   557 (110)   1045 (58.8)   547 (112)   1077 (57.0)  1074 (57.2)
-//! conv1 wgrad  25×6×100352   1310 (23.0)   678 (44.4)  4755 ( 6.3)  1239 (24.3)  2091 (14.4)  2206 (13.6)
-//! conv2 wgrad  150×16×12800  1079 (56.9)   792 (77.6)  1266 (48.5)   725 (84.7)  1106 (55.5)  1074 (57.2)
-//! conv2 dgrad  25088×6×400   2160 (55.7)  1113 (108)   9197 (13.1)  7331 (16.4)  4602 (26.2)  5117 (23.5)
-//! rgb fwd      131072×16×75  8074 (39.0)  5953 (52.8)  8603 (36.6)  3609 (87.2)  8210 (38.3)  8139 (38.6)
+//! conv1 fwd    100352×6×25    649 (46.4)   342 (88.0)  4905 ( 6.1)  1258 (23.9)  1626 (18.5)  1567 (19.2)
+//! conv2 fwd    12800×16×150  1132 (54.3)   859 (71.5)  1083 (56.7)   635 (96.7)  1119 (54.9)  1105 (55.6)
+//! conv1 wgrad  25×6×100352    896 (33.6)   555 (54.3)  5198 ( 5.8)  1519 (19.8)  1844 (16.3)  2376 (12.7)
+//! conv2 wgrad  150×16×12800  1571 (39.1)   816 (75.3)  1293 (47.5)  1631 (37.7)  1122 (54.8)  1143 (53.7)
+//! conv2 dgrad  25088×6×400   1325 (90.9)   848 (142)   9068 (13.3)  6708 (18.0)  3321 (36.3)  5119 (23.5)
+//! rgb fwd      131072×16×75  7938 (39.6)  6595 (47.7)  8706 (36.1)  3744 (84.0)  8367 (37.6)  8213 (38.3)
 //! ```
+//!
+//! (after the zero tap columns' skip, the permuted copies and the four-at-a-time sums of
+//! the dot tiles; before them, in the same quiet conditions: conv1 fwd 787 / 393 µs on
+//! one / two lanes, conv1 wgrad 1310 / 678, conv2 dgrad 2160 / 1113. A/B runs of the two
+//! binaries, alternated on the busy machine, agree: conv1 fwd 0.76–0.80 → 0.65 ms, conv1
+//! wgrad 1.5–1.7 → 0.80–0.84, conv2 dgrad 2.4–2.6 → 1.33–1.37 on one lane.)
 //!
 //! (conv2 fwd and rgb fwd run on the `gemm` crate as before, conv2 wgrad's packed blocks
 //! on [`skinny::axpy`] about as fast as on it: their columns show the spread from run to
@@ -105,7 +120,9 @@
 //! fwd). conv2's input gradient multiplies half zeros (the transposed convolution's
 //! padding): its 23.6 GFLOP/s before were 12 of useful work; the in-place path skips the
 //! all-zero tap rows (not the zero taps within a tap row): it multiplies 71% of the taps,
-//! 51% being in the image, so its 55.7 GFLOP/s are about 28 of useful work.
+//! 51% being in the image, so its 55.7 GFLOP/s were about 28 of useful work; it now
+//! skips the zero tap columns too (but for the unions of the border pairs), and its
+//! 90.9 GFLOP/s (counting all of `k`) are about 46 of useful work.
 
 use std::cell::Cell;
 use std::ops::Range;
@@ -736,6 +753,7 @@ unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
     let chunk = (16 * 1024 / (pw as usize * n)).max(1) as i64;
     let per = p_n * q_n;
     let isa = skinny::isa();
+    let to_rows = skinny::Transpose::new(n, true);
     let pimg_len = (ph * pw) as usize + slack;
     with_scratch(&PACKED, pimg_len, |pimg| {
         with_scratch(&BLOCK_OUT, chunk as usize * pw as usize * n, |temp| {
@@ -775,20 +793,41 @@ unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
                     )
                 };
                 let stop = sample_end.min(s * per + p1 * q_n);
-                for wi in win..stop {
+                // Window `wi` is row `(p - p0)·pw + q` of the temporary, a window row at
+                // a time (no division per window).
+                let mut wi = win;
+                while wi < stop {
                     let (p, q) = ((wi - s * per) / q_n, (wi - s * per) % q_n);
-                    let i = ((p - p0) * pw + q) as usize;
-                    let c = g.c.wrapping_offset(((wi - g.first) * g.rsc) as isize);
-                    for j in 0..n {
-                        // SAFETY: element (wi - first, j) of C (the caller's contract).
+                    let run_end = stop.min(wi - q + q_n);
+                    let i0 = ((p - p0) * pw + q) as usize;
+                    let c0 = g.c.wrapping_offset(((wi - g.first) * g.rsc) as isize);
+                    if g.csc == 1 && g.rsc == g.n {
+                        // SAFETY: rows `i0..` of the temporary's `n` columns (`rows`
+                        // floats each, 16K in all); C's rows `wi - first ..` are the
+                        // caller's, contiguous.
                         unsafe {
-                            update(
-                                c.offset(j as isize * g.csc as isize),
-                                g.alpha * temp[j * rows + i],
-                                g.beta,
+                            skinny::interleave(
+                                isa,
+                                &to_rows,
+                                (temp.as_ptr().add(i0), rows),
+                                (run_end - wi) as usize,
+                                c0,
+                                (g.alpha, g.beta),
                             )
                         };
+                        wi = run_end;
+                        continue;
                     }
+                    for (t, i) in (i0..i0 + (run_end - wi) as usize).enumerate() {
+                        let c = c0.wrapping_offset(t as isize * g.rsc as isize);
+                        for j in 0..n {
+                            let v = g.alpha * temp[j * rows + i];
+                            // SAFETY: element (wi + t - first, j) of C (the caller's
+                            // contract).
+                            unsafe { update(c.offset(j as isize * g.csc as isize), v, g.beta) };
+                        }
+                    }
+                    wi = run_end;
                 }
                 win = stop;
             }
@@ -839,7 +878,7 @@ fn direct_seg(g: &WindowsGemm) -> bool {
 /// # Safety
 /// As for [`run`].
 unsafe fn direct_seg_rows(g: &WindowsGemm, range: Range<i64>) {
-    let [h, _, c] = g.image;
+    let [h, w, c] = g.image;
     let [p_n, q_n] = g.grid;
     let [kh, kw] = g.taps;
     let (ph, pw) = (p_n + (kh - 1) * g.tap[0].abs(), q_n + kw - 1);
@@ -880,32 +919,67 @@ unsafe fn direct_seg_rows(g: &WindowsGemm, range: Range<i64>) {
             }
             // The rest of window row `p` (in the range).
             let p = (win - s * per) / q_n;
-            let stop = end.min(s * per + (p + 1) * q_n);
-            offs.clear();
-            offs.extend((win..stop).map(|wi| ((p * pw + (wi - s * per) % q_n) * c) as usize));
+            let row_end = end.min(s * per + (p + 1) * q_n);
             // The tap rows inside the image (contiguous): the others are all zero.
             let inside = |ty: &i64| (0..h).contains(&(p + ty * g.tap[0] - g.pad[0]));
             let lo = (0..kh).find(inside).unwrap_or(kh) as usize;
             let hi = (0..kh).rfind(inside).map_or(lo, |t| t as usize + 1);
-            // SAFETY: window `(p, q)`'s runs end by `((p + oy(kh-1))·pw + q + kw)·c ≤
-            // ph·pw·c`; `Bᵀ`'s rows from tap row `lo` on; these windows' rows of C are
-            // the caller's.
-            unsafe {
-                skinny::dot_segments(
-                    isa,
-                    (offs.len(), n, run),
-                    (pimg.as_ptr(), 0, Some(&offs)),
-                    Some(&segs[lo..hi]),
-                    (bt.as_ptr().add(lo * run), cols),
-                    (
-                        g.c.wrapping_offset(((win - g.first) * g.rsc) as isize),
-                        g.rsc as isize,
-                        g.csc as isize,
-                    ),
-                    (g.alpha, g.beta),
-                )
-            };
-            win = stop;
+            while win < row_end {
+                // Window `q`'s in-image tap columns (image order: padded column `q + u` is
+                // image column `q + u - sx`) are the run `span(q)`, the others zeros,
+                // skipped: the windows with all `kw` inside go together, the others two
+                // by two over the union of their runs (one `Bᵀ` load for both).
+                let q = (win - s * per) % q_n;
+                let span = |q: i64| ((sx - q).clamp(0, kw), (w + sx - q).clamp(0, kw));
+                let (mut u0, mut u1) = span(q);
+                let mut stop = win + 1;
+                if (u0, u1) == (0, kw) {
+                    while stop < row_end && span((stop - s * per) % q_n) == (0, kw) {
+                        stop += 1;
+                    }
+                } else if stop < row_end {
+                    let (v0, v1) = span(q + 1);
+                    if (v0, v1) != (0, kw) {
+                        (u0, u1) = (u0.min(v0), u1.max(v1));
+                        stop += 1;
+                    }
+                }
+                offs.clear();
+                offs.extend(
+                    (win..stop).map(|wi| ((p * pw + (wi - s * per) % q_n + u0) * c) as usize),
+                );
+                let len = ((u1 - u0) * c) as usize;
+                let out = g.c.wrapping_offset(((win - g.first) * g.rsc) as isize);
+                if len == 0 || lo == hi {
+                    // All taps zero: C = beta·C.
+                    for i in 0..(stop - win) as isize {
+                        for j in 0..n as isize {
+                            // SAFETY: these windows' rows of C are the caller's.
+                            unsafe {
+                                let o = out.offset(i * g.rsc as isize + j * g.csc as isize);
+                                *o = if g.beta == 0.0 { 0.0 } else { g.beta * *o };
+                            }
+                        }
+                    }
+                } else {
+                    // SAFETY: window `(p, q)`'s runs end by `((p + oy(kh-1))·pw + q +
+                    // kw)·c ≤ ph·pw·c`; `Bᵀ`'s rows from tap row `lo`, column `u0·c` on,
+                    // a tap row every `run` floats; these windows' rows of C are the
+                    // caller's.
+                    unsafe {
+                        skinny::dot_segments(
+                            isa,
+                            (offs.len(), n, len),
+                            (pimg.as_ptr(), 0, Some(&offs)),
+                            Some((&segs[lo..hi], run)),
+                            (bt.as_ptr().add(lo * run + (u0 * c) as usize), cols),
+                            (out, g.rsc as isize, g.csc as isize),
+                            (g.alpha, g.beta),
+                        )
+                    };
+                }
+                win = stop;
+            }
         }
     });
 }
@@ -932,6 +1006,7 @@ unsafe fn direct_reduce(
     let chunk = (16 * 1024 / (pw as usize * n)).max(1) as i64;
     let per = p_n * q_n;
     let isa = skinny::isa();
+    let to_cols = skinny::Transpose::new(n, false);
     with_scratch(&PACKED, (ph * pw) as usize + slack, |pimg| {
         with_scratch(&BLOCK_OUT, chunk as usize * pw as usize * n, |bt| {
             let (mut win, end) = (g.first + range.start, g.first + range.end);
@@ -960,14 +1035,37 @@ unsafe fn direct_reduce(
                 let stop = sample_end.min(s * per + p1 * q_n);
                 let bt = &mut bt[..n * len];
                 bt.fill(0.0);
-                for wi in win..stop {
+                let mut wi = win;
+                while wi < stop {
                     let (p, q) = ((wi - s * per) / q_n, (wi - s * per) % q_n);
-                    let i = ((p - p0) * pw + q) as usize;
-                    let b = g.b.wrapping_offset(((wi - g.first) * g.rsb) as isize);
-                    for j in 0..n {
-                        // SAFETY: element (wi - first, j) of B (the caller's contract).
-                        bt[j * len + i] = unsafe { *b.offset(j as isize * g.csb as isize) };
+                    let run_end = stop.min(wi - q + q_n);
+                    let i0 = ((p - p0) * pw + q) as usize;
+                    let b0 = g.b.wrapping_offset(((wi - g.first) * g.rsb) as isize);
+                    if g.csb == 1 && g.rsb == g.n {
+                        // SAFETY: rows `wi - first ..` of B (the caller's contract,
+                        // contiguous); the columns from `i0` of Bᵀ's `n` rows of `len`
+                        // floats.
+                        unsafe {
+                            skinny::deinterleave(
+                                isa,
+                                &to_cols,
+                                b0,
+                                (run_end - wi) as usize,
+                                (bt.as_mut_ptr().add(i0), len),
+                            )
+                        };
+                        wi = run_end;
+                        continue;
                     }
+                    for (t, i) in (i0..i0 + (run_end - wi) as usize).enumerate() {
+                        let b = b0.wrapping_offset(t as isize * g.rsb as isize);
+                        for j in 0..n {
+                            // SAFETY: element (wi + t - first, j) of B (the caller's
+                            // contract).
+                            bt[j * len + i] = unsafe { *b.offset(j as isize * g.csb as isize) };
+                        }
+                    }
+                    wi = run_end;
                 }
                 // SAFETY: as in `direct_rows`; Bᵀ holds n × len floats, out m × n.
                 unsafe {
@@ -1243,6 +1341,12 @@ pub(crate) mod skinny {
         /// `a·b + c`.
         unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
         unsafe fn sum(v: Self::V) -> f32;
+        /// The sums of four vectors' lanes.
+        #[inline(always)]
+        unsafe fn sum4(v: [Self::V; 4]) -> [f32; 4] {
+            // SAFETY: forwarded.
+            v.map(|x| unsafe { Self::sum(x) })
+        }
     }
 
     /// One lane: the portable fallback.
@@ -1386,6 +1490,33 @@ pub(crate) mod skinny {
         unsafe fn sum(v: __m512) -> f32 {
             unsafe { _mm512_reduce_add_ps(v) }
         }
+        /// Four vectors reduced together (halves, then quarters, of two vectors per
+        /// shuffle): 14 operations instead of 4 reductions of 8.
+        #[inline(always)]
+        unsafe fn sum4(v: [__m512; 4]) -> [f32; 4] {
+            // SAFETY: AVX-512F (the callers' target feature).
+            unsafe {
+                // Quarters (q0 + q2, q1 + q3) of v0 then v1, likewise v2, v3.
+                let ab = _mm512_add_ps(
+                    _mm512_shuffle_f32x4::<0x44>(v[0], v[1]),
+                    _mm512_shuffle_f32x4::<0xEE>(v[0], v[1]),
+                );
+                let cd = _mm512_add_ps(
+                    _mm512_shuffle_f32x4::<0x44>(v[2], v[3]),
+                    _mm512_shuffle_f32x4::<0xEE>(v[2], v[3]),
+                );
+                // Quarter `k` holds four partial sums of `v[k]`.
+                let q = _mm512_add_ps(
+                    _mm512_shuffle_f32x4::<0x88>(ab, cd),
+                    _mm512_shuffle_f32x4::<0xDD>(ab, cd),
+                );
+                let q = _mm512_add_ps(q, _mm512_permute_ps::<0b1011_0001>(q));
+                let q = _mm512_add_ps(q, _mm512_permute_ps::<0b0100_1110>(q));
+                let mut lanes = [0f32; 16];
+                _mm512_storeu_ps(lanes.as_mut_ptr(), q);
+                [lanes[0], lanes[4], lanes[8], lanes[12]]
+            }
+        }
     }
 
     /// The operands of [`axpy`] (one chunk of columns).
@@ -1490,6 +1621,8 @@ pub(crate) mod skinny {
         /// past the row's start in `p`, at `t·len` in `bt`'s.
         segs: *const usize,
         nseg: usize,
+        /// Run `t` of `bt`'s rows at `t·bseg`.
+        bseg: usize,
         bt: *const f32,
         ldb: usize,
         out: *mut f32,
@@ -1549,7 +1682,7 @@ pub(crate) mod skinny {
                 let seg = if d.segs.is_null() {
                     (0, 0)
                 } else {
-                    (*d.segs.add(t), t * d.len)
+                    (*d.segs.add(t), t * d.bseg)
                 };
                 let mut l = 0;
                 while l + S::W <= d.len {
@@ -1560,10 +1693,21 @@ pub(crate) mod skinny {
                     dot_step::<S, N, CB, false>(d, c0, seg, l, d.len - l, &mut s);
                 }
             }
-            for (c, sc) in s.iter().enumerate() {
-                for (j, v) in sc.iter().enumerate() {
+            // The `CB·N` sums four at a time.
+            let flat = s.as_flattened();
+            for k in (0..CB * N).step_by(4) {
+                let take = (CB * N - k).min(4);
+                let sums = S::sum4(std::array::from_fn(|i| {
+                    if i < take {
+                        flat[k + i]
+                    } else {
+                        S::zero()
+                    }
+                }));
+                for (i, &sum) in sums.iter().enumerate().take(take) {
+                    let (c, j) = ((k + i) / N, (k + i) % N);
                     let o = d.out.offset((c0 + c) as isize * d.rso + j as isize * d.cso);
-                    let v = d.alpha * S::sum(*v);
+                    let v = d.alpha * sum;
                     *o = if d.beta == 0.0 { v } else { v + d.beta * *o };
                 }
             }
@@ -1579,6 +1723,10 @@ pub(crate) mod skinny {
             while c + CB <= d.mc {
                 dot_tile::<S, N, CB>(d, c);
                 c += CB;
+            }
+            if CB > 2 && c + 2 <= d.mc {
+                dot_tile::<S, N, 2>(d, c);
+                c += 2;
             }
             while c < d.mc {
                 dot_tile::<S, N, 1>(d, c);
@@ -1681,6 +1829,218 @@ pub(crate) mod skinny {
         }
     }
 
+    /// Lane permutations between `n` columns of 16 rows (16 consecutive elements each)
+    /// and the same 16 rows stored row-major (`16·n` contiguous floats, `n` vectors), for
+    /// [`interleave`] and [`deinterleave`]: output vector `o` = the blend, over pairs
+    /// `q` of input vectors, of `permutex2var(in[2q], idx[o][q], in[2q + 1])` under
+    /// `mask[o][q]`. (Gathers would do without tables but are microcoded slow here.)
+    pub(crate) struct Transpose {
+        n: usize,
+        /// Columns to rows (`true`) or rows to columns.
+        to_rows: bool,
+        idx: Vec<[i32; 16]>,
+        mask: Vec<u16>,
+    }
+
+    impl Transpose {
+        /// The tables for `n ≤ MAX_N` columns, `to_rows` as in [`Transpose`].
+        // `l` indexes a lane of two tables at once: a plain range reads best.
+        #[allow(clippy::needless_range_loop)]
+        pub(crate) fn new(n: usize, to_rows: bool) -> Transpose {
+            assert!(n <= MAX_N);
+            let pairs = n.div_ceil(2);
+            let mut idx = vec![[0i32; 16]; n * pairs];
+            let mut mask = vec![0u16; n * pairs];
+            for o in 0..n {
+                for l in 0..16 {
+                    // Output lane `l` of vector `o` comes from lane `sl` of input `src`.
+                    let (src, sl) = if to_rows {
+                        let e = 16 * o + l;
+                        (e % n, e / n)
+                    } else {
+                        let e = l * n + o;
+                        (e / 16, e % 16)
+                    };
+                    let q = src / 2;
+                    idx[o * pairs + q][l] = (sl | (src % 2) << 4) as i32;
+                    mask[o * pairs + q] |= 1 << l;
+                }
+            }
+            Transpose {
+                n,
+                to_rows,
+                idx,
+                mask,
+            }
+        }
+    }
+
+    /// `n` vectors permuted by `tr`'s tables (see [`Transpose`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn permute(tr: &Transpose, x: &[__m512; MAX_N], y: &mut [__m512; MAX_N]) {
+        let (n, pairs) = (tr.n, tr.n.div_ceil(2));
+        for (o, yo) in y.iter_mut().enumerate().take(n) {
+            let mut v = _mm512_setzero_ps();
+            for q in 0..pairs {
+                let (a, b) = (x[2 * q], x[(2 * q + 1).min(n - 1)]);
+                // SAFETY: the table holds `n·pairs` entries.
+                let i = unsafe { _mm512_loadu_si512(tr.idx[o * pairs + q].as_ptr().cast()) };
+                v = _mm512_mask_mov_ps(v, tr.mask[o * pairs + q], _mm512_permutex2var_ps(a, i, b));
+            }
+            *yo = v;
+        }
+    }
+
+    /// The first `len` of 16 lanes.
+    #[cfg(target_arch = "x86_64")]
+    fn lanes(len: usize) -> u16 {
+        if len >= 16 {
+            0xffff
+        } else {
+            ((1u32 << len) - 1) as u16
+        }
+    }
+
+    /// `out[t·n + j] = alpha·src[j·ld + t] + beta·out[t·n + j]` for `t < count`, `j < n`
+    /// (`out` not read when `beta == 0`): a column-major block (an [`axpy`] product)
+    /// written into contiguous row-major rows; with AVX-512, 16 rows at a time through
+    /// `tr` (`to_rows`, `n` columns) instead of one scalar store per element.
+    ///
+    /// # Safety
+    /// `src` is readable at `j·ld + t`, `out` writable (and readable when `beta != 0`)
+    /// at `t·n + j`, for those `t`, `j`.
+    pub(crate) unsafe fn interleave(
+        isa: Isa,
+        tr: &Transpose,
+        (src, ld): (*const f32, usize),
+        count: usize,
+        out: *mut f32,
+        (alpha, beta): (f32, f32),
+    ) {
+        let n = tr.n;
+        debug_assert!(tr.to_rows);
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 {
+            // SAFETY: the caller's contract; `isa()` found AVX-512.
+            unsafe { interleave_avx512(tr, (src, ld), count, out, (alpha, beta)) };
+            return;
+        }
+        let _ = isa;
+        for t in 0..count {
+            for j in 0..n {
+                // SAFETY: the caller's contract.
+                unsafe {
+                    let o = out.add(t * n + j);
+                    let v = alpha * *src.add(j * ld + t);
+                    *o = if beta == 0.0 { v } else { v + beta * *o };
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn interleave_avx512(
+        tr: &Transpose,
+        (src, ld): (*const f32, usize),
+        count: usize,
+        out: *mut f32,
+        (alpha, beta): (f32, f32),
+    ) {
+        let n = tr.n;
+        let (av, bv) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+        let mut x = [_mm512_setzero_ps(); MAX_N];
+        let mut y = [_mm512_setzero_ps(); MAX_N];
+        let mut t = 0;
+        // SAFETY: rows `t .. t + 16` (the tail masked) of the caller's contract.
+        unsafe {
+            while t < count {
+                let rows = (count - t).min(16);
+                let m = lanes(rows);
+                for (j, xj) in x.iter_mut().enumerate().take(n) {
+                    *xj = _mm512_maskz_loadu_ps(m, src.add(j * ld + t));
+                }
+                permute(tr, &x, &mut y);
+                let o = out.add(t * n);
+                for (k, yk) in y.iter().enumerate().take(n) {
+                    let m = lanes((rows * n).saturating_sub(16 * k));
+                    if m == 0 {
+                        break;
+                    }
+                    let mut v = _mm512_mul_ps(*yk, av);
+                    if beta != 0.0 {
+                        v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, o.add(16 * k)), bv, v);
+                    }
+                    _mm512_mask_storeu_ps(o.add(16 * k), m, v);
+                }
+                t += 16;
+            }
+        }
+    }
+
+    /// `dst[j·ld + t] = src[t·n + j]` for `t < count`, `j < n`: contiguous row-major
+    /// rows of `B` copied into columns (`Bᵀ` for [`dot`]); with AVX-512, 16 rows at a
+    /// time through `tr` (not `to_rows`).
+    ///
+    /// # Safety
+    /// `src` is readable at `t·n + j`, `dst` writable at `j·ld + t`, for those `t`, `j`.
+    pub(crate) unsafe fn deinterleave(
+        isa: Isa,
+        tr: &Transpose,
+        src: *const f32,
+        count: usize,
+        (dst, ld): (*mut f32, usize),
+    ) {
+        let n = tr.n;
+        debug_assert!(!tr.to_rows);
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 {
+            // SAFETY: the caller's contract; `isa()` found AVX-512.
+            unsafe { deinterleave_avx512(tr, src, count, (dst, ld)) };
+            return;
+        }
+        let _ = isa;
+        for t in 0..count {
+            for j in 0..n {
+                // SAFETY: the caller's contract.
+                unsafe { *dst.add(j * ld + t) = *src.add(t * n + j) };
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn deinterleave_avx512(
+        tr: &Transpose,
+        src: *const f32,
+        count: usize,
+        (dst, ld): (*mut f32, usize),
+    ) {
+        let n = tr.n;
+        let mut x = [_mm512_setzero_ps(); MAX_N];
+        let mut y = [_mm512_setzero_ps(); MAX_N];
+        let mut t = 0;
+        // SAFETY: rows `t .. t + 16` (the tail masked) of the caller's contract.
+        unsafe {
+            while t < count {
+                let rows = (count - t).min(16);
+                let s = src.add(t * n);
+                for (k, xk) in x.iter_mut().enumerate().take(n) {
+                    let m = lanes((rows * n).saturating_sub(16 * k));
+                    *xk = _mm512_maskz_loadu_ps(m, s.add(16 * k));
+                }
+                permute(tr, &x, &mut y);
+                let m = lanes(rows);
+                for (j, yj) in y.iter().enumerate().take(n) {
+                    _mm512_mask_storeu_ps(dst.add(j * ld + t), m, *yj);
+                }
+                t += 16;
+            }
+        }
+    }
+
     /// `out[c·rso + j·cso] = alpha·Σ_{l<len} p[c·ldp + l]·bt[j·ldb + l] + beta·out` for
     /// `c < mc`, `j < n`; `out` is not read when `beta == 0`. With `offs`, row `c` of `p`
     /// starts at `offs[c]` instead of `c·ldp` (a padded image read in place).
@@ -1711,9 +2071,9 @@ pub(crate) mod skinny {
         }
     }
 
-    /// [`dot`] with rows made of runs: with `segs`, row `c`'s reduction is `segs.len()`
-    /// runs of `len` floats, run `t` at `offs[c] + segs[t]` (or `c·ldp + segs[t]`) in
-    /// `p` and at `t·len` in `bt`'s rows (a window's tap rows in a padded image).
+    /// [`dot`] with rows made of runs: with `segs = (at, bseg)`, row `c`'s reduction is
+    /// `at.len()` runs of `len` floats, run `t` at `offs[c] + at[t]` (or `c·ldp + at[t]`)
+    /// in `p` and at `t·bseg` in `bt`'s rows (a window's tap rows in a padded image).
     ///
     /// # Safety
     /// As for [`dot`], each run readable.
@@ -1722,7 +2082,7 @@ pub(crate) mod skinny {
         isa: Isa,
         (mc, n, len): (usize, usize, usize),
         (p, ldp, offs): (*const f32, usize, Option<&[usize]>),
-        segs: Option<&[usize]>,
+        segs: Option<(&[usize], usize)>,
         (bt, ldb): (*const f32, usize),
         (out, rso, cso): (*mut f32, isize, isize),
         (alpha, beta): (f32, f32),
@@ -1738,8 +2098,9 @@ pub(crate) mod skinny {
                     debug_assert!(o.len() >= mc);
                     o.as_ptr()
                 }),
-                segs: segs.map_or(std::ptr::null(), |t| t.as_ptr()),
-                nseg: segs.map_or(1, |t| t.len()),
+                segs: segs.map_or(std::ptr::null(), |t| t.0.as_ptr()),
+                nseg: segs.map_or(1, |t| t.0.len()),
+                bseg: segs.map_or(len, |t| t.1),
                 bt: bt.wrapping_add(j0 * ldb),
                 ldb,
                 out: out.wrapping_offset(j0 as isize * cso),
@@ -1777,6 +2138,63 @@ pub(crate) mod skinny {
                 (want - f64::from(got)).abs() <= 1e-4 * (1.0 + want.abs()),
                 "{what}: {got} vs {want}"
             );
+        }
+
+        /// [`interleave`] and [`deinterleave`] against naive loops: every `n` up to
+        /// `MAX_N`, counts with tails of every length, alpha and beta, every ISA here.
+        #[test]
+        fn transposes_match_naive_loops() {
+            for isa in all_isas() {
+                for n in 0..=MAX_N {
+                    let (to_rows, to_cols) = (Transpose::new(n, true), Transpose::new(n, false));
+                    for count in [1, 7, 15, 16, 17, 28, 33, 48] {
+                        let ld = count + 5;
+                        let src = values(n * ld, 5);
+                        for (alpha, beta) in [(1.0, 0.0), (0.5, 2.0)] {
+                            let out0 = values(count * n + 3, 6);
+                            let mut out = out0.clone();
+                            // SAFETY: `src` holds n columns of `ld`, `out` count × n rows.
+                            unsafe {
+                                interleave(
+                                    isa,
+                                    &to_rows,
+                                    (src.as_ptr(), ld),
+                                    count,
+                                    out.as_mut_ptr(),
+                                    (alpha, beta),
+                                )
+                            };
+                            for (e, &o) in out.iter().enumerate() {
+                                let want = if e < count * n {
+                                    let (t, j) = (e / n, e % n);
+                                    alpha * src[j * ld + t] + beta * out0[e]
+                                } else {
+                                    out0[e]
+                                };
+                                close(f64::from(want), o, &format!("{isa:?} n={n} e={e}"));
+                            }
+                        }
+                        let rows = values(count * n, 7);
+                        let mut cols = vec![9.0; n * ld];
+                        // SAFETY: `rows` holds count × n, `cols` n columns of `ld`.
+                        unsafe {
+                            deinterleave(
+                                isa,
+                                &to_cols,
+                                rows.as_ptr(),
+                                count,
+                                (cols.as_mut_ptr(), ld),
+                            )
+                        };
+                        for j in 0..n {
+                            for t in 0..ld {
+                                let want = if t < count { rows[t * n + j] } else { 9.0 };
+                                assert_eq!(cols[j * ld + t], want, "{isa:?} n={n} t={t} j={j}");
+                            }
+                        }
+                    }
+                }
+            }
         }
 
         /// Both kernels against naive loops: every `n` up to `MAX_N`, odd sizes (tails
@@ -1934,6 +2352,17 @@ mod tests {
             ),
             // input gradient of a 5×5 valid conv: dY 4×4×3 into 8×8.
             view([4, 4, 3], [8, 8], [5, 5], [1, 1], [-1, -1], [0, 0], [1, 1]),
+            // ... and dY 6×7×2 into 10×11: windows with all tap columns inside, between
+            // border windows with fewer (`direct_seg_rows` groups them).
+            view(
+                [6, 7, 2],
+                [10, 11],
+                [5, 5],
+                [1, 1],
+                [-1, -1],
+                [0, 0],
+                [1, 1],
+            ),
             // a window wider than the image.
             view([3, 2, 2], [3, 2], [3, 5], [1, 1], [1, 1], [1, 2], [1, 1]),
             // one channel (packed tap-major): strides 2 and 3, an input gradient.
@@ -2091,11 +2520,9 @@ mod tests {
     #[test]
     fn products_match_a_naive_loop() {
         let pool = Pool::new(2);
-        // Every kernel's chunk widths, the dot paths' limit and the widest product.
-        for (n, mut w) in [1, 5, 8, 9, 16]
-            .into_iter()
-            .flat_map(|n| geometries().into_iter().map(move |w| (n, w)))
-        {
+        // Every width up to the skinny kernels' widest (each chunk width, the dot paths'
+        // limit).
+        for (n, mut w) in (1..=16).flat_map(|n| geometries().into_iter().map(move |w| (n, w))) {
             for transposed in [false, true] {
                 w.transposed = transposed;
                 let samples = 3;
