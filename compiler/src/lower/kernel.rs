@@ -636,9 +636,9 @@ fn reduce_body(
 }
 
 /// How many channels a reduction over every axis but the last handles per iteration of
-/// its parallel loop: the largest divisor of the channel count that is at most 16 and
-/// leaves at least two blocks (one per core); 1 (no blocking, a scalar accumulator per
-/// channel) for other reductions.
+/// its parallel loop: the largest multiple of 4 dividing the channel count that is at
+/// most 16 and leaves at least two blocks (one per core); 1 (no blocking, a scalar
+/// accumulator per channel) for other reductions and channel counts.
 fn channel_block(full: &Shape, axes: &[usize]) -> usize {
     let rank = full.rank();
     if rank < 2 || axes.contains(&(rank - 1)) || !(0..rank - 1).all(|d| axes.contains(&d)) {
@@ -647,7 +647,12 @@ fn channel_block(full: &Shape, axes: &[usize]) -> usize {
     let Dim::K(c) = full.dims()[rank - 1] else {
         return 1;
     };
-    (2..=16.min(c / 2)).rev().find(|b| c % b == 0).unwrap_or(1)
+    // A multiple of the 4 vector lanes: a shorter lane loop runs scalar, and then its
+    // accumulators' round trips through memory cost more than a sweep per channel.
+    (4..=16.min(c / 2))
+        .rev()
+        .find(|b| b % 4 == 0 && c % b == 0)
+        .unwrap_or(1)
 }
 
 fn known_dim(d: Dim) -> Result<usize, LowerError> {
