@@ -556,6 +556,12 @@ fn windows_larger_than_their_input_are_e0304() {
         "max_pool(2)",
     );
     one_err(&model_src("input x: [4, 4, 3]\noutput y = x |> conv2d(2, kernel = 5, padding = \"valid\") |> flatten"), Code::PoolTooLarge, "conv2d(2, kernel = 5, padding = \"valid\")");
+    // A dilated span too large to be meant is an error whatever the padding.
+    one_err(
+        &model_src("input x: [4, 4, 3]\noutput y = x |> conv2d(2, dilation = 4611686018427387904) |> flatten"),
+        Code::PoolTooLarge,
+        "conv2d(2, dilation = 4611686018427387904)",
+    );
     // "same" padding accepts a kernel larger than the image.
     ok(&model_src(
         "input x: [4, 4, 3]\noutput y = x |> conv2d(2, kernel = 5) |> flatten",

@@ -59,7 +59,9 @@ impl Conv {
             if size == 0 || k == 0 || s == 0 || d == 0 {
                 ir_bail!("a convolution needs positive sizes, got image {image:?}, kernel {kernel:?}, stride {stride:?}, dilation {dilation:?}");
             }
-            let extent = d * (k - 1) + 1;
+            let Some(extent) = d.checked_mul(k - 1).and_then(|e| e.checked_add(1)) else {
+                ir_bail!("a kernel of {k} taps dilated by {d} overflows");
+            };
             match padding {
                 Padding::Valid => {
                     if extent > size {
@@ -324,11 +326,14 @@ pub fn eval_filter(cv: &Conv, x: &Tensor, dy: &Tensor, out: &[usize]) -> Tensor 
 /// input gradient's and back).
 pub fn swap_taps(g: &mut Graph, w: NodeId, taps: usize) -> IrResult<NodeId> {
     let s = g.shape(w).clone();
+    if s.rank() != 2 {
+        ir_bail!("weights {s} are not a matrix");
+    }
     let (rows, b) = (
         known(s.0[0], "weight rows")?,
         known(s.0[1], "weight columns")?,
     );
-    if s.rank() != 2 || taps == 0 || rows % taps != 0 {
+    if taps == 0 || rows % taps != 0 {
         ir_bail!("weights {s} do not split into {taps} taps");
     }
     let a = rows / taps;

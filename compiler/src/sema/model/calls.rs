@@ -263,8 +263,14 @@ impl ModelChecker {
                     .label(args.span("groups").unwrap_or(span), format!("input has shape {sx}"))
                     .help("choose `groups` dividing both the input's channels and `filters`"));
                 }
-                // The span of a window along each axis, taps and dilation gaps.
-                let extent = [0, 1].map(|a| dilation[a].saturating_mul(kernel[a] - 1) + 1);
+                // The span of a window along each axis, taps and dilation gaps (saturating:
+                // an absurd span is reported as too large below, whatever the padding).
+                let extent =
+                    [0, 1].map(|a| dilation[a].saturating_mul(kernel[a] - 1).saturating_add(1));
+                if extent.iter().any(|&e| e > MAX_WINDOW) {
+                    return Err(too_large("convolution", extent, &sx, span)
+                        .help("use a smaller `kernel` or `dilation`"));
+                }
                 let padding = if args.str("padding") == "valid" {
                     Padding::Valid
                 } else {
@@ -373,6 +379,9 @@ impl ModelChecker {
         Ok(self.push(top, vec![x], shape, span))
     }
 }
+
+/// The largest window span (taps and dilation gaps) along an axis.
+const MAX_WINDOW: usize = 1 << 16;
 
 fn too_large(what: &str, [wh, ww]: [usize; 2], sx: &Shape, span: Span) -> Diagnostic {
     Diagnostic::new(

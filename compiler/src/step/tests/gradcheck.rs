@@ -331,6 +331,7 @@ fn window_op_gradients_match_finite_differences() {
 #[test]
 fn convolution_gradients_match_finite_differences() {
     use crate::ir::ops::conv::{Conv, Padding};
+    let mut checked = 0;
     for seed in 0..CASES {
         let mut c = OpCase::new(seed);
         let s = seed as usize;
@@ -356,13 +357,17 @@ fn convolution_gradients_match_finite_differences() {
         let y = c.g.push(Op::Conv(cv), &[x, w]).unwrap();
         let sq = c.g.mul(y, y).unwrap(); // nonlinear, so the gradients' products are exercised
         c.finish(sq, &["x", "w"]);
+        checked += 1;
     }
+    // Geometries that fit no window are skipped; most must fit.
+    assert!(checked >= CASES / 2, "only {checked} convolutions checked");
 }
 
 #[test]
 fn pooling_gradients_match_finite_differences() {
     use crate::ir::ops::conv::{Conv, Padding};
     use crate::ir::ops::pool::PoolKind;
+    let mut checked = 0;
     for seed in 0..CASES {
         let mut c = OpCase::new(seed);
         let s = seed as usize;
@@ -386,7 +391,9 @@ fn pooling_gradients_match_finite_differences() {
         let y = c.g.push(Op::Pool(kind, cv), &[x]).unwrap();
         let sq = c.g.mul(y, y).unwrap();
         c.finish(sq, &["x"]);
+        checked += 1;
     }
+    assert!(checked >= CASES / 2, "only {checked} poolings checked");
 }
 
 /// Builds `loss(model(x), y)` in training form and checks the gradient with respect to
