@@ -41,7 +41,7 @@ pub use ops::{mix64, rand_uniform, rand_value, BinOp, CmpOp, UnOp};
 pub use program::{BufferDecl, BufferKind, GpuLaunch, Kernel, Program, SharedDecl, Size};
 pub use stmt::{Cond, Gemm, MatRef, Stmt};
 pub use validate::InvalidProgram;
-pub use windows::Windows;
+pub use windows::{axis_source, Windows};
 
 /// Index of a buffer in [`Program::buffers`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

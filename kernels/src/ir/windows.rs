@@ -40,6 +40,19 @@ pub struct Windows {
     pub transposed: bool,
 }
 
+/// Along one axis of length `len` with `[step, tap, pad, div]`: the image position tap
+/// `t` of window `p` reads, or `None` where it reads zero. The one formula behind
+/// [`Windows::source`] and the runtime's packing (which has only the ABI's descriptor).
+#[inline]
+pub fn axis_source([step, tap, pad, div]: [i64; 4], p: i64, t: i64, len: i64) -> Option<i64> {
+    let pos = p * step + t * tap - pad;
+    if div == 1 {
+        // No division (a convolution, not its input gradient's strided form).
+        return (0..len).contains(&pos).then_some(pos);
+    }
+    (pos >= 0 && pos % div == 0 && pos / div < len).then_some(pos / div)
+}
+
 impl Windows {
     /// Columns of the untransposed matrix: `kh·kw·c`.
     pub fn cols(&self) -> i64 {
@@ -75,9 +88,13 @@ impl Windows {
 
     /// The image row (axis 0) or column (axis 1) tap `t` of window position `p` reads.
     pub fn axis(&self, axis: usize, p: i64, t: i64, len: i64) -> Option<i64> {
-        let pos = p * self.step[axis] + t * self.tap[axis] - self.pad[axis];
-        let d = self.div[axis];
-        (pos >= 0 && pos % d == 0 && pos / d < len).then_some(pos / d)
+        let a = axis;
+        axis_source(
+            [self.step[a], self.tap[a], self.pad[a], self.div[a]],
+            p,
+            t,
+            len,
+        )
     }
 
     /// Why this geometry is unusable, if it is: sizes must be positive, `div ≥ 1`.

@@ -208,14 +208,7 @@ fn cols(g: &WindowsGemm) -> i64 {
 /// or `None` where the element is zero (`nnc_kernels::ir::Windows::axis`).
 #[inline]
 fn axis(g: &WindowsGemm, a: usize, p: i64, t: i64, len: i64) -> Option<i64> {
-    let pos = p * g.step[a] + t * g.tap[a] - g.pad[a];
-    let d = g.div[a];
-    if d == 1 {
-        // No division (a convolution, not its input gradient's strided form): packing
-        // calls this per tap row of every window.
-        return (0..len).contains(&pos).then_some(pos);
-    }
-    (pos >= 0 && pos % d == 0 && pos / d < len).then_some(pos / d)
+    nnc_kernels::ir::axis_source([g.step[a], g.tap[a], g.pad[a], g.div[a]], p, t, len)
 }
 
 /// Copies `dst.len()` floats from `src`: short runs (a tap row of a narrow image) as a
