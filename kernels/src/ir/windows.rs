@@ -54,6 +54,29 @@ pub fn axis_source([step, tap, pad, div]: [i64; 4], p: i64, t: i64, len: i64) ->
 }
 
 impl Windows {
+    /// The untransposed view of this geometry, starting at window 0.
+    pub fn new(
+        image: [i64; 3],
+        grid: [i64; 2],
+        taps: [i64; 2],
+        step: [i64; 2],
+        tap: [i64; 2],
+        pad: [i64; 2],
+        div: [i64; 2],
+    ) -> Windows {
+        Windows {
+            image,
+            grid,
+            taps,
+            step,
+            tap,
+            pad,
+            div,
+            first: Idx::Const(0),
+            transposed: false,
+        }
+    }
+
     /// Columns of the untransposed matrix: `kh·kw·c`.
     pub fn cols(&self) -> i64 {
         self.taps[0] * self.taps[1] * self.image[2]

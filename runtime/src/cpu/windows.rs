@@ -2290,37 +2290,14 @@ pub(crate) mod skinny {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nnc_kernels::ir::{Idx, Windows};
-
-    /// A geometry with `image`, `grid`, `taps`, `step`, `tap`, `pad`, `div`, `first` 0.
-    fn view(
-        image: [i64; 3],
-        grid: [i64; 2],
-        taps: [i64; 2],
-        step: [i64; 2],
-        tap: [i64; 2],
-        pad: [i64; 2],
-        div: [i64; 2],
-    ) -> Windows {
-        Windows {
-            image,
-            grid,
-            taps,
-            step,
-            tap,
-            pad,
-            div,
-            first: Idx::Const(0),
-            transposed: false,
-        }
-    }
+    use nnc_kernels::ir::Windows;
 
     /// Geometries covering every path of both packings: interior runs, both borders,
     /// dilation, strides, negative taps (input gradients) with `div` > 1, one channel.
     fn geometries() -> Vec<Windows> {
         vec![
             // conv 5×5 pad 2 on 12×12×1.
-            view(
+            Windows::new(
                 [12, 12, 1],
                 [12, 12],
                 [5, 5],
@@ -2330,11 +2307,11 @@ mod tests {
                 [1, 1],
             ),
             // 3×3 stride 2, asymmetric padding, c = 3.
-            view([9, 8, 3], [4, 4], [3, 3], [2, 2], [1, 1], [1, 0], [1, 1]),
+            Windows::new([9, 8, 3], [4, 4], [3, 3], [2, 2], [1, 1], [1, 0], [1, 1]),
             // dilation 2.
-            view([10, 7, 2], [10, 7], [3, 3], [1, 1], [2, 2], [2, 2], [1, 1]),
+            Windows::new([10, 7, 2], [10, 7], [3, 3], [1, 1], [2, 2], [2, 2], [1, 1]),
             // input gradient of a 3×3 stride-2 pad-1 conv: dY 6×5×4 into dX 11×9.
-            view(
+            Windows::new(
                 [6, 5, 4],
                 [11, 9],
                 [3, 3],
@@ -2344,10 +2321,10 @@ mod tests {
                 [2, 2],
             ),
             // input gradient of a 5×5 valid conv: dY 4×4×3 into 8×8.
-            view([4, 4, 3], [8, 8], [5, 5], [1, 1], [-1, -1], [0, 0], [1, 1]),
+            Windows::new([4, 4, 3], [8, 8], [5, 5], [1, 1], [-1, -1], [0, 0], [1, 1]),
             // ... and dY 6×7×2 into 10×11: windows with all tap columns inside, between
             // border windows with fewer (`direct_seg_rows` groups them).
-            view(
+            Windows::new(
                 [6, 7, 2],
                 [10, 11],
                 [5, 5],
@@ -2357,10 +2334,10 @@ mod tests {
                 [1, 1],
             ),
             // a window wider than the image.
-            view([3, 2, 2], [3, 2], [3, 5], [1, 1], [1, 1], [1, 2], [1, 1]),
+            Windows::new([3, 2, 2], [3, 2], [3, 5], [1, 1], [1, 1], [1, 2], [1, 1]),
             // one channel (packed tap-major): strides 2 and 3, an input gradient.
-            view([5, 9, 1], [3, 3], [2, 3], [2, 3], [1, 1], [1, 2], [1, 1]),
-            view(
+            Windows::new([5, 9, 1], [3, 3], [2, 3], [2, 3], [1, 1], [1, 2], [1, 1]),
+            Windows::new(
                 [4, 5, 1],
                 [7, 9],
                 [3, 3],
@@ -2370,9 +2347,9 @@ mod tests {
                 [2, 2],
             ),
             // one channel, unit steps, dilated taps (read in place: `direct_rows`).
-            view([9, 8, 1], [7, 6], [3, 2], [1, 1], [2, 3], [2, 1], [1, 1]),
+            Windows::new([9, 8, 1], [7, 6], [3, 2], [1, 1], [2, 3], [2, 1], [1, 1]),
             // a step of 0 (every window the same).
-            view([3, 4, 2], [2, 3], [2, 2], [0, 0], [1, 1], [0, 1], [1, 1]),
+            Windows::new([3, 4, 2], [2, 3], [2, 2], [0, 0], [1, 1], [0, 1], [1, 1]),
         ]
     }
 
@@ -2614,7 +2591,7 @@ mod tests {
     #[test]
     fn split_products_match_one_lane() {
         let pool = Pool::new(2);
-        let w = view(
+        let w = Windows::new(
             [14, 14, 6],
             [10, 10],
             [5, 5],

@@ -12,7 +12,7 @@
 //! reference evaluation walks [`Windows::source`], the one definition of which image
 //! element a window tap reads that the backends share, and accumulates in f64.
 
-use nnc_kernels::ir::{Idx, Windows};
+use nnc_kernels::ir::Windows;
 
 use super::{Attr, Attrs};
 use crate::ir::graph::{Dim, Graph, NodeId, Shape};
@@ -157,17 +157,15 @@ impl Conv {
     /// output position, one column per tap and channel.
     pub fn windows(&self, c: usize) -> Windows {
         let i = |v: [usize; 2]| v.map(|x| x as i64);
-        Windows {
-            image: [self.image[0] as i64, self.image[1] as i64, c as i64],
-            grid: i(self.out),
-            taps: i(self.kernel),
-            step: i(self.stride),
-            tap: i(self.dilation),
-            pad: i(self.pad),
-            div: [1, 1],
-            first: Idx::Const(0),
-            transposed: false,
-        }
+        Windows::new(
+            [self.image[0] as i64, self.image[1] as i64, c as i64],
+            i(self.out),
+            i(self.kernel),
+            i(self.stride),
+            i(self.dilation),
+            i(self.pad),
+            [1, 1],
+        )
     }
 
     /// The windows of the input gradient over an output gradient of `f` channels: one
@@ -175,17 +173,15 @@ impl Conv {
     /// `(i + pad − t·dilation) / stride` when that divides exactly and is in range.
     pub fn data_windows(&self, f: usize) -> Windows {
         let i = |v: [usize; 2]| v.map(|x| x as i64);
-        Windows {
-            image: [self.out[0] as i64, self.out[1] as i64, f as i64],
-            grid: i(self.image),
-            taps: i(self.kernel),
-            step: [1, 1],
-            tap: i(self.dilation).map(|d| -d),
-            pad: i(self.pad).map(|p| -p),
-            div: i(self.stride),
-            first: Idx::Const(0),
-            transposed: false,
-        }
+        Windows::new(
+            [self.out[0] as i64, self.out[1] as i64, f as i64],
+            i(self.image),
+            i(self.kernel),
+            [1, 1],
+            i(self.dilation).map(|d| -d),
+            i(self.pad).map(|p| -p),
+            i(self.stride),
+        )
     }
 
     /// Multiply-adds of one sample of the forward product with `c` input and `f` output

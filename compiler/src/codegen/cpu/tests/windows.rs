@@ -16,29 +16,6 @@ use nnc_kernels::samples::gemm_program;
 
 use super::{assert_relative, both, random};
 
-/// A windows view with `first` 0, untransposed.
-fn view(
-    image: [i64; 3],
-    grid: [i64; 2],
-    taps: [i64; 2],
-    step: [i64; 2],
-    tap: [i64; 2],
-    pad: [i64; 2],
-    div: [i64; 2],
-) -> Windows {
-    Windows {
-        image,
-        grid,
-        taps,
-        step,
-        tap,
-        pad,
-        div,
-        first: Idx::Const(0),
-        transposed: false,
-    }
-}
-
 /// One product over windows: sizes, the view, B's and C's (row, column) strides.
 struct Case {
     name: &'static str,
@@ -104,7 +81,7 @@ fn forward_convolutions_match_interpreter() {
         m: n.clone() * 784,
         n: 6,
         k: 25i64.into(),
-        w: view(
+        w: Windows::new(
             [28, 28, 1],
             [28, 28],
             [5, 5],
@@ -133,7 +110,7 @@ fn forward_convolutions_match_interpreter() {
         k: 27i64.into(),
         w: Windows {
             first: Idx::Const(7),
-            ..view([9, 8, 3], [4, 4], [3, 3], [2, 2], [1, 1], [1, 0], [1, 1])
+            ..Windows::new([9, 8, 3], [4, 4], [3, 3], [2, 2], [1, 1], [1, 0], [1, 1])
         },
         b: (1, 27),
         c: (5, 1),
@@ -148,7 +125,7 @@ fn forward_convolutions_match_interpreter() {
         m: n * 100,
         n: 4,
         k: 18i64.into(),
-        w: view(
+        w: Windows::new(
             [10, 10, 2],
             [10, 10],
             [3, 3],
@@ -177,7 +154,7 @@ fn weight_gradient_matches_interpreter() {
         k: Idx::N * 144,
         w: Windows {
             transposed: true,
-            ..view(
+            ..Windows::new(
                 [12, 12, 3],
                 [12, 12],
                 [3, 3],
@@ -202,7 +179,7 @@ fn weight_gradient_matches_interpreter() {
         k: Idx::N * 100,
         w: Windows {
             transposed: true,
-            ..view(
+            ..Windows::new(
                 [14, 14, 6],
                 [10, 10],
                 [5, 5],
@@ -234,7 +211,7 @@ fn input_gradients_match_interpreter() {
         m: Idx::N * 99,
         n: 3,
         k: 36i64.into(),
-        w: view(
+        w: Windows::new(
             [6, 5, 4],
             [11, 9],
             [3, 3],
@@ -256,7 +233,7 @@ fn input_gradients_match_interpreter() {
         m: Idx::N * 196,
         n: 6,
         k: 400i64.into(),
-        w: view(
+        w: Windows::new(
             [10, 10, 16],
             [14, 14],
             [5, 5],
@@ -282,7 +259,7 @@ fn input_gradients_match_interpreter() {
         m: Idx::N * 64,
         n: 2,
         k: 27i64.into(),
-        w: view(
+        w: Windows::new(
             [8, 8, 3],
             [8, 8],
             [3, 3],
@@ -311,7 +288,7 @@ fn windows_from_a_loop_variable_match_interpreter() {
     let g = Gemm {
         windows: Some(Windows {
             first: lo.clone(),
-            ..view([8, 8, 2], [8, 8], [3, 3], [1, 1], [1, 1], [1, 1], [1, 1])
+            ..Windows::new([8, 8, 2], [8, 8], [3, 3], [1, 1], [1, 1], [1, 1], [1, 1])
         }),
         ..matmul(
             rows,
