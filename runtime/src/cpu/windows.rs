@@ -735,16 +735,17 @@ fn direct(g: &WindowsGemm) -> bool {
 /// # Safety
 /// As for [`run`].
 unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
-    let [p_n, q_n] = g.grid;
+    let Padded {
+        q_n,
+        ph,
+        pw,
+        slack,
+        n,
+        offs,
+        chunk,
+        per,
+    } = Padded::new(g);
     let [kh, kw] = g.taps;
-    let (ph, pw) = (p_n + (kh - 1) * g.tap[0], q_n + (kw - 1) * g.tap[1]);
-    // The last window row's junk windows read this far past the padded image.
-    let slack = ((kw - 1) * g.tap[1]) as usize;
-    let n = g.n as usize;
-    let offs = direct_offsets(g, pw);
-    // Window rows per product: a temporary of up to 16K floats.
-    let chunk = (16 * 1024 / (pw as usize * n)).max(1) as i64;
-    let per = p_n * q_n;
     let isa = skinny::isa();
     let to_rows = skinny::Transpose::new(n, true);
     let pimg_len = (ph * pw) as usize + slack;
@@ -758,16 +759,7 @@ unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
                     sample = s;
                     // SAFETY: a window of the range reads sample `s` (the caller's
                     // contract).
-                    unsafe {
-                        pad_sample(
-                            g,
-                            s,
-                            &mut pimg[..(ph * pw) as usize],
-                            pw,
-                            (g.pad[0], g.pad[1]),
-                        )
-                    };
-                    pimg[(ph * pw) as usize..].fill(0.0);
+                    unsafe { load_padded(g, s, pimg, (ph, pw)) };
                 }
                 let sample_end = end.min((s + 1) * per);
                 let p0 = (win - s * per) / q_n;
@@ -826,6 +818,52 @@ unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
             }
         })
     });
+}
+
+/// The padded-image layout of [`direct_rows`] and [`direct_reduce`] (derived from the
+/// geometry and the product's width): `ph × pw` pixels, `slack` floats after them for the
+/// last window row's junk windows, each tap's offset in it, and how many window rows one
+/// temporary of up to 16K floats holds.
+struct Padded {
+    q_n: i64,
+    ph: i64,
+    pw: i64,
+    slack: usize,
+    n: usize,
+    offs: Vec<usize>,
+    chunk: i64,
+    per: i64,
+}
+
+impl Padded {
+    fn new(g: &WindowsGemm) -> Padded {
+        let [p_n, q_n] = g.grid;
+        let [kh, kw] = g.taps;
+        let (ph, pw) = (p_n + (kh - 1) * g.tap[0], q_n + (kw - 1) * g.tap[1]);
+        let n = g.n as usize;
+        Padded {
+            q_n,
+            ph,
+            pw,
+            // The last window row's junk windows read this far past the padded image.
+            slack: ((kw - 1) * g.tap[1]) as usize,
+            n,
+            offs: direct_offsets(g, pw),
+            chunk: (16 * 1024 / (pw as usize * n)).max(1) as i64,
+            per: p_n * q_n,
+        }
+    }
+}
+
+/// Sample `s` into `pimg` padded by `g.pad` (`ph × pw` pixels), its slack zeroed.
+///
+/// # Safety
+/// As for [`pad_sample`].
+unsafe fn load_padded(g: &WindowsGemm, s: i64, pimg: &mut [f32], (ph, pw): (i64, i64)) {
+    let (image, slack) = pimg.split_at_mut((ph * pw) as usize);
+    // SAFETY: forwarded from this function's contract.
+    unsafe { pad_sample(g, s, image, pw, (g.pad[0], g.pad[1])) };
+    slack.fill(0.0);
 }
 
 /// Copies sample `s` of `g`'s image into `pimg`, rows of `pw` pixels (`c` floats each),
@@ -990,14 +1028,16 @@ unsafe fn direct_reduce(
     range: Range<i64>,
     (out, rso, cso): (*mut f32, usize, usize),
 ) {
-    let [p_n, q_n] = g.grid;
-    let [kh, kw] = g.taps;
-    let (ph, pw) = (p_n + (kh - 1) * g.tap[0], q_n + (kw - 1) * g.tap[1]);
-    let slack = ((kw - 1) * g.tap[1]) as usize;
-    let n = g.n as usize;
-    let offs = direct_offsets(g, pw);
-    let chunk = (16 * 1024 / (pw as usize * n)).max(1) as i64;
-    let per = p_n * q_n;
+    let Padded {
+        q_n,
+        ph,
+        pw,
+        slack,
+        n,
+        offs,
+        chunk,
+        per,
+    } = Padded::new(g);
     let isa = skinny::isa();
     let to_cols = skinny::Transpose::new(n, false);
     with_scratch(&PACKED, (ph * pw) as usize + slack, |pimg| {
@@ -1010,16 +1050,7 @@ unsafe fn direct_reduce(
                     sample = s;
                     // SAFETY: a window of the range reads sample `s` (the caller's
                     // contract).
-                    unsafe {
-                        pad_sample(
-                            g,
-                            s,
-                            &mut pimg[..(ph * pw) as usize],
-                            pw,
-                            (g.pad[0], g.pad[1]),
-                        )
-                    };
-                    pimg[(ph * pw) as usize..].fill(0.0);
+                    unsafe { load_padded(g, s, pimg, (ph, pw)) };
                 }
                 let sample_end = end.min((s + 1) * per);
                 let p0 = (win - s * per) / q_n;
