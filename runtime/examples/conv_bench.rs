@@ -23,16 +23,19 @@
 //!     [--only <case name part>] [--variant <variant label part>]
 //! ```
 
-// The runtime's `cpu/gemm.rs` and `cpu/windows.rs`, compiled into the benchmark (with
-// `pool` standing for `cpu/pool.rs`, which `windows.rs` names as `super::pool`).
-#[path = "../src/cpu/gemm.rs"]
-mod gemm;
-mod pool {
-    pub use nnc_runtime::cpu::Pool;
+// The runtime's `cpu/gemm.rs` and `cpu/windows.rs` (with its `windows/` submodules),
+// compiled into the benchmark from their own directory, with `pool` standing for
+// `cpu/pool.rs`, which `windows.rs` names as `super::pool`.
+#[path = "../src/cpu"]
+mod cpu {
+    pub mod gemm;
+    pub mod pool {
+        pub use nnc_runtime::cpu::Pool;
+    }
+    #[allow(dead_code)]
+    pub mod windows;
 }
-#[allow(dead_code)]
-#[path = "../src/cpu/windows.rs"]
-mod windows;
+use cpu::{gemm, windows};
 
 use gemm::Sgemm;
 use nnc_kernels::abi::WindowsGemm;
