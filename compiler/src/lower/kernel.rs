@@ -636,9 +636,11 @@ fn reduce_body(
 }
 
 /// How many channels a reduction over every axis but the last handles per iteration of
-/// its parallel loop: the largest multiple of 4 dividing the channel count that is at
-/// most 16 and leaves at least two blocks (one per core); 1 (no blocking, a scalar
-/// accumulator per channel) for other reductions and channel counts.
+/// its parallel loop (its lane loop, whose accumulators the CPU backend keeps in vector
+/// registers): preferably a multiple of the 4 vector lanes, at most 16, leaving at least
+/// two blocks (one per core); else any divisor of at least 2 that leaves two blocks; else
+/// (fewer than 4 or a prime number of channels, up to 16) all channels in one block. 1
+/// (a scalar accumulator per channel) for other reductions.
 fn channel_block(full: &Shape, axes: &[usize]) -> usize {
     let rank = full.rank();
     if rank < 2 || axes.contains(&(rank - 1)) || !(0..rank - 1).all(|d| axes.contains(&d)) {
@@ -647,12 +649,11 @@ fn channel_block(full: &Shape, axes: &[usize]) -> usize {
     let Dim::K(c) = full.dims()[rank - 1] else {
         return 1;
     };
-    // A multiple of the 4 vector lanes: a shorter lane loop runs scalar, and then its
-    // accumulators' round trips through memory cost more than a sweep per channel.
-    (4..=16.min(c / 2))
-        .rev()
-        .find(|b| b % 4 == 0 && c % b == 0)
-        .unwrap_or(1)
+    let divisors = || (2..=16.min(c / 2)).rev().filter(move |b| c % b == 0);
+    divisors()
+        .find(|b| b % 4 == 0)
+        .or_else(|| divisors().next())
+        .unwrap_or(if c <= 16 { c } else { 1 })
 }
 
 fn known_dim(d: Dim) -> Result<usize, LowerError> {

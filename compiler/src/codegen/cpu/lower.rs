@@ -110,7 +110,10 @@ pub(super) fn lower_kernel(
         vars,
         vlocals: vec![None; locals.len()],
         vptrs: std::collections::HashMap::new(),
-        vcopy: 0,
+        vlane: 0,
+        vwidth: 4,
+        vmoving: false,
+        promoted: std::collections::HashMap::new(),
         locals,
         ctx,
         n,
@@ -153,8 +156,16 @@ struct Lower<'f, 'k> {
     /// While a vector loop body is lowered: `&buf[f(0)]` of each unit-stride access
     /// `buf[f(var)]`, computed before the loop.
     vptrs: std::collections::HashMap<(u32, Idx), Value>,
-    /// Which copy of an unrolled vector body is being lowered (lanes `var + 4·vcopy ..`).
-    vcopy: i32,
+    /// The first lane of the vector body being lowered (`var + vlane ..`), and how many of
+    /// its four lanes are real (4, or 2 or 1 at the end of a straight-line loop).
+    vlane: i32,
+    vwidth: u8,
+    /// Whether the vector loop's variable moves (a counted loop) rather than being 0
+    /// (straight-line code): addresses then add it.
+    vmoving: bool,
+    /// The vector variables holding lanes `lane .. lane + 4` of an accumulator
+    /// `buf[index]` while its accumulation nest is lowered, by (buf, index, lane).
+    promoted: std::collections::HashMap<(u32, Idx, i32), Variable>,
     ctx: Value,
     n: Value,
     sgemm_sig: cranelift_codegen::ir::SigRef,
@@ -208,6 +219,9 @@ impl Lower<'_, '_> {
             Stmt::Loop {
                 var, extent, body, ..
             } => {
+                if let Some(c) = self.unrollable(*var, extent, body) {
+                    return self.unrolled_vector_loop(*var, c, body);
+                }
                 let hi = self.idx(extent)?;
                 let lo = self.b.ins().iconst(I64, 0);
                 self.lower_loop(*var, lo, hi, body)
