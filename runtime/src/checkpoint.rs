@@ -157,24 +157,37 @@ fn serialize(
         .map_err(|e| CheckpointError::new(path, format!("cannot serialize: {e}")))
 }
 
-/// Writes the parameters among `state` to `path` (`weights.safetensors`).
-pub fn write_weights(path: &Path, state: &[StateTensor]) -> Result<(), CheckpointError> {
+/// Writes the parameters among `state` to `path` (`weights.safetensors`), with `metadata`
+/// (the model, its preprocessing and hashes: `nnc.*` entries) in the file's header.
+pub fn write_weights(
+    path: &Path,
+    state: &[StateTensor],
+    metadata: &[(String, String)],
+) -> Result<(), CheckpointError> {
     let params: Vec<(String, &Tensor)> = state
         .iter()
         .filter(|s| s.kind == StateKind::Param)
         .map(|s| (s.name.clone(), &s.tensor))
         .collect();
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = serialize(path, &params, metadata)?;
+    let mut meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    meta.extend(metadata.iter().cloned());
+    let bytes = serialize(path, &params, meta)?;
     write_atomically(path, &bytes)
 }
 
 /// Reads every tensor of a safetensors file as `f32`, sorted by name.
 pub fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointError> {
+    Ok(read_weights_with_metadata(path)?.0)
+}
+
+/// [`read_weights`] and the file's metadata (empty for a file written without any).
+#[allow(clippy::type_complexity)]
+pub fn read_weights_with_metadata(
+    path: &Path,
+) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>), CheckpointError> {
     let buffer = fs::read(path)
         .map_err(|e| CheckpointError::new(path, format!("cannot read the file: {e}")))?;
-    let (tensors, _) = parse(path, &buffer)?;
-    Ok(tensors)
+    parse(path, &buffer)
 }
 
 /// Parses a safetensors buffer into sorted `f32` tensors and its metadata.
@@ -540,7 +553,7 @@ mod tests {
     fn weights_hold_only_parameters_under_their_names() {
         let dir = temp_dir("weights");
         let path = dir.join("weights.safetensors");
-        write_weights(&path, &sample().state).unwrap();
+        write_weights(&path, &sample().state, &[]).unwrap();
         let w = read_weights(&path).unwrap();
         let names: Vec<&str> = w.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, vec!["dense_0.b", "dense_0.w"]);

@@ -50,7 +50,7 @@ fn python_safetensors_reads_weights_and_checkpoints() {
         },
     ];
     let weights = dir.join("weights.safetensors");
-    write_weights(&weights, &state).unwrap();
+    write_weights(&weights, &state, &[]).unwrap();
     let ckpt = dir.join("checkpoint.safetensors");
     Checkpoint {
         model_hash: "h".into(),

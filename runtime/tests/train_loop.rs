@@ -39,6 +39,7 @@ fn splits() -> Splits {
     Splits {
         train: blobs(50, 1),
         test: blobs(20, 2),
+        preprocess: Default::default(),
     }
 }
 
@@ -196,6 +197,7 @@ fn an_infinite_loss_stops_training() {
         Splits {
             train: data.clone(),
             test: data,
+            preprocess: Default::default(),
         },
         &cfg,
         None,
@@ -416,6 +418,7 @@ fn regression_reports_test_mae_and_mse_only() {
         Splits {
             train: data.clone(),
             test: data,
+            preprocess: Default::default(),
         },
         &cfg,
         None,
@@ -471,6 +474,7 @@ fn softmax_regression_learns_real_mnist() {
     let data = Splits {
         train: flatten(data.train),
         test: flatten(data.test),
+        preprocess: Default::default(),
     };
     let summary = train_loop(&mut flat, data, &cfg, None).unwrap();
     let acc = summary.history[0].test_metric(Metric::Accuracy).unwrap();
@@ -565,6 +569,7 @@ fn non_finite_values_in_a_whole_epoch_are_reported() {
     let splits = Splits {
         train: data.clone(),
         test: data,
+        preprocess: Default::default(),
     };
     let err = train_loop(&mut whole, splits, &cfg, None).unwrap_err();
     assert!(

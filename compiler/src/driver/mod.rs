@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod interp;
 mod train;
+mod weights;
 
 pub use bench::{run_bench, BenchOptions, BenchReport};
 pub use train::{run_eval, run_train, EvalOptions, Target, TrainOptions};

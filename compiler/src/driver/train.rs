@@ -2,9 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use nnc_runtime::checkpoint::read_weights;
 use nnc_runtime::data::{load_csv, load_idx, DataError, Splits};
-use nnc_runtime::executor::{Executor, StateKind, StateTensor, TaskKind};
+use nnc_runtime::executor::{Executor, TaskKind};
 use nnc_runtime::train::{evaluate, train_loop, EvalReport, ProgressMode, Summary, TrainConfig};
 
 use super::interp::InterpExecutor;
@@ -89,6 +88,7 @@ pub fn run_train(
         ProgressMode::Auto
     };
     config.metrics = train.metrics.clone();
+    config.weights_metadata = super::weights::weights_metadata(model, train, exec.as_ref(), task)?;
     if config.epochs == 0 || config.batch == 0 {
         return Err(DriverError::Message(
             "`--epochs` and `--batch` must be positive".into(),
@@ -107,7 +107,7 @@ pub fn run_eval(program: &Program, opts: &EvalOptions) -> Result<EvalReport, Dri
     let train = select_train(program, opts.model.as_deref())?;
     let model = &program.models[train.model];
     let mut exec = make_executor(opts.target, model, train, train.seed)?;
-    load_weights(exec.as_mut(), &opts.weights)?;
+    super::weights::load_weights(exec.as_mut(), &opts.weights, model, train)?;
     let data = load_data(train, opts.data.as_deref(), model, exec.as_ref())?;
     let metrics = &train.metrics;
     let batch = opts.batch.unwrap_or(train.batch).max(1);
@@ -188,7 +188,7 @@ fn quoted(names: &[&str]) -> String {
     q.join(", ")
 }
 
-fn make_executor(
+pub(super) fn make_executor(
     target: Target,
     model: &TypedModel,
     train: &TypedTrain,
@@ -239,7 +239,7 @@ fn default_out_dir(program: &Program, path: &Path, model: &TypedModel) -> PathBu
 }
 
 /// Loads the block's data (or `--data`), and checks that its samples fit the model input.
-fn load_data(
+pub(super) fn load_data(
     train: &TypedTrain,
     data_override: Option<&Path>,
     model: &TypedModel,
@@ -277,36 +277,4 @@ fn data_diagnostic(code: Code, e: &DataError, span: Span) -> Diagnostic {
     Diagnostic::new(code, message)
         .label(span, "data loaded from here")
         .maybe_help(help)
-}
-
-/// Replaces the parameters (and buffers) with the tensors of a weights file.
-fn load_weights(exec: &mut dyn Executor, path: &Path) -> Result<(), DriverError> {
-    let weights = read_weights(path).map_err(|e| DriverError::Message(e.to_string()))?;
-    let mut state = exec
-        .state()
-        .map_err(|e| DriverError::Message(e.to_string()))?;
-    state.retain(|s| s.kind == StateKind::Param);
-    let mut updated: Vec<StateTensor> = Vec::new();
-    for mut s in state {
-        let Some((_, t)) = weights.iter().find(|(n, _)| *n == s.name) else {
-            return Err(DriverError::Message(format!(
-                "`{}` has no tensor `{}`\nhelp: pass the weights written by `nnc train` for this model",
-                path.display(),
-                s.name
-            )));
-        };
-        if t.shape != s.tensor.shape {
-            return Err(DriverError::Message(format!(
-                "`{}`: `{}` has shape {}, the model needs {}",
-                path.display(),
-                s.name,
-                nnc_runtime::tensor::format_shape(&t.shape),
-                nnc_runtime::tensor::format_shape(&s.tensor.shape)
-            )));
-        }
-        s.tensor = t.clone();
-        updated.push(s);
-    }
-    exec.set_state(&updated)
-        .map_err(|e| DriverError::Message(e.to_string()))
 }

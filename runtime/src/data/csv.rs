@@ -17,7 +17,9 @@
 
 use std::path::Path;
 
-use super::{DataError, DataErrorKind, Dataset, Location, Source, Splits, Standardizer};
+use super::{
+    DataError, DataErrorKind, Dataset, Location, Preprocess, Source, Splits, Standardizer,
+};
 use crate::tensor::Tensor;
 
 /// One data row in `TEST_EVERY` goes to the test split.
@@ -95,6 +97,16 @@ fn split_fields(line: &str, path: &Path, line_no: usize) -> Result<Vec<Field>, D
 /// Loads `path`, using the column named `target` as the label or target and every other
 /// column as a feature.
 pub fn load_csv(path: &Path, target: &str, standardize: bool) -> Result<Splits, DataError> {
+    let text = csv_text(path)?;
+    let mut lines = text
+        .split('\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
+    load_csv_lines(path, &mut lines, target, standardize)
+}
+
+/// The file's text (UTF-8, without a byte-order mark).
+fn csv_text(path: &Path) -> Result<String, DataError> {
     let bytes = super::read_file(path)?;
     let text = match std::str::from_utf8(&bytes) {
         Ok(t) => t,
@@ -111,11 +123,15 @@ pub fn load_csv(path: &Path, target: &str, standardize: bool) -> Result<Splits, 
             ));
         }
     };
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines = text
-        .split('\n')
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(text).to_string())
+}
+
+fn load_csv_lines<'a>(
+    path: &Path,
+    lines: &mut impl Iterator<Item = (usize, &'a str)>,
+    target: &str,
+    standardize: bool,
+) -> Result<Splits, DataError> {
     let lines_left = lines.by_ref().filter(|(_, l)| !l.trim().is_empty());
     let mut lines_left = lines_left.peekable();
     let Some((header_line, header_text)) = lines_left.next() else {
@@ -225,12 +241,114 @@ pub fn load_csv(path: &Path, target: &str, standardize: bool) -> Result<Splits, 
     } else {
         subset(&all, &test_rows)
     };
+    let mut preprocess = Preprocess {
+        columns: Some(
+            names
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != target_index)
+                .map(|(_, n)| n.to_string())
+                .collect(),
+        ),
+        target: Some(target.to_string()),
+        ..Preprocess::default()
+    };
     if standardize {
         let s = Standardizer::fit(&train);
         s.apply(&mut train);
         s.apply(&mut test);
+        preprocess.standardize = Some(s);
     }
-    Ok(Splits { train, test })
+    Ok(Splits {
+        train,
+        test,
+        preprocess,
+    })
+}
+
+/// The columns `columns` (by name, in that order) of every data row of the CSV file at
+/// `path`, as `[rows, columns.len()]`, and each row's line number; other columns (a
+/// target, identifiers) are skipped unread. For `nnc predict` on a CSV file.
+pub fn read_csv_columns(
+    path: &Path,
+    columns: &[String],
+) -> Result<(Tensor, Vec<usize>), DataError> {
+    let text = csv_text(path)?;
+    let mut lines = text
+        .split('\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)))
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((header_line, header_text)) = lines.next() else {
+        return Err(DataError::new(
+            DataErrorKind::Parse,
+            path,
+            Location::File,
+            "the file is empty; a CSV file needs a header line",
+        ));
+    };
+    let header = split_fields(header_text, path, header_line)?;
+    let names: Vec<&str> = header.iter().map(|f| f.text.as_str()).collect();
+    let missing: Vec<&str> = columns
+        .iter()
+        .filter(|c| !names.contains(&c.as_str()))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(DataError::new(
+            DataErrorKind::Mismatch,
+            path,
+            Location::Line(header_line),
+            format!(
+                "the header has no column{} {}; the model was trained on the columns {}",
+                if missing.len() > 1 { "s" } else { "" },
+                quoted(&missing),
+                quoted(&columns.iter().map(String::as_str).collect::<Vec<_>>())
+            ),
+        )
+        .with_help(format!("the file's columns are: {}", names.join(", "))));
+    }
+    let picks: Vec<usize> = columns
+        .iter()
+        .map(|c| names.iter().position(|n| n == c).unwrap_or(0))
+        .collect();
+    let mut xs = Vec::new();
+    let mut line_numbers = Vec::new();
+    for (line_no, line) in lines {
+        let fields = split_fields(line, path, line_no)?;
+        if fields.len() != header.len() {
+            return Err(DataError::new(
+                DataErrorKind::Parse,
+                path,
+                Location::LineCol(line_no, fields.last().map_or(1, |f| f.column)),
+                format!(
+                    "this row has {} fields, the header has {}",
+                    fields.len(),
+                    header.len()
+                ),
+            ));
+        }
+        for &j in &picks {
+            xs.push(parse_value(&fields[j], names[j], path, line_no)?);
+        }
+        line_numbers.push(line_no);
+    }
+    if line_numbers.is_empty() {
+        return Err(DataError::new(
+            DataErrorKind::Parse,
+            path,
+            Location::Line(header_line),
+            "the file has a header but no data rows",
+        ));
+    }
+    let x = Tensor::new(vec![line_numbers.len(), columns.len()], xs)
+        .map_err(|e| DataError::new(DataErrorKind::Parse, path, Location::File, e.to_string()))?;
+    Ok((x, line_numbers))
+}
+
+fn quoted(names: &[&str]) -> String {
+    let q: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    q.join(", ")
 }
 
 fn parse_value(f: &Field, name: &str, path: &Path, line_no: usize) -> Result<f32, DataError> {

@@ -11,6 +11,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::Preprocess;
 use super::{scale, DataError, DataErrorKind, Dataset, Location, Source, Splits};
 use crate::tensor::{format_shape, Tensor};
 
@@ -297,7 +298,14 @@ pub fn load_idx(dir: &Path, scale_factor: f32) -> Result<Splits, DataError> {
     }
     scale(&mut train, scale_factor);
     scale(&mut test, scale_factor);
-    Ok(Splits { train, test })
+    Ok(Splits {
+        train,
+        test,
+        preprocess: Preprocess {
+            scale: scale_factor,
+            ..Preprocess::default()
+        },
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Training data: loaders for IDX (MNIST layout) and CSV files, the [`Dataset`] they
-//! produce, and the checks that fit a dataset to a model's input and task.
+//! produce, readers of samples to predict (NumPy arrays, PNG/JPEG images), the
+//! [`Preprocess`] recorded with the weights, and the checks that fit a dataset to a model's input and task.
 //!
 //! Invariants:
 //! - a [`Dataset`] has `x` of shape `[n, ..sample_shape]` and `y` with `n` rows, `n > 0`;
@@ -10,12 +11,18 @@
 
 mod csv;
 mod idx;
+mod images;
+mod npy;
+mod preprocess;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use csv::{load_csv, TEST_EVERY};
+pub use csv::{load_csv, read_csv_columns, TEST_EVERY};
 pub use idx::{load_idx, read_idx, IdxArray};
+pub use images::{image_files, image_geometry, is_image_file, load_images, write_png};
+pub use npy::{npy_bytes, read_npy, write_npy};
+pub use preprocess::Preprocess;
 
 use crate::executor::TaskKind;
 use crate::metrics::class_label;
@@ -98,6 +105,8 @@ impl Source {
 pub struct Splits {
     pub train: Dataset,
     pub test: Dataset,
+    /// What the source did to both splits' samples (recorded with the weights).
+    pub preprocess: Preprocess,
 }
 
 /// Where in a file an error is.
@@ -371,8 +380,13 @@ impl Standardizer {
 
     /// Replaces each value `v` of feature `j` with `(v - mean[j]) / std[j]`.
     pub fn apply(&self, dataset: &mut Dataset) {
+        self.apply_rows(&mut dataset.x.data);
+    }
+
+    /// [`Standardizer::apply`] on rows of `mean.len()` values.
+    pub fn apply_rows(&self, data: &mut [f32]) {
         let width = self.mean.len();
-        for row in dataset.x.data.chunks_mut(width) {
+        for row in data.chunks_mut(width) {
             for (j, v) in row.iter_mut().enumerate() {
                 *v = ((f64::from(*v) - self.mean[j]) / self.std[j]) as f32;
             }

@@ -104,6 +104,7 @@ pub fn evaluate(
     let mut splits = Splits {
         train: data.clone(),
         test: data,
+        preprocess: Default::default(),
     };
     prepare(exec, &mut splits, task, metrics)?;
     data = splits.test;

@@ -68,6 +68,9 @@ pub struct TrainConfig {
     /// Also write the full checkpoint every this many batches inside an epoch (it is
     /// always written at the end of every epoch).
     pub checkpoint_every: Option<usize>,
+    /// Metadata written into `weights.safetensors` besides `nnc.preprocess` (the model,
+    /// its shapes and hashes; see the driver).
+    pub weights_metadata: Vec<(String, String)>,
 }
 
 impl TrainConfig {
@@ -85,6 +88,7 @@ impl TrainConfig {
             metrics: Vec::new(),
             task,
             checkpoint_every: None,
+            weights_metadata: Vec::new(),
         }
     }
 }

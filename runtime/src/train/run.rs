@@ -35,6 +35,8 @@ pub fn train_loop(
     let checkpoint_path = config.out_dir.join(CHECKPOINT_FILE);
     let weights_path = config.out_dir.join(WEIGHTS_FILE);
     let metrics_path = config.out_dir.join(METRICS_FILE);
+    let mut weights_meta = config.weights_metadata.clone();
+    weights_meta.push(("nnc.preprocess".into(), data.preprocess.to_json()));
 
     let mut start = match resume {
         Some(path) => resume_from(exec, path, config, n)?,
@@ -181,7 +183,7 @@ pub fn train_loop(
             evaluating: false,
             error,
         })?;
-        write_weights(&weights_path, &state)?;
+        write_weights(&weights_path, &state, &weights_meta)?;
         Checkpoint {
             model_hash: exec.model_hash(),
             state,
@@ -211,7 +213,7 @@ pub fn train_loop(
             evaluating: false,
             error,
         })?;
-        write_weights(&files[0], &state)?;
+        write_weights(&files[0], &state, &weights_meta)?;
         last_test = Some(evaluate_split(
             exec,
             &data.test,
