@@ -120,6 +120,32 @@ enum Command {
         #[arg(long)]
         weights: PathBuf,
     },
+    /// Run a trained model on new samples: an IDX, CSV, .npy, PNG or JPEG file, or a
+    /// folder of images; prints one CSV row per sample (or writes `--output`)
+    Predict {
+        file: PathBuf,
+        /// A `weights.safetensors` written by `nnc train`.
+        #[arg(long)]
+        weights: PathBuf,
+        /// The samples, as they are in the data (pixel bytes, raw CSV values).
+        #[arg(long)]
+        input: PathBuf,
+        /// Write the predictions here (`.csv`, or `.jsonl` for JSON lines) instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// The model to use, when the file trains several.
+        #[arg(long)]
+        model: Option<String>,
+        /// Samples per evaluation step [default: the file's batch, at least 256].
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Where the model runs.
+        #[arg(long, value_enum, default_value_t = TargetArg::Cpu)]
+        target: TargetArg,
+        /// Scale images of another size to the model input's size.
+        #[arg(long)]
+        resize: bool,
+    },
     /// Compile a program and print the requested pipeline stages.
     Build {
         file: PathBuf,
@@ -235,6 +261,43 @@ fn main() -> ExitCode {
                 match driver::run_eval(program, &opts) {
                     Ok(report) => {
                         print!("{report}");
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| report(e, source, color))
+            })
+        }
+        Command::Predict {
+            file,
+            weights,
+            input,
+            output,
+            model,
+            batch,
+            target,
+            resize,
+        } => {
+            let opts = driver::PredictOptions {
+                model,
+                target: target.target(),
+                weights,
+                input,
+                output,
+                batch,
+                resize,
+            };
+            with_program(&file, color, |program, source| {
+                match driver::run_predict(program, &opts) {
+                    Ok(summary) => {
+                        let to = summary
+                            .written_to
+                            .map(|p| format!(" to {}", p.display()))
+                            .unwrap_or_default();
+                        eprintln!(
+                            "predicted {} samples{to} in {:.3} s",
+                            summary.samples, summary.seconds
+                        );
                         Ok(())
                     }
                     Err(e) => Err(e),

@@ -245,7 +245,10 @@ mod tests {
         };
         let state = vec![st("a", vec![2, 3]), st("b", vec![3]), st("c", vec![1])];
         let file = vec![
-            ("a".to_string(), Tensor::new(vec![3, 2], vec![0.0; 6]).unwrap()),
+            (
+                "a".to_string(),
+                Tensor::new(vec![3, 2], vec![0.0; 6]).unwrap(),
+            ),
             ("c".to_string(), Tensor::new(vec![1], vec![0.0]).unwrap()),
             ("d".to_string(), Tensor::new(vec![4], vec![0.0; 4]).unwrap()),
         ];
