@@ -11,6 +11,7 @@ pub mod autodiff;
 pub mod codegen;
 pub mod diag;
 pub mod driver;
+pub mod export;
 pub mod ir;
 pub mod lower;
 pub mod optim;

@@ -146,6 +146,20 @@ enum Command {
         #[arg(long)]
         resize: bool,
     },
+    /// Write the model with trained weights as an ONNX model (opset 17, dynamic batch,
+    /// the data's preprocessing as its first nodes)
+    Export {
+        file: PathBuf,
+        /// A `weights.safetensors` written by `nnc train`.
+        #[arg(long)]
+        weights: PathBuf,
+        /// The ONNX file to write.
+        #[arg(long)]
+        onnx: PathBuf,
+        /// The model to export, when the file trains several.
+        #[arg(long)]
+        model: Option<String>,
+    },
     /// Compile a program and print the requested pipeline stages.
     Build {
         file: PathBuf,
@@ -298,6 +312,28 @@ fn main() -> ExitCode {
                             "predicted {} samples{to} in {:.3} s",
                             summary.samples, summary.seconds
                         );
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| report(e, source, color))
+            })
+        }
+        Command::Export {
+            file,
+            weights,
+            onnx,
+            model,
+        } => {
+            let opts = driver::ExportOptions {
+                model,
+                weights,
+                onnx,
+            };
+            with_program(&file, color, |program, source| {
+                match driver::run_export(program, &opts) {
+                    Ok(bytes) => {
+                        eprintln!("wrote {} ({bytes} bytes)", opts.onnx.display());
                         Ok(())
                     }
                     Err(e) => Err(e),

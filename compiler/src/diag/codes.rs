@@ -70,6 +70,8 @@ codes! {
     AmbiguousTrain = "E0406": "several `train` blocks and none chosen",
     Data = "E0407": "unreadable or malformed data file",
     MetricLossMismatch = "E0408": "metric that does not fit the loss",
+    // Export.
+    NotExportable = "E0501": "layer or function the ONNX export does not cover",
 }
 
 impl fmt::Display for Code {

@@ -1,4 +1,4 @@
-//! The driver behind `nnc train`, `nnc eval` and `nnc predict`: picks the `train` block, builds the step
+//! The driver behind `nnc train`, `nnc eval`, `nnc predict` and `nnc export`: picks the `train` block, builds the step
 //! graphs, creates the executor for the chosen target, loads the data and hands over to
 //! the runtime's training loop. Errors that belong to a place in the source (no train
 //! block, data that does not fit the model) become diagnostics with spans; the rest are
@@ -7,12 +7,14 @@
 mod bench;
 pub mod cpu;
 pub mod cuda;
+mod export;
 pub mod interp;
 mod predict;
 mod train;
 mod weights;
 
 pub use bench::{run_bench, BenchOptions, BenchReport};
+pub use export::{run_export, ExportOptions};
 pub use predict::{run_predict, PredictOptions, PredictSummary};
 pub use train::{run_eval, run_train, EvalOptions, Target, TrainOptions};
 

@@ -113,7 +113,7 @@ pub fn run_predict(
 
 /// The preprocessing of weights that do not record one: what the `train` block's data
 /// source does (for a standardized CSV, its statistics from the training file).
-fn implied_preprocess(data: &DataSpec) -> Result<Preprocess, DriverError> {
+pub(super) fn implied_preprocess(data: &DataSpec) -> Result<Preprocess, DriverError> {
     match data {
         DataSpec::Idx { scale, .. } => Ok(Preprocess {
             scale: *scale as f32,

@@ -1,0 +1,173 @@
+//! `nnc export --onnx` end to end: every trainable example (each `train` block of the
+//! tour), trained briefly, exports an ONNX model that onnxruntime runs to the outputs
+//! `nnc predict` gives on the same raw samples (max abs difference ≤ 1e-4, checked by
+//! `scripts/onnx-check.py`; skipped with a printed reason where onnxruntime is not
+//! installed). Weights of another model are refused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use nnc_runtime::data::write_npy;
+use nnc_runtime::tensor::Tensor;
+
+fn nnc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(args)
+        .output()
+        .expect("the nnc binary runs")
+}
+
+fn ok(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nnc-export-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Raw samples of `shape` as the data has them: pixel values for images, spread values
+/// for CSV features (a small deterministic generator).
+fn samples(n: usize, shape: &[usize], pixels: bool) -> Tensor {
+    let per: usize = shape.iter().product();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let data = (0..n * per)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let u = (state >> 40) as f32 / (1u64 << 24) as f32;
+            if pixels {
+                (u * 255.0).round()
+            } else {
+                u * 4.0 - 2.0
+            }
+        })
+        .collect();
+    let mut dims = vec![n];
+    dims.extend_from_slice(shape);
+    Tensor::new(dims, data).unwrap()
+}
+
+/// Whether Python can import onnxruntime (and numpy); prints why not.
+fn onnxruntime_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import numpy, onnxruntime"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        println!("skipped: python3 with numpy and onnxruntime is not available (pip install onnxruntime)");
+    }
+    ok
+}
+
+/// Trains `file` (`--model`), exports it, predicts `samples` and compares with
+/// onnxruntime. `data` overrides the data folder (fashion_mlp's is not bundled).
+fn check(file: &str, model: Option<&str>, input: &[usize], pixels: bool, data: Option<&str>) {
+    let name = model.unwrap_or(file).replace(['.', '/'], "_");
+    let dir = scratch(&name);
+    let path = root().join("examples").join(file).display().to_string();
+    let out = dir.join("run").display().to_string();
+    let mut args = vec!["train", &path, "--epochs", "1", "--quiet", "--out", &out];
+    let data_path = data.map(|d| root().join(d).display().to_string());
+    if let Some(d) = &data_path {
+        args.extend(["--data", d]);
+    }
+    if let Some(m) = model {
+        args.extend(["--model", m]);
+    }
+    ok(&nnc(&args));
+    let weights = dir.join("run/weights.safetensors").display().to_string();
+    let onnx = dir.join("model.onnx").display().to_string();
+    let mut args = vec!["export", &path, "--weights", &weights, "--onnx", &onnx];
+    if let Some(m) = model {
+        args.extend(["--model", m]);
+    }
+    ok(&nnc(&args));
+    let npy = dir.join("x.npy");
+    write_npy(&npy, &samples(37, input, pixels)).unwrap();
+    let csv = dir.join("p.csv").display().to_string();
+    let npy_s = npy.display().to_string();
+    let mut args = vec![
+        "predict",
+        &path,
+        "--weights",
+        &weights,
+        "--input",
+        &npy_s,
+        "--output",
+        &csv,
+    ];
+    if let Some(m) = model {
+        args.extend(["--model", m]);
+    }
+    ok(&nnc(&args));
+    let script = root().join("scripts/onnx-check.py").display().to_string();
+    let o = Command::new("python3")
+        .args([&script, &onnx, &npy_s, &csv, "1e-4"])
+        .output()
+        .expect("python3 runs");
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    println!("{name}: {text}");
+    assert_eq!(o.status.code(), Some(0), "{name}: {text}");
+}
+
+#[test]
+fn every_example_exports_to_onnx_with_the_outputs_of_nnc_predict() {
+    if !onnxruntime_available() {
+        return;
+    }
+    check("mnist_mlp.nn", None, &[28, 28], true, None);
+    check("lenet.nn", None, &[28, 28, 1], true, None);
+    check("residual.nn", None, &[28, 28], true, None);
+    check(
+        "fashion_mlp.nn",
+        None,
+        &[28, 28],
+        true,
+        Some("examples/data/mnist-10k"),
+    );
+    check("xor.nn", None, &[2], false, None);
+    check("line.nn", None, &[1], false, None);
+    check("tour.nn", Some("Digits"), &[28, 28, 1], true, None);
+    check("tour.nn", Some("Fit"), &[1], false, None);
+    check("tour.nn", Some("Gate"), &[2], false, None);
+    check("tour.nn", Some("Robust"), &[1], false, None);
+}
+
+#[test]
+fn weights_of_another_model_are_refused() {
+    let dir = scratch("refused");
+    let out = dir.join("run").display().to_string();
+    let xor = root().join("examples/xor.nn").display().to_string();
+    ok(&nnc(&["train", &xor, "--quiet", "--out", &out]));
+    let weights = dir.join("run/weights.safetensors").display().to_string();
+    let onnx = dir.join("m.onnx");
+    let mnist = root().join("examples/mnist_mlp.nn").display().to_string();
+    let o = nnc(&[
+        "export",
+        &mnist,
+        "--weights",
+        &weights,
+        "--onnx",
+        &onnx.display().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("does not fit model `Mnist`"), "{e}");
+    assert!(!onnx.exists(), "nothing written");
+}
