@@ -74,15 +74,37 @@ fn onnxruntime_available() -> bool {
     ok
 }
 
+/// An IDX file of unsigned bytes with `dims`.
+fn idx_bytes(dims: &[usize], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&(*d as u32).to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
 /// Trains `file` (`--model`), exports it, predicts `samples` and compares with
 /// onnxruntime. `data` overrides the data folder (fashion_mlp's is not bundled).
 fn check(file: &str, model: Option<&str>, input: &[usize], pixels: bool, data: Option<&str>) {
-    let name = model.unwrap_or(file).replace(['.', '/'], "_");
-    let dir = scratch(&name);
     let path = root().join("examples").join(file).display().to_string();
+    check_path(&path, model, input, pixels, data);
+}
+
+fn check_path(path: &str, model: Option<&str>, input: &[usize], pixels: bool, data: Option<&str>) {
+    let name = model
+        .unwrap_or(path.rsplit('/').next().unwrap_or(path))
+        .replace(['.', '/'], "_");
+    let dir = scratch(&name);
     let out = dir.join("run").display().to_string();
-    let mut args = vec!["train", &path, "--epochs", "1", "--quiet", "--out", &out];
-    let data_path = data.map(|d| root().join(d).display().to_string());
+    let mut args = vec!["train", path, "--epochs", "1", "--quiet", "--out", &out];
+    let data_path = data.map(|d| {
+        if Path::new(d).is_absolute() {
+            d.to_string()
+        } else {
+            root().join(d).display().to_string()
+        }
+    });
     if let Some(d) = &data_path {
         args.extend(["--data", d]);
     }
@@ -92,7 +114,7 @@ fn check(file: &str, model: Option<&str>, input: &[usize], pixels: bool, data: O
     ok(&nnc(&args));
     let weights = dir.join("run/weights.safetensors").display().to_string();
     let onnx = dir.join("model.onnx").display().to_string();
-    let mut args = vec!["export", &path, "--weights", &weights, "--onnx", &onnx];
+    let mut args = vec!["export", path, "--weights", &weights, "--onnx", &onnx];
     if let Some(m) = model {
         args.extend(["--model", m]);
     }
@@ -147,6 +169,77 @@ fn every_example_exports_to_onnx_with_the_outputs_of_nnc_predict() {
     check("tour.nn", Some("Fit"), &[1], false, None);
     check("tour.nn", Some("Gate"), &[2], false, None);
     check("tour.nn", Some("Robust"), &[1], false, None);
+}
+
+/// Convolution options (rectangular kernels, steps, dilation, groups), batch norm,
+/// pooling, every tensor function, matrix products with vector operands, concat and
+/// broadcasting, on generated 6×6 images.
+const OPS: &str = r#"model Ops {
+    input image: [6, 6, 1]
+    param p: [4, 3] = glorot
+    param q: [6, 5] = glorot
+    let c = image |> conv2d(4, kernel = [3, 2], stride = [1, 2], padding = "same")
+    let g = c |> conv2d(4, kernel = 3, dilation = 2, groups = 2, padding = "same") |> batch_norm |> leaky_relu(alpha = 0.2)
+    let r = g |> avg_pool([2, 1]) |> tanh
+    let s = max(r, axis = 0)
+    let t = transpose(s)
+    let u = concat(t, t * p, axis = -1)
+    let v = sum(u, axis = 0)
+    let m = mean(u, axis = -1)
+    let a = v @ transpose(u)
+    let b = u @ v
+    let e = sqrt(square(m) + 1) - log(1 + exp(-abs(b)))
+    let gp = c |> global_avg_pool |> sigmoid
+    let k = (u @ q) |> reshape([20]) |> dropout(0.1)
+    output probs = concat(reshape(u, [24]), a, e, gp, k, -v / 2, axis = -1) |> dense(16) |> gelu |> dense(10) |> softmax
+}
+
+train Ops {
+    data      = idx("data", scale = 1 / 255)
+    loss      = cross_entropy
+    optimizer = adam(lr = 1e-3)
+    batch     = 16
+    epochs    = 1
+}
+"#;
+
+#[test]
+fn conv_options_and_tensor_algebra_export_to_onnx() {
+    if !onnxruntime_available() {
+        return;
+    }
+    let dir = scratch("ops-data");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let pixels = samples(160, &[6, 6], true);
+    let bytes: Vec<u8> = pixels.data.iter().map(|v| *v as u8).collect();
+    let labels: Vec<u8> = (0..160).map(|i| (i * 7 % 10) as u8).collect();
+    for (split, n) in [("train", 120), ("t10k", 40)] {
+        let (lo, hi) = if split == "train" {
+            (0, 120)
+        } else {
+            (120, 160)
+        };
+        std::fs::write(
+            data.join(format!("{split}-images-idx3-ubyte")),
+            idx_bytes(&[n, 6, 6], &bytes[lo * 36..hi * 36]),
+        )
+        .unwrap();
+        std::fs::write(
+            data.join(format!("{split}-labels-idx1-ubyte")),
+            idx_bytes(&[n], &labels[lo..hi]),
+        )
+        .unwrap();
+    }
+    let file = dir.join("ops.nn");
+    std::fs::write(&file, OPS).unwrap();
+    check_path(
+        &file.display().to_string(),
+        None,
+        &[6, 6, 1],
+        true,
+        Some(&data.display().to_string()),
+    );
 }
 
 #[test]

@@ -474,7 +474,16 @@ impl Builder {
                     attr_ints("kernel_shape", &[size[0] as i64, size[1] as i64]),
                     attr_ints("strides", &[stride[0] as i64, stride[1] as i64]),
                 ];
-                self.channels_first(x(), |s, t| s.node(name, &[t], attrs, None))
+                let y = self.channels_first(x(), |s, t| s.node(name, &[t], attrs, None));
+                if out.dims.len() == 3 {
+                    y
+                } else {
+                    // Global pooling: [N, 1, 1, c] → [N, c].
+                    let mut dims: Vec<i64> = out.dims.iter().map(|&d| d as i64).collect();
+                    dims.insert(0, 0);
+                    let shape = self.init_i64("shape", &dims);
+                    self.op("Reshape", &[&y, &shape])
+                }
             }
             TOp::Dropout { .. } => x().to_string(),
             TOp::BatchNorm {
