@@ -182,6 +182,17 @@ enum Command {
         /// Print the step graphs after this pass: simplify, dce, fuse.
         #[arg(long)]
         dump_after: Option<String>,
+        /// Write an inference artifact into this folder: `libnnc_model.so` (the evaluation
+        /// step with a C API, `nnc_model.h`), `weights.safetensors`, `manifest.json`, and
+        /// with `--target cuda` the evaluation step's PTX.
+        #[arg(short = 'o', long = "out-dir")]
+        out_dir: Option<PathBuf>,
+        /// The trained weights the artifact holds (default: the seeded initial weights).
+        #[arg(long, requires = "out_dir")]
+        weights: Option<PathBuf>,
+        /// The model of the artifact, when the file trains several.
+        #[arg(long, requires = "out_dir")]
+        model: Option<String>,
     },
     /// Measure the training step: compile time, kernels per step, samples/s, GFLOP/s
     /// and peak memory, on synthetic data after a warm-up.
@@ -388,11 +399,48 @@ fn main() -> ExitCode {
         }),
         Command::Build {
             file,
+            out_dir: Some(out_dir),
+            weights,
+            model,
+            target,
+            ..
+        } => {
+            let target = target.target();
+            if target == Target::Cuda && !cfg!(feature = "cuda") {
+                eprintln!("error: {}", pipeline::emit::CUDA_UNAVAILABLE);
+                return ExitCode::from(1);
+            }
+            let opts = driver::ArtifactOptions {
+                model,
+                weights,
+                out_dir,
+                target,
+            };
+            with_program(&file, color, |program, source| {
+                match driver::run_build_artifact(program, &opts) {
+                    Ok(summary) => {
+                        for f in &summary.files {
+                            println!("wrote {}", f.display());
+                        }
+                        eprintln!(
+                            "compiled in {:.1} ms (code generation and linking included)",
+                            summary.compile_time.as_secs_f64() * 1000.0
+                        );
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| report(e, source, color))
+            })
+        }
+        Command::Build {
+            file,
             emit,
             target,
             gpu_arch,
             verbose,
             dump_after,
+            ..
         } => {
             if let Some(p) = &dump_after {
                 if !nnc::passes::DUMPABLE.contains(&p.as_str()) {

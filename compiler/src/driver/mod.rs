@@ -4,6 +4,7 @@
 //! block, data that does not fit the model) become diagnostics with spans; the rest are
 //! messages naming the file or setting at fault.
 
+mod artifact;
 mod bench;
 pub mod cpu;
 pub mod cuda;
@@ -13,6 +14,7 @@ mod predict;
 mod train;
 mod weights;
 
+pub use artifact::{run_build_artifact, ArtifactOptions, ArtifactSummary};
 pub use bench::{run_bench, BenchOptions, BenchReport};
 pub use export::{run_export, ExportOptions};
 pub use predict::{run_predict, PredictOptions, PredictSummary};

@@ -19,6 +19,7 @@
 //! - [`artifact`]: the CPU artifact written to a folder, and PTX for the GPU.
 
 pub mod artifact;
+pub mod capi;
 pub mod emit;
 pub mod report;
 
