@@ -498,7 +498,14 @@ fn main() -> ExitCode {
                 gpu_arch: Some(gpu_arch),
                 verbose,
             };
-            build(&file, &stages, &options, dump_after.as_deref(), color)
+            build(
+                &file,
+                target_name == "cpu",
+                &stages,
+                &options,
+                dump_after.as_deref(),
+                color,
+            )
         }
     };
     if ok {
@@ -647,6 +654,7 @@ fn replace_file(path: &Path, contents: &str) -> std::io::Result<()> {
 /// Parses, checks and prints the requested stages of one file.
 fn build(
     path: &Path,
+    cpu: bool,
     stages: &[pipeline::emit::Stage],
     options: &pipeline::emit::EmitOptions,
     dump_after: Option<&str>,
@@ -668,7 +676,19 @@ fn build(
                     println!("# == after {pass} ==");
                     print!("{text}");
                 }
-                eprintln!("{}", pipeline::report::summary(c));
+                // The CPU target's summary counts Cranelift's code generation too.
+                let codegen = if cpu {
+                    match pipeline::report::cpu_codegen_time(c) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return false;
+                        }
+                    }
+                } else {
+                    None
+                };
+                eprintln!("{}", pipeline::report::summary(c, codegen));
             }
             true
         }

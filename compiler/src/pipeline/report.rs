@@ -16,19 +16,39 @@ pub fn kernels_text(s: &CompiledStep) -> String {
     print_program(&s.lowered.program)
 }
 
-/// `nnc build`'s summary of one `train` block.
-pub fn summary(c: &CompiledTrain) -> String {
+/// `nnc build`'s summary of one `train` block; `codegen` is the time the target's code
+/// generation took (Cranelift for the CPU), counted in the compile time.
+pub fn summary(c: &CompiledTrain, codegen: Option<std::time::Duration>) -> String {
     let (train, eval, batch) = (&c.train, &c.eval, c.batch);
     let bytes = 4 * train.lowered.program.arena.resolve(batch);
+    let front = train.elapsed + eval.elapsed;
+    let total = front + codegen.unwrap_or_default();
+    let split = codegen.map_or_else(String::new, |cg| {
+        format!(
+            " ({:.1} ms of it code generation)",
+            cg.as_secs_f64() * 1000.0
+        )
+    });
     format!(
-        "{}: {} kernels per training step, {} per eval step; arena {} bytes at batch {batch} ({} floats); compiled in {:.1} ms",
+        "{}: {} kernels per training step, {} per eval step; arena {} bytes at batch {batch} ({} floats); compiled in {:.1} ms{split}",
         train.graph.name,
         train.lowered.program.kernels.len(),
         eval.lowered.program.kernels.len(),
         bytes,
         train.lowered.program.arena,
-        (train.elapsed + eval.elapsed).as_secs_f64() * 1000.0,
+        total.as_secs_f64() * 1000.0,
     )
+}
+
+/// The time Cranelift takes to generate the CPU code of both steps of `c` (one object
+/// file, as the CPU artifact holds them).
+pub fn cpu_codegen_time(c: &CompiledTrain) -> Result<std::time::Duration, String> {
+    let train = c.cpu_program(super::StepKind::Train)?;
+    let eval = c.cpu_program(super::StepKind::Eval)?;
+    let start = std::time::Instant::now();
+    crate::codegen::cpu::emit_object_of(&[&train, &eval])
+        .map_err(|e| format!("cannot generate CPU code: {e}"))?;
+    Ok(start.elapsed())
 }
 
 /// `nnc explain`: each kernel, what it fused and why, and its estimated cost.
