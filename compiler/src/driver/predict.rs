@@ -89,12 +89,9 @@ pub fn run_predict(
     let task = task_kind(model, train.loss);
     let batch = opts.batch.unwrap_or(train.batch.max(256)).max(1);
     let outputs = predict_all(exec.as_mut(), &data.x, task, batch)?;
-    let text = format.render(
-        task,
-        &samples.sources,
-        &outputs,
-        exec.output_shape().iter().product(),
-    );
+    let per = exec.output_shape().iter().product();
+    let classes = preprocess.classes.as_deref();
+    let text = format.render(task, classes, &samples.sources, &outputs, per);
     match &opts.output {
         Some(path) => std::fs::write(path, text)
             .map_err(|e| DriverError::Message(format!("cannot write `{}`: {e}", path.display())))?,
@@ -119,11 +116,16 @@ pub(super) fn implied_preprocess(data: &DataSpec) -> Result<Preprocess, DriverEr
             scale: *scale as f32,
             ..Preprocess::default()
         }),
+        DataSpec::Images { scale, .. } | DataSpec::Npy { scale, .. } => Ok(Preprocess {
+            scale: *scale as f32,
+            ..Preprocess::default()
+        }),
         DataSpec::Csv {
             path,
             target,
             standardize,
-        } => load_csv(path, target, *standardize)
+            test,
+        } => load_csv(path, target, *standardize, &super::train::test_split(test))
             .map(|s| s.preprocess)
             .map_err(|e| {
                 DriverError::Message(format!(
@@ -286,8 +288,16 @@ impl OutputFormat {
         }
     }
 
-    /// One row per sample (after a header for CSV).
-    fn render(self, task: TaskKind, sources: &[String], outputs: &[f32], per: usize) -> String {
+    /// One row per sample (after a header for CSV); with class names (an image-folder
+    /// source), the predicted class's name follows its index.
+    fn render(
+        self,
+        task: TaskKind,
+        classes: Option<&[String]>,
+        sources: &[String],
+        outputs: &[f32],
+        per: usize,
+    ) -> String {
         let classifier = matches!(task, TaskKind::Classification { .. } | TaskKind::Binary);
         let column = if classifier { "p" } else { "y" };
         let mut s = String::new();
@@ -295,6 +305,9 @@ impl OutputFormat {
             s.push_str("index,source");
             if classifier {
                 s.push_str(",prediction");
+                if classes.is_some() {
+                    s.push_str(",class");
+                }
             }
             for j in 0..per {
                 let _ = write!(s, ",{column}{j}");
@@ -303,11 +316,15 @@ impl OutputFormat {
         }
         for (i, (source, row)) in sources.iter().zip(outputs.chunks(per.max(1))).enumerate() {
             let prediction = classifier.then(|| predicted_class(task, row));
+            let name = prediction.and_then(|p| classes.and_then(|c| c.get(p)));
             match self {
                 OutputFormat::Csv => {
                     let _ = write!(s, "{i},{}", csv_field(source));
                     if let Some(p) = prediction {
                         let _ = write!(s, ",{p}");
+                    }
+                    if let Some(n) = name {
+                        let _ = write!(s, ",{}", csv_field(n));
                     }
                     for v in row {
                         let _ = write!(s, ",{}", number(*v));
@@ -318,6 +335,9 @@ impl OutputFormat {
                     let mut v = json!({"index": i, "source": source});
                     if let Some(p) = prediction {
                         v["prediction"] = json!(p);
+                    }
+                    if let Some(n) = name {
+                        v["class"] = json!(n);
                     }
                     v[column] = json!(row);
                     let _ = writeln!(s, "{v}");
@@ -370,6 +390,7 @@ mod tests {
         let task = TaskKind::Classification { classes: 3 };
         let out = OutputFormat::Csv.render(
             task,
+            None,
             &["a,b.png".into(), "2".into()],
             &[0.1, 0.7, 0.2, 0.5, 0.2, 0.3],
             3,
@@ -378,8 +399,21 @@ mod tests {
             out,
             "index,source,prediction,p0,p1,p2\n0,\"a,b.png\",1,0.1,0.7,0.2\n1,2,0,0.5,0.2,0.3\n"
         );
+        let names = ["cat".to_string(), "dog".to_string()];
+        let out = OutputFormat::Csv.render(
+            TaskKind::Classification { classes: 2 },
+            Some(&names),
+            &["x.png".into()],
+            &[0.25, 0.75],
+            2,
+        );
+        assert_eq!(
+            out,
+            "index,source,prediction,class,p0,p1\n0,x.png,1,dog,0.25,0.75\n"
+        );
         let out = OutputFormat::JsonLines.render(
             TaskKind::Regression { outputs: 1 },
+            None,
             &["7".into()],
             &[2.5],
             1,

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use nnc_runtime::data::{load_csv, load_idx, DataError, Splits};
+use nnc_runtime::data::{
+    load_csv, load_idx, load_image_folder, load_npy_data, DataError, Splits, TestSplit,
+};
 use nnc_runtime::executor::{Executor, TaskKind};
 use nnc_runtime::train::{evaluate, train_loop, EvalReport, ProgressMode, Summary, TrainConfig};
 
@@ -251,7 +253,40 @@ pub(super) fn load_data(
             path,
             target,
             standardize,
-        } => load_csv(data_override.unwrap_or(path), target, *standardize),
+            test,
+        } => load_csv(
+            data_override.unwrap_or(path),
+            target,
+            *standardize,
+            &test_split(test),
+        ),
+        DataSpec::Images {
+            dir,
+            size,
+            channels,
+            scale,
+            test,
+        } => load_image_folder(
+            data_override.unwrap_or(dir),
+            *size,
+            *channels,
+            *scale as f32,
+            *test,
+            train.seed,
+        ),
+        DataSpec::Npy {
+            x,
+            y,
+            test_xy,
+            scale,
+            test,
+        } => load_npy_data(
+            data_override.unwrap_or(x),
+            y,
+            test_xy.as_ref().map(|(a, b)| (a.as_path(), b.as_path())),
+            *scale as f32,
+            *test,
+        ),
     };
     let mut splits = loaded.map_err(|e| data_diagnostic(Code::Data, &e, train.data_span))?;
     let input = exec.input_shape();
@@ -266,6 +301,14 @@ pub(super) fn load_data(
         })?;
     }
     Ok(splits)
+}
+
+/// The runtime's form of a CSV test split.
+pub(super) fn test_split(t: &crate::sema::typed::TestSplit) -> TestSplit {
+    match t {
+        crate::sema::typed::TestSplit::Fraction(f) => TestSplit::Fraction(*f),
+        crate::sema::typed::TestSplit::File(p) => TestSplit::File(p.clone()),
+    }
 }
 
 fn data_diagnostic(code: Code, e: &DataError, span: Span) -> Diagnostic {

@@ -61,7 +61,7 @@ pub struct Args {
 }
 
 impl Args {
-    fn get(&self, name: &str) -> Option<&ArgValue> {
+    pub fn get(&self, name: &str) -> Option<&ArgValue> {
         self.values.iter().find(|v| v.0 == name).map(|v| &v.1)
     }
 
@@ -506,6 +506,14 @@ pub fn eval_const_arg(
                 .map_err(|d| retitle(d, op, p)),
         },
         ParamType::Init => return eval_init(e, diags).map(ArgValue::Init),
+        ParamType::Split => match &inner.kind {
+            ExprKind::Str(s) if !s.is_empty() => Ok(ArgValue::Str(s.clone())),
+            _ => eval_number(e)
+                .and_then(|x| {
+                    check_range(op, p, Range::OPEN_FRACTION, x, e.span).map(ArgValue::Float)
+                })
+                .map_err(|d| retitle(d, op, p)),
+        },
     };
     match result {
         Ok(v) => Some(v),

@@ -136,7 +136,8 @@ fn line_regression_checks_with_matmul_of_a_rank_one_input() {
         DataSpec::Csv {
             path: PathBuf::from("/project/examples/data/line.csv"),
             target: "y".into(),
-            standardize: false
+            standardize: false,
+            test: TestSplit::Fraction(0.2),
         }
     );
     assert_eq!((t.loss, t.batch, t.epochs, t.seed), (Loss::Mse, 32, 200, 0));

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use crate::diag::{did_you_mean, Code, Diagnostic};
-use crate::sema::args::{self, Args};
+use crate::sema::args::{self, ArgValue, Args};
 use crate::sema::registry::{self, DataKind, OpId, OpKind, OptimizerKind, Setting, SettingSpec};
 use crate::sema::typed::*;
 use crate::syntax::ast::{self, Expr, ExprKind, Span};
@@ -174,7 +174,11 @@ impl Settings {
             Setting::Data => {
                 if let Some((op, a)) = args::eval_op_value(value, OpKind::Data, diags) {
                     if let OpId::Data(kind) = op.id {
-                        self.data = Some((data_spec(kind, &a, base_dir), value.span));
+                        if let Some(d) = data_problem(kind, &a) {
+                            diags.push(d);
+                        } else {
+                            self.data = Some((data_spec(kind, &a, base_dir), value.span));
+                        }
                     }
                 }
             }
@@ -286,6 +290,39 @@ fn metrics(value: &Expr, diags: &mut Vec<Diagnostic>) -> Vec<(Metric, Span)> {
     out
 }
 
+/// What the argument types alone do not catch: `channels` other than 1 or 3, and a
+/// `test_x` without `test_y` (or the reverse).
+fn data_problem(kind: DataKind, a: &Args) -> Option<Diagnostic> {
+    let span = |name: &str| a.span(name);
+    match kind {
+        DataKind::Images if !matches!(a.int("channels"), 1 | 3) => Some(
+            Diagnostic::new(
+                Code::InvalidArgument,
+                "`channels` of `images` must be 1 (grey) or 3 (RGB)",
+            )
+            .label(span("channels")?, format!("found {}", a.int("channels"))),
+        ),
+        DataKind::Npy if a.str("test_x").is_empty() != a.str("test_y").is_empty() => {
+            let (given, missing) = if a.str("test_x").is_empty() {
+                ("test_y", "test_x")
+            } else {
+                ("test_x", "test_y")
+            };
+            Some(
+                Diagnostic::new(
+                    Code::MissingSetting,
+                    format!("`{given}` of `npy` needs `{missing}` too"),
+                )
+                .label(span(given)?, format!("`{given}` given here"))
+                .help(format!(
+                    "add `{missing} = \"….npy\"`, or drop `{given}` to split `x` with `test`"
+                )),
+            )
+        }
+        _ => None,
+    }
+}
+
 fn data_spec(kind: DataKind, a: &Args, base_dir: &Path) -> DataSpec {
     match kind {
         DataKind::Idx => DataSpec::Idx {
@@ -296,6 +333,29 @@ fn data_spec(kind: DataKind, a: &Args, base_dir: &Path) -> DataSpec {
             path: base_dir.join(a.str("path")),
             target: a.str("target").to_string(),
             standardize: a.bool("standardize"),
+            test: match a.get("test") {
+                Some(ArgValue::Str(f)) => TestSplit::File(base_dir.join(f)),
+                _ => TestSplit::Fraction(a.float("test")),
+            },
+        },
+        DataKind::Images => DataSpec::Images {
+            dir: base_dir.join(a.str("dir")),
+            size: a.pair("size"),
+            channels: usize::try_from(a.int("channels")).unwrap_or(1),
+            scale: a.float("scale"),
+            test: a.float("test"),
+        },
+        DataKind::Npy => DataSpec::Npy {
+            x: base_dir.join(a.str("x")),
+            y: base_dir.join(a.str("y")),
+            test_xy: (!a.str("test_x").is_empty() || !a.str("test_y").is_empty()).then(|| {
+                (
+                    base_dir.join(a.str("test_x")),
+                    base_dir.join(a.str("test_y")),
+                )
+            }),
+            scale: a.float("scale"),
+            test: a.float("test"),
         },
     }
 }

@@ -281,7 +281,34 @@ pub enum DataSpec {
         path: PathBuf,
         target: String,
         standardize: bool,
+        test: TestSplit,
     },
+    /// A folder of images, one subfolder per class.
+    Images {
+        dir: PathBuf,
+        size: [usize; 2],
+        channels: usize,
+        scale: f64,
+        test: f64,
+    },
+    /// NumPy arrays.
+    Npy {
+        x: PathBuf,
+        y: PathBuf,
+        /// Test samples and labels; `None`: `test` splits `x`.
+        test_xy: Option<(PathBuf, PathBuf)>,
+        scale: f64,
+        test: f64,
+    },
+}
+
+/// How a data source's test split is chosen.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TestSplit {
+    /// This fraction of the rows, spread evenly.
+    Fraction(f64),
+    /// Another file.
+    File(PathBuf),
 }
 
 /// A loss; also its registry identity (`registry::OpId::Loss`).

@@ -6,11 +6,12 @@
 //! blank lines skipped. Every value must be a finite number; an error names the line and
 //! the 1-based character column of the field.
 //!
-//! Splitting: a CSV file has no separate test file, so every [`TEST_EVERY`]-th data row
-//! (the 5th, 10th, ...) forms the test split and the others the training split — a fixed
-//! rule, independent of the seed, so the same file always splits the same way. A file
-//! with fewer than [`TEST_EVERY`] data rows has no such rows; then the test split is a copy
-//! of the training split (evaluation on the training data).
+//! Splitting ([`TestSplit`]): a fraction `f` of the data rows forms the test split, spread
+//! evenly ([`super::evenly_spread`]; the default 0.2 takes every fifth row, the 5th, 10th,
+//! ...) — a fixed rule, independent of the seed, so the same file always splits the same
+//! way. A file too small to hold a row out tests on its training rows. A test file
+//! instead: the whole file trains, and the other file (the same columns, found by name,
+//! in any order) tests.
 //!
 //! `standardize` takes each feature's mean and standard deviation from the training split
 //! only and applies them to both splits; targets are never standardized.
@@ -18,11 +19,12 @@
 use std::path::Path;
 
 use super::{
-    DataError, DataErrorKind, Dataset, Location, Preprocess, Source, Splits, Standardizer,
+    evenly_spread, split_rows, DataError, DataErrorKind, Dataset, Location, Preprocess, Source,
+    Splits, Standardizer, TestSplit,
 };
 use crate::tensor::Tensor;
 
-/// One data row in `TEST_EVERY` goes to the test split.
+/// By default one data row in `TEST_EVERY` goes to the test split (`test = 0.2`).
 pub const TEST_EVERY: usize = 5;
 
 /// A field's text and its 1-based character column.
@@ -96,13 +98,18 @@ fn split_fields(line: &str, path: &Path, line_no: usize) -> Result<Vec<Field>, D
 
 /// Loads `path`, using the column named `target` as the label or target and every other
 /// column as a feature.
-pub fn load_csv(path: &Path, target: &str, standardize: bool) -> Result<Splits, DataError> {
+pub fn load_csv(
+    path: &Path,
+    target: &str,
+    standardize: bool,
+    split: &TestSplit,
+) -> Result<Splits, DataError> {
     let text = csv_text(path)?;
     let mut lines = text
         .split('\n')
         .enumerate()
         .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
-    load_csv_lines(path, &mut lines, target, standardize)
+    load_csv_lines(path, &mut lines, target, standardize, split)
 }
 
 /// The file's text (UTF-8, without a byte-order mark).
@@ -131,6 +138,7 @@ fn load_csv_lines<'a>(
     lines: &mut impl Iterator<Item = (usize, &'a str)>,
     target: &str,
     standardize: bool,
+    split: &TestSplit,
 ) -> Result<Splits, DataError> {
     let lines_left = lines.by_ref().filter(|(_, l)| !l.trim().is_empty());
     let mut lines_left = lines_left.peekable();
@@ -233,13 +241,44 @@ fn load_csv_lines<'a>(
             target_cols,
         },
     };
-    let (train_rows, test_rows): (Vec<usize>, Vec<usize>) =
-        (0..n).partition(|i| (i + 1) % TEST_EVERY != 0);
-    let mut train = subset(&all, &train_rows);
-    let mut test = if test_rows.is_empty() {
-        train.clone()
-    } else {
-        subset(&all, &test_rows)
+    let (mut train, mut test) = match split {
+        TestSplit::Fraction(f) => split_rows(&all, &evenly_spread(n, *f)),
+        TestSplit::File(other) => {
+            // The other file's columns by name, in this file's order, the target last.
+            let mut columns: Vec<String> = names
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != target_index)
+                .map(|(_, n)| n.to_string())
+                .collect();
+            columns.push(target.to_string());
+            let (xy, lines) = read_csv_columns(other, &columns)?;
+            let width = columns.len();
+            let rows = lines.len();
+            let mut xs = Vec::with_capacity(rows * features);
+            let mut ys = Vec::with_capacity(rows);
+            for r in xy.data.chunks(width) {
+                xs.extend_from_slice(&r[..features]);
+                ys.push(r[features]);
+            }
+            let test = Dataset {
+                x: Tensor {
+                    shape: vec![rows, features],
+                    data: xs,
+                },
+                y: Tensor {
+                    shape: vec![rows, 1],
+                    data: ys,
+                },
+                sample_shape: vec![features],
+                source: Source::Csv {
+                    path: other.clone(),
+                    target_cols: vec![0; rows],
+                    lines,
+                },
+            };
+            (all, test)
+        }
     };
     let mut preprocess = Preprocess {
         columns: Some(
@@ -376,27 +415,5 @@ fn parse_value(f: &Field, name: &str, path: &Path, line_no: usize) -> Result<f32
             at,
             format!("cannot read `{text}` in column `{name}` as a number"),
         )),
-    }
-}
-
-/// The rows `rows` of `all`, keeping their source lines for messages.
-fn subset(all: &Dataset, rows: &[usize]) -> Dataset {
-    let source = match &all.source {
-        Source::Csv {
-            path,
-            lines,
-            target_cols,
-        } => Source::Csv {
-            path: path.clone(),
-            lines: rows.iter().map(|&i| lines[i]).collect(),
-            target_cols: rows.iter().map(|&i| target_cols[i]).collect(),
-        },
-        other => other.clone(),
-    };
-    Dataset {
-        x: all.x.gather_rows(rows),
-        y: all.y.gather_rows(rows),
-        sample_shape: all.sample_shape.clone(),
-        source,
     }
 }

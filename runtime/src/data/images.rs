@@ -170,3 +170,126 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// Subfolders of `dir`, sorted by name.
+fn subfolders(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        DataError::new(
+            DataErrorKind::Io,
+            dir,
+            Location::File,
+            format!("cannot read the folder: {e}"),
+        )
+    })?;
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn name_of(p: &Path) -> String {
+    p.file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
+
+/// The images of each class folder of `root` (`classes` in index order) as a data set.
+fn class_folders(
+    root: &Path,
+    classes: &[String],
+    geometry: (usize, usize, usize),
+) -> Result<super::Dataset, DataError> {
+    let mut paths = Vec::new();
+    let mut labels = Vec::new();
+    for dir in subfolders(root)? {
+        let name = name_of(&dir);
+        let Some(class) = classes.iter().position(|c| *c == name) else {
+            return Err(DataError::new(
+                DataErrorKind::Mismatch,
+                &dir,
+                Location::File,
+                format!(
+                    "class folder `{name}` is not one of the training classes ({})",
+                    classes.join(", ")
+                ),
+            ));
+        };
+        for file in image_files(&dir)? {
+            paths.push(file);
+            labels.push(class as f32);
+        }
+    }
+    if paths.is_empty() {
+        return Err(DataError::new(
+            DataErrorKind::Format,
+            root,
+            Location::File,
+            "no class subfolders with images",
+        )
+        .with_help("put each class's images in a subfolder named after the class"));
+    }
+    let x = load_images(&paths, geometry, true)?;
+    let n = labels.len();
+    let y = Tensor::new(vec![n], labels).map_err(|e| {
+        DataError::new(DataErrorKind::Mismatch, root, Location::File, e.to_string())
+    })?;
+    super::Dataset::from_tensors(&root.display().to_string(), x, y)
+}
+
+/// An image-folder data set (`images(dir, size, channels)`): one subfolder per class,
+/// class indices in sorted name order; `train/` and `test/` subfolders as the splits when
+/// both exist, else `test` of the images (chosen with `seed`) held out. Images are
+/// resized to `size`, converted to `channels` (1 or 3) and multiplied by `scale`.
+pub fn load_image_folder(
+    dir: &Path,
+    size: [usize; 2],
+    channels: usize,
+    scale: f32,
+    test: f64,
+    seed: u64,
+) -> Result<super::Splits, DataError> {
+    let geometry = (size[0], size[1], channels);
+    let (train_root, test_root) = (dir.join("train"), dir.join("test"));
+    let split_folders = train_root.is_dir() && test_root.is_dir();
+    let class_root = if split_folders { &train_root } else { dir };
+    let classes: Vec<String> = subfolders(class_root)?.iter().map(|d| name_of(d)).collect();
+    if classes.is_empty() {
+        return Err(DataError::new(
+            DataErrorKind::Format,
+            class_root,
+            Location::File,
+            "the folder has no class subfolders",
+        )
+        .with_help("put each class's images in a subfolder named after the class"));
+    }
+    let (mut train, mut test_set) = if split_folders {
+        (
+            class_folders(&train_root, &classes, geometry)?,
+            class_folders(&test_root, &classes, geometry)?,
+        )
+    } else {
+        let all = class_folders(dir, &classes, geometry)?;
+        let n = all.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        crate::rng::Rng::from_seed(seed ^ 0x1A6E_5EED).shuffle(&mut order);
+        let held = ((n as f64 * test).round() as usize).clamp(usize::from(n > 1), n - 1);
+        let mut mark = vec![false; n];
+        for &i in &order[..held] {
+            mark[i] = true;
+        }
+        super::split_rows(&all, &mark)
+    };
+    super::scale(&mut train, scale);
+    super::scale(&mut test_set, scale);
+    Ok(super::Splits {
+        train,
+        test: test_set,
+        preprocess: super::Preprocess {
+            scale,
+            classes: Some(classes),
+            ..super::Preprocess::default()
+        },
+    })
+}

@@ -20,8 +20,10 @@ use std::path::{Path, PathBuf};
 
 pub use csv::{load_csv, read_csv_columns, TEST_EVERY};
 pub use idx::{load_idx, read_idx, IdxArray};
-pub use images::{image_files, image_geometry, is_image_file, load_images, write_png};
-pub use npy::{npy_bytes, read_npy, write_npy};
+pub use images::{
+    image_files, image_geometry, is_image_file, load_image_folder, load_images, write_png,
+};
+pub use npy::{load_npy_data, npy_bytes, read_npy, write_npy};
 pub use preprocess::Preprocess;
 
 use crate::executor::TaskKind;
@@ -98,6 +100,35 @@ impl Source {
             Source::Memory { name } => (PathBuf::from(name), Location::Sample(i)),
         }
     }
+}
+
+/// How a data source's test split is chosen.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TestSplit {
+    /// This fraction of the rows, spread evenly ([`evenly_spread`]).
+    Fraction(f64),
+    /// The rows of another file.
+    File(PathBuf),
+}
+
+/// Which of `n` rows a test fraction `f` holds out: row `i` when `⌊(i+1)·f⌋` passes an
+/// integer, so the rows are spread evenly and the same every time (`0.2`: every fifth).
+pub fn evenly_spread(n: usize, f: f64) -> Vec<bool> {
+    let at = |i: usize| (i as f64 * f + 1e-9).floor();
+    (0..n).map(|i| at(i + 1) > at(i)).collect()
+}
+
+/// The training and test splits of `all` by the rows `test` marks; a data set too small
+/// to hold any row out tests on its training rows.
+pub fn split_rows(all: &Dataset, test: &[bool]) -> (Dataset, Dataset) {
+    let (test_rows, train_rows): (Vec<usize>, Vec<usize>) = (0..all.len()).partition(|&i| test[i]);
+    let train = all.subset(&train_rows);
+    let test = if test_rows.is_empty() {
+        train.clone()
+    } else {
+        all.subset(&test_rows)
+    };
+    (train, test)
 }
 
 /// The training and test splits of one data source.
@@ -242,6 +273,29 @@ impl Dataset {
                 name: name.to_string(),
             },
         })
+    }
+
+    /// The rows `rows` of this data set, keeping their source lines for messages.
+    pub fn subset(&self, rows: &[usize]) -> Dataset {
+        let all = self;
+        let source = match &all.source {
+            Source::Csv {
+                path,
+                lines,
+                target_cols,
+            } => Source::Csv {
+                path: path.clone(),
+                lines: rows.iter().map(|&i| lines[i]).collect(),
+                target_cols: rows.iter().map(|&i| target_cols[i]).collect(),
+            },
+            other => other.clone(),
+        };
+        Dataset {
+            x: all.x.gather_rows(rows),
+            y: all.y.gather_rows(rows),
+            sample_shape: all.sample_shape.clone(),
+            source,
+        }
     }
 
     /// The number of samples.

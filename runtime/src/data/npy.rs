@@ -226,3 +226,74 @@ mod tests {
         assert!(e.to_string().contains("Fortran"), "{e}");
     }
 }
+
+/// A data set of NumPy arrays (`npy(x, y, test_x, test_y)`): samples `[n, ..]` and labels
+/// `[n]` or `[n, ..]` of the same `n`; without a test pair, `test` of the rows (spread
+/// evenly) are held out. Sample values are multiplied by `scale`.
+pub fn load_npy_data(
+    x: &Path,
+    y: &Path,
+    test_xy: Option<(&Path, &Path)>,
+    scale: f32,
+    test: f64,
+) -> Result<super::Splits, DataError> {
+    let pair = |x: &Path, y: &Path| -> Result<super::Dataset, DataError> {
+        let xs = read_npy(x)?;
+        let ys = read_npy(y)?;
+        if xs.shape.len() < 2 {
+            return Err(DataError::new(
+                DataErrorKind::Shape,
+                x,
+                Location::File,
+                format!(
+                    "the samples have shape {}; they need [samples, ..sample shape]",
+                    crate::tensor::format_shape(&xs.shape)
+                ),
+            ));
+        }
+        let (nx, ny) = (xs.shape[0], ys.shape.first().copied().unwrap_or(0));
+        if nx != ny {
+            return Err(DataError::new(
+                DataErrorKind::Mismatch,
+                y,
+                Location::File,
+                format!("{ny} labels, but `{}` has {nx} samples", x.display()),
+            ));
+        }
+        let mut d = super::Dataset::from_tensors(&x.display().to_string(), xs, ys)?;
+        super::scale(&mut d, scale);
+        Ok(d)
+    };
+    let (train, test_set) = match test_xy {
+        Some((tx, ty)) => {
+            let train = pair(x, y)?;
+            let t = pair(tx, ty)?;
+            if t.sample_shape != train.sample_shape {
+                return Err(DataError::new(
+                    DataErrorKind::Mismatch,
+                    tx,
+                    Location::File,
+                    format!(
+                        "test samples have shape {}, training samples {}",
+                        crate::tensor::format_shape(&t.sample_shape),
+                        crate::tensor::format_shape(&train.sample_shape)
+                    ),
+                ));
+            }
+            (train, t)
+        }
+        None => {
+            let all = pair(x, y)?;
+            let mark = super::evenly_spread(all.len(), test);
+            super::split_rows(&all, &mark)
+        }
+    };
+    Ok(super::Splits {
+        train,
+        test: test_set,
+        preprocess: super::Preprocess {
+            scale,
+            ..super::Preprocess::default()
+        },
+    })
+}

@@ -24,6 +24,8 @@ pub struct Preprocess {
     pub columns: Option<Vec<String>>,
     /// The target column of a CSV source (ignored when a file to predict has it).
     pub target: Option<String>,
+    /// The class names of an image-folder source, by class index.
+    pub classes: Option<Vec<String>>,
 }
 
 impl Default for Preprocess {
@@ -33,6 +35,7 @@ impl Default for Preprocess {
             standardize: None,
             columns: None,
             target: None,
+            classes: None,
         }
     }
 }
@@ -71,6 +74,9 @@ impl Preprocess {
         if let Some(t) = &self.target {
             v["target"] = json!(t);
         }
+        if let Some(c) = &self.classes {
+            v["classes"] = json!(c);
+        }
         v.to_string()
     }
 
@@ -97,24 +103,29 @@ impl Preprocess {
                 Some(Standardizer { mean, std })
             }
         };
-        let columns = match v.get("columns") {
-            None => None,
-            Some(c) => Some(
-                c.as_array()
+        let names = |key: &str| -> Result<Option<Vec<String>>, String> {
+            match v.get(key) {
+                None => Ok(None),
+                Some(c) => c
+                    .as_array()
                     .and_then(|a| {
                         a.iter()
                             .map(|s| s.as_str().map(String::from))
                             .collect::<Option<Vec<String>>>()
                     })
-                    .ok_or("`columns` is not a list of names")?,
-            ),
+                    .map(Some)
+                    .ok_or(format!("`{key}` is not a list of names")),
+            }
         };
+        let columns = names("columns")?;
+        let classes = names("classes")?;
         let target = v.get("target").and_then(Value::as_str).map(String::from);
         Ok(Preprocess {
             scale,
             standardize,
             columns,
             target,
+            classes,
         })
     }
 }
@@ -133,6 +144,7 @@ mod tests {
             }),
             columns: Some(vec!["a".into(), "b".into()]),
             target: Some("y".into()),
+            classes: Some(vec!["cat".into(), "dog".into()]),
         };
         let back = Preprocess::from_json(&p.to_json()).unwrap();
         assert_eq!(back, p);

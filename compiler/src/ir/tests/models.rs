@@ -268,6 +268,7 @@ pub fn train_block(loss: Loss, optimizer: Optimizer) -> TypedTrain {
             path: "unused.csv".into(),
             target: "y".into(),
             standardize: false,
+            test: crate::sema::typed::TestSplit::Fraction(0.2),
         },
         loss,
         optimizer,

@@ -164,6 +164,13 @@ impl Range {
         lo_incl: true,
         ..Range::ANY
     };
+    /// `(0, 1)`: the share of samples held out for testing.
+    pub const OPEN_FRACTION: Range = Range {
+        lo: 0.0,
+        lo_incl: false,
+        hi: 1.0,
+        hi_incl: false,
+    };
     /// `[0, 1)`.
     pub const FRACTION: Range = Range {
         lo: 0.0,
@@ -257,6 +264,8 @@ pub enum ParamType {
     },
     /// An initializer name or call (`he`, `normal(std = 0.1)`) or a number constant.
     Init,
+    /// A test split: a fraction in (0, 1) of the samples, or a file name (a string).
+    Split,
 }
 
 impl fmt::Display for ParamType {
@@ -277,6 +286,7 @@ impl fmt::Display for ParamType {
             ParamType::Ints => write!(f, "a list of positive integers"),
             ParamType::Pair { min } => write!(f, "an integer ≥ {min} or a list of two"),
             ParamType::Init => write!(f, "an initializer or a number"),
+            ParamType::Split => write!(f, "a fraction in (0, 1) or a file name"),
         }
     }
 }

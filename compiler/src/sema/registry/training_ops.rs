@@ -162,6 +162,8 @@ listed_enum! {
     DataKind {
         Idx,
         Csv,
+        Images,
+        Npy,
     }
 }
 
@@ -189,11 +191,43 @@ impl DataKind {
                     param("path", ParamType::Str(&[]), ArgDefault::Required, "the file, relative to the .nn file"),
                     param("target", ParamType::Str(&[]), ArgDefault::Required, "the name of the label or target column"),
                     param("standardize", ParamType::Bool, ArgDefault::Bool(false), "subtract each feature's training mean and divide by its deviation"),
+                    param("test", ParamType::Split, ArgDefault::Float(0.2), "the test split: a fraction of the rows, spread evenly (0.2: every fifth row), or another CSV file with the same columns"),
                 ],
                 shape_rule: "",
                 creates: &[],
                 summary: "a CSV file with a header row",
-                doc: "Each sample is the vector of all columns except `target`; the `target` column is the label (for `cross_entropy`, a class index) or the regression target.",
+                doc: "Each sample is the vector of all columns except `target`; the `target` column is the label (for `cross_entropy`, a class index) or the regression target. By default every fifth data row (`test = 0.2`) is the test split; a fraction `f` takes the rows where ⌊(i+1)·f⌋ passes an integer, the same rows every time; `test = \"other.csv\"` trains on the whole file and tests on the other.",
+            } },
+            DataKind::Images => const { OpSpec {
+                id: OpId::Data(DataKind::Images),
+                name: "images",
+                params: &[
+                    param("dir", ParamType::Str(&[]), ArgDefault::Required, "the folder (one subfolder per class), relative to the .nn file"),
+                    param("size", ParamType::Pair { min: 1 }, ArgDefault::Required, "every image is resized to [height, width]"),
+                    param("channels", ParamType::Int { min: 1 }, ArgDefault::Int(1), "1 (grey) or 3 (RGB)"),
+                    param("scale", ParamType::Float(Range::POSITIVE), ArgDefault::Float(1.0), "multiplies pixel values (1/255 maps them to [0, 1])"),
+                    param("test", ParamType::Float(Range::OPEN_FRACTION), ArgDefault::Float(0.2), "the fraction held out for testing, chosen with the seed (unless `train/` and `test/` subfolders exist)"),
+                ],
+                shape_rule: "",
+                creates: &[],
+                summary: "a folder of PNG/JPEG images, one subfolder per class",
+                doc: "Class indices follow the subfolders' names in sorted order; the names are stored with the weights and printed by `nnc predict`. When `dir` has `train/` and `test/` subfolders (each with the class subfolders), they are the splits; otherwise `test` of the images, chosen with the block's seed, form the test split. Images are decoded, converted to grey or RGB and resized to `size`; samples are `[height, width, channels]`.",
+            } },
+            DataKind::Npy => const { OpSpec {
+                id: OpId::Data(DataKind::Npy),
+                name: "npy",
+                params: &[
+                    param("x", ParamType::Str(&[]), ArgDefault::Required, "the samples, `[n, ..sample shape]` (u8, f32 or f64), relative to the .nn file"),
+                    param("y", ParamType::Str(&[]), ArgDefault::Required, "the labels or targets, `[n]` or `[n, ..]`"),
+                    param("test_x", ParamType::Str(&[]), ArgDefault::Str(""), "test samples (with `test_y`); without them `test` splits `x`"),
+                    param("test_y", ParamType::Str(&[]), ArgDefault::Str(""), "test labels"),
+                    param("scale", ParamType::Float(Range::POSITIVE), ArgDefault::Float(1.0), "multiplies sample values"),
+                    param("test", ParamType::Float(Range::OPEN_FRACTION), ArgDefault::Float(0.2), "without `test_x`: the fraction of rows held out, spread evenly"),
+                ],
+                shape_rule: "",
+                creates: &[],
+                summary: "NumPy .npy arrays of samples and labels",
+                doc: "Reads `x` and `y` (and `test_x`, `test_y` when given) as written by `numpy.save`. Without a separate test set, rows are split as in `csv`.",
             } },
         }
     }
@@ -220,7 +254,7 @@ impl Setting {
             Setting::Data => SettingSpec {
                 id: Setting::Data,
                 name: "data",
-                values: "idx(..) or csv(..)",
+                values: "idx(..), csv(..), images(..) or npy(..)",
                 default: "required",
                 example: "data = idx(\"data/mnist\", scale = 1/255)",
                 summary: "where the training samples come from",
