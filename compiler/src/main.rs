@@ -110,6 +110,10 @@ enum Command {
         /// Print nothing but the final summary.
         #[arg(long)]
         quiet: bool,
+        /// Start from the parameters of this weights file, matched by name (overrides the
+        /// block's `init`; fine-tuning).
+        #[arg(long)]
+        init: Option<PathBuf>,
     },
     /// Evaluate saved weights on the test split: loss, metrics, confusion matrix.
     Eval {
@@ -246,6 +250,7 @@ fn main() -> ExitCode {
             resume,
             log,
             quiet,
+            init,
         } => {
             let opts = TrainOptions {
                 model: common.model,
@@ -258,6 +263,7 @@ fn main() -> ExitCode {
                 resume,
                 log,
                 quiet,
+                init,
             };
             with_program(&file, color, |program, source| {
                 match driver::run_train(program, &file, &opts) {

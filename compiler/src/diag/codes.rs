@@ -1,5 +1,6 @@
 //! Stable error codes. A code, once published, keeps its meaning: add new codes, never
-//! renumber. `E01xx` syntax, `E02xx` names and arguments, `E03xx` shapes, `E04xx` training.
+//! renumber. `E01xx` syntax, `E02xx` names and arguments, `E03xx` shapes, `E04xx` training,
+//! `E05xx` export.
 
 use std::fmt;
 
@@ -70,6 +71,7 @@ codes! {
     AmbiguousTrain = "E0406": "several `train` blocks and none chosen",
     Data = "E0407": "unreadable or malformed data file",
     MetricLossMismatch = "E0408": "metric that does not fit the loss",
+    UnknownParameter = "E0409": "`freeze` or `init` names no parameter of the model",
     // Export.
     NotExportable = "E0501": "layer or function the ONNX export does not cover",
 }

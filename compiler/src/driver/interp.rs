@@ -158,8 +158,12 @@ impl Executor for InterpExecutor {
         let loss = scalar(&take(&mut outputs, LOSS)?);
         let output = to_rt(&take(&mut outputs, OUTPUT)?);
         for (name, _) in &self.order {
-            let v = take(&mut outputs, name)?;
-            self.values.insert(name.clone(), v);
+            // A frozen parameter is an input of the step and no output: it stays.
+            let updated = self.graphs.train.outputs().iter().any(|(n, _)| n == name);
+            if updated {
+                let v = take(&mut outputs, name)?;
+                self.values.insert(name.clone(), v);
+            }
         }
         Ok(StepOutput {
             loss,

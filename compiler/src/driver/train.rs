@@ -50,6 +50,8 @@ pub struct TrainOptions {
     pub resume: Option<PathBuf>,
     pub log: Option<PathBuf>,
     pub quiet: bool,
+    /// Start from these parameters (overrides the block's `init`).
+    pub init: Option<PathBuf>,
 }
 
 /// Command-line settings of `nnc eval`.
@@ -72,6 +74,9 @@ pub fn run_train(
     let model = &program.models[train.model];
     let seed = opts.seed.unwrap_or(train.seed);
     let mut exec = make_executor(opts.target, model, train, seed)?;
+    if let Some(init) = opts.init.as_ref().or(train.init.as_ref()) {
+        super::weights::init_from(exec.as_mut(), init, model, opts.quiet)?;
+    }
     let data = load_data(train, opts.data.as_deref(), model, exec.as_ref())?;
     let task = task_kind(model, train.loss);
     let out_dir = opts

@@ -201,6 +201,75 @@ pub(super) fn load_weights(
     Ok(LoadedWeights { meta })
 }
 
+/// Starts training from the parameters in the weights file at `path` (`init = "…"`,
+/// `--init`): every model parameter the file has, by name, must have the model's shape;
+/// parameters the file lacks keep their initializers (a new head on a trained body) and
+/// are listed in a note, as are the file's tensors the model does not use.
+pub(super) fn init_from(
+    exec: &mut dyn Executor,
+    path: &Path,
+    model: &TypedModel,
+    quiet: bool,
+) -> Result<(), DriverError> {
+    let (tensors, _) =
+        read_weights_with_metadata(path).map_err(|e| DriverError::Message(e.to_string()))?;
+    let mut state = exec
+        .state()
+        .map_err(|e| DriverError::Message(e.to_string()))?;
+    state.retain(|s| s.kind == StateKind::Param);
+    let mut wrong = Vec::new();
+    let mut kept = Vec::new();
+    for s in &mut state {
+        match tensors.iter().find(|(n, _)| *n == s.name) {
+            Some((_, t)) if t.shape == s.tensor.shape => s.tensor = t.clone(),
+            Some((_, t)) => wrong.push(format!(
+                "  - `{}` is {}, the model's is {}",
+                s.name,
+                format_shape(&t.shape),
+                format_shape(&s.tensor.shape)
+            )),
+            None => kept.push(s.name.clone()),
+        }
+    }
+    if !wrong.is_empty() {
+        return Err(DriverError::Message(format!(
+            "`{}` cannot initialise model `{}`:\n{}\nhelp: `init` takes weights of the same parameters; leave out the ones that differ by training a model without them, or rename the layer",
+            path.display(),
+            model.name,
+            wrong.join("\n")
+        )));
+    }
+    if kept.len() == state.len() {
+        return Err(DriverError::Message(format!(
+            "`{}` has none of the parameters of model `{}` ({})\nhelp: `init` takes weights written by `nnc train` for a model with the same layers",
+            path.display(),
+            model.name,
+            state.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let unused: Vec<&str> = tensors
+        .iter()
+        .filter(|(n, _)| !state.iter().any(|s| s.name == *n))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !quiet {
+        eprintln!(
+            "note: {} of {} parameters start from `{}`",
+            state.len() - kept.len(),
+            state.len(),
+            path.display()
+        );
+        if !kept.is_empty() {
+            eprintln!("note: keeping their initializers: {}", kept.join(", "));
+        }
+        if !unused.is_empty() {
+            eprintln!("note: unused tensors of the file: {}", unused.join(", "));
+        }
+    }
+    exec.set_state(&state)
+        .map_err(|e| DriverError::Message(e.to_string()))
+}
+
 /// Every way `file` (name, tensor) differs from the model's `state`: missing tensors,
 /// tensors of another shape, tensors the model has no parameter for.
 fn differences(state: &[StateTensor], file: &[(String, Tensor)]) -> Vec<String> {

@@ -5,7 +5,7 @@
 //! the data (sample shapes) happen when the data is loaded. A train block whose model
 //! failed its own checks still has its settings checked, but no shape-dependent checks.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::diag::{did_you_mean, Code, Diagnostic};
 use crate::sema::args::{self, ArgValue, Args};
@@ -110,6 +110,7 @@ pub fn check_train(
 
     if let (Some((index, typed)), Some((loss, loss_span))) = (model.and_then(|m| m.typed), s.loss) {
         check_fit(train, typed, loss, loss_span, &s.metrics, diags);
+        check_freeze(train, typed, &s.freeze, diags);
         Some(index)
             .filter(|_| diags.len() == before)
             .and_then(|model| {
@@ -127,6 +128,8 @@ pub fn check_train(
                     span: train.span,
                     name_span: train.model.span,
                     data_span,
+                    init: s.init.clone(),
+                    freeze: s.freeze.iter().map(|f| f.0.clone()).collect(),
                 })
             })
     } else {
@@ -144,6 +147,8 @@ struct Settings {
     metrics: Vec<(Metric, Span)>,
     seed: u64,
     shuffle: bool,
+    init: Option<PathBuf>,
+    freeze: Vec<(String, Span)>,
 }
 
 impl Default for Settings {
@@ -157,6 +162,8 @@ impl Default for Settings {
             metrics: Vec::new(),
             seed: 0,
             shuffle: true,
+            init: None,
+            freeze: Vec::new(),
         }
     }
 }
@@ -223,6 +230,44 @@ impl Settings {
                 ),
                 Err(d) => diags.push(retitled(d, "`seed` must be an integer ≥ 0")),
             },
+            Setting::Init => match &strip(value).kind {
+                ExprKind::Str(p) if !p.is_empty() => self.init = Some(base_dir.join(p)),
+                _ => diags.push(
+                    Diagnostic::new(
+                        Code::InvalidArgument,
+                        "`init` must be the path of a weights file",
+                    )
+                    .label(value.span, format!("found {}", args::describe(value)))
+                    .help("for example `init = \"runs/mnist/weights.safetensors\"`"),
+                ),
+            },
+            Setting::Freeze => match &strip(value).kind {
+                ExprKind::List(items) => {
+                    for item in items {
+                        match &strip(item).kind {
+                            ExprKind::Str(p) if !p.is_empty() => {
+                                self.freeze.push((p.clone(), item.span));
+                            }
+                            _ => diags.push(
+                                Diagnostic::new(
+                                    Code::InvalidArgument,
+                                    "`freeze` lists parameter names as strings",
+                                )
+                                .label(item.span, format!("found {}", args::describe(item)))
+                                .help("for example `freeze = [\"conv2d_0\", \"dense_0.w\"]`"),
+                            ),
+                        }
+                    }
+                }
+                _ => diags.push(
+                    Diagnostic::new(
+                        Code::InvalidArgument,
+                        "`freeze` must be a list of parameter names",
+                    )
+                    .label(value.span, format!("found {}", args::describe(value)))
+                    .help("for example `freeze = [\"conv2d_0\", \"dense_0.w\"]`"),
+                ),
+            },
             Setting::Shuffle => match strip(value).kind {
                 ExprKind::Bool(b) => self.shuffle = b,
                 _ => diags.push(
@@ -244,6 +289,54 @@ fn strip(mut e: &Expr) -> &Expr {
 fn retitled(mut d: Diagnostic, message: &str) -> Diagnostic {
     d.message = message.to_string();
     d
+}
+
+/// Every `freeze` entry covers a parameter of the model (else E0203 with the names), and
+/// at least one parameter stays trainable.
+fn check_freeze(
+    train: &ast::Train,
+    model: &TypedModel,
+    freeze: &[(String, Span)],
+    diags: &mut Vec<Diagnostic>,
+) {
+    if freeze.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = model.params.iter().map(|p| p.name.as_str()).collect();
+    for (pattern, span) in freeze {
+        if !names.iter().any(|n| freezes(pattern, n)) {
+            let help = did_you_mean(pattern, names.iter().copied())
+                .unwrap_or_else(|| format!("the parameters are {}", names.join(", ")));
+            diags.push(
+                Diagnostic::new(
+                    Code::UnknownParameter,
+                    format!(
+                        "`freeze` names `{pattern}`, which is no parameter of `{}`",
+                        model.name
+                    ),
+                )
+                .label(*span, "no parameter has this name or prefix")
+                .help(help),
+            );
+        }
+    }
+    if names
+        .iter()
+        .all(|n| freeze.iter().any(|(p, _)| freezes(p, n)))
+    {
+        diags.push(
+            Diagnostic::new(
+                Code::InvalidArgument,
+                "`freeze` covers every parameter: nothing would train",
+            )
+            .label(freeze[0].1, "frozen here")
+            .label(
+                train.model.span,
+                format!("`{}` has {} parameters", model.name, names.len()),
+            )
+            .help("leave at least one parameter (a final layer, say) out of `freeze`"),
+        );
+    }
 }
 
 /// `batch` and `epochs`: positive integers (E0405 when zero or negative).

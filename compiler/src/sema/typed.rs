@@ -268,6 +268,26 @@ pub struct TypedTrain {
     pub name_span: Span,
     /// Span of each setting's value, for diagnostics raised later (e.g. data shapes).
     pub data_span: Span,
+    /// Parameters to start from (`init = "…"`), resolved against the file's folder.
+    pub init: Option<PathBuf>,
+    /// Parameter names or name prefixes (`dense_0` covers `dense_0.w`) kept fixed.
+    pub freeze: Vec<String>,
+}
+
+impl TypedTrain {
+    /// Whether parameter `name` is frozen: named by `freeze`, or under a prefix of it
+    /// (`dense_0` covers `dense_0.w`, not `dense_01.w`).
+    pub fn is_frozen(&self, name: &str) -> bool {
+        self.freeze.iter().any(|f| freezes(f, name))
+    }
+}
+
+/// Whether the `freeze` entry `pattern` covers parameter `name`.
+pub fn freezes(pattern: &str, name: &str) -> bool {
+    name == pattern
+        || name
+            .strip_prefix(pattern)
+            .is_some_and(|rest| rest.starts_with('.') || pattern.ends_with('.'))
 }
 
 /// Where training data comes from; paths are already resolved against the file's folder.

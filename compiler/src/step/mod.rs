@@ -114,6 +114,11 @@ pub fn build_step_graphs(model: &TypedModel, train: &TypedTrain) -> IrResult<Ste
     let mut state = Vec::new();
     for p in &model.params {
         let mut ids = Vec::new();
+        if train.is_frozen(&p.name) {
+            // A frozen parameter has no optimizer state.
+            state_inputs.push(ids);
+            continue;
+        }
         for slot in slots {
             let name = format!("{}.{slot}", p.name);
             ids.push(g.input(&name, full_shape(&p.shape))?);
@@ -144,16 +149,22 @@ pub fn build_step_graphs(model: &TypedModel, train: &TypedTrain) -> IrResult<Ste
         },
     )?;
     let loss = build_loss(&mut g, &fwd, train.loss, y)?;
-    let grads = crate::autodiff::grad(&mut g, loss, &params)?;
+    // Gradients of the trainable parameters only: a frozen one is an input that stays.
+    let trainable: Vec<usize> = (0..model.params.len())
+        .filter(|&i| !train.is_frozen(&model.params[i].name))
+        .collect();
+    let wrt: Vec<NodeId> = trainable.iter().map(|&i| params[i]).collect();
+    let grads = crate::autodiff::grad(&mut g, loss, &wrt)?;
     let one = g.constant(1.0);
     let t = g.add(step, one)?;
     let mut updates = Vec::new();
-    for (i, p) in model.params.iter().enumerate() {
+    for (k, &i) in trainable.iter().enumerate() {
+        let p = &model.params[i];
         let (new_p, new_state) = crate::optim::update(
             &mut g,
             &train.optimizer,
             params[i],
-            grads[i],
+            grads[k],
             &state_inputs[i],
             t,
         )?;

@@ -280,5 +280,7 @@ pub fn train_block(loss: Loss, optimizer: Optimizer) -> TypedTrain {
         name_span: sp(),
         span: sp(),
         data_span: sp(),
+        init: None,
+        freeze: Vec::new(),
     }
 }

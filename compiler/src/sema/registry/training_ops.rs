@@ -244,6 +244,8 @@ listed_enum! {
         Metrics,
         Seed,
         Shuffle,
+        Init,
+        Freeze,
     }
 }
 
@@ -314,6 +316,22 @@ impl Setting {
                 default: "true",
                 example: "shuffle = false",
                 summary: "shuffle the samples every epoch",
+            },
+            Setting::Init => SettingSpec {
+                id: Setting::Init,
+                name: "init",
+                values: "a weights file (relative to the .nn file)",
+                default: "the initializers",
+                example: "init = \"runs/pretrained/weights.safetensors\"",
+                summary: "start from trained parameters, matched by name (fine-tuning)",
+            },
+            Setting::Freeze => SettingSpec {
+                id: Setting::Freeze,
+                name: "freeze",
+                values: "[\"name\", ..]: parameter names or prefixes",
+                default: "[]",
+                example: "freeze = [\"conv2d_0\", \"dense_0.w\"]",
+                summary: "parameters kept fixed (no gradient, no optimizer state)",
             },
         }
     }
