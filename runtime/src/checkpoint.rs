@@ -20,7 +20,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::executor::{StateKind, StateTensor};
 use crate::tensor::{format_shape, Tensor};
@@ -139,22 +139,52 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError
     result
 }
 
-/// Serializes named tensors (and metadata) in the safetensors format.
+/// Serializes named tensors (and metadata) in the safetensors format, deterministically:
+/// the header's metadata keys and tensors in sorted order (the `safetensors` crate writes
+/// metadata in hash-map order, which differs from process to process), the header padded
+/// with spaces to a multiple of 8 bytes, the data in header order.
 fn serialize(
     path: &Path,
     tensors: &[(String, &Tensor)],
     metadata: HashMap<String, String>,
 ) -> Result<Vec<u8>, CheckpointError> {
-    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, t)| f32_bytes(t)).collect();
-    let mut views = Vec::with_capacity(tensors.len());
-    for ((name, t), b) in tensors.iter().zip(&bytes) {
-        let view = TensorView::new(Dtype::F32, t.shape.clone(), b).map_err(|e| {
-            CheckpointError::new(path, format!("tensor `{name}` cannot be stored: {e}"))
-        })?;
-        views.push((name.clone(), view));
+    let mut sorted: Vec<&(String, &Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut header = serde_json::Map::new();
+    let meta: serde_json::Map<String, serde_json::Value> = metadata
+        .into_iter()
+        .collect::<std::collections::BTreeMap<String, String>>()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    header.insert("__metadata__".into(), serde_json::Value::Object(meta));
+    let mut offset = 0usize;
+    for (name, t) in &sorted {
+        if name == "__metadata__" || t.data.len() != t.shape.iter().product::<usize>() {
+            return Err(CheckpointError::new(
+                path,
+                format!("tensor `{name}` cannot be stored"),
+            ));
+        }
+        let end = offset + 4 * t.data.len();
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
     }
-    safetensors::tensor::serialize(views, Some(metadata))
-        .map_err(|e| CheckpointError::new(path, format!("cannot serialize: {e}")))
+    // Keys go in sorted: the order is the same whether or not serde_json preserves it.
+    let mut text = serde_json::Value::Object(header).to_string();
+    while (8 + text.len()) % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + offset);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    for (_, t) in &sorted {
+        out.extend_from_slice(&f32_bytes(t));
+    }
+    Ok(out)
 }
 
 /// Writes the parameters among `state` to `path` (`weights.safetensors`), with `metadata`

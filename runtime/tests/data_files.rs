@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use common::temp_dir;
-use nnc_runtime::data::{load_csv, load_idx, DataErrorKind, Location, Source};
+use nnc_runtime::data::{load_csv, load_idx, DataErrorKind, Location, Source, TestSplit};
 use nnc_runtime::TaskKind;
 
 fn mnist_dir() -> PathBuf {
@@ -264,7 +264,13 @@ fn csv_splits_every_fifth_row_into_the_test_set() {
         text.push_str(&format!("{i}, {} ,{}\r\n", i * 10, -i));
     }
     text.push('\n');
-    let s = load_csv(&write_csv(&dir, &text), "y", false).unwrap();
+    let s = load_csv(
+        &write_csv(&dir, &text),
+        "y",
+        false,
+        &TestSplit::Fraction(0.2),
+    )
+    .unwrap();
     assert_eq!(s.train.x.shape, vec![8, 2]);
     assert_eq!(s.test.x.data, vec![5.0, -5.0, 10.0, -10.0]);
     assert_eq!(s.test.y.data, vec![50.0, 100.0]);
@@ -274,7 +280,13 @@ fn csv_splits_every_fifth_row_into_the_test_set() {
 #[test]
 fn csv_with_fewer_than_five_rows_evaluates_on_the_training_rows() {
     let dir = temp_dir("csv-small");
-    let s = load_csv(&write_csv(&dir, "x,y\n1,2\n3,4\n"), "y", false).unwrap();
+    let s = load_csv(
+        &write_csv(&dir, "x,y\n1,2\n3,4\n"),
+        "y",
+        false,
+        &TestSplit::Fraction(0.2),
+    )
+    .unwrap();
     assert_eq!(s.train, s.test);
 }
 
@@ -286,7 +298,13 @@ fn csv_standardizes_with_training_statistics_only() {
     for i in 1..=10 {
         text.push_str(&format!("{i},{i}\n"));
     }
-    let s = load_csv(&write_csv(&dir, &text), "y", true).unwrap();
+    let s = load_csv(
+        &write_csv(&dir, &text),
+        "y",
+        true,
+        &TestSplit::Fraction(0.2),
+    )
+    .unwrap();
     let train_mean: f32 = s.train.x.data.iter().sum::<f32>() / 8.0;
     assert!(train_mean.abs() < 1e-6);
     assert_eq!(s.test.x.data[0], 0.0); // x = 5 is the training mean
@@ -322,7 +340,13 @@ fn csv_parse_errors_name_line_and_column() {
         ("", "the file is empty"),
     ];
     for (text, expected) in cases {
-        let err = load_csv(&write_csv(&dir, text), "y", false).unwrap_err();
+        let err = load_csv(
+            &write_csv(&dir, text),
+            "y",
+            false,
+            &TestSplit::Fraction(0.2),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains(expected), "{text:?}: {err}");
     }
 }
@@ -330,7 +354,13 @@ fn csv_parse_errors_name_line_and_column() {
 #[test]
 fn csv_without_the_target_column_lists_the_columns() {
     let dir = temp_dir("csv-target");
-    let err = load_csv(&write_csv(&dir, "x,z\n1,2\n"), "y", false).unwrap_err();
+    let err = load_csv(
+        &write_csv(&dir, "x,z\n1,2\n"),
+        "y",
+        false,
+        &TestSplit::Fraction(0.2),
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -343,7 +373,13 @@ fn csv_without_the_target_column_lists_the_columns() {
 #[test]
 fn csv_class_labels_out_of_range_name_line_and_column() {
     let dir = temp_dir("csv-label");
-    let mut s = load_csv(&write_csv(&dir, "x,label\n1,0\n2,1\n3,7\n"), "label", false).unwrap();
+    let mut s = load_csv(
+        &write_csv(&dir, "x,label\n1,0\n2,1\n3,7\n"),
+        "label",
+        false,
+        &TestSplit::Fraction(0.2),
+    )
+    .unwrap();
     let err = s
         .train
         .fit_labels(TaskKind::Classification { classes: 2 }, &[2])
