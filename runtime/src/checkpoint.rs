@@ -175,7 +175,7 @@ fn serialize(
     }
     // Keys go in sorted: the order is the same whether or not serde_json preserves it.
     let mut text = serde_json::Value::Object(header).to_string();
-    while (8 + text.len()) % 8 != 0 {
+    while !(8 + text.len()).is_multiple_of(8) {
         text.push(' ');
     }
     let mut out = Vec::with_capacity(8 + text.len() + offset);

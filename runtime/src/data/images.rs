@@ -133,44 +133,6 @@ pub fn write_png(path: &Path, pixels: &[f32], h: usize, w: usize, c: usize) -> R
     image::save_buffer(path, &bytes, w as u32, h as u32, color).map_err(|e| e.to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grey_and_rgb_images_load_as_pixels_and_sizes_are_checked() {
-        let dir = std::env::temp_dir().join(format!("nnc-images-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let grey: Vec<f32> = (0..6).map(|v| (v * 40) as f32).collect();
-        write_png(&dir.join("b.png"), &grey, 2, 3, 1).unwrap();
-        write_png(&dir.join("a.png"), &[255.0; 6], 2, 3, 1).unwrap();
-        std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
-        let files = image_files(&dir).unwrap();
-        assert_eq!(files.len(), 2);
-        assert!(files[0].ends_with("a.png"));
-        let t = load_images(&files, (2, 3, 1), false).unwrap();
-        assert_eq!(t.shape, vec![2, 2, 3, 1]);
-        assert_eq!(&t.data[6..], &grey[..]);
-        // Grey to RGB repeats the value in the three channels.
-        let rgb = load_images(&files[1..], (2, 3, 3), false).unwrap();
-        assert_eq!(&rgb.data[..6], &[0.0, 0.0, 0.0, 40.0, 40.0, 40.0]);
-        let e = load_images(&files, (4, 4, 1), false).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("the image is 2×3 pixels, the model input is 4×4"),
-            "{e}"
-        );
-        assert_eq!(
-            load_images(&files, (4, 4, 1), true).unwrap().shape,
-            vec![2, 4, 4, 1]
-        );
-        std::fs::write(dir.join("c.png"), "garbage").unwrap();
-        let e = load_images(&[dir.join("c.png")], (2, 3, 1), false).unwrap_err();
-        assert!(e.to_string().contains("cannot decode the image"), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
 /// Subfolders of `dir`, sorted by name.
 fn subfolders(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
@@ -292,4 +254,42 @@ pub fn load_image_folder(
             ..super::Preprocess::default()
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grey_and_rgb_images_load_as_pixels_and_sizes_are_checked() {
+        let dir = std::env::temp_dir().join(format!("nnc-images-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let grey: Vec<f32> = (0..6).map(|v| (v * 40) as f32).collect();
+        write_png(&dir.join("b.png"), &grey, 2, 3, 1).unwrap();
+        write_png(&dir.join("a.png"), &[255.0; 6], 2, 3, 1).unwrap();
+        std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
+        let files = image_files(&dir).unwrap();
+        assert_eq!(files.len(), 2);
+        assert!(files[0].ends_with("a.png"));
+        let t = load_images(&files, (2, 3, 1), false).unwrap();
+        assert_eq!(t.shape, vec![2, 2, 3, 1]);
+        assert_eq!(&t.data[6..], &grey[..]);
+        // Grey to RGB repeats the value in the three channels.
+        let rgb = load_images(&files[1..], (2, 3, 3), false).unwrap();
+        assert_eq!(&rgb.data[..6], &[0.0, 0.0, 0.0, 40.0, 40.0, 40.0]);
+        let e = load_images(&files, (4, 4, 1), false).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the image is 2×3 pixels, the model input is 4×4"),
+            "{e}"
+        );
+        assert_eq!(
+            load_images(&files, (4, 4, 1), true).unwrap().shape,
+            vec![2, 4, 4, 1]
+        );
+        std::fs::write(dir.join("c.png"), "garbage").unwrap();
+        let e = load_images(&[dir.join("c.png")], (2, 3, 1), false).unwrap_err();
+        assert!(e.to_string().contains("cannot decode the image"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

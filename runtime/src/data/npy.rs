@@ -179,54 +179,6 @@ pub fn write_npy(path: &Path, t: &Tensor) -> std::io::Result<()> {
     std::fs::write(path, npy_bytes(t))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn f32_arrays_round_trip_and_bytes_and_doubles_are_read() {
-        let t = Tensor::new(vec![2, 3], vec![0.0, 1.5, -2.0, 3.0, 4.0, 5.25]).unwrap();
-        let p = Path::new("a.npy");
-        assert_eq!(parse_npy(p, &npy_bytes(&t)).unwrap(), t);
-        // A hand-made uint8 file of shape (3,).
-        let mut u8s = npy_bytes(&Tensor::new(vec![3], vec![0.0; 3]).unwrap());
-        let h = u8s.len() - 12;
-        let header = String::from_utf8(u8s[10..h].to_vec())
-            .unwrap()
-            .replace("<f4", "|u1");
-        u8s.truncate(10);
-        u8s.extend_from_slice(header.as_bytes());
-        u8s.extend_from_slice(&[0, 7, 255]);
-        assert_eq!(parse_npy(p, &u8s).unwrap().data, vec![0.0, 7.0, 255.0]);
-    }
-
-    #[test]
-    fn malformed_files_say_what_and_where() {
-        let p = Path::new("bad.npy");
-        let e = parse_npy(p, b"hello world").unwrap_err();
-        assert!(e.to_string().contains("not a NumPy .npy file"), "{e}");
-        let t = Tensor::new(vec![2, 2], vec![1.0; 4]).unwrap();
-        let mut b = npy_bytes(&t);
-        b.pop();
-        let e = parse_npy(p, &b).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("needs 16 bytes of elements, the file has 15"),
-            "{e}"
-        );
-        let edited = |from: &[u8], to: &[u8]| {
-            let mut b = npy_bytes(&t);
-            let at = b.windows(from.len()).position(|w| w == from).unwrap();
-            b[at..at + from.len()].copy_from_slice(to);
-            b
-        };
-        let e = parse_npy(p, &edited(b"<f4", b"<i8")).unwrap_err();
-        assert!(e.to_string().contains("`<i8` are not supported"), "{e}");
-        let e = parse_npy(p, &edited(b"False", b"True ")).unwrap_err();
-        assert!(e.to_string().contains("Fortran"), "{e}");
-    }
-}
-
 /// A data set of NumPy arrays (`npy(x, y, test_x, test_y)`): samples `[n, ..]` and labels
 /// `[n]` or `[n, ..]` of the same `n`; without a test pair, `test` of the rows (spread
 /// evenly) are held out. Sample values are multiplied by `scale`.
@@ -296,4 +248,52 @@ pub fn load_npy_data(
             ..super::Preprocess::default()
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_arrays_round_trip_and_bytes_and_doubles_are_read() {
+        let t = Tensor::new(vec![2, 3], vec![0.0, 1.5, -2.0, 3.0, 4.0, 5.25]).unwrap();
+        let p = Path::new("a.npy");
+        assert_eq!(parse_npy(p, &npy_bytes(&t)).unwrap(), t);
+        // A hand-made uint8 file of shape (3,).
+        let mut u8s = npy_bytes(&Tensor::new(vec![3], vec![0.0; 3]).unwrap());
+        let h = u8s.len() - 12;
+        let header = String::from_utf8(u8s[10..h].to_vec())
+            .unwrap()
+            .replace("<f4", "|u1");
+        u8s.truncate(10);
+        u8s.extend_from_slice(header.as_bytes());
+        u8s.extend_from_slice(&[0, 7, 255]);
+        assert_eq!(parse_npy(p, &u8s).unwrap().data, vec![0.0, 7.0, 255.0]);
+    }
+
+    #[test]
+    fn malformed_files_say_what_and_where() {
+        let p = Path::new("bad.npy");
+        let e = parse_npy(p, b"hello world").unwrap_err();
+        assert!(e.to_string().contains("not a NumPy .npy file"), "{e}");
+        let t = Tensor::new(vec![2, 2], vec![1.0; 4]).unwrap();
+        let mut b = npy_bytes(&t);
+        b.pop();
+        let e = parse_npy(p, &b).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("needs 16 bytes of elements, the file has 15"),
+            "{e}"
+        );
+        let edited = |from: &[u8], to: &[u8]| {
+            let mut b = npy_bytes(&t);
+            let at = b.windows(from.len()).position(|w| w == from).unwrap();
+            b[at..at + from.len()].copy_from_slice(to);
+            b
+        };
+        let e = parse_npy(p, &edited(b"<f4", b"<i8")).unwrap_err();
+        assert!(e.to_string().contains("`<i8` are not supported"), "{e}");
+        let e = parse_npy(p, &edited(b"False", b"True ")).unwrap_err();
+        assert!(e.to_string().contains("Fortran"), "{e}");
+    }
 }

@@ -97,7 +97,7 @@ impl Preprocess {
             None => None,
             Some(s) => {
                 let (mean, std) = (floats(s, "mean")?, floats(s, "std")?);
-                if mean.len() != std.len() || std.iter().any(|d| !(*d > 0.0)) {
+                if mean.len() != std.len() || std.iter().any(|d| d.is_nan() || *d <= 0.0) {
                     return Err("`standardize` has mismatched or non-positive statistics".into());
                 }
                 Some(Standardizer { mean, std })
