@@ -7,42 +7,12 @@
 //! `nnc_last_error`; weights of another model are refused by `nnc build`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use nnc_runtime::data::read_idx;
 
-fn nnc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(args)
-        .output()
-        .expect("the nnc binary runs")
-}
-
-fn ok(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nnc-artifact-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
+mod common;
+use common::*;
 
 /// Compiles C sources against the artifact in `art` into `exe`.
 fn cc(sources: &[&Path], art: &Path, exe: &Path, extra: &[&str]) {
@@ -118,7 +88,7 @@ fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 /// Trains `example` for one epoch, builds its artifact, and checks the C example against
 /// `nnc predict`.
 fn check(example: &str) -> PathBuf {
-    let dir = scratch(example);
+    let dir = scratch("artifact", example);
     let file = s(&root().join("examples").join(example));
     let run = dir.join("run");
     ok(&nnc(&[
@@ -278,7 +248,7 @@ int main(int argc, char **argv) {
 
 #[test]
 fn concurrent_predictions_agree_and_errors_are_reported() {
-    let dir = scratch("threads");
+    let dir = scratch("artifact", "threads");
     let file = s(&root().join("examples/lenet.nn"));
     let art = dir.join("artifact");
     // No --weights: the seeded initial weights, with a warning.

@@ -3,50 +3,13 @@
 //! `nnc predict`), `npy(..)` (with and without a separate test pair), CSV test splits
 //! (`test = fraction` and `test = "other.csv"`), and their errors, which name the file.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use nnc_runtime::data::{write_npy, write_png};
 use nnc_runtime::tensor::Tensor;
 
-fn nnc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(args)
-        .output()
-        .expect("the nnc binary runs")
-}
-
-fn ok(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn fails(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nnc-data-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
+mod common;
+use common::*;
 
 /// A small deterministic generator of values in [0, 1).
 struct Noise(u64);
@@ -110,7 +73,7 @@ fn accuracy(out_dir: &Path) -> f64 {
 
 #[test]
 fn an_image_folder_trains_and_predict_prints_class_names() {
-    let dir = scratch("images");
+    let dir = scratch("data", "images");
     class_folders(&dir.join("pics"), 25, 7);
     let file = dir.join("halves.nn");
     std::fs::write(&file, SHAPES).unwrap();
@@ -144,7 +107,7 @@ fn an_image_folder_trains_and_predict_prints_class_names() {
 
 #[test]
 fn npy_arrays_train_with_and_without_a_test_pair() {
-    let dir = scratch("npy");
+    let dir = scratch("data", "npy");
     let mut noise = Noise(5);
     let n = 200;
     let mut xs = Vec::new();
@@ -199,7 +162,7 @@ fn npy_arrays_train_with_and_without_a_test_pair() {
 
 #[test]
 fn csv_test_splits_are_explicit() {
-    let dir = scratch("csv");
+    let dir = scratch("data", "csv");
     let mut rows = String::from("a,b,y\n");
     let mut other = String::from("y,b,a\n");
     for i in 0..30 {
@@ -233,7 +196,7 @@ fn csv_test_splits_are_explicit() {
 
 #[test]
 fn bad_data_is_an_error_naming_the_file() {
-    let dir = scratch("bad");
+    let dir = scratch("data", "bad");
     let write = |name: &str, data: &str| {
         let file = dir.join(name);
         std::fs::write(

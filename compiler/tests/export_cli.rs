@@ -4,40 +4,14 @@
 //! `scripts/onnx-check.py`; skipped with a printed reason where onnxruntime is not
 //! installed). Weights of another model are refused.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use nnc_runtime::data::write_npy;
 use nnc_runtime::tensor::Tensor;
 
-fn nnc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(args)
-        .output()
-        .expect("the nnc binary runs")
-}
-
-fn ok(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nnc-export-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::*;
 
 /// Raw samples of `shape` as the data has them: pixel values for images, spread values
 /// for CSV features (a small deterministic generator).
@@ -95,7 +69,7 @@ fn check_path(path: &str, model: Option<&str>, input: &[usize], pixels: bool, da
     let name = model
         .unwrap_or(path.rsplit('/').next().unwrap_or(path))
         .replace(['.', '/'], "_");
-    let dir = scratch(&name);
+    let dir = scratch("export", &name);
     let out = dir.join("run").display().to_string();
     let mut args = vec!["train", path, "--epochs", "1", "--quiet", "--out", &out];
     let data_path = data.map(|d| {
@@ -208,7 +182,7 @@ fn conv_options_and_tensor_algebra_export_to_onnx() {
     if !onnxruntime_available() {
         return;
     }
-    let dir = scratch("ops-data");
+    let dir = scratch("export", "ops-data");
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let pixels = samples(160, &[6, 6], true);
@@ -244,7 +218,7 @@ fn conv_options_and_tensor_algebra_export_to_onnx() {
 
 #[test]
 fn weights_of_another_model_are_refused() {
-    let dir = scratch("refused");
+    let dir = scratch("export", "refused");
     let out = dir.join("run").display().to_string();
     let xor = root().join("examples/xor.nn").display().to_string();
     ok(&nnc(&["train", &xor, "--quiet", "--out", &out]));

@@ -3,50 +3,13 @@
 //! and gives them no optimizer state, `--resume DIR --epochs N` extends a finished run to
 //! the weights of an uninterrupted one, and every mistake is a located error.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use nnc_runtime::checkpoint::{read_weights, Checkpoint};
 use nnc_runtime::tensor::Tensor;
 
-fn nnc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(args)
-        .output()
-        .expect("the nnc binary runs")
-}
-
-fn ok(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn fails(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nnc-finetune-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
+mod common;
+use common::*;
 
 /// A digit classifier on the bundled data with `extra` training settings and `units` in
 /// its last hidden layer.
@@ -70,7 +33,7 @@ fn tensor<'a>(w: &'a [(String, Tensor)], name: &str) -> &'a Tensor {
 
 #[test]
 fn init_and_freeze_fine_tune_a_trained_model() {
-    let dir = scratch("init");
+    let dir = scratch("finetune", "init");
     let base = program(&dir, "base.nn", 16, "");
     let run = dir.join("base");
     ok(&nnc(&["train", &base, "--quiet", "--out", &s(&run)]));
@@ -85,7 +48,7 @@ fn init_and_freeze_fine_tune_a_trained_model() {
         &format!("    init = \"{path}\"\n    freeze = [\"dense_0\"]\n"),
     );
     let out = dir.join("tuned");
-    let note = ok(&nnc(&["train", &tuned, "--out", &s(&out)]));
+    let note = ok_stderr(&nnc(&["train", &tuned, "--out", &s(&out)]));
     assert!(note.contains("6 of 6 parameters start from"), "{note}");
     let after = read_weights(&out.join("weights.safetensors")).unwrap();
     for name in ["dense_0.w", "dense_0.b"] {
@@ -121,7 +84,7 @@ fn init_and_freeze_fine_tune_a_trained_model() {
     );
     // `--init` on the command line, into a model that lacks nothing.
     let plain = program(&dir, "plain.nn", 16, "");
-    let note = ok(&nnc(&[
+    let note = ok_stderr(&nnc(&[
         "train",
         &plain,
         "--init",
@@ -134,7 +97,7 @@ fn init_and_freeze_fine_tune_a_trained_model() {
 
 #[test]
 fn freeze_mistakes_are_located_errors() {
-    let dir = scratch("freeze");
+    let dir = scratch("finetune", "freeze");
     let typo = program(&dir, "typo.nn", 16, "    freeze = [\"dense0\"]\n");
     let e = fails(&nnc(&["check", &typo]));
     assert!(e.contains("E0409"), "{e}");
@@ -167,7 +130,7 @@ fn freeze_mistakes_are_located_errors() {
 
 #[test]
 fn resume_extends_a_finished_run_to_the_uninterrupted_weights() {
-    let dir = scratch("extend");
+    let dir = scratch("finetune", "extend");
     let file = program(&dir, "p.nn", 16, "");
     let straight = dir.join("straight");
     ok(&nnc(&[

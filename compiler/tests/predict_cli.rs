@@ -5,48 +5,14 @@
 //! unreadable inputs, a bad output name) is a message with exit code 1.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
 use nnc_runtime::data::{read_idx, write_npy, write_png};
 use nnc_runtime::tensor::Tensor;
 
-fn nnc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(args)
-        .output()
-        .expect("the nnc binary runs")
-}
-
-fn ok(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Fails with exit code 1 and returns stderr.
-fn fails(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn example(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(name)
-        .display()
-        .to_string()
-}
+mod common;
+use common::*;
 
 fn mnist_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -54,21 +20,17 @@ fn mnist_file(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn scratch() -> &'static PathBuf {
+/// The folder this run's tests share.
+fn shared() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("nnc-predict-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    })
+    DIR.get_or_init(|| scratch("predict", "shared"))
 }
 
 /// `examples/mnist_mlp.nn` trained for one epoch on the CPU, once per test run.
 fn mnist_weights() -> &'static PathBuf {
     static W: OnceLock<PathBuf> = OnceLock::new();
     W.get_or_init(|| {
-        let out = scratch().join("mnist");
+        let out = shared().join("mnist");
         let out_s = out.display().to_string();
         ok(&nnc(&[
             "train",
@@ -151,7 +113,7 @@ fn idx_pngs_and_npy_give_the_same_predictions_and_evals_accuracy() {
 
     // The same pixels as a .npy array of all samples and as a folder of 60 PNGs.
     let arr = read_idx(&images).unwrap();
-    let npy = scratch().join("digits.npy");
+    let npy = shared().join("digits.npy");
     write_npy(
         &npy,
         &Tensor::new(arr.dims.clone(), arr.data.clone()).unwrap(),
@@ -159,7 +121,7 @@ fn idx_pngs_and_npy_give_the_same_predictions_and_evals_accuracy() {
     .unwrap();
     let from_npy = rows(&ok(&predict(&npy, &[])));
     assert_eq!(from_npy, from_idx);
-    let pngs = scratch().join("pngs");
+    let pngs = shared().join("pngs");
     std::fs::create_dir_all(&pngs).unwrap();
     for i in 0..60 {
         let px = &arr.data[i * 784..(i + 1) * 784];
@@ -174,7 +136,7 @@ fn idx_pngs_and_npy_give_the_same_predictions_and_evals_accuracy() {
     // One image on its own, and JSON lines to a file.
     let single = ok(&predict(&pngs.join("digit_007.png"), &[]));
     assert_eq!(rows(&single)[0].1, from_idx[7].1);
-    let jsonl = scratch().join("out.jsonl");
+    let jsonl = shared().join("out.jsonl");
     ok(&predict(&pngs, &["--output", &jsonl.display().to_string()]));
     let first: serde_json::Value = serde_json::from_str(
         std::fs::read_to_string(&jsonl)
@@ -193,7 +155,7 @@ fn idx_pngs_and_npy_give_the_same_predictions_and_evals_accuracy() {
 fn xor_weights() -> &'static PathBuf {
     static W: OnceLock<PathBuf> = OnceLock::new();
     W.get_or_init(|| {
-        let out = scratch().join("xor");
+        let out = shared().join("xor");
         ok(&nnc(&[
             "train",
             &example("xor.nn"),
@@ -209,7 +171,7 @@ fn xor_weights() -> &'static PathBuf {
 fn csv_rows_are_predicted_from_the_training_columns_by_name() {
     let w = xor_weights().display().to_string();
     // The columns in another order, an extra one, and no target column.
-    let csv = scratch().join("xor_in.csv");
+    let csv = shared().join("xor_in.csv");
     std::fs::write(&csv, "id,b,a\nfirst,0,0\nsecond,1,0\nthird,1,1\n").unwrap();
     let out = ok(&nnc(&[
         "predict",
@@ -226,7 +188,7 @@ fn csv_rows_are_predicted_from_the_training_columns_by_name() {
         .collect();
     // XOR of (a, b): rows are sources 2, 3, 4 (line numbers).
     assert_eq!(preds, vec!["0,2,0", "1,3,1", "2,4,0"], "{out}");
-    let bad = scratch().join("xor_bad.csv");
+    let bad = shared().join("xor_bad.csv");
     std::fs::write(&bad, "a,c\n0,0\n").unwrap();
     let e = fails(&nnc(&[
         "predict",
@@ -264,7 +226,7 @@ fn errors_name_the_file_and_what_is_wrong() {
         "{e}"
     );
     // Images of another size.
-    let big = scratch().join("big.png");
+    let big = shared().join("big.png");
     write_png(&big, &[0.0; 32 * 32], 32, 32, 1).unwrap();
     let e = fails(&predict(&big, &[]));
     assert!(
@@ -274,21 +236,21 @@ fn errors_name_the_file_and_what_is_wrong() {
     assert!(e.contains("--resize"), "{e}");
     ok(&predict(&big, &["--resize"]));
     // A .npy of another sample shape, a file that is none of the formats, no file.
-    let npy = scratch().join("wrong.npy");
+    let npy = shared().join("wrong.npy");
     write_npy(&npy, &Tensor::new(vec![2, 5], vec![0.0; 10]).unwrap()).unwrap();
     let e = fails(&predict(&npy, &[]));
     assert!(
         e.contains("samples have shape [5], the model input is [28, 28]"),
         "{e}"
     );
-    let text = scratch().join("notes.txt");
+    let text = shared().join("notes.txt");
     std::fs::write(&text, "hello").unwrap();
     let e = fails(&predict(&text, &[]));
     assert!(e.contains("`nnc predict` reads IDX"), "{e}");
-    let e = fails(&predict(&scratch().join("missing.idx"), &[]));
+    let e = fails(&predict(&shared().join("missing.idx"), &[]));
     assert!(e.contains("does not exist"), "{e}");
     // A CSV to a model trained on images, and an output that is neither CSV nor JSONL.
-    let csv = scratch().join("x.csv");
+    let csv = shared().join("x.csv");
     std::fs::write(&csv, "a,b\n1,2\n").unwrap();
     let e = fails(&predict(&csv, &[]));
     assert!(e.contains("not trained on CSV data"), "{e}");

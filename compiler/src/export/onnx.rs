@@ -19,6 +19,7 @@ use nnc_runtime::tensor::Tensor;
 
 use super::proto::Message;
 use crate::diag::Span;
+use crate::ir::ops::conv::{Conv, Padding as ConvPadding};
 use crate::sema::typed::{
     Activation, BinaryFn, Function, Padding, PoolFn, ReduceFn, Shape, TOp, TypedModel,
 };
@@ -392,20 +393,16 @@ impl Builder {
             TOp::Concat { axis } => {
                 if args
                     .iter()
-                    .any(|(_, s)| !s.batched || s.dims.len() != out.dims.len())
+                    .any(|(_, s)| s.batched != out.batched || s.dims.len() != out.dims.len())
                 {
                     return Err(
-                        "`concat` of values of different ranks (broadcast before joining) is not exported to ONNX yet"
+                        "`concat` of per-sample values with parameters (joined by broadcasting) is not exported to ONNX yet"
                             .into(),
                     );
                 }
                 let names: Vec<&str> = args.iter().map(|(n, _)| n.as_str()).collect();
-                self.node(
-                    "Concat",
-                    &names,
-                    vec![attr_int("axis", axis as i64 + 1)],
-                    None,
-                )
+                let axis = axis as i64 + i64::from(out.batched);
+                self.node("Concat", &names, vec![attr_int("axis", axis)], None)
             }
             TOp::Dense { w, b, .. } => {
                 let (w, _) = self.weight(weights, &model.params[w.0 as usize].name)?;
@@ -444,16 +441,20 @@ impl Builder {
                 }
                 let wn = self.init(&format!("{wname}.oihw"), &[f, cg, kh, kw], &data);
                 let (bn, _) = self.weight(weights, &model.params[b.0 as usize].name)?;
+                // nnc's geometry (the padding before each axis) and what it leaves after.
                 let image = [args[0].1.dims[0], args[0].1.dims[1]];
+                let pad_kind = match padding {
+                    Padding::Same => ConvPadding::Same,
+                    Padding::Valid => ConvPadding::Valid,
+                };
+                let cv =
+                    Conv::new(image, kernel, stride, dilation, pad_kind).map_err(|e| e.message)?;
                 let mut pads = [0i64; 4];
-                if padding == Padding::Same {
-                    for a in 0..2 {
-                        let extent = (kernel[a] - 1) * dilation[a] + 1;
-                        let o = image[a].div_ceil(stride[a]);
-                        let total = ((o - 1) * stride[a] + extent).saturating_sub(image[a]);
-                        pads[a] = (total / 2) as i64;
-                        pads[a + 2] = (total - total / 2) as i64;
-                    }
+                for a in 0..2 {
+                    let extent = (kernel[a] - 1) * dilation[a] + 1;
+                    let reach = (cv.out[a] - 1) * stride[a] + extent;
+                    pads[a] = cv.pad[a] as i64;
+                    pads[a + 2] = reach.saturating_sub(image[a] + cv.pad[a]) as i64;
                 }
                 let _ = filters;
                 let attrs = vec![

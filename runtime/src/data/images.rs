@@ -20,9 +20,9 @@ pub fn is_image_file(path: &Path) -> bool {
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
 }
 
-/// The image files of folder `dir`, sorted by name; an error when it has none.
-pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
+/// The entries of folder `dir` that `keep` accepts, sorted by name.
+fn entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>, DataError> {
+    let read = std::fs::read_dir(dir).map_err(|e| {
         DataError::new(
             DataErrorKind::Io,
             dir,
@@ -30,12 +30,18 @@ pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
             format!("cannot read the folder: {e}"),
         )
     })?;
-    let mut files: Vec<PathBuf> = entries
+    let mut paths: Vec<PathBuf> = read
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.is_file() && is_image_file(p))
+        .filter(|p| keep(p))
         .collect();
-    files.sort();
+    paths.sort();
+    Ok(paths)
+}
+
+/// The image files of folder `dir`, sorted by name; an error when it has none.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let files = entries(dir, |p| p.is_file() && is_image_file(p))?;
     if files.is_empty() {
         return Err(DataError::new(
             DataErrorKind::Format,
@@ -135,21 +141,7 @@ pub fn write_png(path: &Path, pixels: &[f32], h: usize, w: usize, c: usize) -> R
 
 /// Subfolders of `dir`, sorted by name.
 fn subfolders(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        DataError::new(
-            DataErrorKind::Io,
-            dir,
-            Location::File,
-            format!("cannot read the folder: {e}"),
-        )
-    })?;
-    let mut dirs: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    Ok(dirs)
+    entries(dir, Path::is_dir)
 }
 
 fn name_of(p: &Path) -> String {
