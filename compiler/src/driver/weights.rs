@@ -53,7 +53,7 @@ pub(super) fn weights_metadata(
         ),
         (
             "nnc.output".to_string(),
-            json!({"name": "output", "shape": exec.output_shape()}).to_string(),
+            json!({"name": output_name(model), "shape": exec.output_shape()}).to_string(),
         ),
         ("nnc.params".to_string(), params_json(&params)),
         ("nnc.params_hash".to_string(), params_hash(&params)),
@@ -61,6 +61,11 @@ pub(super) fn weights_metadata(
     ];
     meta.extend(task_entries(task));
     Ok(meta)
+}
+
+/// The output's name in the model (`output probs = …`), or `output`.
+pub(super) fn output_name(model: &TypedModel) -> &str {
+    model.output_name.as_deref().unwrap_or("output")
 }
 
 fn task_entries(task: TaskKind) -> Vec<(String, String)> {

@@ -76,11 +76,12 @@ pub fn export_onnx(
         values.push(v);
     }
     let out_node = &model.nodes[model.output.0 as usize];
+    let out_name = model.output_name.as_deref().unwrap_or("output");
     let out = b.node(
         "Identity",
         &[&values[model.output.0 as usize]],
         vec![],
-        Some("output"),
+        Some(out_name),
     );
     let mut graph = Message::new();
     for n in b.nodes {

@@ -83,6 +83,8 @@ pub struct TypedModel {
     pub buffers: Vec<TypedBuffer>,
     pub nodes: Vec<TNode>,
     pub output: TNodeId,
+    /// The output's name (`output probs = …`), if it has one.
+    pub output_name: Option<String>,
     pub span: Span,
 }
 

@@ -23,6 +23,7 @@ impl ModelBuilder {
                 buffers: Vec::new(),
                 nodes: Vec::new(),
                 output: TNodeId(0),
+                output_name: None,
                 span: sp(),
             },
             counts: Default::default(),

@@ -47,6 +47,7 @@ pub fn check_model(model: &ast::Model, diags: &mut Vec<Diagnostic>) -> Option<Ty
     }
 
     let mut output: Option<(Value, Span)> = None;
+    let mut output_name: Option<String> = None;
     for stmt in &model.stmts {
         match &stmt.kind {
             StmtKind::Input { name, shape } => {
@@ -99,7 +100,10 @@ pub fn check_model(model: &ast::Model, diags: &mut Vec<Diagnostic>) -> Option<Ty
                     c.define(n, v);
                 }
                 match output {
-                    None => output = Some((v, stmt.span)),
+                    None => {
+                        output = Some((v, stmt.span));
+                        output_name = name.as_ref().map(|n| n.name.clone());
+                    }
                     Some((_, first)) => c.diags.push(
                         Diagnostic::new(
                             Code::ModelStructure,
@@ -175,6 +179,7 @@ pub fn check_model(model: &ast::Model, diags: &mut Vec<Diagnostic>) -> Option<Ty
         buffers: c.buffers,
         nodes: c.nodes,
         output,
+        output_name,
         span: model.span,
     })
 }
