@@ -295,3 +295,37 @@ fn concurrent_predictions_agree_and_errors_are_reported() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not fit model"));
 }
+
+/// `--target cuda` adds the evaluation step's PTX, which ptxas assembles (when `PTXAS`
+/// names it; CI installs it) for sm_80.
+#[cfg(feature = "cuda")]
+#[test]
+fn the_cuda_artifact_has_ptx_that_assembles() {
+    let dir = scratch("artifact", "cuda");
+    let art = dir.join("artifact");
+    ok(&nnc(&[
+        "build",
+        &example("lenet.nn"),
+        "-o",
+        &s(&art),
+        "--target",
+        "cuda",
+    ]));
+    let ptx = art.join("eval.ptx");
+    let text = std::fs::read_to_string(&ptx).expect("eval.ptx written");
+    assert!(text.contains(".entry"), "PTX with kernels");
+    let manifest = std::fs::read_to_string(art.join("manifest.json")).unwrap();
+    assert!(manifest.contains("eval.ptx"), "{manifest}");
+    match std::env::var("PTXAS") {
+        Ok(ptxas) if Path::new(&ptxas).is_file() => {
+            let o = Command::new(&ptxas)
+                .args(["-arch=sm_80", "-o"])
+                .arg(dir.join("eval.cubin"))
+                .arg(&ptx)
+                .output()
+                .expect("ptxas runs");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        _ => println!("skipped ptxas: PTXAS does not name the assembler"),
+    }
+}
