@@ -114,6 +114,9 @@ enum Command {
         /// block's `init`; fine-tuning).
         #[arg(long)]
         init: Option<PathBuf>,
+        /// Write the checkpoint every N epochs (overrides `checkpoint_every`).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        checkpoint_every: Option<u64>,
     },
     /// Evaluate saved weights on the test split: loss, metrics, confusion matrix.
     Eval {
@@ -251,6 +254,7 @@ fn main() -> ExitCode {
             log,
             quiet,
             init,
+            checkpoint_every,
         } => {
             let opts = TrainOptions {
                 model: common.model,
@@ -264,6 +268,7 @@ fn main() -> ExitCode {
                 log,
                 quiet,
                 init,
+                checkpoint_every: checkpoint_every.map(|n| n as usize),
             };
             with_program(&file, color, |program, source| {
                 match driver::run_train(program, &file, &opts) {
@@ -726,5 +731,10 @@ fn report(e: DriverError, source: &Source, color: ColorChoice) {
             diag::render_all(&diags, &source.path, &source.text, color)
         ),
         DriverError::Message(m) => eprintln!("error: {m}"),
+        DriverError::Interrupted(m) => {
+            eprintln!("{m}");
+            // 128 + SIGINT, as a shell reports a process stopped by Ctrl-C.
+            std::process::exit(130);
+        }
     }
 }

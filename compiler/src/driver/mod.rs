@@ -29,6 +29,8 @@ pub enum DriverError {
     Diagnostics(Vec<Diagnostic>),
     /// A message for the user (data files, checkpoints, targets), already formatted.
     Message(String),
+    /// Training stopped on a signal with its checkpoint written (exit code 130).
+    Interrupted(String),
 }
 
 impl From<Diagnostic> for DriverError {

@@ -6,7 +6,10 @@ use nnc_runtime::data::{
     load_csv, load_idx, load_image_folder, load_npy_data, DataError, Splits, TestSplit,
 };
 use nnc_runtime::executor::{Executor, TaskKind};
-use nnc_runtime::train::{evaluate, train_loop, EvalReport, ProgressMode, Summary, TrainConfig};
+use nnc_runtime::train::{
+    evaluate, train_loop, EarlyStop, EvalReport, ProgressMode, StopFlag, Summary, TrainConfig,
+    TrainError,
+};
 
 use super::interp::InterpExecutor;
 use super::DriverError;
@@ -52,6 +55,8 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Start from these parameters (overrides the block's `init`).
     pub init: Option<PathBuf>,
+    /// Write the checkpoint every this many epochs (overrides `checkpoint_every`).
+    pub checkpoint_every: Option<usize>,
 }
 
 /// Command-line settings of `nnc eval`.
@@ -96,6 +101,18 @@ pub fn run_train(
     };
     config.metrics = train.metrics.clone();
     config.weights_metadata = super::weights::weights_metadata(model, train, exec.as_ref(), task)?;
+    config.validation = train.validation;
+    config.early_stopping = train.early_stopping.as_ref().map(|e| EarlyStop {
+        monitor: e.monitor.clone(),
+        patience: e.patience,
+        min_delta: e.min_delta,
+        maximize: e.maximize,
+        restore_best: e.restore_best,
+    });
+    config.checkpoint_every_epochs = opts
+        .checkpoint_every
+        .or(train.checkpoint_every)
+        .unwrap_or(1);
     if config.epochs == 0 || config.batch == 0 {
         return Err(DriverError::Message(
             "`--epochs` and `--batch` must be positive".into(),
@@ -105,8 +122,25 @@ pub fn run_train(
         .resume
         .as_ref()
         .map(|dir| dir.join(nnc_runtime::train::CHECKPOINT_FILE));
-    train_loop(exec.as_mut(), data, &config, resume.as_deref())
-        .map_err(|e| DriverError::Message(e.to_string()))
+    // Ctrl-C or SIGTERM: finish the step in flight, write the checkpoint, stop (a second
+    // signal while stopping exits at once).
+    let stop = StopFlag::default();
+    #[cfg(unix)]
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, stop.0.clone());
+        let _ = signal_hook::flag::register(signal, stop.0.clone());
+    }
+    config.stop = Some(stop);
+    let out_dir = config.out_dir.clone();
+    train_loop(exec.as_mut(), data, &config, resume.as_deref()).map_err(|e| match e {
+        TrainError::Interrupted { .. } => DriverError::Interrupted(format!(
+            "{e}\nhelp: continue with `nnc train {} --resume {} --out {}` (and the other options given now)",
+            path.display(),
+            out_dir.display(),
+            out_dir.display()
+        )),
+        e => DriverError::Message(e.to_string()),
+    })
 }
 
 /// Evaluates saved weights on the test split of the selected block's data.

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use crate::diag::{did_you_mean, Code, Diagnostic};
 use crate::sema::args::{self, ArgValue, Args};
-use crate::sema::registry::{self, DataKind, OpId, OpKind, OptimizerKind, Setting, SettingSpec};
+use crate::sema::registry::{
+    self, ControlKind, DataKind, OpId, OpKind, OptimizerKind, Setting, SettingSpec,
+};
 use crate::sema::typed::*;
 use crate::syntax::ast::{self, Expr, ExprKind, Span};
 
@@ -111,6 +113,9 @@ pub fn check_train(
     if let (Some((index, typed)), Some((loss, loss_span))) = (model.and_then(|m| m.typed), s.loss) {
         check_fit(train, typed, loss, loss_span, &s.metrics, diags);
         check_freeze(train, typed, &s.freeze, diags);
+        if let Some((stop, span)) = &s.early_stopping {
+            check_monitor(stop, *span, s.validation.is_some(), &s.metrics, diags);
+        }
         Some(index)
             .filter(|_| diags.len() == before)
             .and_then(|model| {
@@ -130,6 +135,9 @@ pub fn check_train(
                     data_span,
                     init: s.init.clone(),
                     freeze: s.freeze.iter().map(|f| f.0.clone()).collect(),
+                    validation: s.validation,
+                    early_stopping: s.early_stopping.clone().map(|e| e.0),
+                    checkpoint_every: s.checkpoint_every,
                 })
             })
     } else {
@@ -149,6 +157,10 @@ struct Settings {
     shuffle: bool,
     init: Option<PathBuf>,
     freeze: Vec<(String, Span)>,
+    validation: Option<f64>,
+    /// With the span of the `monitor` argument (or of the call).
+    early_stopping: Option<(EarlyStopping, Span)>,
+    checkpoint_every: Option<usize>,
 }
 
 impl Default for Settings {
@@ -164,6 +176,9 @@ impl Default for Settings {
             shuffle: true,
             init: None,
             freeze: Vec::new(),
+            validation: None,
+            early_stopping: None,
+            checkpoint_every: None,
         }
     }
 }
@@ -268,6 +283,48 @@ impl Settings {
                     .help("for example `freeze = [\"conv2d_0\", \"dense_0.w\"]`"),
                 ),
             },
+            Setting::Validation => match args::eval_number(value) {
+                Ok(f) if f > 0.0 && f < 1.0 => self.validation = Some(f),
+                Ok(f) => diags.push(
+                    Diagnostic::new(
+                        Code::InvalidArgument,
+                        "`validation` must be a fraction between 0 and 1",
+                    )
+                    .label(value.span, format!("found {f}"))
+                    .help("for example `validation = 0.1` holds out a tenth of the training split"),
+                ),
+                Err(d) => diags.push(retitled(
+                    d,
+                    "`validation` must be a fraction between 0 and 1",
+                )),
+            },
+            Setting::EarlyStopping => {
+                if let Some((op, a)) = args::eval_op_value(value, OpKind::Control, diags) {
+                    if let OpId::Control(ControlKind::EarlyStopping) = op.id {
+                        let monitor = a.str("monitor").to_string();
+                        let maximize = match a.str("mode") {
+                            "max" => true,
+                            "min" => false,
+                            _ => ["accuracy", "precision", "recall", "f1"]
+                                .iter()
+                                .any(|m| monitor.ends_with(m)),
+                        };
+                        let stop = EarlyStopping {
+                            monitor,
+                            patience: a.count("patience"),
+                            min_delta: a.float("min_delta"),
+                            maximize,
+                            restore_best: a.bool("restore_best"),
+                        };
+                        self.early_stopping = Some((stop, a.span("monitor").unwrap_or(value.span)));
+                    }
+                }
+            }
+            Setting::CheckpointEvery => {
+                if let Some(n) = positive(name, value, diags) {
+                    self.checkpoint_every = Some(n);
+                }
+            }
             Setting::Shuffle => match strip(value).kind {
                 ExprKind::Bool(b) => self.shuffle = b,
                 _ => diags.push(
@@ -289,6 +346,73 @@ fn strip(mut e: &Expr) -> &Expr {
 fn retitled(mut d: Diagnostic, message: &str) -> Diagnostic {
     d.message = message.to_string();
     d
+}
+
+/// The monitor of `early_stopping` names a value the loop computes: `val_loss` or
+/// `train_loss`, or `val_`/`train_` and a metric of `metrics`; `val_..` needs `validation`.
+fn check_monitor(
+    stop: &EarlyStopping,
+    span: Span,
+    validation: bool,
+    metrics: &[(Metric, Span)],
+    diags: &mut Vec<Diagnostic>,
+) {
+    let m = stop.monitor.as_str();
+    let (split, what) = match m.split_once('_') {
+        Some((split @ ("val" | "train"), what)) => (split, what),
+        _ => {
+            diags.push(
+                Diagnostic::new(
+                    Code::InvalidArgument,
+                    format!("`early_stopping` cannot monitor `{m}`"),
+                )
+                .label(span, "unknown monitor")
+                .help("monitor `val_loss`, `train_loss`, or `val_`/`train_` and a metric of `metrics` (`val_accuracy`)"),
+            );
+            return;
+        }
+    };
+    if what != "loss" {
+        let known: Vec<&str> = metrics.iter().map(|(x, _)| x.name()).collect();
+        if !known.contains(&what) {
+            let is_metric = Metric::ALL.iter().any(|x| x.name() == what);
+            let help = if is_metric {
+                format!(
+                    "add `{what}` to `metrics`: the loop computes only the metrics listed there"
+                )
+            } else {
+                let mut names = vec!["loss".to_string()];
+                names.extend(known.iter().map(|k| k.to_string()));
+                format!(
+                    "the values to monitor are {}",
+                    names
+                        .iter()
+                        .map(|n| format!("`{split}_{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            diags.push(
+                Diagnostic::new(
+                    Code::InvalidArgument,
+                    format!("`early_stopping` monitors `{m}`, which is not computed"),
+                )
+                .label(span, format!("`{what}` is not among the metrics"))
+                .help(help),
+            );
+            return;
+        }
+    }
+    if split == "val" && !validation {
+        diags.push(
+            Diagnostic::new(
+                Code::MissingSetting,
+                format!("`early_stopping` monitors `{m}`, but there is no validation set"),
+            )
+            .label(span, "needs a validation set")
+            .help("add `validation = 0.1` to hold out a tenth of the training split, or monitor `train_loss`"),
+        );
+    }
 }
 
 /// Every `freeze` entry covers a parameter of the model (else E0203 with the names), and

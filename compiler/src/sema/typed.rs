@@ -274,6 +274,24 @@ pub struct TypedTrain {
     pub init: Option<PathBuf>,
     /// Parameter names or name prefixes (`dense_0` covers `dense_0.w`) kept fixed.
     pub freeze: Vec<String>,
+    /// The fraction of the training split held out for validation (`validation = 0.1`).
+    pub validation: Option<f64>,
+    pub early_stopping: Option<EarlyStopping>,
+    /// Write the checkpoint every this many epochs (`checkpoint_every`; default 1).
+    pub checkpoint_every: Option<usize>,
+}
+
+/// `early_stopping = early_stopping(..)`: checked in sema (the monitor exists and is
+/// computed), carried out by the runtime's training loop.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EarlyStopping {
+    /// `val_loss`, `val_<metric>`, `train_loss` or `train_<metric>`.
+    pub monitor: String,
+    pub patience: usize,
+    pub min_delta: f64,
+    /// Whether larger is better (`mode = "max"`, or `auto` for accuracy-like metrics).
+    pub maximize: bool,
+    pub restore_best: bool,
 }
 
 impl TypedTrain {

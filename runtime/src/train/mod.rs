@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::checkpoint::{write_weights, Checkpoint, CheckpointError};
+use crate::checkpoint::{write_atomically, write_weights, Checkpoint, CheckpointError};
 use crate::data::{DataError, Dataset, Splits};
 use crate::executor::{EpochRun, ExecError, Executor, TaskKind};
 use crate::metrics::{Accumulator, ConfusionMatrix, Metric, MetricError};
@@ -71,7 +71,55 @@ pub struct TrainConfig {
     /// Metadata written into `weights.safetensors` besides `nnc.preprocess` (the model,
     /// its shapes and hashes; see the driver).
     pub weights_metadata: Vec<(String, String)>,
+    /// Hold out this fraction of the training split (chosen with the seed, before any
+    /// shuffling) and evaluate it after every epoch (`val_loss`, `val_<metric>`).
+    pub validation: Option<f64>,
+    pub early_stopping: Option<EarlyStop>,
+    /// Write `checkpoint.safetensors` every this many epochs (and after the last one).
+    pub checkpoint_every_epochs: usize,
+    /// Raised from outside (a signal handler) to stop after the step in flight, with the
+    /// checkpoint written where the run stands ([`TrainError::Interrupted`]).
+    pub stop: Option<StopFlag>,
 }
+
+/// A flag another thread (a signal handler) raises to stop training after the step in
+/// flight ([`TrainConfig::stop`]).
+#[derive(Clone, Debug, Default)]
+pub struct StopFlag(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl StopFlag {
+    pub fn raise(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn raised(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl PartialEq for StopFlag {
+    /// The same flag.
+    fn eq(&self, other: &StopFlag) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// When to stop training early ([`TrainConfig::early_stopping`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EarlyStop {
+    /// `val_loss`, `val_<metric>`, `train_loss` or `train_<metric>`.
+    pub monitor: String,
+    /// Epochs without an improvement of more than `min_delta` before stopping.
+    pub patience: usize,
+    pub min_delta: f64,
+    /// Whether larger values are better.
+    pub maximize: bool,
+    /// Whether the final `weights.safetensors` is the best epoch's.
+    pub restore_best: bool,
+}
+
+/// The file early stopping writes the best weights to.
+pub const BEST_FILE: &str = "best.safetensors";
 
 impl TrainConfig {
     /// A configuration with the language's defaults (batch 32, 1 epoch, seed 0, shuffle,
@@ -89,6 +137,10 @@ impl TrainConfig {
             task,
             checkpoint_every: None,
             weights_metadata: Vec::new(),
+            validation: None,
+            early_stopping: None,
+            checkpoint_every_epochs: 1,
+            stop: None,
         }
     }
 }
@@ -105,6 +157,11 @@ pub struct EpochRecord {
     pub train_metrics: Vec<(Metric, f64)>,
     /// Metrics over the test split at the end of the epoch.
     pub test_metrics: Vec<(Metric, f64)>,
+    /// The validation split's loss and metrics, when there is one.
+    pub val_loss: Option<f64>,
+    pub val_metrics: Vec<(Metric, f64)>,
+    /// Why training stopped after this epoch, when it stopped before `epochs`.
+    pub stopped: Option<String>,
     /// Training samples per second of training time (evaluation excluded).
     pub samples_per_s: f64,
     /// Wall time of the epoch, evaluation included.
@@ -131,8 +188,17 @@ impl EpochRecord {
         for (m, v) in &self.test_metrics {
             fields.push((format!("test_{m}"), json_number(*v)));
         }
+        if let Some(v) = self.val_loss {
+            fields.push(("val_loss".to_string(), json_number(v)));
+        }
+        for (m, v) in &self.val_metrics {
+            fields.push((format!("val_{m}"), json_number(*v)));
+        }
         fields.push(("samples_per_s".to_string(), json_number(self.samples_per_s)));
         fields.push(("seconds".to_string(), json_number(self.seconds)));
+        if let Some(why) = &self.stopped {
+            fields.push(("stopped".to_string(), serde_json::Value::from(why.as_str())));
+        }
         let body: Vec<String> = fields
             .iter()
             .map(|(k, v)| format!("{}:{}", serde_json::Value::from(k.as_str()), v))
@@ -155,9 +221,33 @@ impl EpochRecord {
             test_loss: num("test_loss")?,
             train_metrics: pick("train"),
             test_metrics: pick("test"),
+            val_loss: num("val_loss"),
+            val_metrics: pick("val"),
             samples_per_s: num("samples_per_s")?,
             seconds: num("seconds")?,
+            stopped: value
+                .get("stopped")
+                .and_then(|v| v.as_str())
+                .map(String::from),
         })
+    }
+
+    /// The value `monitor` (`val_loss`, `train_accuracy`, …) names in this record.
+    pub fn monitored(&self, monitor: &str) -> Option<f64> {
+        let (split, what) = monitor.split_once('_')?;
+        let (loss, metrics) = match split {
+            "val" => (self.val_loss, &self.val_metrics),
+            "train" => (Some(self.train_loss), &self.train_metrics),
+            "test" => (Some(self.test_loss), &self.test_metrics),
+            _ => return None,
+        };
+        if what == "loss" {
+            return loss;
+        }
+        metrics
+            .iter()
+            .find(|(m, _)| m.name() == what)
+            .map(|(_, v)| *v)
     }
 
     /// The value of `metric` on the test split, if it was computed.
@@ -186,6 +276,15 @@ impl fmt::Display for EpochRecord {
         )?;
         for (m, v) in &self.test_metrics {
             write!(f, "  test_{m} {v:.4}")?;
+        }
+        if let Some(v) = self.val_loss {
+            write!(f, "  val_loss {v:.6}")?;
+        }
+        for (m, v) in &self.val_metrics {
+            write!(f, "  val_{m} {v:.4}")?;
+        }
+        if let Some(why) = &self.stopped {
+            write!(f, "  (stopped: {why})")?;
         }
         Ok(())
     }
@@ -240,11 +339,27 @@ pub enum TrainError {
         path: PathBuf,
         message: String,
     },
+    /// The stop flag was raised (Ctrl-C, SIGTERM): the step in flight finished and the
+    /// checkpoint holds the run up to `position` samples into `epoch`.
+    Interrupted {
+        epoch: usize,
+        position: usize,
+        checkpoint: PathBuf,
+    },
 }
 
 impl fmt::Display for TrainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            TrainError::Interrupted {
+                epoch,
+                position,
+                checkpoint,
+            } => write!(
+                f,
+                "interrupted in epoch {epoch} after {position} samples; the run so far is in `{}`",
+                checkpoint.display()
+            ),
             TrainError::Config(m) => f.write_str(m),
             TrainError::Data(e) => write!(f, "{e}"),
             TrainError::Exec {

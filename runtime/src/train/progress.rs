@@ -41,6 +41,13 @@ impl Reporter {
         }
     }
 
+    /// The run stops mid-epoch: the bar goes.
+    pub(super) fn interrupted(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
     pub(super) fn end_epoch(&mut self, record: &EpochRecord, epochs: usize) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();

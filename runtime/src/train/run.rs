@@ -28,6 +28,14 @@ pub fn train_loop(
         ));
     }
     prepare(exec, &mut data, config.task, &config.metrics)?;
+    let val = match config.validation {
+        Some(f) => {
+            let (train, val) = hold_out(&data.train, f, config.seed);
+            data.train = train;
+            Some(val)
+        }
+        None => None,
+    };
     let train = &data.train;
     let n = train.len();
     let batches = n.div_ceil(config.batch);
@@ -56,10 +64,24 @@ pub fn train_loop(
     }
     let mut rng = start.rng.clone();
     let mut step = start.step;
+    let best_path = config.out_dir.join(BEST_FILE);
+    // Early stopping's state, replayed from the history (a resumed run continues it).
+    let mut watch = Watch::default();
+    if let Some(stop) = &config.early_stopping {
+        for record in &history {
+            watch.update(stop, record);
+        }
+    }
+    let finished = history.last().is_some_and(|r| r.stopped.is_some());
     let mut reporter = Reporter::new(config.progress);
     let mut last_test: Option<Accumulator> = None;
 
-    for epoch in start.epoch + 1..=config.epochs {
+    let first_epoch = if finished {
+        config.epochs + 1
+    } else {
+        start.epoch + 1
+    };
+    for epoch in first_epoch..=config.epochs {
         let epoch_started = Instant::now();
         let epoch_rng = rng.state();
         let (mut x, mut y) = (Tensor::default(), Tensor::default());
@@ -137,41 +159,76 @@ pub fn train_loop(
                 acc.mean_loss(),
                 trained_now as f64 / epoch_started.elapsed().as_secs_f64(),
             );
-            if let Some(every) = config.checkpoint_every {
-                if batch_no.is_multiple_of(every) && position < n {
-                    let state = exec.state().map_err(|error| TrainError::Exec {
+            let stopping = config.stop.as_ref().is_some_and(StopFlag::raised) && position < n;
+            let due = config
+                .checkpoint_every
+                .is_some_and(|every| batch_no.is_multiple_of(every) && position < n);
+            if due || stopping {
+                let state = exec.state().map_err(|error| TrainError::Exec {
+                    epoch,
+                    batch: batch_no,
+                    evaluating: false,
+                    error,
+                })?;
+                Checkpoint {
+                    model_hash: exec.model_hash(),
+                    state,
+                    step,
+                    epoch: epoch - 1,
+                    position,
+                    rng: epoch_rng,
+                    batch: config.batch,
+                    seed: config.seed,
+                    shuffle: config.shuffle,
+                    progress: progress_json(&history, Some(&acc)),
+                }
+                .save(&checkpoint_path)?;
+                if stopping {
+                    reporter.interrupted();
+                    return Err(TrainError::Interrupted {
                         epoch,
-                        batch: batch_no,
-                        evaluating: false,
-                        error,
-                    })?;
-                    Checkpoint {
-                        model_hash: exec.model_hash(),
-                        state,
-                        step,
-                        epoch: epoch - 1,
                         position,
-                        rng: epoch_rng,
-                        batch: config.batch,
-                        seed: config.seed,
-                        shuffle: config.shuffle,
-                        progress: progress_json(&history, Some(&acc)),
-                    }
-                    .save(&checkpoint_path)?;
+                        checkpoint: checkpoint_path,
+                    });
                 }
             }
         }
         let train_seconds = epoch_started.elapsed().as_secs_f64();
         let test = evaluate_split(exec, &data.test, config.batch, config.task, epoch)?;
-        let record = EpochRecord {
+        let val_acc = match &val {
+            Some(v) => Some(evaluate_split(exec, v, config.batch, config.task, epoch)?),
+            None => None,
+        };
+        let mut record = EpochRecord {
             epoch,
             train_loss: acc.mean_loss(),
             test_loss: test.mean_loss(),
             train_metrics: metric_values(&acc, &config.metrics),
             test_metrics: metric_values(&test, &config.metrics),
+            val_loss: val_acc.as_ref().map(Accumulator::mean_loss),
+            val_metrics: val_acc
+                .as_ref()
+                .map(|v| metric_values(v, &config.metrics))
+                .unwrap_or_default(),
             samples_per_s: trained_now as f64 / train_seconds.max(1e-9),
             seconds: epoch_started.elapsed().as_secs_f64(),
+            stopped: None,
         };
+        let mut improved = false;
+        if let Some(stop) = &config.early_stopping {
+            improved = watch.update(stop, &record);
+            if !improved && watch.waited >= stop.patience && epoch < config.epochs {
+                record.stopped = Some(format!(
+                    "early stopping: `{}` did not improve by more than {} for {} epoch{} (best {} at epoch {})",
+                    stop.monitor,
+                    stop.min_delta,
+                    stop.patience,
+                    if stop.patience == 1 { "" } else { "s" },
+                    watch.best.unwrap_or(f64::NAN),
+                    watch.best_epoch
+                ));
+            }
+        }
         history.push(record.clone());
         append_line(&metrics_path, &record)?;
         if let Some(log) = &config.log {
@@ -184,24 +241,77 @@ pub fn train_loop(
             error,
         })?;
         write_weights(&weights_path, &state, &weights_meta)?;
-        Checkpoint {
-            model_hash: exec.model_hash(),
-            state,
-            step,
-            epoch,
-            position: 0,
-            rng: rng.state(),
-            batch: config.batch,
-            seed: config.seed,
-            shuffle: config.shuffle,
-            progress: progress_json(&history, None),
+        if improved {
+            write_weights(&best_path, &state, &weights_meta)?;
         }
-        .save(&checkpoint_path)?;
+        let last = epoch == config.epochs || record.stopped.is_some();
+        let saved = last || epoch.is_multiple_of(config.checkpoint_every_epochs.max(1));
+        if saved {
+            Checkpoint {
+                model_hash: exec.model_hash(),
+                state,
+                step,
+                epoch,
+                position: 0,
+                rng: rng.state(),
+                batch: config.batch,
+                seed: config.seed,
+                shuffle: config.shuffle,
+                progress: progress_json(&history, None),
+            }
+            .save(&checkpoint_path)?;
+        }
         reporter.end_epoch(&record, config.epochs);
         last_test = Some(test);
+        if record.stopped.is_some() {
+            break;
+        }
+        let flagged = config.stop.as_ref().is_some_and(StopFlag::raised);
+        if flagged && epoch < config.epochs {
+            if !saved {
+                // The checkpoint of this epoch was not due: write it now.
+                let state = exec.state().map_err(|error| TrainError::Exec {
+                    epoch,
+                    batch: batches,
+                    evaluating: false,
+                    error,
+                })?;
+                Checkpoint {
+                    model_hash: exec.model_hash(),
+                    state,
+                    step,
+                    epoch,
+                    position: 0,
+                    rng: rng.state(),
+                    batch: config.batch,
+                    seed: config.seed,
+                    shuffle: config.shuffle,
+                    progress: progress_json(&history, None),
+                }
+                .save(&checkpoint_path)?;
+            }
+            return Err(TrainError::Interrupted {
+                epoch: epoch + 1,
+                position: 0,
+                checkpoint: checkpoint_path,
+            });
+        }
+    }
+    if config
+        .early_stopping
+        .as_ref()
+        .is_some_and(|s| s.restore_best)
+        && best_path.is_file()
+    {
+        // The best epoch's weights become the final ones (the file is already complete).
+        let bytes = fs::read(&best_path).map_err(io_error(&best_path))?;
+        write_atomically(&weights_path, &bytes)?;
     }
 
     let mut files = vec![weights_path, checkpoint_path, metrics_path];
+    if best_path.is_file() && config.early_stopping.is_some() {
+        files.push(best_path);
+    }
     if let Some(log) = &config.log {
         files.push(log.clone());
     }
@@ -244,4 +354,51 @@ pub fn train_loop(
         confusion,
         files,
     })
+}
+
+/// The training split without a held-out fraction `f` of its rows (chosen with `seed`,
+/// the same every run), and those rows: the validation split.
+fn hold_out(train: &Dataset, f: f64, seed: u64) -> (Dataset, Dataset) {
+    let n = train.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::from_seed(seed ^ 0x5A11_DA7E).shuffle(&mut order);
+    let held = ((n as f64 * f).round() as usize).clamp(usize::from(n > 1), n.saturating_sub(1));
+    let mut val_rows: Vec<usize> = order[..held].to_vec();
+    val_rows.sort_unstable();
+    let mut keep = vec![true; n];
+    for &i in &val_rows {
+        keep[i] = false;
+    }
+    let train_rows: Vec<usize> = (0..n).filter(|&i| keep[i]).collect();
+    (train.subset(&train_rows), train.subset(&val_rows))
+}
+
+/// Early stopping's state: the best monitored value so far, its epoch, and the epochs
+/// since it.
+#[derive(Clone, Debug, Default)]
+struct Watch {
+    best: Option<f64>,
+    best_epoch: usize,
+    waited: usize,
+}
+
+impl Watch {
+    /// Takes in an epoch's record; whether the monitored value improved.
+    fn update(&mut self, stop: &EarlyStop, record: &EpochRecord) -> bool {
+        let v = record.monitored(&stop.monitor).unwrap_or(f64::NAN);
+        let improved = v.is_finite()
+            && match self.best {
+                None => true,
+                Some(b) if stop.maximize => v > b + stop.min_delta,
+                Some(b) => v < b - stop.min_delta,
+            };
+        if improved {
+            self.best = Some(v);
+            self.best_epoch = record.epoch;
+            self.waited = 0;
+        } else {
+            self.waited += 1;
+        }
+        improved
+    }
 }

@@ -283,5 +283,8 @@ pub fn train_block(loss: Loss, optimizer: Optimizer) -> TypedTrain {
         data_span: sp(),
         init: None,
         freeze: Vec::new(),
+        validation: None,
+        early_stopping: None,
+        checkpoint_every: None,
     }
 }

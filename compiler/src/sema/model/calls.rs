@@ -61,7 +61,8 @@ impl ModelChecker {
             | OpId::Optimizer(_)
             | OpId::Metric(_)
             | OpId::Initializer(_)
-            | OpId::Data(_) => {
+            | OpId::Data(_)
+            | OpId::Control(_) => {
                 return Err(Diagnostic::new(
                     Code::UnknownFunction,
                     format!("`{}` has no shape rule", op.name),

@@ -42,7 +42,7 @@ pub use spec::{
     format_number, ArgDefault, Created, OpId, OpKind, OpSpec, ParamSpec, ParamType, Range,
     SettingSpec,
 };
-pub use training_ops::{DataKind, InitKind, OptimizerKind, Setting};
+pub use training_ops::{ControlKind, DataKind, InitKind, OptimizerKind, Setting};
 
 /// Every declaration, in the order of [`OpId::all`].
 static OPS: LazyLock<Vec<OpSpec>> = LazyLock::new(|| OpId::all().map(OpId::spec).collect());

@@ -8,7 +8,7 @@ use std::fmt::{self, Write as _};
 use nnc_runtime::metrics::Metric;
 
 use super::model_ops::{Activation, Function, Layer};
-use super::training_ops::{metric_spec, DataKind, InitKind, OptimizerKind, Setting};
+use super::training_ops::{metric_spec, ControlKind, DataKind, InitKind, OptimizerKind, Setting};
 use crate::sema::typed::Loss;
 
 /// What an op is, which decides where it may be used.
@@ -25,10 +25,12 @@ pub enum OpKind {
     Metric,
     Initializer,
     Data,
+    /// Training control (`early_stopping = ..`).
+    Control,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 8] = [
+    pub const ALL: [OpKind; 9] = [
         OpKind::Layer,
         OpKind::Function,
         OpKind::Activation,
@@ -37,6 +39,7 @@ impl OpKind {
         OpKind::Metric,
         OpKind::Initializer,
         OpKind::Data,
+        OpKind::Control,
     ];
 
     /// Singular noun with an article: "a layer", "an activation".
@@ -50,6 +53,7 @@ impl OpKind {
             OpKind::Metric => "a metric",
             OpKind::Initializer => "an initializer",
             OpKind::Data => "a data source",
+            OpKind::Control => "a training control",
         }
     }
 
@@ -64,6 +68,7 @@ impl OpKind {
             OpKind::Metric => "Metrics (`metrics = [..]`)",
             OpKind::Initializer => "Initializers (`init = ..`, `param .. = ..`)",
             OpKind::Data => "Data sources (`data = ..`)",
+            OpKind::Control => "Training control (`early_stopping = ..`)",
         }
     }
 
@@ -85,6 +90,7 @@ pub enum OpId {
     Metric(Metric),
     Initializer(InitKind),
     Data(DataKind),
+    Control(ControlKind),
 }
 
 impl OpId {
@@ -98,6 +104,7 @@ impl OpId {
             OpId::Metric(_) => OpKind::Metric,
             OpId::Initializer(_) => OpKind::Initializer,
             OpId::Data(_) => OpKind::Data,
+            OpId::Control(_) => OpKind::Control,
         }
     }
 
@@ -111,6 +118,7 @@ impl OpId {
         let metrics = Metric::ALL.into_iter().map(OpId::Metric);
         let inits = InitKind::ALL.into_iter().map(OpId::Initializer);
         let data = DataKind::ALL.into_iter().map(OpId::Data);
+        let control = ControlKind::ALL.into_iter().map(OpId::Control);
         layers
             .chain(functions)
             .chain(activations)
@@ -119,6 +127,7 @@ impl OpId {
             .chain(metrics)
             .chain(inits)
             .chain(data)
+            .chain(control)
     }
 
     /// The op's declaration.
@@ -132,6 +141,7 @@ impl OpId {
             OpId::Metric(m) => metric_spec(m),
             OpId::Initializer(i) => i.spec(),
             OpId::Data(d) => d.spec(),
+            OpId::Control(c) => c.spec(),
         }
     }
 }

@@ -234,6 +234,38 @@ impl DataKind {
 }
 
 listed_enum! {
+    /// A training control (`early_stopping = early_stopping(..)`); its settings become a
+    /// `typed::EarlyStopping`.
+    ControlKind {
+        EarlyStopping,
+    }
+}
+
+impl ControlKind {
+    /// The declaration: name, parameters and documentation.
+    #[rustfmt::skip]
+    pub const fn spec(self) -> OpSpec {
+        match self {
+            ControlKind::EarlyStopping => const { OpSpec {
+                id: OpId::Control(ControlKind::EarlyStopping),
+                name: "early_stopping",
+                params: &[
+                    param("monitor", ParamType::Str(&[]), ArgDefault::Str("val_loss"), "what is watched: `val_loss`, `val_<metric>`, `train_loss` or `train_<metric>`"),
+                    param("patience", ParamType::Int { min: 1 }, ArgDefault::Int(3), "epochs without an improvement before training stops"),
+                    param("min_delta", ParamType::Float(Range::NON_NEGATIVE), ArgDefault::Float(0.0), "how much the monitored value must improve to count"),
+                    param("mode", ParamType::Str(&["auto", "min", "max"]), ArgDefault::Str("auto"), "`min` (losses, errors) or `max` (accuracy, precision, recall, f1); `auto` chooses by the monitor"),
+                    param("restore_best", ParamType::Bool, ArgDefault::Bool(false), "make the final weights the best epoch's"),
+                ],
+                shape_rule: "",
+                creates: &[],
+                summary: "stop when the monitored value stops improving; keep the best weights",
+                doc: "After every epoch the monitored value is compared with the best so far; when it has not improved by more than `min_delta` for `patience` epochs, training stops and that epoch's row of `metrics.jsonl` says so. Whenever it improves, `best.safetensors` is written (atomically) beside `weights.safetensors`. Monitors of the validation split (`val_..`) need `validation`.",
+            } },
+        }
+    }
+}
+
+listed_enum! {
     /// A training setting (`batch = 64` inside `train NAME { .. }`).
     Setting {
         Data,
@@ -246,6 +278,9 @@ listed_enum! {
         Shuffle,
         Init,
         Freeze,
+        Validation,
+        EarlyStopping,
+        CheckpointEvery,
     }
 }
 
@@ -324,6 +359,30 @@ impl Setting {
                 default: "the initializers",
                 example: "init = \"runs/pretrained/weights.safetensors\"",
                 summary: "start from trained parameters, matched by name (fine-tuning)",
+            },
+            Setting::Validation => SettingSpec {
+                id: Setting::Validation,
+                name: "validation",
+                values: "a fraction in (0, 1)",
+                default: "none",
+                example: "validation = 0.1",
+                summary: "hold out this fraction of the training split (seeded) and report `val_loss` and `val_<metric>` every epoch",
+            },
+            Setting::EarlyStopping => SettingSpec {
+                id: Setting::EarlyStopping,
+                name: "early_stopping",
+                values: "early_stopping(monitor = .., patience = .., min_delta = .., mode = .., restore_best = ..)",
+                default: "none",
+                example: "early_stopping = early_stopping(monitor = \"val_loss\", patience = 3)",
+                summary: "stop when the monitored value stops improving",
+            },
+            Setting::CheckpointEvery => SettingSpec {
+                id: Setting::CheckpointEvery,
+                name: "checkpoint_every",
+                values: "a positive integer (epochs)",
+                default: "1",
+                example: "checkpoint_every = 5",
+                summary: "write `checkpoint.safetensors` every this many epochs (and after the last)",
             },
             Setting::Freeze => SettingSpec {
                 id: Setting::Freeze,

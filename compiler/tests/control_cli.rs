@@ -1,0 +1,191 @@
+//! Training control end to end: a validation split reported every epoch, early stopping
+//! (deterministic, said in `metrics.jsonl`, best weights kept and restorable), the
+//! checkpoint cadence, Ctrl-C mid-epoch with a bit-identical resume, and a located error
+//! with a hint for every bad setting.
+
+use std::path::Path;
+use std::process::Command;
+
+use nnc_runtime::checkpoint::read_weights;
+
+mod common;
+use common::*;
+
+/// A digit classifier on the bundled data with extra training settings.
+fn program(dir: &Path, name: &str, extra: &str) -> String {
+    let data = root().join("examples/data/mnist-10k");
+    let text = format!(
+        "model Digits {{\n    input image: [28, 28]\n    output p = image |> flatten |> dense(32) |> relu |> dense(10) |> softmax\n}}\n\ntrain Digits {{\n    data = idx(\"{}\", scale = 1 / 255)\n    loss = cross_entropy\n    optimizer = adam(lr = 1e-3)\n    batch = 64\n    epochs = 6\n    metrics = [accuracy]\n    seed = 4\n{extra}}}\n",
+        data.display()
+    );
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    s(&file)
+}
+
+fn rows(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn early_stopping_with_an_impossible_delta_stops_after_epoch_two() {
+    let dir = scratch("control", "early");
+    let file = program(
+        &dir,
+        "p.nn",
+        "    validation = 0.1\n    early_stopping = early_stopping(monitor = \"val_loss\", patience = 1, min_delta = 1e9, restore_best = true)\n",
+    );
+    for run in ["a", "b"] {
+        let out = dir.join(run);
+        ok(&nnc(&["train", &file, "--quiet", "--out", &s(&out)]));
+        let r = rows(&out);
+        assert_eq!(r.len(), 2, "stopped after epoch 2: {r:?}");
+        assert!(r[0].get("stopped").is_none());
+        let why = r[1]["stopped"].as_str().expect("the row says why");
+        assert!(
+            why.contains("early stopping") && why.contains("val_loss"),
+            "{why}"
+        );
+        for row in &r {
+            assert!(row["val_loss"].as_f64().is_some() && row["val_accuracy"].as_f64().is_some());
+        }
+        // The best epoch is the first (nothing improves by 1e9); its weights are final.
+        assert_eq!(
+            read_weights(&out.join("weights.safetensors")).unwrap(),
+            read_weights(&out.join("best.safetensors")).unwrap()
+        );
+    }
+    // Deterministic: the same rows but for the timings.
+    let strip = |mut v: serde_json::Value| {
+        v.as_object_mut()
+            .unwrap()
+            .retain(|k, _| k != "seconds" && k != "samples_per_s");
+        v
+    };
+    let (a, b) = (rows(&dir.join("a")), rows(&dir.join("b")));
+    assert_eq!(
+        a.into_iter().map(strip).collect::<Vec<_>>(),
+        b.into_iter().map(strip).collect::<Vec<_>>()
+    );
+    // The validation split is held out of training: 10 % fewer training samples.
+    let plain = dir.join("plain");
+    let file2 = program(&dir, "q.nn", "");
+    ok(&nnc(&[
+        "train",
+        &file2,
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        &s(&plain),
+    ]));
+    assert!(rows(&plain)[0].get("val_loss").is_none());
+}
+
+#[test]
+fn bad_control_settings_are_located_errors_with_hints() {
+    let dir = scratch("control", "bad");
+    let cases = [
+        (
+            "early_stopping = early_stopping(patience = -1)",
+            "`patience` of `early_stopping` must be an integer ≥ 1",
+        ),
+        (
+            "early_stopping = early_stopping(monitor = \"loss\")",
+            "`early_stopping` cannot monitor `loss`",
+        ),
+        (
+            "validation = 0.1\n    early_stopping = early_stopping(monitor = \"val_f1\")",
+            "add `f1` to `metrics`",
+        ),
+        (
+            "early_stopping = early_stopping(monitor = \"val_loss\")",
+            "add `validation = 0.1`",
+        ),
+        (
+            "validation = 1.5",
+            "`validation` must be a fraction between 0 and 1",
+        ),
+        (
+            "checkpoint_every = 0",
+            "`checkpoint_every` must be a positive integer",
+        ),
+        (
+            "early_stopping = early_stopping(mode = \"up\")",
+            "`mode` of `early_stopping` must be",
+        ),
+    ];
+    for (i, (setting, message)) in cases.iter().enumerate() {
+        let file = program(&dir, &format!("b{i}.nn"), &format!("    {setting}\n"));
+        let e = fails(&nnc(&["check", &file]));
+        assert!(e.contains(message), "{setting}: {e}");
+        assert!(e.contains(&format!("b{i}.nn:")), "located: {e}");
+    }
+    // On the command line, a checkpoint cadence of 0 is a usage error.
+    let file = program(&dir, "c.nn", "");
+    let o = nnc(&["train", &file, "--checkpoint-every", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_mid_epoch_then_resume_gives_the_uninterrupted_weights() {
+    let dir = scratch("control", "interrupt");
+    let file = example("fashion_mlp.nn");
+    let data = s(&root().join("examples/data/mnist-10k"));
+    let args = |out: &Path| {
+        vec![
+            "train".to_string(),
+            file.clone(),
+            "--data".into(),
+            data.clone(),
+            "--epochs".into(),
+            "40".into(),
+            "--quiet".into(),
+            "--out".into(),
+            s(out),
+        ]
+    };
+    let straight = dir.join("straight");
+    ok(&nnc(&args(&straight)
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()));
+    let run = dir.join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(args(&run))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the first epoch is logged, training is under way: interrupt it.
+    let log = run.join("metrics.jsonl");
+    for _ in 0..2000 {
+        if std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted in epoch") && err.contains("--resume"),
+        "{err}"
+    );
+    let mut resume = args(&run);
+    resume.extend(["--resume".into(), s(&run)]);
+    ok(&nnc(&resume.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert_eq!(
+        std::fs::read(straight.join("weights.safetensors")).unwrap(),
+        std::fs::read(run.join("weights.safetensors")).unwrap(),
+        "resumed weights differ: {err}"
+    );
+}
