@@ -156,7 +156,7 @@ fn ctrl_c_mid_epoch_then_resume_gives_the_uninterrupted_weights() {
         .map(String::as_str)
         .collect::<Vec<_>>()));
     let run = dir.join("run");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+    let child = Command::new(env!("CARGO_BIN_EXE_nnc"))
         .args(args(&run))
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -719,7 +719,9 @@ fn registry_probe(id: OpId) -> Option<(&'static str, Loss)> {
         ),
         OpId::Loss(Loss::Mse) => ("input x: [4]\n output y = x |> dense(2)", Loss::Mse),
         OpId::Loss(Loss::Mae) => ("input x: [4]\n output y = x |> dense(2)", Loss::Mae),
-        OpId::Optimizer(_) | OpId::Metric(_) | OpId::Initializer(_) | OpId::Data(_) => return None,
+        OpId::Optimizer(_) | OpId::Metric(_) | OpId::Initializer(_) | OpId::Data(_) | OpId::Control(_) => {
+            return None
+        }
     })
 }
 
