@@ -118,6 +118,9 @@ fn bad_control_settings_are_located_errors_with_hints() {
             "early_stopping = early_stopping(mode = \"up\")",
             "`mode` of `early_stopping` must be",
         ),
+        ("clip_norm = -1", "`clip_norm` must be a number > 0"),
+        ("clip_value = 0", "`clip_value` must be a number > 0"),
+        ("weight_decay = -0.1", "`weight_decay` must be a number ≥ 0"),
     ];
     for (i, (setting, message)) in cases.iter().enumerate() {
         let file = program(&dir, &format!("b{i}.nn"), &format!("    {setting}\n"));
@@ -125,6 +128,18 @@ fn bad_control_settings_are_located_errors_with_hints() {
         assert!(e.contains(message), "{setting}: {e}");
         assert!(e.contains(&format!("b{i}.nn:")), "located: {e}");
     }
+    // `label_smoothing` is an argument of the loss.
+    let file = program(&dir, "ls.nn", "");
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "loss = cross_entropy",
+        "loss = cross_entropy(label_smoothing = 1.5)",
+    );
+    std::fs::write(&file, text).unwrap();
+    let e = fails(&nnc(&["check", &file]));
+    assert!(
+        e.contains("`label_smoothing` of `cross_entropy` must be"),
+        "{e}"
+    );
     // On the command line, a checkpoint cadence of 0 is a usage error.
     let file = program(&dir, "c.nn", "");
     let o = nnc(&["train", &file, "--checkpoint-every", "0"]);

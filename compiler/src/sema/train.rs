@@ -124,7 +124,7 @@ pub fn check_train(
                     model,
                     data,
                     loss,
-                    optimizer: s.optimizer?,
+                    optimizer: decoupled(s.optimizer.clone()?, s.weight_decay),
                     batch: s.batch,
                     epochs: s.epochs,
                     metrics: s.metrics.iter().map(|m| m.0).collect(),
@@ -138,6 +138,13 @@ pub fn check_train(
                     validation: s.validation,
                     early_stopping: s.early_stopping.clone().map(|e| e.0),
                     checkpoint_every: s.checkpoint_every,
+                    label_smoothing: s.label_smoothing,
+                    clip_norm: s.clip_norm,
+                    clip_value: s.clip_value,
+                    weight_decay: match s.optimizer {
+                        Some(Optimizer::AdamW { .. }) => 0.0,
+                        _ => s.weight_decay.unwrap_or(0.0),
+                    },
                 })
             })
     } else {
@@ -161,6 +168,10 @@ struct Settings {
     /// With the span of the `monitor` argument (or of the call).
     early_stopping: Option<(EarlyStopping, Span)>,
     checkpoint_every: Option<usize>,
+    label_smoothing: f64,
+    clip_norm: Option<f64>,
+    clip_value: Option<f64>,
+    weight_decay: Option<f64>,
 }
 
 impl Default for Settings {
@@ -179,6 +190,10 @@ impl Default for Settings {
             validation: None,
             early_stopping: None,
             checkpoint_every: None,
+            label_smoothing: 0.0,
+            clip_norm: None,
+            clip_value: None,
+            weight_decay: None,
         }
     }
 }
@@ -205,12 +220,39 @@ impl Settings {
                 }
             }
             Setting::Loss => {
-                if let Some((op, _)) = args::eval_op_value(value, OpKind::Loss, diags) {
+                if let Some((op, a)) = args::eval_op_value(value, OpKind::Loss, diags) {
                     if let OpId::Loss(loss) = op.id {
                         self.loss = Some((loss, value.span));
+                        self.label_smoothing = a.float("label_smoothing");
                     }
                 }
             }
+            Setting::ClipNorm | Setting::ClipValue => match args::eval_number(value) {
+                Ok(v) if v > 0.0 && v.is_finite() => {
+                    if setting.id == Setting::ClipNorm {
+                        self.clip_norm = Some(v);
+                    } else {
+                        self.clip_value = Some(v);
+                    }
+                }
+                Ok(v) => diags.push(
+                    Diagnostic::new(Code::NonPositive, format!("`{name}` must be a number > 0"))
+                        .label(value.span, format!("found {v}"))
+                        .maybe_help(
+                            registry::setting(name).map(|s| format!("for example `{}`", s.example)),
+                        ),
+                ),
+                Err(d) => diags.push(retitled(d, &format!("`{name}` must be a number > 0"))),
+            },
+            Setting::WeightDecay => match args::eval_number(value) {
+                Ok(v) if v >= 0.0 && v.is_finite() => self.weight_decay = Some(v),
+                Ok(v) => diags.push(
+                    Diagnostic::new(Code::InvalidArgument, "`weight_decay` must be a number ≥ 0")
+                        .label(value.span, format!("found {v}"))
+                        .help("for example `weight_decay = 1e-4`"),
+                ),
+                Err(d) => diags.push(retitled(d, "`weight_decay` must be a number ≥ 0")),
+            },
             Setting::Optimizer => {
                 let mut local = Vec::new();
                 if let Some((op, a)) = args::eval_op_value(value, OpKind::Optimizer, &mut local) {
@@ -460,6 +502,30 @@ fn check_freeze(
             )
             .help("leave at least one parameter (a final layer, say) out of `freeze`"),
         );
+    }
+}
+
+/// AdamW with the block's `weight_decay`, when given, as its decoupled decay (other
+/// optimizers get it as an L2 term on the gradient instead).
+fn decoupled(opt: Optimizer, weight_decay: Option<f64>) -> Optimizer {
+    match (opt, weight_decay) {
+        (
+            Optimizer::AdamW {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                ..
+            },
+            Some(wd),
+        ) => Optimizer::AdamW {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay: wd,
+        },
+        (opt, _) => opt,
     }
 }
 

@@ -279,6 +279,15 @@ pub struct TypedTrain {
     pub early_stopping: Option<EarlyStopping>,
     /// Write the checkpoint every this many epochs (`checkpoint_every`; default 1).
     pub checkpoint_every: Option<usize>,
+    /// `cross_entropy(label_smoothing = ε)`; 0 otherwise.
+    pub label_smoothing: f64,
+    /// Global gradient-norm clipping (`clip_norm`).
+    pub clip_norm: Option<f64>,
+    /// Elementwise gradient clipping (`clip_value`).
+    pub clip_value: Option<f64>,
+    /// L2 decay for sgd/rmsprop/adam (`weight_decay`; adamw's decoupled decay is in its
+    /// optimizer).
+    pub weight_decay: f64,
 }
 
 /// `early_stopping = early_stopping(..)`: checked in sema (the monitor exists and is

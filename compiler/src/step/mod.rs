@@ -148,13 +148,14 @@ pub fn build_step_graphs(model: &TypedModel, train: &TypedTrain) -> IrResult<Ste
             buffers: &buffers,
         },
     )?;
-    let loss = build_loss(&mut g, &fwd, train.loss, y)?;
+    let loss = build_loss_smoothed(&mut g, &fwd, train.loss, y, train.label_smoothing)?;
     // Gradients of the trainable parameters only: a frozen one is an input that stays.
     let trainable: Vec<usize> = (0..model.params.len())
         .filter(|&i| !train.is_frozen(&model.params[i].name))
         .collect();
     let wrt: Vec<NodeId> = trainable.iter().map(|&i| params[i]).collect();
-    let grads = crate::autodiff::grad(&mut g, loss, &wrt)?;
+    let raw = crate::autodiff::grad(&mut g, loss, &wrt)?;
+    let grads = shape_gradients(&mut g, train, &wrt, raw)?;
     let one = g.constant(1.0);
     let t = g.add(step, one)?;
     let mut updates = Vec::new();
@@ -199,7 +200,7 @@ pub fn build_step_graphs(model: &TypedModel, train: &TypedTrain) -> IrResult<Ste
             buffers: &buffers,
         },
     )?;
-    let loss = build_loss(&mut e, &fwd, train.loss, y)?;
+    let loss = build_loss_smoothed(&mut e, &fwd, train.loss, y, train.label_smoothing)?;
     e.set_output(LOSS, loss)?;
     e.set_output(OUTPUT, fwd.output)?;
     let eval_graph = e.compact();
@@ -227,7 +228,70 @@ pub fn build_step_graphs(model: &TypedModel, train: &TypedTrain) -> IrResult<Ste
 }
 
 /// The scalar loss of a forward pass against labels `y` (see the module doc).
+/// The gradients as the optimizer takes them: each element clamped to `[−clip_value,
+/// clip_value]`, then all scaled by `min(1, clip_norm / (‖g‖ + 1e-6))` with `‖g‖` the
+/// global L2 norm over every trainable parameter (one scalar computed in the step), then
+/// `weight_decay · p` added (L2; adamw's decay is decoupled, in its update).
+fn shape_gradients(
+    g: &mut Graph,
+    train: &TypedTrain,
+    params: &[NodeId],
+    mut grads: Vec<NodeId>,
+) -> IrResult<Vec<NodeId>> {
+    if let Some(v) = train.clip_value {
+        let hi = g.constant(v as f32);
+        let lo = g.constant(-v as f32);
+        for d in &mut grads {
+            let above = g.binary(BinaryOp::Gt, *d, hi)?;
+            let capped = g.select(above, hi, *d)?;
+            *d = g.binary(BinaryOp::Max, capped, lo)?;
+        }
+    }
+    if let (Some(c), false) = (train.clip_norm, grads.is_empty()) {
+        let mut total: Option<NodeId> = None;
+        for &d in &grads {
+            let sq = g.mul(d, d)?;
+            let axes: Vec<usize> = (0..g.shape(sq).rank()).collect();
+            let s = g.reduce(ReduceOp::Sum, sq, &axes)?;
+            total = Some(match total {
+                Some(t) => g.add(t, s)?,
+                None => s,
+            });
+        }
+        let norm = g.unary(UnaryOp::Sqrt, total.expect("at least one gradient"))?;
+        let tiny = g.constant(1e-6);
+        let den = g.add(norm, tiny)?;
+        let c = g.constant(c as f32);
+        let ratio = g.div(c, den)?;
+        let one = g.constant(1.0);
+        let over = g.binary(BinaryOp::Gt, ratio, one)?;
+        let factor = g.select(over, one, ratio)?;
+        for d in &mut grads {
+            *d = g.mul(*d, factor)?;
+        }
+    }
+    if train.weight_decay > 0.0 {
+        for (d, &p) in grads.iter_mut().zip(params) {
+            let decay = g.scale(p, train.weight_decay as f32)?;
+            *d = g.add(*d, decay)?;
+        }
+    }
+    Ok(grads)
+}
+
 pub fn build_loss(g: &mut Graph, fwd: &Forward, loss: Loss, y: NodeId) -> IrResult<NodeId> {
+    build_loss_smoothed(g, fwd, loss, y, 0.0)
+}
+
+/// [`build_loss`] with `cross_entropy`'s label smoothing `eps`: the target is
+/// `(1 − eps)·one-hot + eps/classes`.
+pub fn build_loss_smoothed(
+    g: &mut Graph,
+    fwd: &Forward,
+    loss: Loss,
+    y: NodeId,
+    eps: f64,
+) -> IrResult<NodeId> {
     let out = fwd.output;
     let total = match loss {
         Loss::CrossEntropy => {
@@ -241,7 +305,14 @@ pub fn build_loss(g: &mut Graph, fwd: &Forward, loss: Loss, y: NodeId) -> IrResu
             let labels = g.reshape(y, Shape(vec![Dim::N, Dim::K(1)]))?;
             let classes_iota = g.push(Op::Iota { len: classes }, &[])?;
             let onehot = g.binary(BinaryOp::Eq, labels, classes_iota)?;
-            let picked = g.mul(onehot, lsm)?;
+            let target = if eps > 0.0 {
+                let kept = g.scale(onehot, (1.0 - eps) as f32)?;
+                let spread = g.constant((eps / classes as f64) as f32);
+                g.add(kept, spread)?
+            } else {
+                onehot
+            };
+            let picked = g.mul(target, lsm)?;
             let sum = g.reduce(ReduceOp::Sum, picked, &[0, 1])?;
             let n = g.batch_size();
             let mean = g.div(sum, n)?;

@@ -286,5 +286,9 @@ pub fn train_block(loss: Loss, optimizer: Optimizer) -> TypedTrain {
         validation: None,
         early_stopping: None,
         checkpoint_every: None,
+        label_smoothing: 0.0,
+        clip_norm: None,
+        clip_value: None,
+        weight_decay: 0.0,
     }
 }

@@ -24,7 +24,17 @@ impl Loss {
     #[rustfmt::skip]
     pub const fn spec(self) -> OpSpec {
         match self {
-            Loss::CrossEntropy => nullary(OpId::Loss(Loss::CrossEntropy), "cross_entropy", "classification with class-index labels", "The output holds one score or probability per class (last dimension > 1); labels are class indices. A final `softmax` is fused into a numerically stable log-softmax."),
+            Loss::CrossEntropy => const { OpSpec {
+                id: OpId::Loss(Loss::CrossEntropy),
+                name: "cross_entropy",
+                params: &[
+                    param("label_smoothing", ParamType::Float(Range::FRACTION), ArgDefault::Float(0.0), "mix this much of a uniform distribution into the one-hot targets"),
+                ],
+                shape_rule: "",
+                creates: &[],
+                summary: "classification with class-index labels",
+                doc: "The output holds one score or probability per class (last dimension > 1); labels are class indices. A final `softmax` is fused into a numerically stable log-softmax. With `label_smoothing = ε` the target is (1 − ε)·one-hot + ε/classes.",
+            } },
             Loss::BinaryCrossEntropy => nullary(OpId::Loss(Loss::BinaryCrossEntropy), "binary_cross_entropy", "two-class or multi-label classification", "The output holds probabilities in (0, 1) (e.g. after `sigmoid`); targets are 0 or 1 with the output's shape."),
             Loss::Mse => nullary(OpId::Loss(Loss::Mse), "mse", "mean squared error (regression)", "The mean of (output - target)² over the batch and the output's elements."),
             Loss::Mae => nullary(OpId::Loss(Loss::Mae), "mae", "mean absolute error (regression)", "The mean of |output - target| over the batch and the output's elements."),
@@ -281,6 +291,9 @@ listed_enum! {
         Validation,
         EarlyStopping,
         CheckpointEvery,
+        ClipNorm,
+        ClipValue,
+        WeightDecay,
     }
 }
 
@@ -383,6 +396,30 @@ impl Setting {
                 default: "1",
                 example: "checkpoint_every = 5",
                 summary: "write `checkpoint.safetensors` every this many epochs (and after the last)",
+            },
+            Setting::ClipNorm => SettingSpec {
+                id: Setting::ClipNorm,
+                name: "clip_norm",
+                values: "a number > 0",
+                default: "none",
+                example: "clip_norm = 1.0",
+                summary: "scale all gradients down so that their global L2 norm is at most this",
+            },
+            Setting::ClipValue => SettingSpec {
+                id: Setting::ClipValue,
+                name: "clip_value",
+                values: "a number > 0",
+                default: "none",
+                example: "clip_value = 0.5",
+                summary: "clamp every gradient element to [−v, v]",
+            },
+            Setting::WeightDecay => SettingSpec {
+                id: Setting::WeightDecay,
+                name: "weight_decay",
+                values: "a number ≥ 0",
+                default: "0 (adamw: its own `weight_decay`)",
+                example: "weight_decay = 1e-4",
+                summary: "L2 penalty λ·p added to each gradient (sgd, rmsprop, adam); the decoupled decay of adamw",
             },
             Setting::Freeze => SettingSpec {
                 id: Setting::Freeze,

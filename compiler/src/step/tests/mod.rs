@@ -3,4 +3,5 @@
 
 mod gradcheck;
 mod graph_text;
+mod shaping;
 mod train_tests;
