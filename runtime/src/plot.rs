@@ -15,14 +15,17 @@ use crate::train::EpochRecord;
 
 const TRAIN_COLOR: RGBColor = RGBColor(31, 119, 180);
 const TEST_COLOR: RGBColor = RGBColor(214, 39, 40);
+const VAL_COLOR: RGBColor = RGBColor(44, 160, 44);
 
 type Series = Vec<(f64, f64)>;
 
-/// One panel: its title and the training and test series.
+/// One panel: its title and the training, test and validation series (the last empty
+/// without a validation split).
 struct Panel {
     title: String,
     train: Series,
     test: Series,
+    val: Series,
 }
 
 fn finite_points(history: &[EpochRecord], value: impl Fn(&EpochRecord) -> Option<f64>) -> Series {
@@ -36,7 +39,8 @@ fn finite_points(history: &[EpochRecord], value: impl Fn(&EpochRecord) -> Option
         .collect()
 }
 
-/// Draws the loss and every metric per epoch, training and test, one panel each.
+/// Draws the loss and every metric per epoch, training, test and (when there is one)
+/// validation, one panel each.
 pub fn write_curves(
     path: &Path,
     history: &[EpochRecord],
@@ -46,12 +50,14 @@ pub fn write_curves(
         title: "loss".into(),
         train: finite_points(history, |r| Some(r.train_loss)),
         test: finite_points(history, |r| Some(r.test_loss)),
+        val: finite_points(history, |r| r.val_loss),
     }];
     for &m in metrics {
         panels.push(Panel {
             title: m.name().into(),
             train: finite_points(history, |r| r.train_metric(m)),
             test: finite_points(history, |r| r.test_metric(m)),
+            val: finite_points(history, |r| r.monitored(&format!("val_{m}"))),
         });
     }
     let cols = panels.len().min(2);
@@ -79,7 +85,12 @@ fn draw_panel<DB: DrawingBackend>(
     last_epoch: f64,
     legend: SeriesLabelPosition,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let values = panel.train.iter().chain(&panel.test).map(|p| p.1);
+    let values = panel
+        .train
+        .iter()
+        .chain(&panel.test)
+        .chain(&panel.val)
+        .map(|p| p.1);
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
     });
@@ -115,6 +126,7 @@ fn draw_panel<DB: DrawingBackend>(
     for (series, color, label) in [
         (&panel.train, TRAIN_COLOR, "train"),
         (&panel.test, TEST_COLOR, "test"),
+        (&panel.val, VAL_COLOR, "validation"),
     ] {
         if series.is_empty() {
             continue;
