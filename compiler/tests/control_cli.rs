@@ -204,3 +204,99 @@ fn ctrl_c_mid_epoch_then_resume_gives_the_uninterrupted_weights() {
         "resumed weights differ: {err}"
     );
 }
+
+/// `lr` in every row of a run with `schedule`, and the per-row monitored values.
+fn rates(dir: &Path, name: &str, schedule: &str, extra: &str) -> Vec<serde_json::Value> {
+    let file = program(dir, name, &format!("    schedule = {schedule}\n{extra}"));
+    let out = dir.join(name.replace(".nn", ""));
+    ok(&nnc(&["train", &file, "--quiet", "--out", &s(&out)]));
+    rows(&out)
+}
+
+#[test]
+fn schedules_log_the_closed_form_rate_at_every_epoch() {
+    let dir = scratch("control", "schedules");
+    // 8,000 training digits at batch 64: 125 steps per epoch, 6 epochs.
+    let (lr, s_per, epochs) = (1e-3f64, 125.0f64, 6.0f64);
+    let total = s_per * epochs;
+    let close = |got: &serde_json::Value, want: f64, what: &str| {
+        let got = got["lr"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{what}: no lr"));
+        assert!(
+            (got - want).abs() <= 1e-12 + 1e-9 * want.abs(),
+            "{what}: lr {got}, closed form {want}"
+        );
+    };
+    let r = rates(&dir, "cos.nn", "cosine(min_lr = 1e-5, warmup = 0.5)", "");
+    for row in &r {
+        // The rate of the epoch's last step, k = e·S − 1.
+        let k = row["epoch"].as_f64().unwrap() * s_per - 1.0;
+        let w = 0.5 * s_per;
+        let want = if k < w {
+            lr * (k + 1.0) / w
+        } else {
+            let p = (k - w) / (total - 1.0 - w);
+            1e-5 + (lr - 1e-5) * (1.0 + (std::f64::consts::PI * p).cos()) / 2.0
+        };
+        close(row, want, "cosine");
+    }
+    close(&r[5], 1e-5, "cosine ends at min_lr");
+    let r = rates(&dir, "step.nn", "step(every = 2, gamma = 0.5)", "");
+    for row in &r {
+        let e = row["epoch"].as_u64().unwrap() - 1;
+        close(row, lr * 0.5f64.powi((e / 2) as i32), "step");
+    }
+    let r = rates(&dir, "exp.nn", "exponential(gamma = 0.9)", "");
+    for row in &r {
+        let e = row["epoch"].as_u64().unwrap() - 1;
+        close(row, lr * 0.9f64.powi(e as i32), "exponential");
+    }
+    // Plateau: the rate halves after each epoch whose val_loss did not improve.
+    let r = rates(
+        &dir,
+        "plateau.nn",
+        "plateau(monitor = \"val_loss\", patience = 1, factor = 0.5)",
+        "    validation = 0.1\n",
+    );
+    let mut want = lr;
+    let mut best = f64::INFINITY;
+    for row in &r {
+        close(row, want, "plateau");
+        let v = row["val_loss"].as_f64().unwrap();
+        if v < best {
+            best = v;
+        } else {
+            want *= 0.5;
+        }
+    }
+    // A constant schedule logs no rate (it is compiled into the step).
+    let r = rates(&dir, "const.nn", "constant", "");
+    assert!(r[0].get("lr").is_none());
+}
+
+#[test]
+fn bad_schedules_are_located_errors_with_hints() {
+    let dir = scratch("control", "bad-schedules");
+    let cases = [
+        (
+            "schedule = plateau(monitor = \"val_loss\")",
+            "`plateau` monitors `val_loss`, but there is no validation set",
+        ),
+        (
+            "schedule = cosine(min_lr = -1)",
+            "`min_lr` of `cosine` must be",
+        ),
+        ("schedule = step(gamma = 0.5)", "`every`"),
+        (
+            "schedule = early_stopping(patience = 2)",
+            "`early_stopping` is not a learning-rate schedule",
+        ),
+        ("schedule = linear", "linear"),
+    ];
+    for (i, (setting, message)) in cases.iter().enumerate() {
+        let file = program(&dir, &format!("s{i}.nn"), &format!("    {setting}\n"));
+        let e = fails(&nnc(&["check", &file]));
+        assert!(e.contains(message), "{setting}: {e}");
+    }
+}

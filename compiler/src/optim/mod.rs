@@ -10,7 +10,8 @@
 //!   `β^t` is computed as `exp(t·ln β)`. State: `m`, `v`.
 //! - AdamW: Adam plus decoupled decay, `p' = p − lr·(m̂/(√v̂ + ε) + wd·p)`.
 //!
-//! Hyper-parameters are graph constants.
+//! Hyper-parameters are graph constants, except the learning rate under a schedule: then
+//! it is the scalar input `lr`, which the runtime sets before each step ([`update_with`]).
 
 use crate::ir::graph::{Graph, NodeId};
 use crate::ir::ops::elementwise::UnaryOp;
@@ -37,7 +38,38 @@ pub fn update(
     state: &[NodeId],
     t: NodeId,
 ) -> IrResult<(NodeId, Vec<NodeId>)> {
+    update_with(g, opt, p, grad, state, t, None)
+}
+
+/// The learning rate the optimizer was declared with.
+pub fn base_lr(opt: &Optimizer) -> f64 {
+    match opt {
+        Optimizer::Sgd { lr, .. }
+        | Optimizer::RmsProp { lr, .. }
+        | Optimizer::Adam { lr, .. }
+        | Optimizer::AdamW { lr, .. } => *lr,
+    }
+}
+
+/// [`update`] with the learning rate read from the scalar node `lr` when given (a
+/// schedule) instead of the optimizer's constant.
+pub fn update_with(
+    g: &mut Graph,
+    opt: &Optimizer,
+    p: NodeId,
+    grad: NodeId,
+    state: &[NodeId],
+    t: NodeId,
+    lr_node: Option<NodeId>,
+) -> IrResult<(NodeId, Vec<NodeId>)> {
     let f = |x: f64| x as f32;
+    // `lr · x`: a constant scale, or a product with the rate input.
+    let times_lr = |g: &mut Graph, x: NodeId, lr: f64| -> IrResult<NodeId> {
+        match lr_node {
+            Some(r) => g.mul(x, r),
+            None => g.scale(x, lr as f32),
+        }
+    };
     match opt {
         Optimizer::Sgd {
             lr,
@@ -45,7 +77,7 @@ pub fn update(
             nesterov,
         } => {
             if *momentum == 0.0 {
-                let step = g.scale(grad, f(*lr))?;
+                let step = times_lr(g, grad, *lr)?;
                 return Ok((g.sub(p, step)?, Vec::new()));
             }
             let mv = g.scale(state[0], f(*momentum))?;
@@ -56,7 +88,7 @@ pub fn update(
             } else {
                 v
             };
-            let step = g.scale(dir, f(*lr))?;
+            let step = times_lr(g, dir, *lr)?;
             Ok((g.sub(p, step)?, vec![v]))
         }
         Optimizer::RmsProp { lr, rho, eps } => {
@@ -66,7 +98,7 @@ pub fn update(
             let eps_c = g.constant(f(*eps));
             let den = g.add(root, eps_c)?;
             let q = g.div(grad, den)?;
-            let step = g.scale(q, f(*lr))?;
+            let step = times_lr(g, q, *lr)?;
             Ok((g.sub(p, step)?, vec![s]))
         }
         Optimizer::Adam {
@@ -76,7 +108,7 @@ pub fn update(
             eps,
         } => {
             let (dir, m, v) = adam_direction(g, grad, state, t, *beta1, *beta2, *eps)?;
-            let step = g.scale(dir, f(*lr))?;
+            let step = times_lr(g, dir, *lr)?;
             Ok((g.sub(p, step)?, vec![m, v]))
         }
         Optimizer::AdamW {
@@ -89,7 +121,7 @@ pub fn update(
             let (dir, m, v) = adam_direction(g, grad, state, t, *beta1, *beta2, *eps)?;
             let decay = g.scale(p, f(*weight_decay))?;
             let total = g.add(dir, decay)?;
-            let step = g.scale(total, f(*lr))?;
+            let step = times_lr(g, total, *lr)?;
             Ok((g.sub(p, step)?, vec![m, v]))
         }
     }

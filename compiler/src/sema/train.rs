@@ -114,7 +114,24 @@ pub fn check_train(
         check_fit(train, typed, loss, loss_span, &s.metrics, diags);
         check_freeze(train, typed, &s.freeze, diags);
         if let Some((stop, span)) = &s.early_stopping {
-            check_monitor(stop, *span, s.validation.is_some(), &s.metrics, diags);
+            check_monitor(
+                "early_stopping",
+                &stop.monitor,
+                *span,
+                s.validation.is_some(),
+                &s.metrics,
+                diags,
+            );
+        }
+        if let Some((Schedule::Plateau { monitor, .. }, span)) = &s.schedule {
+            check_monitor(
+                "plateau",
+                monitor,
+                *span,
+                s.validation.is_some(),
+                &s.metrics,
+                diags,
+            );
         }
         Some(index)
             .filter(|_| diags.len() == before)
@@ -141,6 +158,7 @@ pub fn check_train(
                     label_smoothing: s.label_smoothing,
                     clip_norm: s.clip_norm,
                     clip_value: s.clip_value,
+                    schedule: s.schedule.clone().map_or(Schedule::Constant, |x| x.0),
                     weight_decay: match s.optimizer {
                         Some(Optimizer::AdamW { .. }) => 0.0,
                         _ => s.weight_decay.unwrap_or(0.0),
@@ -172,6 +190,8 @@ struct Settings {
     clip_norm: Option<f64>,
     clip_value: Option<f64>,
     weight_decay: Option<f64>,
+    /// With the span of its monitor (plateau) or value.
+    schedule: Option<(Schedule, Span)>,
 }
 
 impl Default for Settings {
@@ -194,6 +214,7 @@ impl Default for Settings {
             clip_norm: None,
             clip_value: None,
             weight_decay: None,
+            schedule: None,
         }
     }
 }
@@ -342,7 +363,16 @@ impl Settings {
             },
             Setting::EarlyStopping => {
                 if let Some((op, a)) = args::eval_op_value(value, OpKind::Control, diags) {
-                    if let OpId::Control(ControlKind::EarlyStopping) = op.id {
+                    if op.id != OpId::Control(ControlKind::EarlyStopping) {
+                        diags.push(
+                            Diagnostic::new(
+                                Code::InvalidArgument,
+                                format!("`early_stopping` takes `early_stopping(..)`, not `{}`", op.name),
+                            )
+                            .label(value.span, "not early stopping")
+                            .help("for example `early_stopping = early_stopping(monitor = \"val_loss\", patience = 3)`"),
+                        );
+                    } else {
                         let monitor = a.str("monitor").to_string();
                         let maximize = match a.str("mode") {
                             "max" => true,
@@ -360,6 +390,50 @@ impl Settings {
                         };
                         self.early_stopping = Some((stop, a.span("monitor").unwrap_or(value.span)));
                     }
+                }
+            }
+            Setting::Schedule => {
+                if let Some((op, a)) = args::eval_op_value(value, OpKind::Control, diags) {
+                    let span = a.span("monitor").unwrap_or(value.span);
+                    let schedule = match op.id {
+                        OpId::Control(ControlKind::Constant) => Some(Schedule::Constant),
+                        OpId::Control(ControlKind::StepDecay) => Some(Schedule::Step {
+                            every: a.count("every"),
+                            gamma: a.float("gamma"),
+                        }),
+                        OpId::Control(ControlKind::Exponential) => Some(Schedule::Exponential {
+                            gamma: a.float("gamma"),
+                        }),
+                        OpId::Control(ControlKind::Cosine) => Some(Schedule::Cosine {
+                            min_lr: a.float("min_lr"),
+                            warmup: a.float("warmup"),
+                        }),
+                        OpId::Control(ControlKind::Plateau) => {
+                            let monitor = a.str("monitor").to_string();
+                            let maximize = ["accuracy", "precision", "recall", "f1"]
+                                .iter()
+                                .any(|m| monitor.ends_with(m));
+                            Some(Schedule::Plateau {
+                                monitor,
+                                patience: a.count("patience"),
+                                factor: a.float("factor"),
+                                min_lr: a.float("min_lr"),
+                                maximize,
+                            })
+                        }
+                        _ => {
+                            diags.push(
+                                Diagnostic::new(
+                                    Code::InvalidArgument,
+                                    format!("`{}` is not a learning-rate schedule", op.name),
+                                )
+                                .label(value.span, "not a schedule")
+                                .help("schedules are `constant`, `step(..)`, `exponential(..)`, `cosine(..)` and `plateau(..)`"),
+                            );
+                            None
+                        }
+                    };
+                    self.schedule = schedule.map(|x| (x, span));
                 }
             }
             Setting::CheckpointEvery => {
@@ -393,20 +467,21 @@ fn retitled(mut d: Diagnostic, message: &str) -> Diagnostic {
 /// The monitor of `early_stopping` names a value the loop computes: `val_loss` or
 /// `train_loss`, or `val_`/`train_` and a metric of `metrics`; `val_..` needs `validation`.
 fn check_monitor(
-    stop: &EarlyStopping,
+    who: &str,
+    monitor: &str,
     span: Span,
     validation: bool,
     metrics: &[(Metric, Span)],
     diags: &mut Vec<Diagnostic>,
 ) {
-    let m = stop.monitor.as_str();
+    let m = monitor;
     let (split, what) = match m.split_once('_') {
         Some((split @ ("val" | "train"), what)) => (split, what),
         _ => {
             diags.push(
                 Diagnostic::new(
                     Code::InvalidArgument,
-                    format!("`early_stopping` cannot monitor `{m}`"),
+                    format!("`{who}` cannot monitor `{m}`"),
                 )
                 .label(span, "unknown monitor")
                 .help("monitor `val_loss`, `train_loss`, or `val_`/`train_` and a metric of `metrics` (`val_accuracy`)"),
@@ -437,7 +512,7 @@ fn check_monitor(
             diags.push(
                 Diagnostic::new(
                     Code::InvalidArgument,
-                    format!("`early_stopping` monitors `{m}`, which is not computed"),
+                    format!("`{who}` monitors `{m}`, which is not computed"),
                 )
                 .label(span, format!("`{what}` is not among the metrics"))
                 .help(help),
@@ -449,7 +524,7 @@ fn check_monitor(
         diags.push(
             Diagnostic::new(
                 Code::MissingSetting,
-                format!("`early_stopping` monitors `{m}`, but there is no validation set"),
+                format!("`{who}` monitors `{m}`, but there is no validation set"),
             )
             .label(span, "needs a validation set")
             .help("add `validation = 0.1` to hold out a tenth of the training split, or monitor `train_loss`"),

@@ -288,6 +288,36 @@ pub struct TypedTrain {
     /// L2 decay for sgd/rmsprop/adam (`weight_decay`; adamw's decoupled decay is in its
     /// optimizer).
     pub weight_decay: f64,
+    /// How the learning rate changes (`schedule = ..`).
+    pub schedule: Schedule,
+}
+
+/// A learning-rate schedule; the runtime sets the rate before each step.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Schedule {
+    Constant,
+    /// `lr · gamma^⌊epoch / every⌋`.
+    Step {
+        every: usize,
+        gamma: f64,
+    },
+    /// `lr · gamma^epoch`.
+    Exponential {
+        gamma: f64,
+    },
+    /// Linear warm-up over `warmup` epochs, then a cosine down to `min_lr`.
+    Cosine {
+        min_lr: f64,
+        warmup: f64,
+    },
+    /// Multiply by `factor` after `patience` epochs without improvement of `monitor`.
+    Plateau {
+        monitor: String,
+        patience: usize,
+        factor: f64,
+        min_lr: f64,
+        maximize: bool,
+    },
 }
 
 /// `early_stopping = early_stopping(..)`: checked in sema (the monitor exists and is

@@ -32,12 +32,14 @@ use crate::ir::ops::elementwise::{BinaryOp, UnaryOp};
 use crate::ir::ops::reduce::ReduceOp;
 use crate::ir::tensor::Tensor;
 use crate::ir::{init, ir_bail, IrError, IrResult};
-use crate::sema::typed::{Loss, TypedModel, TypedTrain};
+use crate::sema::typed::{Loss, Schedule, TypedModel, TypedTrain};
 
 /// The names of the batch and the results: the runtime defines them (its artifact contract).
 pub use nnc_runtime::artifact::{INPUT, LABELS, LOSS, OUTPUT};
 /// The number of steps taken so far, carried between steps like the parameters.
 pub const STEP: &str = "step";
+/// The learning rate under a schedule: a scalar state tensor the runtime sets each step.
+pub const LR: &str = "lr";
 
 /// A named tensor of state and the value every element starts at.
 #[derive(Clone, Debug, PartialEq)]
@@ -82,7 +84,7 @@ pub fn build_step_graphs(model: &TypedModel, train: &TypedTrain) -> IrResult<Ste
             model.inputs.len()
         );
     }
-    let reserved = [INPUT, LABELS, STEP, LOSS, OUTPUT];
+    let reserved = [INPUT, LABELS, STEP, LOSS, OUTPUT, LR];
     for name in model
         .params
         .iter()
@@ -135,6 +137,17 @@ pub fn build_step_graphs(model: &TypedModel, train: &TypedTrain) -> IrResult<Ste
         shape: Vec::new(),
         fill: 0.0,
     });
+    // Under a schedule the rate is a scalar input the runtime sets before each step.
+    let lr = if train.schedule == Schedule::Constant {
+        None
+    } else {
+        state.push(StateSpec {
+            name: LR.into(),
+            shape: Vec::new(),
+            fill: crate::optim::base_lr(&train.optimizer) as f32,
+        });
+        Some(g.input(LR, Shape::scalar())?)
+    };
     let fwd = lower_model(
         &mut g,
         model,
@@ -161,13 +174,14 @@ pub fn build_step_graphs(model: &TypedModel, train: &TypedTrain) -> IrResult<Ste
     let mut updates = Vec::new();
     for (k, &i) in trainable.iter().enumerate() {
         let p = &model.params[i];
-        let (new_p, new_state) = crate::optim::update(
+        let (new_p, new_state) = crate::optim::update_with(
             &mut g,
             &train.optimizer,
             params[i],
             grads[k],
             &state_inputs[i],
             t,
+            lr,
         )?;
         updates.push((p.name.clone(), new_p));
         for (slot, id) in slots.iter().zip(new_state) {

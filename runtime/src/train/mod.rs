@@ -27,7 +27,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::checkpoint::{write_atomically, write_weights, Checkpoint, CheckpointError};
 use crate::data::{DataError, Dataset, Splits};
-use crate::executor::{EpochRun, ExecError, Executor, TaskKind};
+use crate::executor::{EpochRun, ExecError, Executor, StateKind, StateTensor, TaskKind};
 use crate::metrics::{Accumulator, ConfusionMatrix, Metric, MetricError};
 use crate::plot;
 use crate::rng::Rng;
@@ -80,6 +80,71 @@ pub struct TrainConfig {
     /// Raised from outside (a signal handler) to stop after the step in flight, with the
     /// checkpoint written where the run stands ([`TrainError::Interrupted`]).
     pub stop: Option<StopFlag>,
+    /// A learning-rate schedule; the step then reads its rate from the scalar state
+    /// tensor `lr`, which the loop sets before each step. `None`: the optimizer's
+    /// constant rate, compiled into the step.
+    pub schedule: Option<Schedule>,
+}
+
+/// A learning-rate schedule and the rate it starts from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Schedule {
+    pub base_lr: f64,
+    pub kind: ScheduleKind,
+}
+
+/// How the rate moves (see `docs/language.md`, "Learning-rate schedules").
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScheduleKind {
+    Constant,
+    Step {
+        every: usize,
+        gamma: f64,
+    },
+    Exponential {
+        gamma: f64,
+    },
+    Cosine {
+        min_lr: f64,
+        warmup: f64,
+    },
+    Plateau {
+        monitor: String,
+        patience: usize,
+        factor: f64,
+        min_lr: f64,
+        maximize: bool,
+    },
+}
+
+impl Schedule {
+    /// The rate of step `k` (0-based over the run) in epoch `epoch` (0-based), with
+    /// `per_epoch` steps per epoch and `total` steps in the run; `plateau` is the rate a
+    /// plateau schedule has reached.
+    pub fn rate(&self, k: u64, epoch: usize, per_epoch: u64, total: u64, plateau: f64) -> f64 {
+        let lr = self.base_lr;
+        match &self.kind {
+            ScheduleKind::Constant => lr,
+            ScheduleKind::Step { every, gamma } => lr * gamma.powi((epoch / every.max(&1)) as i32),
+            ScheduleKind::Exponential { gamma } => lr * gamma.powi(epoch as i32),
+            ScheduleKind::Cosine { min_lr, warmup } => {
+                let w = warmup * per_epoch as f64;
+                let k = k as f64;
+                if k < w {
+                    return lr * (k + 1.0) / w;
+                }
+                let span = (total as f64 - 1.0 - w).max(1.0);
+                let p = ((k - w) / span).clamp(0.0, 1.0);
+                min_lr + (lr - min_lr) * (1.0 + (std::f64::consts::PI * p).cos()) / 2.0
+            }
+            ScheduleKind::Plateau { .. } => plateau,
+        }
+    }
+
+    /// Whether the rate changes within an epoch (so every step needs it set).
+    pub fn per_step(&self) -> bool {
+        matches!(self.kind, ScheduleKind::Cosine { .. })
+    }
 }
 
 /// A flag another thread (a signal handler) raises to stop training after the step in
@@ -121,6 +186,9 @@ pub struct EarlyStop {
 /// The file early stopping writes the best weights to.
 pub const BEST_FILE: &str = "best.safetensors";
 
+/// The scalar state tensor a scheduled step reads its learning rate from.
+pub const LR_STATE: &str = "lr";
+
 impl TrainConfig {
     /// A configuration with the language's defaults (batch 32, 1 epoch, seed 0, shuffle,
     /// automatic progress, no metrics).
@@ -141,6 +209,7 @@ impl TrainConfig {
             early_stopping: None,
             checkpoint_every_epochs: 1,
             stop: None,
+            schedule: None,
         }
     }
 }
@@ -162,6 +231,8 @@ pub struct EpochRecord {
     pub val_metrics: Vec<(Metric, f64)>,
     /// Why training stopped after this epoch, when it stopped before `epochs`.
     pub stopped: Option<String>,
+    /// The learning rate of the epoch's last step (under a schedule).
+    pub lr: Option<f64>,
     /// Training samples per second of training time (evaluation excluded).
     pub samples_per_s: f64,
     /// Wall time of the epoch, evaluation included.
@@ -196,6 +267,9 @@ impl EpochRecord {
         }
         fields.push(("samples_per_s".to_string(), json_number(self.samples_per_s)));
         fields.push(("seconds".to_string(), json_number(self.seconds)));
+        if let Some(lr) = self.lr {
+            fields.push(("lr".to_string(), json_number(lr)));
+        }
         if let Some(why) = &self.stopped {
             fields.push(("stopped".to_string(), serde_json::Value::from(why.as_str())));
         }
@@ -225,6 +299,7 @@ impl EpochRecord {
             val_metrics: pick("val"),
             samples_per_s: num("samples_per_s")?,
             seconds: num("seconds")?,
+            lr: num("lr"),
             stopped: value
                 .get("stopped")
                 .and_then(|v| v.as_str())

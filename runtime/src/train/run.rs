@@ -73,6 +73,16 @@ pub fn train_loop(
         }
     }
     let finished = history.last().is_some_and(|r| r.stopped.is_some());
+    // The learning rate: the schedule's, set into the step's `lr` before each step.
+    let per_epoch = batches as u64;
+    let total_steps = per_epoch * config.epochs as u64;
+    let mut plateau = Plateau::new(config.schedule.as_ref());
+    for record in &history {
+        plateau.update(config.schedule.as_ref(), record);
+    }
+    let mut lr_set: Option<f64> = None;
+    let mut lr_last: Option<f64> = None;
+    let per_step_schedule = config.schedule.as_ref().is_some_and(Schedule::per_step);
     let mut reporter = Reporter::new(config.progress);
     let mut last_test: Option<Accumulator> = None;
 
@@ -100,7 +110,13 @@ pub fn train_loop(
         let mut trained_now = 0usize;
         // A backend that can run the whole epoch itself (data resident on a GPU) does,
         // unless the epoch starts mid-way or checkpoints are due inside it.
-        let whole = if first == 0 && config.checkpoint_every.is_none() {
+        if let Some(sched) = &config.schedule {
+            // The epoch's rate (a per-step schedule sets it again before every step).
+            let r = sched.rate(step, epoch - 1, per_epoch, total_steps, plateau.lr);
+            set_lr(exec, &mut lr_set, r, epoch)?;
+            lr_last = Some(r);
+        }
+        let whole = if first == 0 && config.checkpoint_every.is_none() && !per_step_schedule {
             exec.train_epoch(&train.x, &train.y, &order, config.batch)
         } else {
             None
@@ -126,6 +142,11 @@ pub fn train_loop(
         };
         for (k, idx) in per_step.chunks(config.batch).enumerate() {
             let batch_no = first_batch + k + 1;
+            if let (Some(sched), true) = (&config.schedule, per_step_schedule) {
+                let r = sched.rate(step, epoch - 1, per_epoch, total_steps, plateau.lr);
+                set_lr(exec, &mut lr_set, r, epoch)?;
+                lr_last = Some(r);
+            }
             train.x.gather_rows_into(idx, &mut x);
             train.y.gather_rows_into(idx, &mut y);
             let (x, y) = (&x, &y);
@@ -213,7 +234,9 @@ pub fn train_loop(
             samples_per_s: trained_now as f64 / train_seconds.max(1e-9),
             seconds: epoch_started.elapsed().as_secs_f64(),
             stopped: None,
+            lr: lr_last,
         };
+        plateau.update(config.schedule.as_ref(), &record);
         let mut improved = false;
         if let Some(stop) = &config.early_stopping {
             improved = watch.update(stop, &record);
@@ -400,5 +423,84 @@ impl Watch {
             self.waited += 1;
         }
         improved
+    }
+}
+
+/// Sets the step's learning rate to `r` (single precision, as the step reads it) when it
+/// differs from the one set last.
+fn set_lr(
+    exec: &mut dyn Executor,
+    set: &mut Option<f64>,
+    r: f64,
+    epoch: usize,
+) -> Result<(), TrainError> {
+    if *set == Some(r) {
+        return Ok(());
+    }
+    let tensor = StateTensor {
+        name: LR_STATE.to_string(),
+        kind: StateKind::Optimizer,
+        tensor: Tensor {
+            shape: Vec::new(),
+            data: vec![r as f32],
+        },
+    };
+    exec.set_state(&[tensor])
+        .map_err(|error| TrainError::Exec {
+            epoch,
+            batch: 0,
+            evaluating: false,
+            error,
+        })?;
+    *set = Some(r);
+    Ok(())
+}
+
+/// A plateau schedule's state: its current rate and the epochs since the monitored value
+/// last improved.
+struct Plateau {
+    lr: f64,
+    best: Option<f64>,
+    waited: usize,
+}
+
+impl Plateau {
+    fn new(schedule: Option<&Schedule>) -> Plateau {
+        Plateau {
+            lr: schedule.map_or(0.0, |s| s.base_lr),
+            best: None,
+            waited: 0,
+        }
+    }
+
+    /// Takes in an epoch's record (a no-op for other schedules).
+    fn update(&mut self, schedule: Option<&Schedule>, record: &EpochRecord) {
+        let Some(ScheduleKind::Plateau {
+            monitor,
+            patience,
+            factor,
+            min_lr,
+            maximize,
+        }) = schedule.map(|s| &s.kind)
+        else {
+            return;
+        };
+        let v = record.monitored(monitor).unwrap_or(f64::NAN);
+        let improved = v.is_finite()
+            && match self.best {
+                None => true,
+                Some(b) if *maximize => v > b,
+                Some(b) => v < b,
+            };
+        if improved {
+            self.best = Some(v);
+            self.waited = 0;
+        } else {
+            self.waited += 1;
+            if self.waited >= *patience {
+                self.lr = (self.lr * factor).max(*min_lr);
+                self.waited = 0;
+            }
+        }
     }
 }

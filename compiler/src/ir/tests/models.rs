@@ -290,5 +290,6 @@ pub fn train_block(loss: Loss, optimizer: Optimizer) -> TypedTrain {
         clip_norm: None,
         clip_value: None,
         weight_decay: 0.0,
+        schedule: crate::sema::typed::Schedule::Constant,
     }
 }

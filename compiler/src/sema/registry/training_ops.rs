@@ -248,6 +248,11 @@ listed_enum! {
     /// `typed::EarlyStopping`.
     ControlKind {
         EarlyStopping,
+        Constant,
+        StepDecay,
+        Exponential,
+        Cosine,
+        Plateau,
     }
 }
 
@@ -270,6 +275,56 @@ impl ControlKind {
                 creates: &[],
                 summary: "stop when the monitored value stops improving; keep the best weights",
                 doc: "After every epoch the monitored value is compared with the best so far; when it has not improved by more than `min_delta` for `patience` epochs, training stops and that epoch's row of `metrics.jsonl` says so. Whenever it improves, `best.safetensors` is written (atomically) beside `weights.safetensors`. Monitors of the validation split (`val_..`) need `validation`.",
+            } },
+            ControlKind::Constant => nullary(OpId::Control(ControlKind::Constant), "constant", "the optimizer's `lr` throughout (the default schedule)", "The learning rate stays the optimizer's `lr`."),
+            ControlKind::StepDecay => const { OpSpec {
+                id: OpId::Control(ControlKind::StepDecay),
+                name: "step",
+                params: &[
+                    param("every", ParamType::Int { min: 1 }, ArgDefault::Required, "epochs between decays"),
+                    param("gamma", ParamType::Float(Range::POSITIVE), ArgDefault::Float(0.1), "the factor applied every `every` epochs"),
+                ],
+                shape_rule: "",
+                creates: &[],
+                summary: "a learning-rate schedule: lr · gamma^⌊epoch / every⌋",
+                doc: "The rate of a step in epoch `e` (0-based) is `lr · gamma^⌊e / every⌋`.",
+            } },
+            ControlKind::Exponential => const { OpSpec {
+                id: OpId::Control(ControlKind::Exponential),
+                name: "exponential",
+                params: &[
+                    param("gamma", ParamType::Float(Range::POSITIVE), ArgDefault::Required, "the factor per epoch"),
+                ],
+                shape_rule: "",
+                creates: &[],
+                summary: "a learning-rate schedule: lr · gamma^epoch",
+                doc: "The rate of a step in epoch `e` (0-based) is `lr · gamma^e`.",
+            } },
+            ControlKind::Cosine => const { OpSpec {
+                id: OpId::Control(ControlKind::Cosine),
+                name: "cosine",
+                params: &[
+                    param("min_lr", ParamType::Float(Range::NON_NEGATIVE), ArgDefault::Float(0.0), "the rate at the last step"),
+                    param("warmup", ParamType::Float(Range::NON_NEGATIVE), ArgDefault::Float(0.0), "epochs (fractions allowed) of linear warm-up from 0"),
+                ],
+                shape_rule: "",
+                creates: &[],
+                summary: "a learning-rate schedule: linear warm-up, then a cosine to `min_lr`",
+                doc: "With `S` steps per epoch, `T = epochs·S` steps in all and `W = warmup·S`, step `k` (0-based) runs at `lr·(k+1)/W` while `k < W`, then at `min_lr + (lr − min_lr)·(1 + cos(π·(k − W)/(T − 1 − W)))/2`, which reaches `min_lr` at the last step. Set per step.",
+            } },
+            ControlKind::Plateau => const { OpSpec {
+                id: OpId::Control(ControlKind::Plateau),
+                name: "plateau",
+                params: &[
+                    param("monitor", ParamType::Str(&[]), ArgDefault::Str("val_loss"), "what is watched, as for `early_stopping`"),
+                    param("patience", ParamType::Int { min: 1 }, ArgDefault::Int(2), "epochs without an improvement before the rate drops"),
+                    param("factor", ParamType::Float(Range::OPEN_FRACTION), ArgDefault::Float(0.1), "the rate is multiplied by this"),
+                    param("min_lr", ParamType::Float(Range::NON_NEGATIVE), ArgDefault::Float(0.0), "the rate never drops below this"),
+                ],
+                shape_rule: "",
+                creates: &[],
+                summary: "a learning-rate schedule: multiply by `factor` when the monitor stops improving",
+                doc: "After each epoch without an improvement of the monitored value for `patience` epochs the rate is multiplied by `factor` (not below `min_lr`), and the count starts again.",
             } },
         }
     }
@@ -294,6 +349,7 @@ listed_enum! {
         ClipNorm,
         ClipValue,
         WeightDecay,
+        Schedule,
     }
 }
 
@@ -396,6 +452,14 @@ impl Setting {
                 default: "1",
                 example: "checkpoint_every = 5",
                 summary: "write `checkpoint.safetensors` every this many epochs (and after the last)",
+            },
+            Setting::Schedule => SettingSpec {
+                id: Setting::Schedule,
+                name: "schedule",
+                values: "constant, step(..), exponential(..), cosine(..) or plateau(..)",
+                default: "constant",
+                example: "schedule = cosine(min_lr = 1e-5, warmup = 1)",
+                summary: "how the learning rate changes during training; logged as `lr` in every epoch's row",
             },
             Setting::ClipNorm => SettingSpec {
                 id: Setting::ClipNorm,
