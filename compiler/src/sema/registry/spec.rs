@@ -68,7 +68,7 @@ impl OpKind {
             OpKind::Metric => "Metrics (`metrics = [..]`)",
             OpKind::Initializer => "Initializers (`init = ..`, `param .. = ..`)",
             OpKind::Data => "Data sources (`data = ..`)",
-            OpKind::Control => "Training control (`early_stopping = ..`)",
+            OpKind::Control => "Training control (`early_stopping = ..`, `schedule = ..`)",
         }
     }
 
