@@ -7,8 +7,8 @@ use nnc_runtime::data::{
 };
 use nnc_runtime::executor::{Executor, TaskKind};
 use nnc_runtime::train::{
-    evaluate, train_loop, EarlyStop, EvalReport, ProgressMode, Schedule as RtSchedule,
-    ScheduleKind, StopFlag, Summary, TrainConfig, TrainError,
+    evaluate, train_loop, EvalReport, ProgressMode, Schedule as RtSchedule, ScheduleKind, StopFlag,
+    Summary, TrainConfig, TrainError,
 };
 
 use super::interp::InterpExecutor;
@@ -102,13 +102,7 @@ pub fn run_train(
     config.metrics = train.metrics.clone();
     config.weights_metadata = super::weights::weights_metadata(model, train, exec.as_ref(), task)?;
     config.validation = train.validation;
-    config.early_stopping = train.early_stopping.as_ref().map(|e| EarlyStop {
-        monitor: e.monitor.clone(),
-        patience: e.patience,
-        min_delta: e.min_delta,
-        maximize: e.maximize,
-        restore_best: e.restore_best,
-    });
+    config.early_stopping = train.early_stopping.clone();
     config.schedule = schedule(train);
     config.checkpoint_every_epochs = opts
         .checkpoint_every
@@ -346,35 +340,9 @@ pub(super) fn load_data(
 /// The runtime's form of the block's learning-rate schedule (`None` for a constant rate,
 /// which the step has compiled in).
 fn schedule(train: &TypedTrain) -> Option<RtSchedule> {
-    use crate::sema::typed::Schedule as S;
-    let kind = match &train.schedule {
-        S::Constant => return None,
-        S::Step { every, gamma } => ScheduleKind::Step {
-            every: *every,
-            gamma: *gamma,
-        },
-        S::Exponential { gamma } => ScheduleKind::Exponential { gamma: *gamma },
-        S::Cosine { min_lr, warmup } => ScheduleKind::Cosine {
-            min_lr: *min_lr,
-            warmup: *warmup,
-        },
-        S::Plateau {
-            monitor,
-            patience,
-            factor,
-            min_lr,
-            maximize,
-        } => ScheduleKind::Plateau {
-            monitor: monitor.clone(),
-            patience: *patience,
-            factor: *factor,
-            min_lr: *min_lr,
-            maximize: *maximize,
-        },
-    };
-    Some(RtSchedule {
+    (train.schedule != ScheduleKind::Constant).then(|| RtSchedule {
         base_lr: crate::optim::base_lr(&train.optimizer),
-        kind,
+        kind: train.schedule.clone(),
     })
 }
 

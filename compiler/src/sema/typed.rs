@@ -292,46 +292,12 @@ pub struct TypedTrain {
     pub schedule: Schedule,
 }
 
-/// A learning-rate schedule; the runtime sets the rate before each step.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Schedule {
-    Constant,
-    /// `lr · gamma^⌊epoch / every⌋`.
-    Step {
-        every: usize,
-        gamma: f64,
-    },
-    /// `lr · gamma^epoch`.
-    Exponential {
-        gamma: f64,
-    },
-    /// Linear warm-up over `warmup` epochs, then a cosine down to `min_lr`.
-    Cosine {
-        min_lr: f64,
-        warmup: f64,
-    },
-    /// Multiply by `factor` after `patience` epochs without improvement of `monitor`.
-    Plateau {
-        monitor: String,
-        patience: usize,
-        factor: f64,
-        min_lr: f64,
-        maximize: bool,
-    },
-}
+/// A learning-rate schedule (the runtime's type: it sets the rate before each step).
+pub use nnc_runtime::train::ScheduleKind as Schedule;
 
 /// `early_stopping = early_stopping(..)`: checked in sema (the monitor exists and is
-/// computed), carried out by the runtime's training loop.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EarlyStopping {
-    /// `val_loss`, `val_<metric>`, `train_loss` or `train_<metric>`.
-    pub monitor: String,
-    pub patience: usize,
-    pub min_delta: f64,
-    /// Whether larger is better (`mode = "max"`, or `auto` for accuracy-like metrics).
-    pub maximize: bool,
-    pub restore_best: bool,
-}
+/// computed), carried out by the runtime's training loop, whose type it is.
+pub use nnc_runtime::train::EarlyStop as EarlyStopping;
 
 impl TypedTrain {
     /// Whether parameter `name` is frozen: named by `freeze`, or under a prefix of it

@@ -268,8 +268,10 @@ pub fn train_loop(
             write_weights(&best_path, &state, &weights_meta)?;
         }
         let last = epoch == config.epochs || record.stopped.is_some();
-        let saved = last || epoch.is_multiple_of(config.checkpoint_every_epochs.max(1));
-        if saved {
+        // A raised stop flag (Ctrl-C during evaluation) ends the run after this epoch.
+        let flagged = !last && config.stop.as_ref().is_some_and(StopFlag::raised);
+        let due = epoch.is_multiple_of(config.checkpoint_every_epochs.max(1));
+        if last || flagged || due {
             Checkpoint {
                 model_hash: exec.model_hash(),
                 state,
@@ -289,30 +291,7 @@ pub fn train_loop(
         if record.stopped.is_some() {
             break;
         }
-        let flagged = config.stop.as_ref().is_some_and(StopFlag::raised);
-        if flagged && epoch < config.epochs {
-            if !saved {
-                // The checkpoint of this epoch was not due: write it now.
-                let state = exec.state().map_err(|error| TrainError::Exec {
-                    epoch,
-                    batch: batches,
-                    evaluating: false,
-                    error,
-                })?;
-                Checkpoint {
-                    model_hash: exec.model_hash(),
-                    state,
-                    step,
-                    epoch,
-                    position: 0,
-                    rng: rng.state(),
-                    batch: config.batch,
-                    seed: config.seed,
-                    shuffle: config.shuffle,
-                    progress: progress_json(&history, None),
-                }
-                .save(&checkpoint_path)?;
-            }
+        if flagged {
             return Err(TrainError::Interrupted {
                 epoch: epoch + 1,
                 position: 0,
