@@ -300,3 +300,30 @@ fn bad_schedules_are_located_errors_with_hints() {
         assert!(e.contains(message), "{setting}: {e}");
     }
 }
+
+#[test]
+fn a_separate_validation_source_is_read_whole_and_by_column_name() {
+    let dir = scratch("control", "valsource");
+    std::fs::copy(root().join("examples/data/xor.csv"), dir.join("xor.csv")).unwrap();
+    // Four validation rows, columns in another order.
+    std::fs::write(
+        dir.join("val.csv"),
+        "label,b,a\n0,0,0\n1,1,0\n1,0,1\n0,1,1\n",
+    )
+    .unwrap();
+    let file = dir.join("x.nn");
+    std::fs::write(
+        &file,
+        "model Xor {\n    input ab: [2]\n    output p = ab |> dense(8) |> tanh |> dense(2) |> softmax\n}\n\ntrain Xor {\n    data = csv(\"xor.csv\", target = \"label\", standardize = true)\n    validation = csv(\"val.csv\", target = \"label\")\n    loss = cross_entropy\n    optimizer = adam(lr = 0.05)\n    batch = 16\n    epochs = 60\n    metrics = [accuracy]\n    seed = 3\n    early_stopping = early_stopping(monitor = \"val_accuracy\", patience = 60)\n}\n",
+    )
+    .unwrap();
+    let out = dir.join("run");
+    ok(&nnc(&["train", &s(&file), "--quiet", "--out", &s(&out)]));
+    let r = rows(&out);
+    for row in &r {
+        let acc = row["val_accuracy"].as_f64().expect("val_accuracy");
+        assert_eq!((acc * 4.0).fract(), 0.0, "four validation rows: {acc}");
+    }
+    let last = r.last().unwrap()["val_accuracy"].as_f64().unwrap();
+    assert_eq!(last, 1.0, "XOR learned, judged on the separate rows: {r:?}");
+}

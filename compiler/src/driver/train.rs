@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use nnc_runtime::data::{
-    load_csv, load_idx, load_image_folder, load_npy_data, DataError, Splits, TestSplit,
+    load_csv, load_idx, load_image_folder, load_npy_data, read_csv_columns, DataError, Splits,
+    TestSplit,
 };
 use nnc_runtime::executor::{Executor, TaskKind};
 use nnc_runtime::train::{
@@ -83,6 +84,13 @@ pub fn run_train(
         super::weights::init_from(exec.as_mut(), init, model, opts.quiet)?;
     }
     let data = load_data(train, opts.data.as_deref(), model, exec.as_ref())?;
+    let validation = match &train.validation_source {
+        Some(spec) => Some(
+            validation_set(spec, &data, train.seed)
+                .map_err(|e| data_diagnostic(Code::Data, &e, train.data_span))?,
+        ),
+        None => None,
+    };
     let task = task_kind(model, train.loss);
     let out_dir = opts
         .out
@@ -102,6 +110,7 @@ pub fn run_train(
     config.metrics = train.metrics.clone();
     config.weights_metadata = super::weights::weights_metadata(model, train, exec.as_ref(), task)?;
     config.validation = train.validation;
+    config.validation_set = validation;
     config.early_stopping = train.early_stopping.clone();
     config.schedule = schedule(train);
     config.checkpoint_every_epochs = opts
@@ -281,7 +290,38 @@ pub(super) fn load_data(
     model: &TypedModel,
     exec: &dyn Executor,
 ) -> Result<Splits, DriverError> {
-    let loaded = match &train.data {
+    let loaded = load_source(&train.data, data_override, train.seed);
+    let mut splits = loaded.map_err(|e| data_diagnostic(Code::Data, &e, train.data_span))?;
+    let input = exec.input_shape();
+    for split in [&mut splits.train, &mut splits.test] {
+        split.fit_input(&input).map_err(|e| {
+            data_diagnostic(Code::DataShapeMismatch, &e, train.data_span).note(format!(
+                "the model `{}` takes `{}` of shape {}",
+                model.name,
+                model.inputs[0].name,
+                nnc_runtime::tensor::format_shape(&input)
+            ))
+        })?;
+    }
+    Ok(splits)
+}
+
+/// The runtime's form of the block's learning-rate schedule (`None` for a constant rate,
+/// which the step has compiled in).
+fn schedule(train: &TypedTrain) -> Option<RtSchedule> {
+    (train.schedule != ScheduleKind::Constant).then(|| RtSchedule {
+        base_lr: crate::optim::base_lr(&train.optimizer),
+        kind: train.schedule.clone(),
+    })
+}
+
+/// The splits of a data source (`data_override` replaces its main path).
+fn load_source(
+    spec: &DataSpec,
+    data_override: Option<&Path>,
+    seed: u64,
+) -> Result<Splits, DataError> {
+    match spec {
         DataSpec::Idx { dir, scale } => load_idx(data_override.unwrap_or(dir), *scale as f32),
         DataSpec::Csv {
             path,
@@ -306,7 +346,7 @@ pub(super) fn load_data(
             *channels,
             *scale as f32,
             *test,
-            train.seed,
+            seed,
         ),
         DataSpec::Npy {
             x,
@@ -321,29 +361,46 @@ pub(super) fn load_data(
             *scale as f32,
             *test,
         ),
-    };
-    let mut splits = loaded.map_err(|e| data_diagnostic(Code::Data, &e, train.data_span))?;
-    let input = exec.input_shape();
-    for split in [&mut splits.train, &mut splits.test] {
-        split.fit_input(&input).map_err(|e| {
-            data_diagnostic(Code::DataShapeMismatch, &e, train.data_span).note(format!(
-                "the model `{}` takes `{}` of shape {}",
-                model.name,
-                model.inputs[0].name,
-                nnc_runtime::tensor::format_shape(&input)
-            ))
-        })?;
     }
-    Ok(splits)
 }
 
-/// The runtime's form of the block's learning-rate schedule (`None` for a constant rate,
-/// which the step has compiled in).
-fn schedule(train: &TypedTrain) -> Option<RtSchedule> {
-    (train.schedule != ScheduleKind::Constant).then(|| RtSchedule {
-        base_lr: crate::optim::base_lr(&train.optimizer),
-        kind: train.schedule.clone(),
-    })
+/// A separate validation set (`validation = csv(..)`), read whole: both splits of the
+/// source. A CSV source is read by the training columns' names and standardized with the
+/// training statistics, as the training samples were.
+fn validation_set(
+    spec: &DataSpec,
+    training: &Splits,
+    seed: u64,
+) -> Result<nnc_runtime::data::Dataset, DataError> {
+    if let (DataSpec::Csv { path, target, .. }, Some(columns)) =
+        (spec, &training.preprocess.columns)
+    {
+        let mut names = columns.clone();
+        names.push(target.clone());
+        let (xy, _) = read_csv_columns(path, &names)?;
+        let width = names.len();
+        let rows = xy.shape[0];
+        let mut x = Vec::with_capacity(rows * (width - 1));
+        let mut y = Vec::with_capacity(rows);
+        for r in xy.data.chunks(width) {
+            x.extend_from_slice(&r[..width - 1]);
+            y.push(r[width - 1]);
+        }
+        let mut x = nnc_runtime::tensor::Tensor {
+            shape: vec![rows, width - 1],
+            data: x,
+        };
+        if let Some(st) = &training.preprocess.standardize {
+            st.apply_rows(&mut x.data);
+        }
+        let y = nnc_runtime::tensor::Tensor {
+            shape: vec![rows, 1],
+            data: y,
+        };
+        return nnc_runtime::data::Dataset::from_tensors(&path.display().to_string(), x, y);
+    }
+    let splits = load_source(spec, None, seed)?;
+    splits.train.concat(&splits.test)
 }
 
 /// The runtime's form of a CSV test split.

@@ -113,12 +113,13 @@ pub fn check_train(
     if let (Some((index, typed)), Some((loss, loss_span))) = (model.and_then(|m| m.typed), s.loss) {
         check_fit(train, typed, loss, loss_span, &s.metrics, diags);
         check_freeze(train, typed, &s.freeze, diags);
+        let validation = s.validation.is_some() || s.validation_source.is_some();
         if let Some((stop, span)) = &s.early_stopping {
             check_monitor(
                 "early_stopping",
                 &stop.monitor,
                 *span,
-                s.validation.is_some(),
+                validation,
                 &s.metrics,
                 diags,
             );
@@ -128,7 +129,7 @@ pub fn check_train(
                 "plateau",
                 monitor,
                 *span,
-                s.validation.is_some(),
+                validation,
                 &s.metrics,
                 diags,
             );
@@ -153,6 +154,7 @@ pub fn check_train(
                     init: s.init.clone(),
                     freeze: s.freeze.iter().map(|f| f.0.clone()).collect(),
                     validation: s.validation,
+                    validation_source: s.validation_source.clone(),
                     early_stopping: s.early_stopping.clone().map(|e| e.0),
                     checkpoint_every: s.checkpoint_every,
                     label_smoothing: s.label_smoothing,
@@ -183,6 +185,7 @@ struct Settings {
     init: Option<PathBuf>,
     freeze: Vec<(String, Span)>,
     validation: Option<f64>,
+    validation_source: Option<DataSpec>,
     /// With the span of the `monitor` argument (or of the call).
     early_stopping: Option<(EarlyStopping, Span)>,
     checkpoint_every: Option<usize>,
@@ -208,6 +211,7 @@ impl Default for Settings {
             init: None,
             freeze: Vec::new(),
             validation: None,
+            validation_source: None,
             early_stopping: None,
             checkpoint_every: None,
             label_smoothing: 0.0,
@@ -346,6 +350,19 @@ impl Settings {
                     .help("for example `freeze = [\"conv2d_0\", \"dense_0.w\"]`"),
                 ),
             },
+            Setting::Validation
+                if matches!(strip(value).kind, ExprKind::Call { .. } | ExprKind::Name(_)) =>
+            {
+                if let Some((op, a)) = args::eval_op_value(value, OpKind::Data, diags) {
+                    if let OpId::Data(kind) = op.id {
+                        if let Some(d) = data_problem(kind, &a) {
+                            diags.push(d);
+                        } else {
+                            self.validation_source = Some(data_spec(kind, &a, base_dir));
+                        }
+                    }
+                }
+            }
             Setting::Validation => match args::eval_number(value) {
                 Ok(f) if f > 0.0 && f < 1.0 => self.validation = Some(f),
                 Ok(f) => diags.push(

@@ -276,6 +276,8 @@ pub struct TypedTrain {
     pub freeze: Vec<String>,
     /// The fraction of the training split held out for validation (`validation = 0.1`).
     pub validation: Option<f64>,
+    /// A separate validation set (`validation = idx(..)`), read whole.
+    pub validation_source: Option<DataSpec>,
     pub early_stopping: Option<EarlyStopping>,
     /// Write the checkpoint every this many epochs (`checkpoint_every`; default 1).
     pub checkpoint_every: Option<usize>,

@@ -298,6 +298,39 @@ impl Dataset {
         }
     }
 
+    /// The samples of `self`, then those of `other` (same sample and label shapes).
+    pub fn concat(&self, other: &Dataset) -> Result<Dataset, DataError> {
+        let path = self.source.samples_path();
+        if self.sample_shape != other.sample_shape || self.y.shape[1..] != other.y.shape[1..] {
+            return Err(DataError::new(
+                DataErrorKind::Mismatch,
+                &other.source.samples_path(),
+                Location::File,
+                format!(
+                    "samples of shape {} cannot join those of {} in `{}`",
+                    format_shape(&other.sample_shape),
+                    format_shape(&self.sample_shape),
+                    path.display()
+                ),
+            ));
+        }
+        let join = |a: &Tensor, b: &Tensor| {
+            let mut shape = a.shape.clone();
+            shape[0] += b.shape[0];
+            let mut data = a.data.clone();
+            data.extend_from_slice(&b.data);
+            Tensor { shape, data }
+        };
+        Ok(Dataset {
+            x: join(&self.x, &other.x),
+            y: join(&self.y, &other.y),
+            sample_shape: self.sample_shape.clone(),
+            source: Source::Memory {
+                name: path.display().to_string(),
+            },
+        })
+    }
+
     /// The number of samples.
     pub fn len(&self) -> usize {
         self.x.rows()

@@ -74,6 +74,9 @@ pub struct TrainConfig {
     /// Hold out this fraction of the training split (chosen with the seed, before any
     /// shuffling) and evaluate it after every epoch (`val_loss`, `val_<metric>`).
     pub validation: Option<f64>,
+    /// A separate validation set instead (`validation = idx(..)`), preprocessed as the
+    /// training data.
+    pub validation_set: Option<Dataset>,
     pub early_stopping: Option<EarlyStop>,
     /// Write `checkpoint.safetensors` every this many epochs (and after the last one).
     pub checkpoint_every_epochs: usize,
@@ -206,6 +209,7 @@ impl TrainConfig {
             checkpoint_every: None,
             weights_metadata: Vec::new(),
             validation: None,
+            validation_set: None,
             early_stopping: None,
             checkpoint_every_epochs: 1,
             stop: None,

@@ -28,13 +28,19 @@ pub fn train_loop(
         ));
     }
     prepare(exec, &mut data, config.task, &config.metrics)?;
-    let val = match config.validation {
-        Some(f) => {
+    let val = match (&config.validation_set, config.validation) {
+        (Some(set), _) => {
+            let mut set = set.clone();
+            set.fit_input(&exec.input_shape())?;
+            set.fit_labels(config.task, &exec.output_shape())?;
+            Some(set)
+        }
+        (None, Some(f)) => {
             let (train, val) = hold_out(&data.train, f, config.seed);
             data.train = train;
             Some(val)
         }
-        None => None,
+        (None, None) => None,
     };
     let train = &data.train;
     let n = train.len();

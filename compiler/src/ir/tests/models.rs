@@ -284,6 +284,7 @@ pub fn train_block(loss: Loss, optimizer: Optimizer) -> TypedTrain {
         init: None,
         freeze: Vec::new(),
         validation: None,
+        validation_source: None,
         early_stopping: None,
         checkpoint_every: None,
         label_smoothing: 0.0,

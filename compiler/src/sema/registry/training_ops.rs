@@ -432,7 +432,7 @@ impl Setting {
             Setting::Validation => SettingSpec {
                 id: Setting::Validation,
                 name: "validation",
-                values: "a fraction in (0, 1)",
+                values: "a fraction in (0, 1), or a data source read whole",
                 default: "none",
                 example: "validation = 0.1",
                 summary: "hold out this fraction of the training split (seeded) and report `val_loss` and `val_<metric>` every epoch",
