@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use nnc_runtime::data::{
-    load_csv, load_idx, load_image_folder, load_npy_data, read_csv_columns, DataError, Splits,
+    load_csv, load_idx, load_image_folder, load_npy_data, read_csv_dataset, DataError, Splits,
     TestSplit,
 };
 use nnc_runtime::executor::{Executor, TaskKind};
@@ -375,29 +375,11 @@ fn validation_set(
     if let (DataSpec::Csv { path, target, .. }, Some(columns)) =
         (spec, &training.preprocess.columns)
     {
-        let mut names = columns.clone();
-        names.push(target.clone());
-        let (xy, _) = read_csv_columns(path, &names)?;
-        let width = names.len();
-        let rows = xy.shape[0];
-        let mut x = Vec::with_capacity(rows * (width - 1));
-        let mut y = Vec::with_capacity(rows);
-        for r in xy.data.chunks(width) {
-            x.extend_from_slice(&r[..width - 1]);
-            y.push(r[width - 1]);
-        }
-        let mut x = nnc_runtime::tensor::Tensor {
-            shape: vec![rows, width - 1],
-            data: x,
-        };
+        let mut set = read_csv_dataset(path, columns, target)?;
         if let Some(st) = &training.preprocess.standardize {
-            st.apply_rows(&mut x.data);
+            st.apply(&mut set);
         }
-        let y = nnc_runtime::tensor::Tensor {
-            shape: vec![rows, 1],
-            data: y,
-        };
-        return nnc_runtime::data::Dataset::from_tensors(&path.display().to_string(), x, y);
+        return Ok(set);
     }
     let splits = load_source(spec, None, seed)?;
     splits.train.concat(&splits.test)

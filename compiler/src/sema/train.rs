@@ -125,14 +125,7 @@ pub fn check_train(
             );
         }
         if let Some((Schedule::Plateau { monitor, .. }, span)) = &s.schedule {
-            check_monitor(
-                "plateau",
-                monitor,
-                *span,
-                validation,
-                &s.metrics,
-                diags,
-            );
+            check_monitor("plateau", monitor, *span, validation, &s.metrics, diags);
         }
         Some(index)
             .filter(|_| diags.len() == before)

@@ -245,38 +245,13 @@ fn load_csv_lines<'a>(
         TestSplit::Fraction(f) => split_rows(&all, &evenly_spread(n, *f)),
         TestSplit::File(other) => {
             // The other file's columns by name, in this file's order, the target last.
-            let mut columns: Vec<String> = names
+            let features: Vec<String> = names
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != target_index)
                 .map(|(_, n)| n.to_string())
                 .collect();
-            columns.push(target.to_string());
-            let (xy, lines) = read_csv_columns(other, &columns)?;
-            let width = columns.len();
-            let rows = lines.len();
-            let mut xs = Vec::with_capacity(rows * features);
-            let mut ys = Vec::with_capacity(rows);
-            for r in xy.data.chunks(width) {
-                xs.extend_from_slice(&r[..features]);
-                ys.push(r[features]);
-            }
-            let test = Dataset {
-                x: Tensor {
-                    shape: vec![rows, features],
-                    data: xs,
-                },
-                y: Tensor {
-                    shape: vec![rows, 1],
-                    data: ys,
-                },
-                sample_shape: vec![features],
-                source: Source::Csv {
-                    path: other.clone(),
-                    target_cols: vec![0; rows],
-                    lines,
-                },
-            };
+            let test = read_csv_dataset(other, &features, target)?;
             (all, test)
         }
     };
@@ -383,6 +358,41 @@ pub fn read_csv_columns(
     let x = Tensor::new(vec![line_numbers.len(), columns.len()], xs)
         .map_err(|e| DataError::new(DataErrorKind::Parse, path, Location::File, e.to_string()))?;
     Ok((x, line_numbers))
+}
+
+/// The samples of the CSV file at `path` as a data set: the feature `columns` and the
+/// `target` column found by name (in any order; other columns skipped), every row.
+pub fn read_csv_dataset(
+    path: &Path,
+    columns: &[String],
+    target: &str,
+) -> Result<Dataset, DataError> {
+    let mut names = columns.to_vec();
+    names.push(target.to_string());
+    let (xy, lines) = read_csv_columns(path, &names)?;
+    let (width, features, rows) = (names.len(), columns.len(), lines.len());
+    let mut xs = Vec::with_capacity(rows * features);
+    let mut ys = Vec::with_capacity(rows);
+    for r in xy.data.chunks(width) {
+        xs.extend_from_slice(&r[..features]);
+        ys.push(r[features]);
+    }
+    Ok(Dataset {
+        x: Tensor {
+            shape: vec![rows, features],
+            data: xs,
+        },
+        y: Tensor {
+            shape: vec![rows, 1],
+            data: ys,
+        },
+        sample_shape: vec![features],
+        source: Source::Csv {
+            path: path.to_path_buf(),
+            target_cols: vec![0; rows],
+            lines,
+        },
+    })
 }
 
 fn quoted(names: &[&str]) -> String {

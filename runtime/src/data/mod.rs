@@ -18,7 +18,7 @@ mod preprocess;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use csv::{load_csv, read_csv_columns, TEST_EVERY};
+pub use csv::{load_csv, read_csv_columns, read_csv_dataset, TEST_EVERY};
 pub use idx::{load_idx, read_idx, IdxArray};
 pub use images::{
     image_files, image_geometry, is_image_file, load_image_folder, load_images, write_png,
