@@ -4,22 +4,9 @@
 //! program or its data are located diagnostics with exit code 1.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn nnc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(args)
-        .output()
-        .expect("the nnc binary runs")
-}
-
-fn example(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(name)
-        .display()
-        .to_string()
-}
+mod common;
+use common::{example, nnc};
 
 fn out_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("nnc-train-{}-{name}", std::process::id()));
@@ -33,15 +20,7 @@ fn train(file: &str, out: &Path, extra: &[&str]) -> String {
     let out_s = out.display().to_string();
     args.push(&out_s);
     args.extend_from_slice(extra);
-    let o = nnc(&args);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    common::ok(&nnc(&args))
 }
 
 /// Every epoch's record in `metrics.jsonl`, in order (at least one).

@@ -22,6 +22,9 @@ pub struct InterpExecutor {
     values: HashMap<String, Tensor>,
     /// The order and kind of [`Executor::state`].
     order: Vec<(String, StateKind)>,
+    /// The state the training step updates: all of `order` but frozen parameters and the
+    /// scheduled `lr`, which are step inputs only.
+    updated: Vec<String>,
     input_shape: Vec<usize>,
     output_shape: Vec<usize>,
     hash: String,
@@ -33,6 +36,11 @@ impl InterpExecutor {
         let values: HashMap<String, Tensor> =
             graphs.initial_values(model, seed).into_iter().collect();
         let order = state_order(&graphs);
+        let updated = order
+            .iter()
+            .filter(|(n, _)| graphs.train.outputs().iter().any(|(o, _)| o == n))
+            .map(|(n, _)| n.clone())
+            .collect();
         let input_shape = model.inputs[0].shape.dims.clone();
         let output_shape = model.nodes[model.output.0 as usize].shape.dims.clone();
         let hash = model_hash(&graphs);
@@ -40,6 +48,7 @@ impl InterpExecutor {
             graphs,
             values,
             order,
+            updated,
             input_shape,
             output_shape,
             hash,
@@ -157,13 +166,9 @@ impl Executor for InterpExecutor {
             .map_err(|e| ExecError::new(e.to_string()))?;
         let loss = scalar(&take(&mut outputs, LOSS)?);
         let output = to_rt(&take(&mut outputs, OUTPUT)?);
-        for (name, _) in &self.order {
-            // A frozen parameter is an input of the step and no output: it stays.
-            let updated = self.graphs.train.outputs().iter().any(|(n, _)| n == name);
-            if updated {
-                let v = take(&mut outputs, name)?;
-                self.values.insert(name.clone(), v);
-            }
+        for name in &self.updated {
+            let v = take(&mut outputs, name)?;
+            self.values.insert(name.clone(), v);
         }
         Ok(StepOutput {
             loss,

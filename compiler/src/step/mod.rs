@@ -267,6 +267,8 @@ fn shape_gradients(
             let sq = g.mul(d, d)?;
             let axes: Vec<usize> = (0..g.shape(sq).rank()).collect();
             let s = g.reduce(ReduceOp::Sum, sq, &axes)?;
+            // A scalar, so that the factor keeps each gradient's own shape.
+            let s = g.reshape(s, Shape::scalar())?;
             total = Some(match total {
                 Some(t) => g.add(t, s)?,
                 None => s,

@@ -225,22 +225,7 @@ fn load_csv_lines<'a>(
             "the file has a header but no data rows",
         ));
     }
-    let all = Dataset {
-        x: Tensor {
-            shape: vec![n, features],
-            data: xs,
-        },
-        y: Tensor {
-            shape: vec![n, 1],
-            data: ys,
-        },
-        sample_shape: vec![features],
-        source: Source::Csv {
-            path: path.to_path_buf(),
-            lines: line_numbers,
-            target_cols,
-        },
-    };
+    let all = csv_dataset(path, xs, ys, features, line_numbers, target_cols);
     let (mut train, mut test) = match split {
         TestSplit::Fraction(f) => split_rows(&all, &evenly_spread(n, *f)),
         TestSplit::File(other) => {
@@ -377,22 +362,36 @@ pub fn read_csv_dataset(
         xs.extend_from_slice(&r[..features]);
         ys.push(r[features]);
     }
-    Ok(Dataset {
+    Ok(csv_dataset(path, xs, ys, features, lines, vec![0; rows]))
+}
+
+/// Rows of `features` values and one target each, read from `path` at `lines` (the
+/// target's column on each line, for messages, in `target_cols`).
+fn csv_dataset(
+    path: &Path,
+    xs: Vec<f32>,
+    ys: Vec<f32>,
+    features: usize,
+    lines: Vec<usize>,
+    target_cols: Vec<usize>,
+) -> Dataset {
+    let n = ys.len();
+    Dataset {
         x: Tensor {
-            shape: vec![rows, features],
+            shape: vec![n, features],
             data: xs,
         },
         y: Tensor {
-            shape: vec![rows, 1],
+            shape: vec![n, 1],
             data: ys,
         },
         sample_shape: vec![features],
         source: Source::Csv {
             path: path.to_path_buf(),
-            target_cols: vec![0; rows],
             lines,
+            target_cols,
         },
-    })
+    }
 }
 
 fn quoted(names: &[&str]) -> String {

@@ -31,7 +31,12 @@
 //! f32x4 (two independent bodies per iteration, eight lanes, so that chains of `sqrt` and
 //! `div` overlap; then one body; then the scalar loop finishes); results are
 //! bit-identical to the scalar loop. Unit-stride accesses are addressed from row pointers
-//! computed before the loop.
+//! computed before the loop. A loop of constant extent up to 32 (a block of channels)
+//! becomes straight-line vector code instead: fours, then a 2- and/or 1-lane piece as a
+//! narrow vector, no loop control and no scalar remainder. An accumulation nest (row
+//! loops around such a lane loop that adds into an element the row loops do not move)
+//! keeps its accumulators in vector variables for the whole nest, loaded before it and
+//! stored after it.
 //! Both arms of a vector `select` are evaluated, so an arm may load only where the loop
 //! stores (a select can guard an out-of-range load, as padding does). Loops that carry a
 //! local across iterations (reductions), transcendentals, `pow`, `FromIdx`, `Rand` or

@@ -42,6 +42,12 @@ fn step(
     let out = interp::run(&sg.train, &inputs, 4).unwrap();
     let mut updates = HashMap::new();
     for (name, _) in &sg.params {
+        // The update keeps the parameter's shape (a scalar factor broadcast into a rank-1
+        // gradient once made it [1, n]).
+        assert_eq!(
+            out[name].shape, params[name].shape,
+            "shape of updated `{name}`"
+        );
         let before = &params[name].data;
         let after = &out[name].data;
         updates.insert(
