@@ -414,12 +414,12 @@ impl Builder {
             TOp::Conv2d {
                 w,
                 b,
-                filters,
                 kernel,
                 stride,
                 dilation,
                 groups,
                 padding,
+                ..
             } => {
                 let wname = &model.params[w.0 as usize].name;
                 let wt = weights
@@ -457,7 +457,6 @@ impl Builder {
                     pads[a] = cv.pad[a] as i64;
                     pads[a + 2] = reach.saturating_sub(image[a] + cv.pad[a]) as i64;
                 }
-                let _ = filters;
                 let attrs = vec![
                     attr_ints("kernel_shape", &[kernel[0] as i64, kernel[1] as i64]),
                     attr_ints("strides", &[stride[0] as i64, stride[1] as i64]),
