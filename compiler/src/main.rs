@@ -46,7 +46,7 @@ struct RunArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Batch size (overrides the file).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     batch: Option<usize>,
 }
 
@@ -93,7 +93,7 @@ enum Command {
         #[command(flatten)]
         common: RunArgs,
         /// Number of epochs (overrides the file).
-        #[arg(long)]
+        #[arg(long, value_parser = positive)]
         epochs: Option<usize>,
         /// Seed of initial weights and shuffles (overrides the file).
         #[arg(long)]
@@ -114,6 +114,10 @@ enum Command {
         /// block's `init`; fine-tuning).
         #[arg(long)]
         init: Option<PathBuf>,
+        /// A fresh run may replace the results of an earlier run in the output folder
+        /// (without it, it refuses them).
+        #[arg(long)]
+        overwrite: bool,
         /// Write the checkpoint every N epochs (overrides `checkpoint_every`).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         checkpoint_every: Option<u64>,
@@ -144,7 +148,7 @@ enum Command {
         #[arg(long)]
         model: Option<String>,
         /// Samples per evaluation step [default: the file's batch, at least 256].
-        #[arg(long)]
+        #[arg(long, value_parser = positive)]
         batch: Option<usize>,
         /// Where the model runs.
         #[arg(long, value_enum, default_value_t = TargetArg::Cpu)]
@@ -212,10 +216,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = TargetArg::Cpu)]
         target: TargetArg,
         /// Batch size (overrides the file).
-        #[arg(long)]
+        #[arg(long, value_parser = positive)]
         batch: Option<usize>,
         /// Timed steps.
-        #[arg(long, default_value_t = 500)]
+        #[arg(long, default_value_t = 500, value_parser = positive)]
         steps: usize,
         /// Untimed steps first.
         #[arg(long, default_value_t = 50)]
@@ -230,6 +234,15 @@ enum Command {
     /// Print each kernel of the compiled steps: the ops it fused and why (or why a
     /// fusion was refused), and its estimated FLOPs and bytes moved.
     Explain { file: PathBuf },
+}
+
+/// A command-line count that must be at least 1 (a batch, epochs, steps).
+fn positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -254,6 +267,7 @@ fn main() -> ExitCode {
             log,
             quiet,
             init,
+            overwrite,
             checkpoint_every,
         } => {
             let opts = TrainOptions {
@@ -269,6 +283,7 @@ fn main() -> ExitCode {
                 quiet,
                 init,
                 checkpoint_every: checkpoint_every.map(|n| n as usize),
+                overwrite,
             };
             with_program(&file, color, |program, source| {
                 match driver::run_train(program, &file, &opts) {

@@ -24,6 +24,7 @@ use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::executor::{StateKind, StateTensor};
 use crate::tensor::{format_shape, Tensor};
+use crate::train::LR_STATE;
 
 /// The value of the `nnc.format` metadata entry of a full checkpoint.
 pub const CHECKPOINT_FORMAT: &str = "nnc-checkpoint/1";
@@ -429,8 +430,11 @@ impl Checkpoint {
             )
             .help("resume with the model file that wrote the checkpoint, or start a new run"));
         }
+        // The scheduled rate is set by the loop before every step, not restored: a run may
+        // gain or lose a schedule when it resumes.
+        let carried = |s: &&StateTensor| !(s.kind == StateKind::Optimizer && s.name == LR_STATE);
         let mut out = Vec::with_capacity(current.len());
-        for cur in current {
+        for cur in current.iter().filter(carried) {
             let Some(stored) = self
                 .state
                 .iter()
@@ -457,6 +461,7 @@ impl Checkpoint {
         if let Some(extra) = self
             .state
             .iter()
+            .filter(carried)
             .find(|s| !current.iter().any(|c| c.name == s.name && c.kind == s.kind))
         {
             return Err(CheckpointError::new(

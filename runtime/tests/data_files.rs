@@ -364,7 +364,7 @@ fn csv_without_the_target_column_lists_the_columns() {
     assert_eq!(
         err.to_string(),
         format!(
-            "`{}` line 1: the header has no column named `y`\nhelp: the columns are: x, z",
+            "`{}` line 1: the header has no column named `y`\nhelp: the columns are: `x`, `z`",
             dir.join("data.csv").display()
         )
     );

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use nnc_runtime::executor::{EvalOutput, ExecError, Executor, StateKind, StateTensor, StepOutput};
 use nnc_runtime::tensor::Tensor as RtTensor;
 
+use crate::ir::interp;
 use crate::ir::tensor::Tensor;
-use crate::ir::{interp, print};
 use crate::sema::typed::TypedModel;
 use crate::step::{StepGraphs, INPUT, LABELS, LOSS, OUTPUT};
 
@@ -86,12 +86,9 @@ pub fn state_order(graphs: &StepGraphs) -> Vec<(String, StateKind)> {
     order
 }
 
-/// A fingerprint of the training step: the printed train graph holds the model, the
-/// loss and the optimizer with its hyper-parameters.
+/// A fingerprint of the training step ([`StepGraphs::hash`]).
 pub fn model_hash(graphs: &StepGraphs) -> String {
-    let mut h = nnc_runtime::checkpoint::Fnv64::default();
-    h.update(print::print_graph(&graphs.train).as_bytes());
-    format!("{:016x}", h.finish())
+    graphs.hash.clone()
 }
 
 fn to_ir(t: &RtTensor) -> Result<Tensor, ExecError> {

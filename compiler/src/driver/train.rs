@@ -58,6 +58,8 @@ pub struct TrainOptions {
     pub init: Option<PathBuf>,
     /// Write the checkpoint every this many epochs (overrides `checkpoint_every`).
     pub checkpoint_every: Option<usize>,
+    /// A fresh run may replace an earlier run's results in the output folder.
+    pub overwrite: bool,
 }
 
 /// Command-line settings of `nnc eval`.
@@ -92,9 +94,11 @@ pub fn run_train(
         None => None,
     };
     let task = task_kind(model, train.loss);
+    // Resuming writes into the folder resumed from unless told otherwise.
     let out_dir = opts
         .out
         .clone()
+        .or_else(|| opts.resume.clone())
         .unwrap_or_else(|| default_out_dir(program, path, model));
     let mut config = TrainConfig::new(task, out_dir);
     config.epochs = opts.epochs.unwrap_or(train.epochs);
@@ -113,6 +117,8 @@ pub fn run_train(
     config.validation_set = validation;
     config.early_stopping = train.early_stopping.clone();
     config.schedule = schedule(train);
+    config.overwrite = opts.overwrite;
+    config.lr = Some(crate::optim::base_lr(&train.optimizer));
     config.checkpoint_every_epochs = opts
         .checkpoint_every
         .or(train.checkpoint_every)
@@ -121,6 +127,9 @@ pub fn run_train(
         return Err(DriverError::Message(
             "`--epochs` and `--batch` must be positive".into(),
         ));
+    }
+    if let Some(log) = &opts.log {
+        check_log_file(log, opts.resume.is_some(), opts.overwrite)?;
     }
     let resume = opts
         .resume
@@ -145,6 +154,50 @@ pub fn run_train(
         )),
         e => DriverError::Message(e.to_string()),
     })
+}
+
+/// `--log FILE` may name a new file, or a metrics log of nnc's own: one a resumed run
+/// continues, or (with `--overwrite`) one a fresh run replaces. Anything else (the model
+/// file, data, a checkpoint) is never overwritten.
+fn check_log_file(log: &Path, resuming: bool, overwrite: bool) -> Result<(), DriverError> {
+    let refuse = |why: String, help: &str| {
+        Err(DriverError::Message(format!(
+            "`--log {}`: {why}\nhelp: {help}",
+            log.display()
+        )))
+    };
+    let Ok(meta) = std::fs::metadata(log) else {
+        return Ok(());
+    };
+    if !meta.is_file() {
+        return refuse(
+            "this is a folder, not a file".into(),
+            "name a file, e.g. `--log run.jsonl`",
+        );
+    }
+    let text = match std::fs::read(log) {
+        Ok(bytes) => bytes,
+        Err(e) => return refuse(format!("cannot read it: {e}"), "name a new file"),
+    };
+    let is_log = std::str::from_utf8(&text).is_ok_and(|t| {
+        t.lines().all(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v.get("epoch").is_some_and(|e| e.is_u64()))
+        })
+    });
+    if !is_log {
+        return refuse(
+            "the file exists and is not a metrics log written by nnc; it is not overwritten".into(),
+            "name a new file for the log",
+        );
+    }
+    if !text.is_empty() && !resuming && !overwrite {
+        return refuse(
+            "the file holds the metrics of an earlier run".into(),
+            "replace it with `--overwrite`, or name a new file",
+        );
+    }
+    Ok(())
 }
 
 /// Evaluates saved weights on the test split of the selected block's data.

@@ -62,6 +62,11 @@ pub struct StepGraphs {
     pub state: Vec<StateSpec>,
     /// The shape of `y` (with `N`).
     pub label_shape: Shape,
+    /// A fingerprint of the training step (checkpoints record it): the printed train
+    /// graph as it is under a schedule, so the learning rate and the schedule, which a
+    /// resumed run may change, do not enter it; the model, the loss and every other
+    /// optimizer setting do.
+    pub hash: String,
 }
 
 impl StepGraphs {
@@ -77,6 +82,25 @@ impl StepGraphs {
 }
 
 pub fn build_step_graphs(model: &TypedModel, train: &TypedTrain) -> IrResult<StepGraphs> {
+    let mut graphs = build(model, train)?;
+    graphs.hash = if train.schedule == Schedule::Constant {
+        // The same step with the rate read from `lr`, as a scheduled run builds it.
+        let mut scheduled = train.clone();
+        scheduled.schedule = Schedule::Exponential { gamma: 1.0 };
+        step_hash(&build(model, &scheduled)?.train)
+    } else {
+        step_hash(&graphs.train)
+    };
+    Ok(graphs)
+}
+
+fn step_hash(train: &Graph) -> String {
+    let mut h = nnc_runtime::checkpoint::Fnv64::default();
+    h.update(crate::ir::print::print_graph(train).as_bytes());
+    format!("{:016x}", h.finish())
+}
+
+fn build(model: &TypedModel, train: &TypedTrain) -> IrResult<StepGraphs> {
     if model.inputs.len() != 1 {
         ir_bail!(
             "a trained model needs exactly one input, `{}` has {}",
@@ -238,6 +262,7 @@ pub fn build_step_graphs(model: &TypedModel, train: &TypedTrain) -> IrResult<Ste
             .collect(),
         state,
         label_shape,
+        hash: String::new(),
     })
 }
 

@@ -19,8 +19,8 @@
 use std::path::Path;
 
 use super::{
-    evenly_spread, split_rows, DataError, DataErrorKind, Dataset, Location, Preprocess, Source,
-    Splits, Standardizer, TestSplit,
+    evenly_spread, excerpt, excerpt_list, split_rows, DataError, DataErrorKind, Dataset, Location,
+    Preprocess, Source, Splits, Standardizer, TestSplit,
 };
 use crate::tensor::Tensor;
 
@@ -159,7 +159,8 @@ fn load_csv_lines<'a>(
                 Location::LineCol(header_line, f.column),
                 format!(
                     "the column name `{}` appears twice (also at column {})",
-                    f.text, prev.column
+                    excerpt(&f.text),
+                    prev.column
                 ),
             ));
         }
@@ -170,9 +171,9 @@ fn load_csv_lines<'a>(
             DataErrorKind::Parse,
             path,
             Location::Line(header_line),
-            format!("the header has no column named `{target}`"),
+            format!("the header has no column named `{}`", excerpt(target)),
         )
-        .with_help(format!("the columns are: {}", names.join(", "))));
+        .with_help(format!("the columns are: {}", excerpt_list(&names))));
     };
     if header.len() < 2 {
         return Err(DataError::new(
@@ -305,7 +306,7 @@ pub fn read_csv_columns(
                 quoted(&columns.iter().map(String::as_str).collect::<Vec<_>>())
             ),
         )
-        .with_help(format!("the file's columns are: {}", names.join(", "))));
+        .with_help(format!("the file's columns are: {}", excerpt_list(&names))));
     }
     let picks: Vec<usize> = columns
         .iter()
@@ -395,13 +396,13 @@ fn csv_dataset(
 }
 
 fn quoted(names: &[&str]) -> String {
-    let q: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
-    q.join(", ")
+    excerpt_list(names)
 }
 
 fn parse_value(f: &Field, name: &str, path: &Path, line_no: usize) -> Result<f32, DataError> {
     let at = Location::LineCol(line_no, f.column);
     let text = f.text.trim();
+    let name = excerpt(name);
     if text.is_empty() {
         return Err(DataError::new(
             DataErrorKind::Parse,
@@ -416,13 +417,19 @@ fn parse_value(f: &Field, name: &str, path: &Path, line_no: usize) -> Result<f32
             DataErrorKind::Parse,
             path,
             at,
-            format!("`{text}` in column `{name}` is not a finite number"),
+            format!(
+                "`{}` in column `{name}` is not a finite number",
+                excerpt(text)
+            ),
         )),
         Err(_) => Err(DataError::new(
             DataErrorKind::Parse,
             path,
             at,
-            format!("cannot read `{text}` in column `{name}` as a number"),
+            format!(
+                "cannot read `{}` in column `{name}` as a number",
+                excerpt(text)
+            ),
         )),
     }
 }

@@ -183,8 +183,21 @@ fn parse_idx(path: &Path, bytes: &[u8]) -> Result<IdxArray, DataError> {
 }
 
 /// The first of the accepted names for `stem` (e.g. `train-images-idx3-ubyte`) that
-/// exists in `dir`.
+/// exists in `dir`. When both a plain and a gzip copy exist, the plain one is read and a
+/// warning says so; a folder where a file is expected is an error of its own.
 fn find_file(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {
+    if dir.is_file() {
+        return Err(DataError::new(
+            DataErrorKind::Io,
+            dir,
+            Location::File,
+            "this is a file; an IDX data source is the folder that holds the four IDX files",
+        )
+        .with_help(format!(
+            "give its folder: `idx(\"{}\")`",
+            dir.parent().unwrap_or(Path::new(".")).display()
+        )));
+    }
     // The original distribution names, then the `name.idx3-ubyte` spelling some mirrors use.
     let dotted = stem.replacen("-idx", ".idx", 1);
     let candidates = [
@@ -193,9 +206,26 @@ fn find_file(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {
         dotted.clone(),
         format!("{dotted}.gz"),
     ];
-    for name in &candidates {
+    for (k, name) in candidates.iter().enumerate() {
         let path = dir.join(name);
+        if path.is_dir() {
+            return Err(DataError::new(
+                DataErrorKind::Io,
+                &path,
+                Location::File,
+                "this is a folder, not an IDX file",
+            )
+            .with_help("an archive tool may have unpacked the file into a folder of its name: move the file inside it up into the data folder"));
+        }
         if path.is_file() {
+            if k % 2 == 0 && dir.join(&candidates[k + 1]).is_file() {
+                eprintln!(
+                    "warning: both `{}` and `{}` exist; reading `{}`",
+                    path.display(),
+                    candidates[k + 1],
+                    name
+                );
+            }
             return Ok(path);
         }
     }

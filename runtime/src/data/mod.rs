@@ -140,6 +140,39 @@ pub struct Splits {
     pub preprocess: Preprocess,
 }
 
+/// `text` as an error message may show it: control characters escaped (a data file must
+/// not drive the terminal) and anything past 48 characters cut, with the full length
+/// noted.
+pub fn excerpt(text: &str) -> String {
+    const LIMIT: usize = 48;
+    let mut out = String::new();
+    for (k, c) in text.chars().enumerate() {
+        if k == LIMIT {
+            out.push_str(&format!("… ({} bytes in all)", text.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Names for an error message: each quoted with [`excerpt`], at most 20 of them.
+pub fn excerpt_list(names: &[&str]) -> String {
+    let mut shown: Vec<String> = names
+        .iter()
+        .take(20)
+        .map(|n| format!("`{}`", excerpt(n)))
+        .collect();
+    if names.len() > 20 {
+        shown.push(format!("… and {} more", names.len() - 20));
+    }
+    shown.join(", ")
+}
+
 /// Where in a file an error is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Location {

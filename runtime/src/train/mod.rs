@@ -87,6 +87,12 @@ pub struct TrainConfig {
     /// tensor `lr`, which the loop sets before each step. `None`: the optimizer's
     /// constant rate, compiled into the step.
     pub schedule: Option<Schedule>,
+    /// The optimizer's base learning rate (recorded in checkpoints: a resumed run with
+    /// another one continues with a warning).
+    pub lr: Option<f64>,
+    /// A fresh run may replace the results of an earlier run in `out_dir` (otherwise it
+    /// refuses them; see [`outdir::claim`]).
+    pub overwrite: bool,
 }
 
 /// A learning-rate schedule and the rate it starts from.
@@ -118,6 +124,32 @@ pub enum ScheduleKind {
         min_lr: f64,
         maximize: bool,
     },
+}
+
+impl fmt::Display for ScheduleKind {
+    /// As the language writes it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScheduleKind::Constant => write!(f, "constant"),
+            ScheduleKind::Step { every, gamma } => {
+                write!(f, "step(every = {every}, gamma = {gamma})")
+            }
+            ScheduleKind::Exponential { gamma } => write!(f, "exponential(gamma = {gamma})"),
+            ScheduleKind::Cosine { min_lr, warmup } => {
+                write!(f, "cosine(min_lr = {min_lr}, warmup = {warmup})")
+            }
+            ScheduleKind::Plateau {
+                monitor,
+                patience,
+                factor,
+                min_lr,
+                ..
+            } => write!(
+                f,
+                "plateau(monitor = \"{monitor}\", patience = {patience}, factor = {factor}, min_lr = {min_lr})"
+            ),
+        }
+    }
 }
 
 impl Schedule {
@@ -214,6 +246,8 @@ impl TrainConfig {
             checkpoint_every_epochs: 1,
             stop: None,
             schedule: None,
+            lr: None,
+            overwrite: false,
         }
     }
 }
@@ -467,7 +501,13 @@ impl fmt::Display for TrainError {
                         kind(*value)
                     )?,
                 }
-                write!(f, "\nhelp: lower the learning rate, or check the data for extreme values (`scale`, `standardize`)")
+                match what {
+                    NonFinite::TestLoss(_) => write!(
+                        f,
+                        "\nhelp: the parameters were finite after every step, so look at the evaluated data: a NaN, an infinity or an extreme value in it (or a label outside the model's range), or preprocessing (`scale`, `standardize`) that does not fit it"
+                    ),
+                    _ => write!(f, "\nhelp: lower the learning rate, or check the data for extreme values (`scale`, `standardize`)"),
+                }
             }
             TrainError::Metric {
                 epoch,
@@ -557,6 +597,7 @@ impl fmt::Display for EvalReport {
 }
 
 mod eval;
+pub mod outdir;
 mod progress;
 mod record;
 mod resume;
@@ -565,6 +606,9 @@ mod run;
 pub use eval::evaluate;
 use eval::{evaluate_split, metric_values, prepare};
 use progress::{progress_json, Reporter};
-use record::{account_epoch_run, account_run, append_line, check_params, io_error, write_log};
+use record::{
+    account_epoch_run, account_run, append_line, check_params, io_error, read_log, write_log,
+};
 use resume::{resume_from, Start};
 pub use run::train_loop;
+use run::{Plateau, Watch};

@@ -63,14 +63,27 @@ impl Reporter {
     }
 }
 
-/// The progress JSON: the finished epochs' records and the partial epoch's metrics.
+/// The progress JSON of a checkpoint: the partial epoch's running sums, whether the run
+/// has stopped, the state of early stopping and of a plateau schedule, and the settings a
+/// resumed run compares with its own (epochs, base rate, schedule, data fingerprint). The
+/// per-epoch history is not in it: it stays in `metrics.jsonl`, so saving costs the same
+/// at every epoch.
 pub(super) fn progress_json(
-    history: &[EpochRecord],
     partial: Option<&Accumulator>,
+    stopped: bool,
+    watch: &Watch,
+    plateau: &Plateau,
+    config: &TrainConfig,
+    data: &str,
 ) -> serde_json::Value {
-    let history: Vec<serde_json::Value> = history
-        .iter()
-        .map(|r| serde_json::from_str(&r.to_json_line()).unwrap_or(serde_json::Value::Null))
-        .collect();
-    serde_json::json!({ "history": history, "partial": partial.map(Accumulator::to_json) })
+    serde_json::json!({
+        "partial": partial.map(Accumulator::to_json),
+        "stopped": stopped,
+        "watch": watch.to_json(),
+        "plateau": plateau.to_json(),
+        "epochs": config.epochs,
+        "lr": config.lr,
+        "schedule": config.schedule.as_ref().map(|s| s.kind.to_string()),
+        "data": data,
+    })
 }

@@ -111,14 +111,34 @@ pub(super) fn io_error(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '
     }
 }
 
-/// Writes `records` as the whole content of a JSON-lines log.
+/// Writes `records` as the whole content of a JSON-lines log, atomically.
 pub(super) fn write_log(path: &Path, records: &[EpochRecord]) -> Result<(), TrainError> {
     let mut text = String::new();
     for r in records {
         text.push_str(&r.to_json_line());
         text.push('\n');
     }
-    fs::write(path, text).map_err(io_error(path))
+    Ok(write_atomically(path, text.as_bytes())?)
+}
+
+/// The records of epochs `1..=epochs` in the JSON-lines log at `path`, in order: the
+/// longest run of them from epoch 1 the file holds (rows after `epochs`, from epochs a
+/// resumed run trains again, are dropped).
+pub(super) fn read_log(path: &Path, epochs: usize, metrics: &[Metric]) -> Vec<EpochRecord> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let mut out: Vec<EpochRecord> = Vec::new();
+    for line in text.lines() {
+        let record = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| EpochRecord::from_json(&v, metrics));
+        match record {
+            Some(r) if r.epoch == out.len() + 1 && r.epoch <= epochs => out.push(r),
+            _ => break,
+        }
+    }
+    out
 }
 
 pub(super) fn append_line(path: &Path, record: &EpochRecord) -> Result<(), TrainError> {

@@ -45,15 +45,28 @@ pub fn train_loop(
     let train = &data.train;
     let n = train.len();
     let batches = n.div_ceil(config.batch);
-    fs::create_dir_all(&config.out_dir).map_err(io_error(&config.out_dir))?;
+    // Resuming from this folder continues its results; anything else is a fresh run there.
+    let same_dir = |ck: &Path| {
+        let dir = ck
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        match (dir.canonicalize(), config.out_dir.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
+    };
+    let fresh = !resume.is_some_and(same_dir);
+    let _lock = outdir::claim(&config.out_dir, fresh, config.overwrite)?;
     let checkpoint_path = config.out_dir.join(CHECKPOINT_FILE);
     let weights_path = config.out_dir.join(WEIGHTS_FILE);
     let metrics_path = config.out_dir.join(METRICS_FILE);
     let mut weights_meta = config.weights_metadata.clone();
     weights_meta.push(("nnc.preprocess".into(), data.preprocess.to_json()));
 
+    let fingerprint = data_fingerprint(&[&data.train, &data.test]);
     let mut start = match resume {
-        Some(path) => resume_from(exec, path, config, n)?,
+        Some(path) => resume_from(exec, path, config, n, &fingerprint)?,
         None => Start {
             epoch: 0,
             position: 0,
@@ -61,31 +74,30 @@ pub fn train_loop(
             step: 0,
             partial: None,
             history: Vec::new(),
+            watch: Watch::default(),
+            plateau: Plateau::new(config.schedule.as_ref()),
+            stopped: false,
         },
     };
     let mut history = std::mem::take(&mut start.history);
-    write_log(&metrics_path, &history)?;
-    if let Some(log) = &config.log {
-        write_log(log, &history)?;
+    // A fresh run leaves an existing log alone until its first epoch has a row to write.
+    let mut log_started = resume.is_some();
+    if log_started {
+        write_log(&metrics_path, &history)?;
+        if let Some(log) = &config.log {
+            write_log(log, &history)?;
+        }
     }
     let mut rng = start.rng.clone();
     let mut step = start.step;
     let best_path = config.out_dir.join(BEST_FILE);
-    // Early stopping's state, replayed from the history (a resumed run continues it).
-    let mut watch = Watch::default();
-    if let Some(stop) = &config.early_stopping {
-        for record in &history {
-            watch.update(stop, record);
-        }
-    }
-    let finished = history.last().is_some_and(|r| r.stopped.is_some());
+    // Early stopping's and a plateau schedule's state (a resumed run continues them).
+    let mut watch = start.watch.clone();
+    let finished = start.stopped;
     // The learning rate: the schedule's, set into the step's `lr` before each step.
     let per_epoch = batches as u64;
     let total_steps = per_epoch * config.epochs as u64;
-    let mut plateau = Plateau::new(config.schedule.as_ref());
-    for record in &history {
-        plateau.update(config.schedule.as_ref(), record);
-    }
+    let mut plateau = start.plateau.clone();
     let mut lr_set: Option<f64> = None;
     let mut lr_last: Option<f64> = None;
     let per_step_schedule = config.schedule.as_ref().is_some_and(Schedule::per_step);
@@ -207,7 +219,14 @@ pub fn train_loop(
                     batch: config.batch,
                     seed: config.seed,
                     shuffle: config.shuffle,
-                    progress: progress_json(&history, Some(&acc)),
+                    progress: progress_json(
+                        Some(&acc),
+                        false,
+                        &watch,
+                        &plateau,
+                        config,
+                        &fingerprint,
+                    ),
                 }
                 .save(&checkpoint_path)?;
                 if stopping {
@@ -259,9 +278,21 @@ pub fn train_loop(
             }
         }
         history.push(record.clone());
-        append_line(&metrics_path, &record)?;
-        if let Some(log) = &config.log {
-            append_line(log, &record)?;
+        if log_started {
+            append_line(&metrics_path, &record)?;
+            if let Some(log) = &config.log {
+                append_line(log, &record)?;
+            }
+        } else {
+            // A fresh run's first results: what an earlier run left here goes now.
+            for stale in [BEST_FILE, CURVES_FILE, CONFUSION_FILE] {
+                let _ = fs::remove_file(config.out_dir.join(stale));
+            }
+            write_log(&metrics_path, &history)?;
+            if let Some(log) = &config.log {
+                write_log(log, &history)?;
+            }
+            log_started = true;
         }
         let state = exec.state().map_err(|error| TrainError::Exec {
             epoch,
@@ -288,7 +319,14 @@ pub fn train_loop(
                 batch: config.batch,
                 seed: config.seed,
                 shuffle: config.shuffle,
-                progress: progress_json(&history, None),
+                progress: progress_json(
+                    None,
+                    record.stopped.is_some(),
+                    &watch,
+                    &plateau,
+                    config,
+                    &fingerprint,
+                ),
             }
             .save(&checkpoint_path)?;
         }
@@ -383,16 +421,28 @@ fn hold_out(train: &Dataset, f: f64, seed: u64) -> (Dataset, Dataset) {
 
 /// Early stopping's state: the best monitored value so far, its epoch, and the epochs
 /// since it.
-#[derive(Clone, Debug, Default)]
-struct Watch {
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct Watch {
     best: Option<f64>,
     best_epoch: usize,
     waited: usize,
 }
 
 impl Watch {
+    pub(super) fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"best": self.best, "best_epoch": self.best_epoch, "waited": self.waited})
+    }
+
+    pub(super) fn from_json(v: &serde_json::Value) -> Option<Watch> {
+        Some(Watch {
+            best: optional_f64(v.get("best")?)?,
+            best_epoch: v.get("best_epoch")?.as_u64()? as usize,
+            waited: v.get("waited")?.as_u64()? as usize,
+        })
+    }
+
     /// Takes in an epoch's record; whether the monitored value improved.
-    fn update(&mut self, stop: &EarlyStop, record: &EpochRecord) -> bool {
+    pub(super) fn update(&mut self, stop: &EarlyStop, record: &EpochRecord) -> bool {
         let v = record.monitored(&stop.monitor).unwrap_or(f64::NAN);
         let improved = v.is_finite()
             && match self.best {
@@ -443,14 +493,15 @@ fn set_lr(
 
 /// A plateau schedule's state: its current rate and the epochs since the monitored value
 /// last improved.
-struct Plateau {
-    lr: f64,
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Plateau {
+    pub(super) lr: f64,
     best: Option<f64>,
     waited: usize,
 }
 
 impl Plateau {
-    fn new(schedule: Option<&Schedule>) -> Plateau {
+    pub(super) fn new(schedule: Option<&Schedule>) -> Plateau {
         Plateau {
             lr: schedule.map_or(0.0, |s| s.base_lr),
             best: None,
@@ -458,8 +509,20 @@ impl Plateau {
         }
     }
 
+    pub(super) fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"lr": self.lr, "best": self.best, "waited": self.waited})
+    }
+
+    pub(super) fn from_json(v: &serde_json::Value) -> Option<Plateau> {
+        Some(Plateau {
+            lr: v.get("lr")?.as_f64()?,
+            best: optional_f64(v.get("best")?)?,
+            waited: v.get("waited")?.as_u64()? as usize,
+        })
+    }
+
     /// Takes in an epoch's record (a no-op for other schedules).
-    fn update(&mut self, schedule: Option<&Schedule>, record: &EpochRecord) {
+    pub(super) fn update(&mut self, schedule: Option<&Schedule>, record: &EpochRecord) {
         let Some(ScheduleKind::Plateau {
             monitor,
             patience,
@@ -488,4 +551,38 @@ impl Plateau {
             }
         }
     }
+}
+
+/// `null` as `Some(None)`, a number as `Some(Some(v))`, anything else as `None`.
+fn optional_f64(v: &serde_json::Value) -> Option<Option<f64>> {
+    match v {
+        serde_json::Value::Null => Some(None),
+        v => v.as_f64().map(Some),
+    }
+}
+
+/// A fingerprint of the data a run trains and tests on (shapes and every value's bits):
+/// a resumed run must see the same. Word-at-a-time, so 60,000 images take milliseconds.
+pub(super) fn data_fingerprint(splits: &[&Dataset]) -> String {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut mix = |w: u64| {
+        h = (h ^ w).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 29;
+    };
+    for d in splits {
+        for t in [&d.x, &d.y] {
+            mix(t.shape.len() as u64);
+            for &s in &t.shape {
+                mix(s as u64);
+            }
+            let mut pairs = t.data.chunks_exact(2);
+            for p in &mut pairs {
+                mix(u64::from(p[0].to_bits()) | (u64::from(p[1].to_bits()) << 32));
+            }
+            for v in pairs.remainder() {
+                mix(u64::from(v.to_bits()));
+            }
+        }
+    }
+    format!("{h:016x}")
 }
