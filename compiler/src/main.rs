@@ -662,15 +662,33 @@ fn fmt(path: &Path, check_only: bool, color: ColorChoice) -> bool {
     }
 }
 
-/// Replaces `path`'s contents atomically: a temporary file in the same folder, renamed over it.
+/// Replaces the contents of the file `path` names. Through a symbolic link the file it
+/// points to is rewritten (the link stays a link). A file with one name is replaced
+/// atomically: a temporary file beside it, given its permissions, renamed over it. A file
+/// with several hard links is rewritten in place, so that every name keeps seeing it.
 fn replace_file(path: &Path, contents: &str) -> std::io::Result<()> {
-    let name = path
+    let target = std::fs::canonicalize(path)?;
+    let meta = std::fs::metadata(&target)?;
+    #[cfg(unix)]
+    let linked = std::os::unix::fs::MetadataExt::nlink(&meta) > 1;
+    #[cfg(not(unix))]
+    let linked = false;
+    if linked {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&target)?;
+        f.write_all(contents.as_bytes())?;
+        return f.sync_all();
+    }
+    let name = target
         .file_name()
         .map_or_else(Default::default, |n| n.to_string_lossy());
-    let tmp = base_dir(path).join(format!(".{name}.nnc-fmt.tmp"));
+    let tmp = base_dir(&target).join(format!(".{name}.nnc-fmt.tmp-{}", std::process::id()));
     let result = std::fs::write(&tmp, contents)
-        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::metadata(path)?.permissions()))
-        .and_then(|()| std::fs::rename(&tmp, path));
+        .and_then(|()| std::fs::set_permissions(&tmp, meta.permissions()))
+        .and_then(|()| std::fs::rename(&tmp, &target));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

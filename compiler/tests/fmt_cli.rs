@@ -76,3 +76,40 @@ fn fmt_leaves_files_with_syntax_errors_alone_and_fails() {
         "other files are still formatted"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn fmt_through_a_symbolic_link_rewrites_the_target_and_keeps_the_link() {
+    let dir = scratch("symlink");
+    let real = dir.join("real.nn");
+    let link = dir.join("link.nn");
+    std::fs::write(&real, MESSY).unwrap();
+    std::os::unix::fs::symlink("real.nn", &link).unwrap();
+    assert_eq!(nnc(&["fmt", link.to_str().unwrap()]).0, 0);
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link is still a link"
+    );
+    assert_eq!(std::fs::read_to_string(&real).unwrap(), CANONICAL);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "no leftovers");
+}
+
+#[cfg(unix)]
+#[test]
+fn fmt_keeps_hard_links_to_the_same_file() {
+    let dir = scratch("hardlink");
+    let a = dir.join("a.nn");
+    let b = dir.join("b.nn");
+    std::fs::write(&a, MESSY).unwrap();
+    std::fs::hard_link(&a, &b).unwrap();
+    assert_eq!(nnc(&["fmt", a.to_str().unwrap()]).0, 0);
+    assert_eq!(std::fs::read_to_string(&a).unwrap(), CANONICAL);
+    assert_eq!(
+        std::fs::read_to_string(&b).unwrap(),
+        CANONICAL,
+        "the other name sees the formatted file"
+    );
+}

@@ -1,0 +1,320 @@
+//! Nothing a user has is lost and bad requests fail cleanly: an output folder with an
+//! earlier run's results is refused without `--overwrite`, `--log` never replaces a file
+//! that is not a metrics log, a resumed run writes where it resumed from and may change
+//! the epochs and the rate (with warnings) but not the data, checkpoints hold state and
+//! not the history, command-line counts of 0 are usage errors (exit 2), a NaN in
+//! evaluation is blamed on the data, and IDX folder mix-ups are named.
+
+use std::path::Path;
+
+mod common;
+use common::*;
+
+/// XOR on a copy of the bundled CSV, with `lr` and the test split given.
+fn xor(dir: &Path, name: &str, lr: &str, test: &str) -> String {
+    std::fs::copy(root().join("examples/data/xor.csv"), dir.join("xor.csv")).unwrap();
+    let text = format!(
+        "model Xor {{\n    input ab: [2]\n    output p = ab |> dense(8) |> tanh |> dense(2) |> softmax\n}}\n\ntrain Xor {{\n    data = csv(\"xor.csv\", target = \"label\", test = {test})\n    loss = cross_entropy\n    optimizer = adam(lr = {lr})\n    batch = 16\n    epochs = 2\n    metrics = [accuracy]\n    seed = 3\n}}\n"
+    );
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    s(&file)
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_fresh_run_refuses_a_folder_with_results_and_overwrite_replaces_them() {
+    let dir = scratch("outputs", "fresh");
+    let file = xor(&dir, "x.nn", "0.05", "0.25");
+    let out = s(&dir.join("run"));
+    ok(&nnc(&["train", &file, "--quiet", "--out", &out]));
+    let before = std::fs::read(dir.join("run/metrics.jsonl")).unwrap();
+    let err = fails(&nnc(&[
+        "train", &file, "--quiet", "--out", &out, "--epochs", "1",
+    ]));
+    assert!(
+        err.contains("already holds the results of a run")
+            && err.contains("--overwrite")
+            && err.contains("--resume"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("run/metrics.jsonl")).unwrap(),
+        before,
+        "the refused run touched nothing"
+    );
+    ok(&nnc(&[
+        "train",
+        &file,
+        "--quiet",
+        "--out",
+        &out,
+        "--epochs",
+        "1",
+        "--overwrite",
+    ]));
+    let rows = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(rows.lines().count(), 1, "{rows}");
+    let leftovers: Vec<String> = std::fs::read_dir(dir.join("run"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn log_never_overwrites_a_file_that_is_not_a_metrics_log() {
+    let dir = scratch("outputs", "log");
+    let file = xor(&dir, "x.nn", "0.05", "0.25");
+    let source = std::fs::read(&file).unwrap();
+    let err = fails(&nnc(&[
+        "train",
+        &file,
+        "--quiet",
+        "--out",
+        &s(&dir.join("a")),
+        "--log",
+        &file,
+        "--overwrite",
+    ]));
+    assert!(err.contains("not a metrics log"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), source, "the source survived");
+    let log = s(&dir.join("log.jsonl"));
+    ok(&nnc(&[
+        "train",
+        &file,
+        "--quiet",
+        "--out",
+        &s(&dir.join("b")),
+        "--log",
+        &log,
+    ]));
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2);
+    let err = fails(&nnc(&[
+        "train",
+        &file,
+        "--quiet",
+        "--out",
+        &s(&dir.join("c")),
+        "--log",
+        &log,
+    ]));
+    assert!(err.contains("metrics of an earlier run"), "{err}");
+}
+
+#[test]
+fn resume_writes_to_its_folder_and_may_change_epochs_and_rate_but_not_data() {
+    let dir = scratch("outputs", "resume");
+    let file = xor(&dir, "x.nn", "0.05", "0.25");
+    let run = dir.join("run");
+    ok(&nnc(&["train", &file, "--quiet", "--out", &s(&run)]));
+    // Another rate, more epochs, no `--out`: warnings, and the rows go on in `run`.
+    let faster = xor(&dir, "y.nn", "0.01", "0.25");
+    let err = ok_stderr(&nnc(&[
+        "train",
+        &faster,
+        "--quiet",
+        "--resume",
+        &s(&run),
+        "--epochs",
+        "4",
+    ]));
+    assert!(
+        err.contains("the learning rate was 0.05, it is 0.01")
+            && err.contains("started for 2 epochs, it now runs to 4"),
+        "{err}"
+    );
+    let rows = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let epochs: Vec<u64> = rows
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(epochs, [1, 2, 3, 4]);
+    assert!(!dir.join("runs").exists() && !root().join("runs/y").exists());
+    // A schedule where there was none: the rate state is set by the loop, not restored.
+    std::fs::write(
+        &faster,
+        std::fs::read_to_string(&faster).unwrap().replace(
+            "    seed = 3\n",
+            "    seed = 3\n    schedule = cosine(min_lr = 0)\n",
+        ),
+    )
+    .unwrap();
+    let err = ok_stderr(&nnc(&[
+        "train",
+        &faster,
+        "--quiet",
+        "--resume",
+        &s(&run),
+        "--epochs",
+        "5",
+    ]));
+    assert!(
+        err.contains("the schedule was `constant`, it is `cosine(min_lr = 0, warmup = 0)`"),
+        "{err}"
+    );
+    // Other data (another test split) is refused.
+    let other = xor(&dir, "z.nn", "0.05", "0.5");
+    let err = fails(&nnc(&[
+        "train",
+        &other,
+        "--quiet",
+        "--resume",
+        &s(&run),
+        "--epochs",
+        "6",
+    ]));
+    assert!(
+        err.contains("trained on other data") && err.contains("--init"),
+        "{err}"
+    );
+    // Another model is refused too.
+    std::fs::write(
+        dir.join("w.nn"),
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("dense(8)", "dense(9)"),
+    )
+    .unwrap();
+    let err = fails(&nnc(&[
+        "train",
+        &s(&dir.join("w.nn")),
+        "--quiet",
+        "--resume",
+        &s(&run),
+        "--epochs",
+        "6",
+    ]));
+    assert!(err.contains("another model"), "{err}");
+}
+
+/// The `nnc.progress` metadata of a checkpoint.
+fn progress(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header["__metadata__"]["nnc.progress"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn checkpoints_hold_state_not_the_history() {
+    let dir = scratch("outputs", "history");
+    let file = xor(&dir, "x.nn", "0.05", "0.25");
+    ok(&nnc(&[
+        "train",
+        &file,
+        "--quiet",
+        "--out",
+        &s(&dir.join("a")),
+        "--epochs",
+        "2",
+    ]));
+    ok(&nnc(&[
+        "train",
+        &file,
+        "--quiet",
+        "--out",
+        &s(&dir.join("b")),
+        "--epochs",
+        "60",
+    ]));
+    let short = progress(&dir.join("a/checkpoint.safetensors"));
+    let long = progress(&dir.join("b/checkpoint.safetensors"));
+    assert!(!long.contains("history"), "{long}");
+    assert!(
+        long.len() <= short.len() + 4,
+        "the progress record grows with the epochs:\n{short}\n{long}"
+    );
+}
+
+#[test]
+fn counts_of_zero_are_usage_errors() {
+    let file = example("xor.nn");
+    for args in [
+        vec!["eval", &file, "--weights", "w.safetensors", "--batch", "0"],
+        vec!["train", &file, "--batch", "0"],
+        vec!["train", &file, "--epochs", "0"],
+        vec!["bench", &file, "--steps", "0"],
+    ] {
+        let o = nnc(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("must be at least 1"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn a_nan_in_evaluation_is_blamed_on_the_data_not_the_rate() {
+    let dir = scratch("outputs", "nan");
+    std::fs::write(
+        dir.join("test.csv"),
+        "a,b,label\n3e38,3e38,1\n-3e38,3e38,0\n",
+    )
+    .unwrap();
+    let file =
+        xor(&dir, "x.nn", "0.05", "\"test.csv\", standardize = false").replace("x.nn", "x.nn");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("|> tanh", "|> relu");
+    std::fs::write(&file, text).unwrap();
+    let err = fails(&nnc(&[
+        "train",
+        &file,
+        "--quiet",
+        "--out",
+        &s(&dir.join("o")),
+    ]));
+    assert!(err.contains("the test loss became"), "{err}");
+    assert!(!err.contains("learning rate"), "{err}");
+    assert!(err.contains("evaluated data"), "{err}");
+}
+
+#[test]
+fn idx_sources_name_a_file_given_for_the_folder_and_a_folder_given_for_a_file() {
+    let dir = scratch("outputs", "idx");
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join("train-images-idx3-ubyte")).unwrap();
+    let program = |path: &Path| {
+        let file = dir.join("m.nn");
+        std::fs::write(
+            &file,
+            format!(
+                "model M {{\n    input x: [28, 28]\n    output p = x |> flatten |> dense(10) |> softmax\n}}\n\ntrain M {{\n    data = idx(\"{}\")\n    loss = cross_entropy\n    optimizer = sgd(lr = 0.1)\n}}\n",
+                path.display()
+            ),
+        )
+        .unwrap();
+        s(&file)
+    };
+    let err = fails(&nnc(&[
+        "train",
+        &program(&data),
+        "--quiet",
+        "--out",
+        &s(&dir.join("o")),
+    ]));
+    assert!(err.contains("is a folder, not an IDX file"), "{err}");
+    let plain = data.join("notes.txt");
+    std::fs::write(&plain, "x").unwrap();
+    let err = fails(&nnc(&[
+        "train",
+        &program(&plain),
+        "--quiet",
+        "--out",
+        &s(&dir.join("o")),
+    ]));
+    assert!(
+        err.contains("this is a file; an IDX data source is the folder"),
+        "{err}"
+    );
+}
