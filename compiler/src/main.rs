@@ -48,6 +48,10 @@ struct RunArgs {
     /// Batch size (overrides the file).
     #[arg(long, value_parser = positive)]
     batch: Option<usize>,
+    /// Refuse a run that needs more memory than this (`8G`, `512M`, bytes) [default:
+    /// the machine's memory].
+    #[arg(long, value_name = "SIZE", value_parser = memory_size)]
+    max_memory: Option<u64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -230,10 +234,18 @@ enum Command {
         /// Then run as many steps again timing every kernel, and print each one's share.
         #[arg(long)]
         profile: bool,
+        /// Refuse a model that needs more memory than this [default: the machine's memory].
+        #[arg(long, value_name = "SIZE", value_parser = memory_size)]
+        max_memory: Option<u64>,
     },
     /// Print each kernel of the compiled steps: the ops it fused and why (or why a
     /// fusion was refused), and its estimated FLOPs and bytes moved.
     Explain { file: PathBuf },
+}
+
+/// A `--max-memory` size.
+fn memory_size(text: &str) -> Result<u64, String> {
+    driver::resources::parse_size(text)
 }
 
 /// A command-line count that must be at least 1 (a batch, epochs, steps).
@@ -284,6 +296,7 @@ fn main() -> ExitCode {
                 init,
                 checkpoint_every: checkpoint_every.map(|n| n as usize),
                 overwrite,
+                max_memory: common.max_memory,
             };
             with_program(&file, color, |program, source| {
                 match driver::run_train(program, &file, &opts) {
@@ -307,6 +320,7 @@ fn main() -> ExitCode {
                 weights,
                 data: common.data,
                 batch: common.batch,
+                max_memory: common.max_memory,
             };
             with_program(&file, color, |program, source| {
                 match driver::run_eval(program, &opts) {
@@ -387,6 +401,7 @@ fn main() -> ExitCode {
             warmup,
             json,
             profile,
+            max_memory,
         } => {
             let opts = driver::BenchOptions {
                 model,
@@ -395,6 +410,7 @@ fn main() -> ExitCode {
                 steps,
                 warmup,
                 profile,
+                max_memory,
             };
             with_program(&file, color, |program, source| {
                 driver::run_bench(program, &opts)
@@ -704,9 +720,17 @@ fn build(
     dump_after: Option<&str>,
     color: ColorChoice,
 ) -> bool {
-    let Some((_, file, program)) = checked(path, color) else {
+    let Some((source, file, program)) = checked(path, color) else {
         return false;
     };
+    // What is built must fit in memory at the batch it is built for.
+    for train in &program.trains {
+        let model = &program.models[train.model];
+        if let Err(e) = driver::resources::check(model, Some(train), train.batch, None) {
+            report(e, &source, color);
+            return false;
+        }
+    }
     // Every block is compiled once: for the compiled stages, the dumps and the summary.
     let result = pipeline::compile_program(&program, dump_after).and_then(|steps| {
         pipeline::emit::emit_compiled(&file, &program, &steps, stages, options)

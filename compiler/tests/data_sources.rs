@@ -184,7 +184,14 @@ fn csv_test_splits_are_explicit() {
         )
         .unwrap();
         let run = dir.join("run");
-        ok(&nnc(&["train", &s(&file), "--quiet", "--out", &s(&run)]));
+        ok(&nnc(&[
+            "train",
+            &s(&file),
+            "--quiet",
+            "--out",
+            &s(&run),
+            "--overwrite",
+        ]));
         let w = s(&run.join("weights.safetensors"));
         let out = ok(&nnc(&["eval", &s(&file), "--weights", &w]));
         assert!(

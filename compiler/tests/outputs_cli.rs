@@ -318,3 +318,54 @@ fn idx_sources_name_a_file_given_for_the_folder_and_a_folder_given_for_a_file() 
         "{err}"
     );
 }
+
+#[test]
+fn a_model_past_the_memory_limit_is_an_error_with_the_numbers_not_an_abort() {
+    let dir = scratch("outputs", "memory");
+    let file = dir.join("big.nn");
+    std::fs::write(
+        &file,
+        "model Big {\n    input x: [100000, 100000, 100]\n    output y = x |> flatten |> dense(10) |> softmax\n}\n\ntrain Big {\n    data = idx(\"data\")\n    loss = cross_entropy\n    optimizer = sgd(lr = 0.1)\n}\n",
+    )
+    .unwrap();
+    let file = s(&file);
+    for args in [
+        vec!["build", file.as_str()],
+        vec!["train", file.as_str(), "--quiet"],
+        vec!["bench", file.as_str()],
+    ] {
+        let err = fails(&nnc(&args));
+        assert!(
+            err.contains("E0311") && err.contains("TiB") && err.contains("dense_0.w"),
+            "{args:?}: {err}"
+        );
+    }
+    // A batch that overflows any count.
+    let err = fails(&nnc(&[
+        "bench",
+        &example("xor.nn"),
+        "--batch",
+        "18446744073709551615",
+    ]));
+    assert!(
+        err.contains("E0311") && err.contains("lower `batch`"),
+        "{err}"
+    );
+    // An explicit limit.
+    let err = fails(&nnc(&[
+        "train",
+        &example("mnist_mlp.nn"),
+        "--batch",
+        "4096",
+        "--max-memory",
+        "10M",
+        "--quiet",
+        "--out",
+        &s(&dir.join("o")),
+    ]));
+    assert!(
+        err.contains("`--max-memory` limit") && err.contains("10.0 MiB"),
+        "{err}"
+    );
+    assert!(!dir.join("o").exists(), "nothing was written");
+}

@@ -62,6 +62,7 @@ codes! {
     RankMismatch = "E0308": "tensor of the wrong rank",
     EmptyShape = "E0309": "shape with a zero dimension",
     Groups = "E0310": "convolution groups that do not divide the channels or the filters",
+    MemoryLimit = "E0311": "model that does not fit in memory at its batch size",
     // Training.
     NoTrainBlock = "E0401": "no `train` block",
     MissingSetting = "E0402": "missing required training setting",

@@ -30,6 +30,8 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// After the timed steps, run as many again timing every kernel.
     pub profile: bool,
+    /// The memory limit in bytes (default: the machine's memory).
+    pub max_memory: Option<u64>,
 }
 
 /// One kernel's share of the training step (`nnc bench --profile`).
@@ -205,6 +207,7 @@ pub fn run_bench(program: &Program, opts: &BenchOptions) -> Result<BenchReport, 
             "`--batch` and `--steps` must be positive".into(),
         ));
     }
+    super::resources::check(model, Some(train), batch, opts.max_memory)?;
     let start = Instant::now();
     let compiled =
         pipeline::compile_train(model, train, batch, None).map_err(DriverError::Message)?;

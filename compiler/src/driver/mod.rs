@@ -11,6 +11,7 @@ pub mod cuda;
 mod export;
 pub mod interp;
 mod predict;
+pub mod resources;
 mod train;
 mod weights;
 

@@ -66,6 +66,10 @@ pub fn run_predict(
     let train = select_train(program, opts.model.as_deref())?;
     let model = &program.models[train.model];
     let format = OutputFormat::of(opts.output.as_deref())?;
+    let batch = opts.batch.unwrap_or(train.batch.max(256)).max(1);
+    // The executor holds the compiled training step too.
+    super::resources::check(model, Some(train), train.batch, None)?;
+    super::resources::check(model, None, batch, None)?;
     let mut exec = make_executor(opts.target, model, train, train.seed)?;
     let weights = load_weights(exec.as_mut(), &opts.weights, model, train)?;
     let preprocess = match weights.preprocess(&opts.weights)? {
@@ -87,7 +91,6 @@ pub fn run_predict(
         .apply(&mut data.x)
         .map_err(|e| DriverError::Message(format!("`{}`: {e}", opts.input.display())))?;
     let task = task_kind(model, train.loss);
-    let batch = opts.batch.unwrap_or(train.batch.max(256)).max(1);
     let outputs = predict_all(exec.as_mut(), &data.x, task, batch)?;
     let per = exec.output_shape().iter().product();
     let classes = preprocess.classes.as_deref();

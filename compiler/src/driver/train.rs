@@ -60,6 +60,8 @@ pub struct TrainOptions {
     pub checkpoint_every: Option<usize>,
     /// A fresh run may replace an earlier run's results in the output folder.
     pub overwrite: bool,
+    /// The memory limit in bytes (default: the machine's memory).
+    pub max_memory: Option<u64>,
 }
 
 /// Command-line settings of `nnc eval`.
@@ -70,6 +72,8 @@ pub struct EvalOptions {
     pub weights: PathBuf,
     pub data: Option<PathBuf>,
     pub batch: Option<usize>,
+    /// The memory limit in bytes (default: the machine's memory).
+    pub max_memory: Option<u64>,
 }
 
 /// Trains the selected `train` block of `program` (checked from the file at `path`).
@@ -81,6 +85,8 @@ pub fn run_train(
     let train = select_train(program, opts.model.as_deref())?;
     let model = &program.models[train.model];
     let seed = opts.seed.unwrap_or(train.seed);
+    let batch = opts.batch.unwrap_or(train.batch);
+    super::resources::check(model, Some(train), batch, opts.max_memory)?;
     let mut exec = make_executor(opts.target, model, train, seed)?;
     if let Some(init) = opts.init.as_ref().or(train.init.as_ref()) {
         super::weights::init_from(exec.as_mut(), init, model, opts.quiet)?;
@@ -204,11 +210,13 @@ fn check_log_file(log: &Path, resuming: bool, overwrite: bool) -> Result<(), Dri
 pub fn run_eval(program: &Program, opts: &EvalOptions) -> Result<EvalReport, DriverError> {
     let train = select_train(program, opts.model.as_deref())?;
     let model = &program.models[train.model];
+    let batch = opts.batch.unwrap_or(train.batch).max(1);
+    super::resources::check(model, Some(train), train.batch, opts.max_memory)?;
+    super::resources::check(model, None, batch, opts.max_memory)?;
     let mut exec = make_executor(opts.target, model, train, train.seed)?;
     super::weights::load_weights(exec.as_mut(), &opts.weights, model, train)?;
     let data = load_data(train, opts.data.as_deref(), model, exec.as_ref())?;
     let metrics = &train.metrics;
-    let batch = opts.batch.unwrap_or(train.batch).max(1);
     evaluate(
         exec.as_mut(),
         data.test,

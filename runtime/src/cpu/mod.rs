@@ -125,7 +125,7 @@ impl CpuExecutor {
         let prog = if train { &self.train } else { &self.eval };
         let arena_len = prog.manifest.arena.resolve(n);
         if self.arena.len() < arena_len {
-            self.arena.resize(arena_len, 0.0);
+            grow(&mut self.arena, arena_len, "the temporaries' arena", n)?;
         }
         let mut ptrs: Vec<*mut f32> = Vec::with_capacity(prog.manifest.buffers.len());
         for b in &prog.manifest.buffers {
@@ -161,7 +161,7 @@ impl CpuExecutor {
                                 v.len()
                             )));
                         }
-                        v.resize(need, 0.0);
+                        grow(v, need, name, n)?;
                     }
                     v.as_mut_ptr()
                 }
@@ -498,4 +498,18 @@ pub fn gemm_peak_gflops(threads: usize) -> f64 {
     }
     std::hint::black_box(&c);
     2.0 * (S * S * S) as f64 / best / 1e9
+}
+
+/// Grows `v` to `len` zeros, or says how much memory could not be had (an error, not an
+/// abort in the allocator).
+fn grow(v: &mut Vec<f32>, len: usize, what: &str, batch: usize) -> Result<(), ExecError> {
+    v.try_reserve_exact(len.saturating_sub(v.len()))
+        .map_err(|_| {
+            ExecError::new(format!(
+                "cannot allocate {:.1} MiB for {what} at batch {batch}: out of memory (lower the batch size)",
+                len as f64 * 4.0 / (1 << 20) as f64
+            ))
+        })?;
+    v.resize(len, 0.0);
+    Ok(())
 }
