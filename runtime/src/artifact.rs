@@ -18,6 +18,12 @@ pub const INPUT: &str = "x";
 pub const LABELS: &str = "y";
 pub const LOSS: &str = "loss";
 pub const OUTPUT: &str = "output";
+/// The suffix of a gradient's name in the gradient and update steps of data-parallel
+/// training (`dense_0.w.grad`).
+pub const GRAD_SUFFIX: &str = ".grad";
+/// The manifests of those two steps, present in an artifact built for data parallelism.
+pub const GRAD_MANIFEST: &str = "grad.manifest";
+pub const APPLY_MANIFEST: &str = "apply.manifest";
 
 /// What the runtime must know about the model besides the artifact.
 #[derive(Clone, Debug)]

@@ -41,6 +41,9 @@ pub const STEP: &str = "step";
 /// The learning rate under a schedule: a scalar state tensor the runtime sets each step.
 pub const LR: &str = "lr";
 
+mod parallel;
+pub use parallel::{build_parallel_graphs, ParallelGraphs};
+
 /// A named tensor of state and the value every element starts at.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StateSpec {
