@@ -125,3 +125,28 @@ fn a_concat_of_thousands_of_tensors_builds() {
     }
 }
 
+#[test]
+fn an_empty_or_comment_only_file_is_an_error_for_check_and_build() {
+    for (name, text) in [("empty", ""), ("comments", "# a model, some day\n\n")] {
+        let path = source(name, text);
+        for cmd in ["check", "build"] {
+            let out = nnc(&[cmd, "--color", "never", &s(&path)]);
+            let err = fails(&out);
+            assert!(err.contains("nnc::E0214"), "{cmd} {name}: {err}");
+            assert!(err.contains("defines no model"), "{err}");
+            assert!(err.contains(&format!("{name}.nn:1:1")), "located: {err}");
+            assert!(err.contains("help: a minimal model"), "{err}");
+            assert!(out.stdout.is_empty());
+        }
+    }
+}
+
+#[test]
+fn fmt_leaves_an_empty_or_comment_only_file_as_it_is() {
+    // Formatting is about layout, not meaning: such a file is syntactically fine.
+    for (name, text) in [("fmt_empty", ""), ("fmt_comments", "# notes\n")] {
+        let path = source(name, text);
+        ok(&nnc(&["fmt", "--check", &s(&path)]));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+}
