@@ -150,3 +150,75 @@ fn fmt_leaves_an_empty_or_comment_only_file_as_it_is() {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
     }
 }
+
+/// Asserts that `text` holds no control character but newlines.
+fn assert_no_control_characters(text: &str) {
+    let bad: Vec<char> = text
+        .chars()
+        .filter(|c| c.is_control() && *c != '\n')
+        .collect();
+    assert!(bad.is_empty(), "control characters {bad:?} in:\n{text}");
+}
+
+#[test]
+fn control_characters_in_the_source_are_shown_escaped() {
+    let path = source(
+        "control",
+        "model M {\n    input x: [4]\n    output y = x |> re\u{1b}[2Jlu\0\n}\n",
+    );
+    let err = fails(&nnc(&["check", "--color", "never", &s(&path)]));
+    assert_no_control_characters(&err);
+    assert!(err.contains("nnc::E0109"), "{err}");
+    assert!(err.contains("unexpected character `\\u{1b}`"), "{err}");
+    assert!(err.contains("control.nn:3:23"), "{err}");
+    // The source line shows a visible stand-in and keeps the caret under it.
+    let line = err.lines().find(|l| l.contains("re␛[2Jlu␀")).expect(&err);
+    let caret = err.lines().find(|l| l.contains('┬')).expect(&err);
+    assert_eq!(
+        line.chars().position(|c| c == '␛'),
+        caret.chars().position(|c| c == '┬'),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_control_character_in_the_file_name_is_shown_escaped() {
+    let dir = scratch("limits", "control_name");
+    let path = dir.join("bad\u{1b}]0;title\u{7}.nn");
+    std::fs::write(&path, "model M {\n    input x: [4]\n    output y = z\n}\n").unwrap();
+    let err = fails(&nnc(&["check", "--color", "never", &s(&path)]));
+    assert_no_control_characters(&err);
+    assert!(err.contains("bad\\u{1b}]0;title\\u{7}.nn:3:16"), "{err}");
+}
+
+#[test]
+fn a_huge_name_or_string_is_cut_in_diagnostics() {
+    let name = "n".repeat(20_000);
+    let text = format!("model M {{\n    input x: [4]\n    output y = {name}\n}}\n");
+    let err = fails(&nnc(&[
+        "check",
+        "--color",
+        "never",
+        &s(&source("huge_name", &text)),
+    ]));
+    assert!(err.contains("nnc::E0202"), "{err}");
+    assert!(err.contains("…` (20000 characters)"), "{err}");
+    assert!(err.len() < 1000, "{} bytes of diagnostics", err.len());
+
+    let loss = format!("{}\u{1b}", "q".repeat(5000));
+    let text = format!(
+        "model M {{\n    input x: [4]\n    output y = x |> dense(2) |> softmax\n}}\n\
+         train M {{\n    data = csv(\"d.csv\", target = \"y\")\n    loss = \"{loss}\"\n    \
+         optimizer = sgd(lr = 0.1)\n}}\n"
+    );
+    let err = fails(&nnc(&[
+        "check",
+        "--color",
+        "never",
+        &s(&source("huge_string", &text)),
+    ]));
+    assert!(err.contains("nnc::E0207"), "{err}");
+    assert!(err.contains("… (5008 characters)"), "{err}");
+    assert_no_control_characters(&err);
+    assert!(err.len() < 2000, "{} bytes of diagnostics", err.len());
+}
