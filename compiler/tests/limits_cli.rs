@@ -222,3 +222,18 @@ fn a_huge_name_or_string_is_cut_in_diagnostics() {
     assert_no_control_characters(&err);
     assert!(err.len() < 2000, "{} bytes of diagnostics", err.len());
 }
+
+/// Found by the front-end fuzzer: an elementwise function of the input, reshaped into a
+/// `dense`, was recomputed inline while the matrix product read it through a view, so
+/// it had no buffer ("matrix operand has no buffer").
+#[test]
+fn an_elementwise_input_reshaped_into_a_dense_layer_builds() {
+    for body in ["x * 2 |> reshape([6])", "x |> relu |> flatten"] {
+        let text = format!(
+            "model M {{\n    input x: [2, 3]\n    output y = {body} |> dense(4)\n}}\n\
+             train M {{\n    data = csv(\"d.csv\", target = \"t\")\n    loss = mse\n    \
+             optimizer = sgd(lr = 0.1)\n}}\n"
+        );
+        ok(&nnc(&["build", &s(&source("reshaped_input", &text))]));
+    }
+}

@@ -211,7 +211,10 @@ pub fn partition(g: &Graph) -> Fusion {
             place[id.index()] = Some(Placement::Input);
             continue;
         }
-        let used_by_gemm = us.iter().any(|u| g.op(*u).is_product());
+        // A view's base is what the `Gemm` reads from memory: it must be stored too.
+        let used_by_gemm = us.iter().any(|u| {
+            g.op(*u).is_product() || matches!(place[u.index()], Some(Placement::View { .. }))
+        });
         if !is_output[id.index()] && !used_by_gemm && recomputable(g, id, 4) {
             place[id.index()] = Some(Placement::Free);
             continue;
