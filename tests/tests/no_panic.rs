@@ -127,8 +127,9 @@ train Mnist {
 ";
 
 #[test]
-fn empty_file_is_valid() {
-    assert!(check_and_render(b"").is_ok());
+fn empty_file_is_a_diagnostic() {
+    let diags = check_and_render(b"").expect_err("an empty file defines no model");
+    assert_eq!(diags[0].code, nnc::diag::Code::NoModel);
 }
 
 #[test]

@@ -51,6 +51,7 @@ codes! {
     DuplicateSetting = "E0211": "training setting given twice",
     NotATensor = "E0212": "value used where a tensor is expected, or the reverse",
     DuplicateItem = "E0213": "two models with the same name",
+    NoModel = "E0214": "file that defines no model",
     // Shapes.
     DenseRank = "E0301": "`dense` on an input that is not a vector",
     MatMulMismatch = "E0302": "`@` with mismatched inner dimensions",
@@ -73,6 +74,9 @@ codes! {
     Data = "E0407": "unreadable or malformed data file",
     MetricLossMismatch = "E0408": "metric that does not fit the loss",
     UnknownParameter = "E0409": "`freeze` or `init` names no parameter of the model",
+    DuplicateTrain = "E0410": "two `train` blocks for one model",
+    NothingToTrain = "E0411": "trained model without parameters",
+    DuplicateMetric = "E0412": "metric listed twice",
     // Export.
     NotExportable = "E0501": "layer or function the ONNX export does not cover",
 }

@@ -5,6 +5,7 @@
 //! one file are all reported. Rendering is the driver's job ([`render`]).
 
 mod codes;
+pub mod escape;
 mod render;
 mod span;
 mod suggest;

@@ -1,12 +1,15 @@
 //! Rendering diagnostics as text with miette's graphical handler: `path:line:col`, the
 //! source lines, labelled carets, the code and the help line. The no-colour theme gives
-//! stable text for snapshot tests.
+//! stable text for snapshot tests. Everything echoed from the user (source lines, names,
+//! paths) goes through [`escape`](super::escape) first: no control character reaches the
+//! terminal, and no value is shown longer than a line.
 
 use std::fmt;
 
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
 
-use super::Diagnostic;
+use super::escape::{printable_text, PrintableSource};
+use super::{Diagnostic, Label};
 
 /// Whether to colour the output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,13 +23,17 @@ const MAX_SHOWN_LINE: usize = 1000;
 
 /// Renders one diagnostic about the file `path` with contents `src`.
 pub fn render(diag: &Diagnostic, path: &str, src: &str, color: ColorChoice) -> String {
+    let path = printable_text(path);
     if diag
         .labels
         .iter()
         .any(|l| line_len_at(src, l.span.start as usize) > MAX_SHOWN_LINE)
     {
-        return render_without_source(diag, path, src);
+        return render_without_source(&printable(diag, None), &path, src);
     }
+    let shown = PrintableSource::new(src);
+    let diag = &printable(diag, Some(&shown));
+    let src = shown.text.as_str();
     let theme = match color {
         ColorChoice::Always => GraphicalTheme::unicode(),
         ColorChoice::Never => GraphicalTheme::unicode_nocolor(),
@@ -40,7 +47,7 @@ pub fn render(diag: &Diagnostic, path: &str, src: &str, color: ColorChoice) -> S
     }
     let report = Report {
         diag,
-        source: NamedSource::new(path, src.to_string()),
+        source: NamedSource::new(&path, src.to_string()),
         src_len: src.len(),
     };
     let mut out = String::new();
@@ -48,6 +55,26 @@ pub fn render(diag: &Diagnostic, path: &str, src: &str, color: ColorChoice) -> S
         out = format!("error[{}]: {}\n", diag.code, diag.message);
     }
     out
+}
+
+/// `diag` with its texts made printable and, given the printable source, its spans
+/// moved into it.
+fn printable(diag: &Diagnostic, shown: Option<&PrintableSource>) -> Diagnostic {
+    let offset = |at: u32| shown.map_or(at as usize, |s| s.offset(at as usize));
+    Diagnostic {
+        code: diag.code,
+        message: printable_text(&diag.message),
+        labels: diag
+            .labels
+            .iter()
+            .map(|l| Label {
+                span: super::Span::new(offset(l.span.start), offset(l.span.end)),
+                text: printable_text(&l.text),
+            })
+            .collect(),
+        help: diag.help.as_deref().map(printable_text),
+        notes: diag.notes.iter().map(|n| printable_text(n)).collect(),
+    }
 }
 
 fn line_len_at(src: &str, offset: usize) -> usize {
@@ -83,7 +110,11 @@ pub fn render_all(diags: &[Diagnostic], path: &str, src: &str, color: ColorChoic
         out.push('\n');
     }
     if diags.len() > 1 {
-        out.push_str(&format!("{}: {} errors\n", path, diags.len()));
+        out.push_str(&format!(
+            "{}: {} errors\n",
+            printable_text(path),
+            diags.len()
+        ));
     }
     out
 }

@@ -197,8 +197,8 @@ impl ExprBuilder<'_> {
                 self.value(args[0], &src)?
             }
             Op::Concat { axis } => {
-                // Nested selects on the position along `axis`; each part reads a clamped
-                // index so that every load is in bounds whichever branch is taken.
+                // Selects on the position along `axis`; each part reads a clamped index
+                // so that every load is in bounds whichever branch is taken.
                 let mut parts = Vec::new();
                 let mut at = 0i64;
                 for a in args {
@@ -208,14 +208,10 @@ impl ExprBuilder<'_> {
                     parts.push((at + len, self.value(*a, &src)?));
                     at += len;
                 }
-                let pos = Expr::FromIdx(idx[*axis].clone());
-                let (_, mut e) = parts
-                    .pop()
-                    .ok_or_else(|| LowerError("empty concat".into()))?;
-                while let Some((end, v)) = parts.pop() {
-                    e = select(CmpOp::Lt, pos.clone(), constant(end as f32), v, e);
+                if parts.is_empty() {
+                    return Err(LowerError("empty concat".into()));
                 }
-                e
+                concat_select(&Expr::FromIdx(idx[*axis].clone()), parts)
             }
             Op::Im2col(w) => {
                 let c = known(g.shape(args[0]).dims()[3])? as i64;
@@ -397,5 +393,60 @@ pub fn dim_idx(d: &Dim) -> Idx {
     match d {
         Dim::N => Idx::N,
         Dim::K(k) => Idx::Const(*k as i64),
+    }
+}
+
+/// The part of a concatenation that position `pos` falls in, from the parts' values and
+/// end positions: a balanced tree of selects, so that its depth grows with the logarithm
+/// of the number of parts (a `concat` of thousands of tensors stays a shallow expression).
+fn concat_select(pos: &Expr, mut parts: Vec<(i64, Expr)>) -> Expr {
+    if parts.len() == 1 {
+        return parts.pop().expect("one part").1;
+    }
+    let right = parts.split_off(parts.len() / 2);
+    let split = parts.last().expect("a left half").0;
+    select(
+        CmpOp::Lt,
+        pos.clone(),
+        constant(split as f32),
+        concat_select(pos, parts),
+        concat_select(pos, right),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The depth of the select tree and the part it picks at position `pos`.
+    fn walk(e: &Expr, pos: f32) -> (usize, f32) {
+        match e {
+            Expr::Select {
+                b, then, otherwise, ..
+            } => {
+                let Expr::Const(split) = **b else {
+                    panic!("splits are constants")
+                };
+                let branch = if pos < split { then } else { otherwise };
+                let (d, v) = walk(branch, pos);
+                (d + 1, v)
+            }
+            Expr::Const(v) => (0, *v),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_concat_of_many_parts_selects_in_a_balanced_tree() {
+        // Part `i` holds positions `[3i, 3i + 3)` and has the value `i`.
+        let parts = (0..10_000)
+            .map(|i| (3 * i + 3, constant(i as f32)))
+            .collect();
+        let e = concat_select(&Expr::FromIdx(Idx::Const(0)), parts);
+        for pos in [0, 1, 2, 3, 299, 15_000, 29_999] {
+            let (depth, part) = walk(&e, pos as f32);
+            assert_eq!(part, (pos / 3) as f32, "position {pos}");
+            assert!(depth <= 14, "⌈log2 10000⌉ selects deep, not {depth}");
+        }
     }
 }

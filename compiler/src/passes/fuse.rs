@@ -38,7 +38,11 @@
 //!    such nodes and only into reductions over the trailing axes (passes walk
 //!    contiguous rows), and no gathering layout op (`im2col`, `col2im`, …) joins a
 //!    group of several reductions;
-//! 5. a graph output is stored by whichever group computes it.
+//! 5. a graph output is stored by whichever group computes it;
+//! 6. no member is inlined more than [`MAX_INLINE_DEPTH`] users below its group's
+//!    root: a longer chain (thousands of `let` bindings adding one each) is cut into
+//!    several kernels, so that the kernel expressions `lower/` builds, and every
+//!    recursive walk over them (printing, codegen, the kernel interpreter), stay shallow.
 //!
 //! Invariants: a node with users outside its group is stored by it; the root (the
 //! member with the largest id) is stored. Groups run in a topological order of their
@@ -177,6 +181,9 @@ fn inlinable(op: &Op) -> bool {
     op.is_elementwise() || op.is_layout() || op.is_window_gather() || matches!(op, Op::Rand { .. })
 }
 
+/// The longest chain of in-group users above a member (rule 6).
+pub const MAX_INLINE_DEPTH: usize = 64;
+
 pub fn partition(g: &Graph) -> Fusion {
     let n = g.len();
     let mut users: Vec<Vec<NodeId>> = vec![Vec::new(); n];
@@ -192,6 +199,8 @@ pub fn partition(g: &Graph) -> Fusion {
         is_output[id.index()] = true;
     }
     let mut place: Vec<Option<Placement>> = vec![None; n];
+    // How many in-group users lie between a member and its group's root (rule 6).
+    let mut inline_depth = vec![0usize; n];
     let mut groups: Vec<Group> = Vec::new();
     // Groups merged into another one (left empty).
     let mut dead: Vec<bool> = Vec::new();
@@ -202,7 +211,10 @@ pub fn partition(g: &Graph) -> Fusion {
             place[id.index()] = Some(Placement::Input);
             continue;
         }
-        let used_by_gemm = us.iter().any(|u| g.op(*u).is_product());
+        // A view's base is what the `Gemm` reads from memory: it must be stored too.
+        let used_by_gemm = us.iter().any(|u| {
+            g.op(*u).is_product() || matches!(place[u.index()], Some(Placement::View { .. }))
+        });
         if !is_output[id.index()] && !used_by_gemm && recomputable(g, id, 4) {
             place[id.index()] = Some(Placement::Free);
             continue;
@@ -277,7 +289,17 @@ pub fn partition(g: &Graph) -> Fusion {
             }
         }
         if let (Some(t), None) = (target, &refusal) {
-            match can_join(g, &groups[t], id, &users) {
+            let depth = 1 + us
+                .iter()
+                .map(|u| inline_depth[u.index()])
+                .max()
+                .unwrap_or(0);
+            let joined = if depth > MAX_INLINE_DEPTH {
+                Err(format!("inlined more than {MAX_INLINE_DEPTH} levels deep"))
+            } else {
+                can_join(g, &groups[t], id, &users)
+            };
+            match joined {
                 Ok(reason) => {
                     let grp = &mut groups[t];
                     grp.members.push(id);
@@ -301,6 +323,7 @@ pub fn partition(g: &Graph) -> Fusion {
                         _ => {}
                     }
                     place[id.index()] = Some(Placement::Group(t));
+                    inline_depth[id.index()] = depth;
                     continue;
                 }
                 Err(why) => refusal = Some(format!("{id} {} not fused: {why}", op.mnemonic())),

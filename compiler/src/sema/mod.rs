@@ -18,12 +18,15 @@ mod tests;
 use std::path::Path;
 
 use crate::diag::{Code, Diagnostic};
-use crate::syntax::ast::{File, Item};
+use crate::syntax::ast::{File, Item, Span};
 use typed::Program;
 
 /// Checks a parsed file. `base_dir` is the folder of the file, against which data paths
 /// are resolved (the files are not opened).
 pub fn check_file(file: &File, base_dir: &Path) -> Result<Program, Vec<Diagnostic>> {
+    if file.items.is_empty() {
+        return Err(vec![no_model()]);
+    }
     let mut diags = Vec::new();
     let mut program = Program::default();
     let mut refs_typed: Vec<(String, Option<usize>)> = Vec::new();
@@ -58,8 +61,26 @@ pub fn check_file(file: &File, base_dir: &Path) -> Result<Program, Vec<Diagnosti
         })
         .collect();
     let mut trains = Vec::new();
+    let mut first_train: Vec<(&str, Span)> = Vec::new();
     for item in &file.items {
         if let Item::Train(t) = item {
+            let header = Span {
+                start: t.span.start,
+                end: t.model.span.end,
+            };
+            if let Some((_, first)) = first_train.iter().find(|(n, _)| *n == t.model.name) {
+                diags.push(
+                    Diagnostic::new(
+                        Code::DuplicateTrain,
+                        format!("model `{}` has two `train` blocks", t.model.name),
+                    )
+                    .label(header, "second train block here")
+                    .label(*first, "first train block here")
+                    .help("merge the settings into one `train` block"),
+                );
+                continue;
+            }
+            first_train.push((&t.model.name, header));
             if let Some(t) = train::check_train(t, &refs, base_dir, &mut diags) {
                 trains.push(t);
             }
@@ -72,4 +93,12 @@ pub fn check_file(file: &File, base_dir: &Path) -> Result<Program, Vec<Diagnosti
         diags.sort_by_key(|d| d.primary_span().map(|s| (s.start, s.end)));
         Err(diags)
     }
+}
+
+/// The error of a file without models or train blocks (empty, or only comments): such a
+/// file is more likely a mistake (the wrong path, an unsaved editor) than a program.
+fn no_model() -> Diagnostic {
+    Diagnostic::new(Code::NoModel, "this file defines no model")
+        .label(Span::new(0, 0), "nothing but whitespace and comments")
+        .help("a minimal model: `model M { input x: [4]  output y = x |> dense(2) }`")
 }

@@ -315,15 +315,17 @@ fn param_without_initializer_defaults_by_rank() {
 
 #[test]
 fn several_models_and_trains_in_one_file() {
-    let src = format!("{LINE}\n{MNIST}\ntrain Line {{ data = csv(\"a.csv\", target = \"t\", standardize = true) loss = mae optimizer = adamw(0.01) shuffle = false }}");
+    // The line model without its own train block: one block per model (E0410).
+    let line = &LINE[..LINE.find("train Line").unwrap()];
+    let src = format!("{line}\n{MNIST}\ntrain Line {{ data = csv(\"a.csv\", target = \"t\", standardize = true) loss = mae optimizer = adamw(0.01) shuffle = false }}");
     let p = ok(&src);
     assert_eq!(p.models.len(), 2);
-    assert_eq!(p.trains.len(), 3);
-    assert_eq!(p.trains[1].model, 1);
-    assert_eq!(p.trains[2].model, 0);
-    assert!(!p.trains[2].shuffle);
+    assert_eq!(p.trains.len(), 2);
+    assert_eq!(p.trains[0].model, 1);
+    assert_eq!(p.trains[1].model, 0);
+    assert!(!p.trains[1].shuffle);
     assert!(
-        matches!(p.trains[2].optimizer, Optimizer::AdamW { lr, weight_decay, .. } if lr == 0.01 && weight_decay == 0.01)
+        matches!(p.trains[1].optimizer, Optimizer::AdamW { lr, weight_decay, .. } if lr == 0.01 && weight_decay == 0.01)
     );
 }
 
@@ -698,7 +700,7 @@ fn metrics_must_fit_the_loss() {
 
 #[test]
 fn trained_model_needs_exactly_one_input() {
-    let src = "model Two {\n input a: [2]\n input b: [2]\n output y = a + b\n}\ntrain Two { data = csv(\"x.csv\", target = \"t\") loss = mse optimizer = sgd(lr = 0.1) }";
+    let src = "model Two {\n input a: [2]\n input b: [2]\n output y = a + b |> dense(1)\n}\ntrain Two { data = csv(\"x.csv\", target = \"t\") loss = mse optimizer = sgd(lr = 0.1) }";
     one_err(src, Code::ModelStructure, "Two");
     // Checking alone accepts it: only training needs one input.
     ok(&src[..src.find("train").unwrap()]);
@@ -735,4 +737,81 @@ fn an_undefined_name_does_not_cascade() {
 #[test]
 fn file_without_train_block_is_valid() {
     assert!(ok(LENET).trains.is_empty());
+}
+
+/// A model `M` with `model_body`, trained by one block with `settings` added.
+fn trained(model_body: &str, settings: &str) -> String {
+    format!(
+        "model M {{\n{model_body}\n}}\ntrain M {{\n    data = csv(\"d.csv\", target = \"y\")\n    \
+         optimizer = sgd(lr = 0.1)\n{settings}\n}}\n"
+    )
+}
+
+const CLASSIFIER: &str = "input x: [4]\noutput y = x |> dense(3) |> softmax";
+
+#[test]
+fn an_empty_or_comment_only_file_defines_no_model() {
+    for src in ["", "   \n\n", "# just a comment\n# and another\n"] {
+        let d = errs(src).remove(0);
+        assert_eq!(d.code, Code::NoModel, "{src:?}: {d:#?}");
+        assert!(d.help.as_deref().unwrap().contains("model M {"), "{d:#?}");
+    }
+}
+
+#[test]
+fn two_train_blocks_for_one_model_point_at_both() {
+    let src = format!(
+        "{}train M {{\n    data = csv(\"e.csv\", target = \"y\")\n    loss = cross_entropy\n    \
+         optimizer = adam(lr = 0.1)\n}}\n",
+        trained(CLASSIFIER, "    loss = cross_entropy")
+    );
+    let d = errs(&src).remove(0);
+    assert_eq!(d.code, Code::DuplicateTrain, "{d:#?}");
+    let texts: Vec<&str> = d
+        .labels
+        .iter()
+        .map(|l| &src[l.span.start as usize..l.span.end as usize])
+        .collect();
+    assert_eq!(texts, ["train M", "train M"]);
+    assert!(d.labels[0].span.start > d.labels[1].span.start);
+    assert_eq!(d.labels[1].text, "first train block here");
+}
+
+#[test]
+fn binary_cross_entropy_on_several_units_is_an_error_at_the_loss() {
+    let src = trained(
+        "input x: [4]\noutput y = x |> dense(2) |> sigmoid",
+        "    loss = binary_cross_entropy",
+    );
+    let d = one_err(&src, Code::LossOutputMismatch, "binary_cross_entropy");
+    let help = d.help.unwrap();
+    assert!(
+        help.contains("cross_entropy") && help.contains("sigmoid"),
+        "{help}"
+    );
+    ok(&trained(
+        "input x: [4]\noutput y = x |> dense(1) |> sigmoid",
+        "    loss = binary_cross_entropy",
+    ));
+}
+
+#[test]
+fn a_model_without_parameters_has_nothing_to_train() {
+    let src = trained(
+        "input x: [4]\noutput y = x |> relu",
+        "    loss = mse\n    freeze = [\"dense_0\"]",
+    );
+    let d = one_err(&src, Code::NothingToTrain, "M");
+    assert!(d.help.is_some());
+}
+
+#[test]
+fn a_metric_listed_twice_is_an_error_at_the_second() {
+    let src = trained(
+        CLASSIFIER,
+        "    loss = cross_entropy\n    metrics = [accuracy, f1, accuracy]",
+    );
+    let d = one_err(&src, Code::DuplicateMetric, "accuracy");
+    assert!(d.labels[0].span.start > d.labels[1].span.start, "{d:#?}");
+    assert!(d.help.is_some());
 }

@@ -112,7 +112,11 @@ pub fn check_train(
 
     if let (Some((index, typed)), Some((loss, loss_span))) = (model.and_then(|m| m.typed), s.loss) {
         check_fit(train, typed, loss, loss_span, &s.metrics, diags);
-        check_freeze(train, typed, &s.freeze, diags);
+        if typed.params.is_empty() {
+            diags.push(nothing_to_train(train, typed));
+        } else {
+            check_freeze(train, typed, &s.freeze, diags);
+        }
         let validation = s.validation.is_some() || s.validation_source.is_some();
         if let Some((stop, span)) = &s.early_stopping {
             check_monitor(
@@ -647,15 +651,45 @@ fn metrics(value: &Expr, diags: &mut Vec<Diagnostic>) -> Vec<(Metric, Span)> {
         );
         return Vec::new();
     };
-    let mut out = Vec::new();
+    let mut out: Vec<(Metric, Span)> = Vec::new();
     for item in items {
         if let Some((op, _)) = args::eval_op_value(item, OpKind::Metric, diags) {
             if let OpId::Metric(m) = op.id {
+                if let Some(&(_, first)) = out.iter().find(|(seen, _)| *seen == m) {
+                    diags.push(
+                        Diagnostic::new(
+                            Code::DuplicateMetric,
+                            format!("metric `{}` listed twice", m.name()),
+                        )
+                        .label(item.span, "listed again here")
+                        .label(first, "first listed here")
+                        .help("remove the second one; each metric is reported once per epoch"),
+                    );
+                    continue;
+                }
                 out.push((m, item.span));
             }
         }
     }
     out
+}
+
+/// The error of a `train` block whose model has no parameter: training would run the
+/// data through a fixed function and change nothing.
+fn nothing_to_train(train: &ast::Train, model: &TypedModel) -> Diagnostic {
+    Diagnostic::new(
+        Code::NothingToTrain,
+        format!("model `{}` has no parameters to train", model.name),
+    )
+    .label(train.model.span, "trained here")
+    .label(
+        Span {
+            start: model.span.start,
+            end: model.span.start + "model".len() as u32,
+        },
+        "no layer or `param` with weights",
+    )
+    .help("add a layer with weights, such as `dense(units)`, or a `param`")
 }
 
 /// What the argument types alone do not catch: `channels` other than 1 or 3, and a
@@ -807,6 +841,20 @@ fn check_fit(
             ),
             Some(_) => {}
         }
+    }
+    if loss == Loss::BinaryCrossEntropy && out.shape.elems() > 1 {
+        diags.push(
+            Diagnostic::new(
+                Code::LossOutputMismatch,
+                "`binary_cross_entropy` on an output with several units",
+            )
+            .label(loss_span, "needs one probability per sample")
+            .label(out.span, format!("output has shape {}", out.shape))
+            .help(
+                "for one of several classes use `cross_entropy` after `softmax`; \
+                 for two classes end with `dense(1) |> sigmoid`",
+            ),
+        );
     }
     let classification = matches!(loss, Loss::CrossEntropy | Loss::BinaryCrossEntropy);
     for &(m, span) in metrics {

@@ -1,5 +1,5 @@
 //! Hand-built typed models for tests (until `sema::check_file` produces them): a small
-//! builder that mirrors what semantic analysis records, and the models of LANGUAGE.md.
+//! builder that mirrors what semantic analysis records, and the models of the language reference (docs/language.md).
 
 use crate::sema::typed::*;
 use crate::syntax::ast::Span;
@@ -194,7 +194,7 @@ impl ModelBuilder {
 }
 
 /// `[28, 28] → flatten → dense(h1) → relu → dense(h2) → relu → dense(10) → softmax`
-/// (LANGUAGE.md's Mnist with configurable widths).
+/// (the language reference (docs/language.md)'s Mnist with configurable widths).
 pub fn mnist(h1: usize, h2: usize) -> TypedModel {
     let mut b = ModelBuilder::new("Mnist");
     let x = b.input("image", &[28, 28]);
@@ -219,7 +219,7 @@ pub fn mlp(inputs: usize, hidden: usize, classes: usize) -> TypedModel {
     b.finish(out)
 }
 
-/// LANGUAGE.md's `Line`: `x @ w + b` with `w: [1, 1]`, `b: [1]`, both zeros.
+/// the language reference (docs/language.md)'s `Line`: `x @ w + b` with `w: [1, 1]`, `b: [1]`, both zeros.
 pub fn line() -> TypedModel {
     let mut b = ModelBuilder::new("Line");
     let x = b.input("x", &[1]);
@@ -230,7 +230,7 @@ pub fn line() -> TypedModel {
     b.finish(y)
 }
 
-/// LANGUAGE.md's residual block, with width `d`.
+/// the language reference (docs/language.md)'s residual block, with width `d`.
 pub fn residual(d: usize) -> TypedModel {
     let mut b = ModelBuilder::new("Residual");
     let x = b.input("x", &[d]);

@@ -242,7 +242,7 @@ impl Activation {
                 doc: "Turns scores into probabilities along `axis`. Followed by the `cross_entropy` loss, the pair is computed as one stable log-softmax.",
             } },
             Activation::Softplus => elementwise(OpId::Activation(Activation::Softplus), "softplus", "log(1 + e^x)", "Elementwise smooth approximation of relu."),
-            Activation::Gelu => elementwise(OpId::Activation(Activation::Gelu), "gelu", "x · Φ(x)", "Elementwise Gaussian error linear unit."),
+            Activation::Gelu => elementwise(OpId::Activation(Activation::Gelu), "gelu", "½x(1 + tanh(√(2/π)(x + 0.044715x³)))", "Elementwise Gaussian error linear unit in its tanh approximation of x · Φ(x), on every backend and in the ONNX export."),
         }
     }
 }

@@ -35,7 +35,7 @@ impl Loss {
                 summary: "classification with class-index labels",
                 doc: "The output holds one score or probability per class (last dimension > 1); labels are class indices. A final `softmax` is fused into a numerically stable log-softmax. With `label_smoothing = ε` the target is (1 − ε)·one-hot + ε/classes.",
             } },
-            Loss::BinaryCrossEntropy => nullary(OpId::Loss(Loss::BinaryCrossEntropy), "binary_cross_entropy", "two-class or multi-label classification", "The output holds probabilities in (0, 1) (e.g. after `sigmoid`); targets are 0 or 1 with the output's shape."),
+            Loss::BinaryCrossEntropy => nullary(OpId::Loss(Loss::BinaryCrossEntropy), "binary_cross_entropy", "two-class classification", "The output holds one probability in (0, 1) per sample (e.g. `dense(1) |> sigmoid`); targets are 0 or 1. An output of several units (multi-label) is an error: use `cross_entropy` after `softmax` for one of several classes."),
             Loss::Mse => nullary(OpId::Loss(Loss::Mse), "mse", "mean squared error (regression)", "The mean of (output - target)² over the batch and the output's elements."),
             Loss::Mae => nullary(OpId::Loss(Loss::Mae), "mae", "mean absolute error (regression)", "The mean of |output - target| over the batch and the output's elements."),
         }
