@@ -55,6 +55,14 @@ struct RunArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum TransportArg {
+    /// MPI (CPU clusters; `--target cpu`).
+    Mpi,
+    /// NCCL (one process per GPU; `--target cuda`).
+    Nccl,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum TargetArg {
     Interp,
     Cpu,
@@ -122,6 +130,15 @@ enum Command {
         /// (without it, it refuses them).
         #[arg(long)]
         overwrite: bool,
+        /// Data-parallel training, one process per rank, started by the cluster's
+        /// launcher (`mpirun -np N nnc train FILE --distributed mpi`); `batch` is the
+        /// global batch.
+        #[arg(long, value_enum)]
+        distributed: Option<TransportArg>,
+        /// Seconds a collective operation waits for the other ranks before the job is
+        /// aborted (a rank died or hangs).
+        #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+        collective_timeout: u64,
         /// Write the checkpoint every N epochs (overrides `checkpoint_every`).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         checkpoint_every: Option<u64>,
@@ -280,6 +297,8 @@ fn main() -> ExitCode {
             quiet,
             init,
             overwrite,
+            distributed,
+            collective_timeout,
             checkpoint_every,
         } => {
             let opts = TrainOptions {
@@ -297,11 +316,18 @@ fn main() -> ExitCode {
                 checkpoint_every: checkpoint_every.map(|n| n as usize),
                 overwrite,
                 max_memory: common.max_memory,
+                distributed: distributed.map(|t| match t {
+                    TransportArg::Mpi => driver::Transport::Mpi,
+                    TransportArg::Nccl => driver::Transport::Nccl,
+                }),
+                collective_timeout: std::time::Duration::from_secs(collective_timeout),
             };
             with_program(&file, color, |program, source| {
                 match driver::run_train(program, &file, &opts) {
                     Ok(summary) => {
-                        println!("{summary}");
+                        if summary.rank == 0 {
+                            println!("{summary}");
+                        }
                         Ok(())
                     }
                     Err(e) => Err(e),

@@ -33,6 +33,9 @@ pub struct ModelInfo {
     /// Every carried tensor in state order: name, kind, shape, initial value.
     pub state: Vec<(String, StateKind, Tensor)>,
     pub hash: String,
+    /// The gradients the data-parallel steps hand over (name, shape), in the order of
+    /// the one buffer that holds them; empty without those steps.
+    pub grads: Vec<(String, Vec<usize>)>,
 }
 
 /// Where a compiled executor finds a step buffer.
@@ -60,11 +63,14 @@ pub(crate) fn binding(b: &BufferDecl, n: usize) -> Binding<'_> {
     }
 }
 
-/// Every buffer of a step must be a temporary, the batch, a result or known state.
+/// Every buffer of a step must be a temporary, the batch, a result, known state or a
+/// data-parallel gradient.
 pub(crate) fn check_bindings(buffers: &[BufferDecl], info: &ModelInfo) -> Result<(), ExecError> {
     for b in buffers {
         if let Binding::State(name) = binding(b, 0) {
-            if !info.state.iter().any(|(n, ..)| n == name) {
+            if !info.state.iter().any(|(n, ..)| n == name)
+                && !info.grads.iter().any(|(n, _)| n == name)
+            {
                 return Err(ExecError::new(format!(
                     "step buffer `{name}` is neither state nor a step input or output"
                 )));

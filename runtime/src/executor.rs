@@ -179,6 +179,35 @@ pub trait Executor {
         None
     }
 
+    /// Data-parallel training, first half of a step: the loss, output and gradients of
+    /// the batch (the gradient of its mean loss) without updating anything but buffers
+    /// (batch-norm statistics). The gradients land in [`Executor::gradients`]. An error
+    /// when the executor was not built with the data-parallel steps.
+    fn grad_step(&mut self, _x: &Tensor, _y: &Tensor) -> Result<StepOutput, ExecError> {
+        Err(ExecError::new(format!(
+            "the {} executor was not built for data-parallel training",
+            self.backend()
+        )))
+    }
+
+    /// The one buffer holding every gradient of the last [`Executor::grad_step`], in the
+    /// layout of the artifact's gradient list, followed by [`GRAD_EXTRA`] spare slots the
+    /// caller may use to reduce other numbers in the same collective operation. The
+    /// caller may change it (sum it across processes); [`Executor::apply_gradients`]
+    /// reads it. `None` without the data-parallel steps.
+    fn gradients(&mut self) -> Option<&mut [f32]> {
+        None
+    }
+
+    /// Second half of a data-parallel step: the optimizer update with the gradients in
+    /// [`Executor::gradients`], advancing `step`.
+    fn apply_gradients(&mut self) -> Result<(), ExecError> {
+        Err(ExecError::new(format!(
+            "the {} executor was not built for data-parallel training",
+            self.backend()
+        )))
+    }
+
     /// Starts (or stops) timing each kernel of the training step; a backend without
     /// kernels ignores it.
     fn set_profiling(&mut self, _on: bool) {}
@@ -209,6 +238,9 @@ pub trait Executor {
         Ok(None)
     }
 }
+
+/// Spare slots after the gradients in [`Executor::gradients`].
+pub const GRAD_EXTRA: usize = 4;
 
 /// The time one kernel of the training step took while profiling.
 #[derive(Clone, Debug, PartialEq)]

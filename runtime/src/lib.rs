@@ -19,6 +19,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod data;
+pub mod dist;
 pub mod executor;
 pub mod metrics;
 pub mod plot;

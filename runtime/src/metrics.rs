@@ -331,6 +331,38 @@ impl Accumulator {
         })
     }
 
+    /// Every sum and count as one vector (counts exact up to 2^53), for adding the
+    /// accumulators of data-parallel ranks together ([`Accumulator::set_sums`]).
+    pub fn sums(&self) -> Vec<f64> {
+        let mut v = vec![
+            self.loss_sum,
+            self.samples as f64,
+            self.abs_error_sum,
+            self.sq_error_sum,
+            self.error_count as f64,
+            f64::from(u8::from(self.saw_outputs)),
+        ];
+        if let Some(cm) = &self.confusion {
+            v.extend(cm.counts.iter().map(|&c| c as f64));
+        }
+        v
+    }
+
+    /// Replaces the sums with `v`, a (summed) [`Accumulator::sums`] of the same task.
+    pub fn set_sums(&mut self, v: &[f64]) {
+        self.loss_sum = v[0];
+        self.samples = v[1] as u64;
+        self.abs_error_sum = v[2];
+        self.sq_error_sum = v[3];
+        self.error_count = v[4] as u64;
+        self.saw_outputs = v[5] > 0.0;
+        if let Some(cm) = &mut self.confusion {
+            for (c, &s) in cm.counts.iter_mut().zip(&v[6..]) {
+                *c = s as u64;
+            }
+        }
+    }
+
     /// The sums as JSON, exact to the bit, for mid-epoch checkpoints.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({

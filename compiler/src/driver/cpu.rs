@@ -45,6 +45,7 @@ pub fn model_info(graphs: &StepGraphs, model: &TypedModel, seed: u64) -> ModelIn
         output_shape: model.nodes[model.output.0 as usize].shape.dims.clone(),
         state,
         hash: model_hash(graphs),
+        grads: Vec::new(),
     }
 }
 
@@ -95,7 +96,10 @@ pub fn load_cpu(
     let loaded = build_cpu_artifact(compiled, &dir)
         .map_err(DriverError::Message)
         .and_then(|art| {
-            let info = model_info(&compiled.graphs, model, seed);
+            let mut info = model_info(&compiled.graphs, model, seed);
+            if let Some(p) = &compiled.parallel {
+                info.grads = p.grads.clone();
+            }
             let exec = CpuExecutor::load(&dir, info, default_threads())
                 .map_err(|e| DriverError::Message(format!("cannot load the CPU artifact: {e}")))?;
             Ok((exec, art))

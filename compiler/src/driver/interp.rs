@@ -7,13 +7,15 @@
 
 use std::collections::HashMap;
 
-use nnc_runtime::executor::{EvalOutput, ExecError, Executor, StateKind, StateTensor, StepOutput};
+use nnc_runtime::executor::{
+    EvalOutput, ExecError, Executor, StateKind, StateTensor, StepOutput, GRAD_EXTRA,
+};
 use nnc_runtime::tensor::Tensor as RtTensor;
 
 use crate::ir::interp;
 use crate::ir::tensor::Tensor;
 use crate::sema::typed::TypedModel;
-use crate::step::{StepGraphs, INPUT, LABELS, LOSS, OUTPUT};
+use crate::step::{ParallelGraphs, StepGraphs, INPUT, LABELS, LOSS, OUTPUT};
 
 /// The reference-interpreter backend of one `train` block.
 pub struct InterpExecutor {
@@ -28,6 +30,8 @@ pub struct InterpExecutor {
     input_shape: Vec<usize>,
     output_shape: Vec<usize>,
     hash: String,
+    /// The data-parallel halves of the step and the gradient buffer between them.
+    parallel: Option<(ParallelGraphs, Vec<f32>)>,
 }
 
 impl InterpExecutor {
@@ -52,7 +56,19 @@ impl InterpExecutor {
             input_shape,
             output_shape,
             hash,
+            parallel: None,
         }
+    }
+
+    /// Adds the data-parallel halves of the training step.
+    pub fn with_parallel(mut self, graphs: ParallelGraphs) -> InterpExecutor {
+        let len: usize = graphs
+            .grads
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum();
+        self.parallel = Some((graphs, vec![0.0; len + GRAD_EXTRA]));
+        self
     }
 
     fn inputs(&self, x: &RtTensor, y: &RtTensor) -> Result<HashMap<String, Tensor>, ExecError> {
@@ -106,6 +122,10 @@ fn take(outputs: &mut HashMap<String, Tensor>, name: &str) -> Result<Tensor, Exe
     outputs
         .remove(name)
         .ok_or_else(|| ExecError::new(format!("the step graph has no output `{name}`")))
+}
+
+fn not_parallel() -> ExecError {
+    ExecError::new("the executor was not built for data-parallel training")
 }
 
 fn scalar(t: &Tensor) -> f32 {
@@ -171,6 +191,53 @@ impl Executor for InterpExecutor {
             loss,
             output: Some(output),
         })
+    }
+
+    fn grad_step(&mut self, x: &RtTensor, y: &RtTensor) -> Result<StepOutput, ExecError> {
+        let batch = x.shape.first().copied().unwrap_or(0);
+        let inputs = self.inputs(x, y)?;
+        let (graphs, buffer) = self.parallel.as_mut().ok_or_else(not_parallel)?;
+        let mut outputs = interp::run(&graphs.grad, &inputs, batch)
+            .map_err(|e| ExecError::new(e.to_string()))?;
+        let loss = scalar(&take(&mut outputs, LOSS)?);
+        let output = to_rt(&take(&mut outputs, OUTPUT)?);
+        let mut at = 0;
+        for (name, _) in &graphs.grads {
+            let g = take(&mut outputs, name)?;
+            buffer[at..at + g.data.len()].copy_from_slice(&g.data);
+            at += g.data.len();
+        }
+        // What is left are the updated buffers (batch-norm statistics).
+        for (name, v) in outputs {
+            self.values.insert(name, v);
+        }
+        Ok(StepOutput {
+            loss,
+            output: Some(output),
+        })
+    }
+
+    fn gradients(&mut self) -> Option<&mut [f32]> {
+        self.parallel.as_mut().map(|(_, b)| b.as_mut_slice())
+    }
+
+    fn apply_gradients(&mut self) -> Result<(), ExecError> {
+        let (graphs, buffer) = self.parallel.as_ref().ok_or_else(not_parallel)?;
+        let mut inputs = self.values.clone();
+        let mut at = 0;
+        for (name, shape) in &graphs.grads {
+            let len: usize = shape.iter().product();
+            let t = Tensor::new(shape.clone(), buffer[at..at + len].to_vec())
+                .map_err(|e| ExecError::new(e.to_string()))?;
+            inputs.insert(name.clone(), t);
+            at += len;
+        }
+        let outputs = interp::run(&graphs.apply, &inputs, 0)
+            .map_err(|e| ExecError::new(e.to_string()))?;
+        for (name, v) in outputs {
+            self.values.insert(name, v);
+        }
+        Ok(())
     }
 
     fn eval_batch(&mut self, x: &RtTensor, y: &RtTensor) -> Result<EvalOutput, ExecError> {

@@ -8,6 +8,7 @@ mod artifact;
 mod bench;
 pub mod cpu;
 pub mod cuda;
+mod distributed;
 mod export;
 pub mod interp;
 mod predict;
@@ -19,7 +20,7 @@ pub use artifact::{run_build_artifact, ArtifactOptions, ArtifactSummary};
 pub use bench::{run_bench, BenchOptions, BenchReport};
 pub use export::{run_export, ExportOptions};
 pub use predict::{run_predict, PredictOptions, PredictSummary};
-pub use train::{run_eval, run_train, EvalOptions, Target, TrainOptions};
+pub use train::{run_eval, run_train, EvalOptions, Target, TrainOptions, Transport};
 
 use crate::diag::Diagnostic;
 

@@ -62,6 +62,19 @@ pub struct TrainOptions {
     pub overwrite: bool,
     /// The memory limit in bytes (default: the machine's memory).
     pub max_memory: Option<u64>,
+    /// Data-parallel training over this transport, one process per rank.
+    pub distributed: Option<Transport>,
+    /// How long a collective operation waits for the other ranks.
+    pub collective_timeout: std::time::Duration,
+}
+
+/// The transport of data-parallel training (`--distributed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// MPI between processes (CPU clusters; feature `mpi`).
+    Mpi,
+    /// NCCL between GPUs, one process each (feature `nccl`).
+    Nccl,
 }
 
 /// Command-line settings of `nnc eval`.
@@ -87,7 +100,17 @@ pub fn run_train(
     let seed = opts.seed.unwrap_or(train.seed);
     let batch = opts.batch.unwrap_or(train.batch);
     super::resources::check(model, Some(train), batch, opts.max_memory)?;
-    let mut exec = make_executor(opts.target, model, train, seed)?;
+    let distributed = match opts.distributed {
+        Some(t) => Some(super::distributed::join(t, opts.target, opts.collective_timeout)?),
+        None => None,
+    };
+    let mut exec = match &distributed {
+        Some(d) => {
+            let shard = batch.div_ceil(d.0.size());
+            super::distributed::parallel_executor(opts.target, model, train, seed, shard)?
+        }
+        None => make_executor(opts.target, model, train, seed)?,
+    };
     if let Some(init) = opts.init.as_ref().or(train.init.as_ref()) {
         super::weights::init_from(exec.as_mut(), init, model, opts.quiet)?;
     }
@@ -124,6 +147,7 @@ pub fn run_train(
     config.early_stopping = train.early_stopping.clone();
     config.schedule = schedule(train);
     config.overwrite = opts.overwrite;
+    config.distributed = distributed;
     config.lr = Some(crate::optim::base_lr(&train.optimizer));
     config.checkpoint_every_epochs = opts
         .checkpoint_every

@@ -1,5 +1,6 @@
 //! The last stage: code for a target. The CPU artifact is a folder the runtime loads
-//! (`kernels.so` with the kernels of both steps, `train.manifest`, `eval.manifest`); the
+//! (`kernels.so` with the kernels of both steps, `train.manifest`, `eval.manifest`, and
+//! for data-parallel training `grad.manifest` and `apply.manifest`); the
 //! GPU's code is one PTX module per step (feature `cuda`).
 
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nnc_kernels::ir::Program as KernelProgram;
 use nnc_kernels::manifest::Manifest;
-use nnc_runtime::artifact::{EVAL_MANIFEST, TRAIN_MANIFEST};
+use nnc_runtime::artifact::{APPLY_MANIFEST, EVAL_MANIFEST, GRAD_MANIFEST, TRAIN_MANIFEST};
 
 use super::{CompiledTrain, StepKind};
 use crate::codegen::cpu::{emit_object_of, link_shared_object};
@@ -27,11 +28,17 @@ pub struct CpuArtifact {
 pub fn build_cpu_artifact(compiled: &CompiledTrain, dir: &Path) -> Result<CpuArtifact, String> {
     let train = compiled.cpu_program(StepKind::Train)?;
     let eval = compiled.cpu_program(StepKind::Eval)?;
+    let parallel = compiled.parallel_cpu_programs()?;
     let start = Instant::now();
-    let obj =
-        emit_object_of(&[&train, &eval]).map_err(|e| format!("cannot generate CPU code: {e}"))?;
+    let mut programs = vec![(&train, TRAIN_MANIFEST), (&eval, EVAL_MANIFEST)];
+    if let Some([grad, apply]) = &parallel {
+        programs.push((grad, GRAD_MANIFEST));
+        programs.push((apply, APPLY_MANIFEST));
+    }
+    let all: Vec<&KernelProgram> = programs.iter().map(|(p, _)| *p).collect();
+    let obj = emit_object_of(&all).map_err(|e| format!("cannot generate CPU code: {e}"))?;
     link_shared_object(&obj, dir).map_err(|e| format!("cannot link CPU code: {e}"))?;
-    for (program, file) in [(&train, TRAIN_MANIFEST), (&eval, EVAL_MANIFEST)] {
+    for (program, file) in programs {
         let text = Manifest::of(program)
             .and_then(|m| m.to_text())
             .map_err(|e| format!("cannot write the artifact manifest: {e}"))?;

@@ -147,6 +147,43 @@ pub struct CompiledTrain {
     pub eval: CompiledStep,
     /// The batch size the schedules and estimates were made for.
     pub batch: usize,
+    /// The training step split for data-parallel training, when asked for
+    /// ([`compile_parallel`]).
+    pub parallel: Option<ParallelSteps>,
+}
+
+/// The gradient and update halves of a training step, compiled (see
+/// [`crate::step::ParallelGraphs`]).
+pub struct ParallelSteps {
+    pub grad: CompiledStep,
+    pub apply: CompiledStep,
+    /// The gradients handed between them: name and shape, in buffer order.
+    pub grads: Vec<(String, Vec<usize>)>,
+}
+
+/// Adds the data-parallel halves of the training step to `compiled` (compiled for the
+/// batch of one process's shard).
+pub fn compile_parallel(
+    compiled: &mut CompiledTrain,
+    model: &TypedModel,
+    train: &TypedTrain,
+    shard_batch: usize,
+) -> Result<(), String> {
+    let graphs = crate::step::build_parallel_graphs(model, train).map_err(|e| {
+        format!(
+            "cannot build the data-parallel step of `{}`: {}",
+            model.name, e.message
+        )
+    })?;
+    let compile = |g: &Graph, what: &str| {
+        compile_step(g, shard_batch, None).map_err(|e| format!("cannot compile the {what}: {e}"))
+    };
+    compiled.parallel = Some(ParallelSteps {
+        grad: compile(&graphs.grad, "gradient step")?,
+        apply: compile(&graphs.apply, "update step")?,
+        grads: graphs.grads,
+    });
+    Ok(())
 }
 
 /// Compiles one `train` block of `model` for batch size `batch`.
@@ -167,6 +204,7 @@ pub fn compile_train(
         train,
         eval,
         batch,
+        parallel: None,
     })
 }
 
@@ -225,6 +263,18 @@ impl CompiledTrain {
     pub fn gpu_program(&self, kind: StepKind) -> Result<KernelProgram, String> {
         gpu_program(self.step(kind))
     }
+
+    /// The CPU programs of the data-parallel halves (`grad_`, `apply_` symbols), if
+    /// compiled.
+    pub fn parallel_cpu_programs(&self) -> Result<Option<[KernelProgram; 2]>, String> {
+        let Some(p) = &self.parallel else {
+            return Ok(None);
+        };
+        Ok(Some([
+            cpu_program_prefixed(&p.grad, self.batch, "grad_")?,
+            cpu_program_prefixed(&p.apply, self.batch, "apply_")?,
+        ]))
+    }
 }
 
 /// See [`CompiledTrain::cpu_program`].
@@ -233,10 +283,18 @@ pub fn cpu_program(
     batch: usize,
     kind: StepKind,
 ) -> Result<KernelProgram, String> {
+    cpu_program_prefixed(step, batch, kind.symbol_prefix())
+}
+
+fn cpu_program_prefixed(
+    step: &CompiledStep,
+    batch: usize,
+    prefix: &str,
+) -> Result<KernelProgram, String> {
     let mut program = step.lowered.program.clone();
     crate::lower::split::split_gemm_rows(&mut program.kernels, batch);
     for k in &mut program.kernels {
-        k.name = format!("{}{}", kind.symbol_prefix(), k.name);
+        k.name = format!("{prefix}{}", k.name);
     }
     program
         .validate()

@@ -27,7 +27,8 @@ use nnc_kernels::ir::BufferKind;
 use nnc_kernels::manifest::Manifest;
 
 use crate::executor::{
-    EvalOutput, ExecError, Executor, KernelTime, NonFiniteParam, StateKind, StateTensor, StepOutput,
+    EvalOutput, ExecError, Executor, KernelTime, NonFiniteParam, StateKind, StateTensor,
+    StepOutput, GRAD_EXTRA,
 };
 use crate::tensor::Tensor;
 pub use pool::Pool;
@@ -36,7 +37,8 @@ type KernelFn = unsafe extern "C" fn(*const KernelCtx, *const *mut f32, i64, i64
 
 use crate::artifact::{binding, check_bindings, Binding};
 pub use crate::artifact::{
-    ModelInfo, EVAL_MANIFEST, INPUT, LABELS, LIBRARY_FILE, LOSS, OUTPUT, TRAIN_MANIFEST,
+    ModelInfo, APPLY_MANIFEST, EVAL_MANIFEST, GRAD_MANIFEST, INPUT, LABELS, LIBRARY_FILE, LOSS,
+    OUTPUT, TRAIN_MANIFEST,
 };
 
 struct LoadedProgram {
@@ -44,11 +46,31 @@ struct LoadedProgram {
     kernels: Vec<KernelFn>,
 }
 
+/// Which program of the artifact a call runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Train,
+    Eval,
+    /// The data-parallel halves of the training step.
+    Grad,
+    Apply,
+}
+
+/// The data-parallel halves of the training step and the one buffer of gradients they
+/// hand over (each gradient at its offset, then [`GRAD_EXTRA`] spare slots).
+struct Parallel {
+    grad: LoadedProgram,
+    apply: LoadedProgram,
+    buffer: Vec<f32>,
+    at: HashMap<String, usize>,
+}
+
 /// The compiled executor.
 pub struct CpuExecutor {
     // Field order matters: the functions point into `_library`, which drops last.
     train: LoadedProgram,
     eval: LoadedProgram,
+    parallel: Option<Parallel>,
     info: ModelInfo,
     state: HashMap<String, Vec<f32>>,
     batch_bufs: HashMap<&'static str, Vec<f32>>,
@@ -95,6 +117,27 @@ impl CpuExecutor {
             .map_err(|e| ExecError::new(format!("cannot load `{}`: {e}", lib_path.display())))?;
         let train = load_program(&library, dir, TRAIN_MANIFEST)?;
         let eval = load_program(&library, dir, EVAL_MANIFEST)?;
+        let parallel = if dir.join(GRAD_MANIFEST).is_file() {
+            let grad = load_program(&library, dir, GRAD_MANIFEST)?;
+            let apply = load_program(&library, dir, APPLY_MANIFEST)?;
+            for prog in [&grad, &apply] {
+                check_bindings(&prog.manifest.buffers, &info)?;
+            }
+            let mut at = HashMap::new();
+            let mut len = 0;
+            for (name, shape) in &info.grads {
+                at.insert(name.clone(), len);
+                len += shape.iter().product::<usize>();
+            }
+            Some(Parallel {
+                grad,
+                apply,
+                buffer: vec![0.0; len + GRAD_EXTRA],
+                at,
+            })
+        } else {
+            None
+        };
         let state = info
             .state
             .iter()
@@ -106,6 +149,7 @@ impl CpuExecutor {
         Ok(CpuExecutor {
             train,
             eval,
+            parallel,
             info,
             state,
             batch_bufs: HashMap::new(),
@@ -119,10 +163,20 @@ impl CpuExecutor {
 
     /// Runs one program for a batch of `n` with `x`, `y` bound; results stay in
     /// `batch_bufs` (`loss`, `output`) and in the state.
-    fn run(&mut self, train: bool, x: &Tensor, y: &Tensor) -> Result<(), ExecError> {
+    fn run(&mut self, which: Which, x: &Tensor, y: &Tensor) -> Result<(), ExecError> {
         let n = x.shape.first().copied().unwrap_or(0);
         let _ftz = denormals::FlushToZero::enable();
-        let prog = if train { &self.train } else { &self.eval };
+        let train = which == Which::Train;
+        let no_parallel = || ExecError::new("the executor was not built for data-parallel training");
+        let (prog, mut grads) = match which {
+            Which::Train => (&self.train, None),
+            Which::Eval => (&self.eval, None),
+            Which::Grad | Which::Apply => {
+                let p = self.parallel.as_mut().ok_or_else(no_parallel)?;
+                let prog = if which == Which::Grad { &p.grad } else { &p.apply };
+                (prog, Some((&mut p.buffer, &p.at)))
+            }
+        };
         let arena_len = prog.manifest.arena.resolve(n);
         if self.arena.len() < arena_len {
             grow(&mut self.arena, arena_len, "the temporaries' arena", n)?;
@@ -164,6 +218,19 @@ impl CpuExecutor {
                         grow(v, need, name, n)?;
                     }
                     v.as_mut_ptr()
+                }
+                Binding::State(name)
+                    if grads.as_ref().is_some_and(|(_, at)| at.contains_key(name)) =>
+                {
+                    let (buffer, at) = grads.as_mut().ok_or_else(no_parallel)?;
+                    let offset = at[name];
+                    if offset + need > buffer.len() {
+                        return Err(ExecError::new(format!(
+                            "gradient `{name}` overruns the gradient buffer"
+                        )));
+                    }
+                    // SAFETY: in bounds, checked above.
+                    unsafe { buffer.as_mut_ptr().add(offset) }
                 }
                 Binding::State(name) => {
                     let v = self
@@ -445,7 +512,7 @@ impl Executor for CpuExecutor {
 
     fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput, ExecError> {
         let n = x.shape.first().copied().unwrap_or(0);
-        self.run(true, x, y)?;
+        self.run(Which::Train, x, y)?;
         let (loss, output) = self.take_results(n);
         Ok(StepOutput {
             loss,
@@ -453,9 +520,28 @@ impl Executor for CpuExecutor {
         })
     }
 
+    fn grad_step(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput, ExecError> {
+        let n = x.shape.first().copied().unwrap_or(0);
+        self.run(Which::Grad, x, y)?;
+        let (loss, output) = self.take_results(n);
+        Ok(StepOutput {
+            loss,
+            output: Some(output),
+        })
+    }
+
+    fn gradients(&mut self) -> Option<&mut [f32]> {
+        self.parallel.as_mut().map(|p| p.buffer.as_mut_slice())
+    }
+
+    fn apply_gradients(&mut self) -> Result<(), ExecError> {
+        let none = Tensor::default();
+        self.run(Which::Apply, &none, &none)
+    }
+
     fn eval_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<EvalOutput, ExecError> {
         let n = x.shape.first().copied().unwrap_or(0);
-        self.run(false, x, y)?;
+        self.run(Which::Eval, x, y)?;
         let (loss, output) = self.take_results(n);
         Ok(EvalOutput { loss, output })
     }

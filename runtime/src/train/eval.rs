@@ -35,6 +35,43 @@ pub(super) fn prepare(
     Ok(())
 }
 
+/// [`evaluate_split`], sharded over data-parallel ranks: each evaluates its contiguous
+/// share of the rows, and the sums are added up, so every rank gets the whole split's
+/// score.
+pub(super) fn evaluate_shared(
+    exec: &mut dyn Executor,
+    data: &Dataset,
+    batch: usize,
+    task: TaskKind,
+    epoch: usize,
+    dist: Option<&dyn Collective>,
+) -> Result<Accumulator, TrainError> {
+    let Some(d) = dist else {
+        return evaluate_split(exec, data, batch, task, epoch);
+    };
+    let (lo, hi) = shard(data.len(), d.rank(), d.size());
+    let rows: Vec<usize> = (lo..hi).collect();
+    let mut acc = if rows.is_empty() {
+        Accumulator::new(task)
+    } else {
+        evaluate_split(exec, &data.subset(&rows), batch, task, epoch)?
+    };
+    reduce_accumulator(&mut acc, d)?;
+    Ok(acc)
+}
+
+/// Adds the accumulators of all ranks together, in place on each.
+pub(super) fn reduce_accumulator(
+    acc: &mut Accumulator,
+    dist: &dyn Collective,
+) -> Result<(), TrainError> {
+    let mut sums = acc.sums();
+    dist.all_reduce_sum_f64(&mut sums)
+        .map_err(TrainError::Collective)?;
+    acc.set_sums(&sums);
+    Ok(())
+}
+
 /// Evaluates `data` in order, in batches of `batch`, and scores it. `epoch` is only used
 /// in error messages.
 pub(super) fn evaluate_split(

@@ -27,7 +27,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::checkpoint::{write_atomically, write_weights, Checkpoint, CheckpointError};
 use crate::data::{DataError, Dataset, Splits};
-use crate::executor::{EpochRun, ExecError, Executor, StateKind, StateTensor, TaskKind};
+use crate::dist::{shard, Collective, CollectiveError, Distributed};
+use crate::executor::{
+    EpochRun, ExecError, Executor, StateKind, StateTensor, StepOutput, TaskKind, GRAD_EXTRA,
+};
 use crate::metrics::{Accumulator, ConfusionMatrix, Metric, MetricError};
 use crate::plot;
 use crate::rng::Rng;
@@ -93,6 +96,9 @@ pub struct TrainConfig {
     /// A fresh run may replace the results of an earlier run in `out_dir` (otherwise it
     /// refuses them; see [`outdir::claim`]).
     pub overwrite: bool,
+    /// Data-parallel training: this process is one rank of the group; the global batch
+    /// is `batch`, sharded over the ranks; rank 0 alone writes files and reports.
+    pub distributed: Option<Distributed>,
 }
 
 /// A learning-rate schedule and the rate it starts from.
@@ -248,6 +254,7 @@ impl TrainConfig {
             schedule: None,
             lr: None,
             overwrite: false,
+            distributed: None,
         }
     }
 }
@@ -452,6 +459,8 @@ pub enum TrainError {
         path: PathBuf,
         message: String,
     },
+    /// A collective operation of data-parallel training failed.
+    Collective(CollectiveError),
     /// The stop flag was raised (Ctrl-C, SIGTERM): the step in flight finished and the
     /// checkpoint holds the run up to `position` samples into `epoch`.
     Interrupted {
@@ -474,6 +483,7 @@ impl fmt::Display for TrainError {
                 checkpoint.display()
             ),
             TrainError::Config(m) => f.write_str(m),
+            TrainError::Collective(e) => write!(f, "{e}"),
             TrainError::Data(e) => write!(f, "{e}"),
             TrainError::Exec {
                 epoch,
@@ -550,6 +560,8 @@ pub struct Summary {
     pub confusion: Option<ConfusionMatrix>,
     /// The files written.
     pub files: Vec<PathBuf>,
+    /// This process's rank under data parallelism (0 otherwise): only rank 0 reports.
+    pub rank: usize,
 }
 
 impl fmt::Display for Summary {
@@ -604,7 +616,7 @@ mod resume;
 mod run;
 
 pub use eval::evaluate;
-use eval::{evaluate_split, metric_values, prepare};
+use eval::{evaluate_shared, metric_values, prepare, reduce_accumulator};
 use progress::{progress_json, Reporter};
 use record::{
     account_epoch_run, account_run, append_line, check_params, io_error, read_log, write_log,

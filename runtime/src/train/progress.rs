@@ -85,5 +85,6 @@ pub(super) fn progress_json(
         "lr": config.lr,
         "schedule": config.schedule.as_ref().map(|s| s.kind.to_string()),
         "data": data,
+        "ranks": config.distributed.as_ref().map_or(1, |d| d.0.size()),
     })
 }

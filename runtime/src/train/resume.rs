@@ -25,6 +25,7 @@ pub(super) fn resume_from(
     config: &TrainConfig,
     train_len: usize,
     fingerprint: &str,
+    announce: bool,
 ) -> Result<Start, TrainError> {
     let ck = Checkpoint::load(path)?;
     let current = exec.state().map_err(|error| TrainError::Exec {
@@ -122,7 +123,16 @@ pub(super) fn resume_from(
             ));
         }
     }
-    for w in &warnings {
+    let ranks = config.distributed.as_ref().map_or(1, |d| d.0.size());
+    if let Some(then) = progress.get("ranks").and_then(|v| v.as_u64()) {
+        if then as usize != ranks {
+            warnings.push(format!(
+                "the checkpoint was written by {then} process{}, this run has {ranks}: the global batch is the same, but sums are taken in another order, so the weights will not match a run that kept {then} to the last bit",
+                if then == 1 { "" } else { "es" }
+            ));
+        }
+    }
+    for w in warnings.iter().filter(|_| announce) {
         eprintln!("warning: resuming `{}`: {w}", path.display());
     }
     // The history: a checkpoint of the old format holds it; otherwise `metrics.jsonl`
@@ -136,7 +146,7 @@ pub(super) fn resume_from(
         None => {
             let log = path.with_file_name(METRICS_FILE);
             let history = read_log(&log, ck.epoch, &config.metrics);
-            if history.len() < ck.epoch {
+            if history.len() < ck.epoch && announce {
                 eprintln!(
                     "warning: `{}` holds {} of the {} epochs of the checkpoint; the log and the curves go on from there",
                     log.display(),

@@ -45,6 +45,10 @@ pub fn train_loop(
     let train = &data.train;
     let n = train.len();
     let batches = n.div_ceil(config.batch);
+    // Data-parallel training: this process trains its shard of every batch; rank 0
+    // alone writes files and reports.
+    let dist: Option<&dyn Collective> = config.distributed.as_ref().map(|d| &*d.0);
+    let root = dist.is_none_or(|d| d.rank() == 0);
     // Resuming from this folder continues its results; anything else is a fresh run there.
     let same_dir = |ck: &Path| {
         let dir = ck
@@ -57,7 +61,11 @@ pub fn train_loop(
         }
     };
     let fresh = !resume.is_some_and(same_dir);
-    let _lock = outdir::claim(&config.out_dir, fresh, config.overwrite)?;
+    let _lock = if root {
+        Some(outdir::claim(&config.out_dir, fresh, config.overwrite)?)
+    } else {
+        None
+    };
     let checkpoint_path = config.out_dir.join(CHECKPOINT_FILE);
     let weights_path = config.out_dir.join(WEIGHTS_FILE);
     let metrics_path = config.out_dir.join(METRICS_FILE);
@@ -65,8 +73,12 @@ pub fn train_loop(
     weights_meta.push(("nnc.preprocess".into(), data.preprocess.to_json()));
 
     let fingerprint = data_fingerprint(&[&data.train, &data.test]);
+    if let Some(d) = dist {
+        same_on_every_rank(d, &fingerprint, "data (files, preprocessing or splits)")?;
+        same_on_every_rank(d, &exec.model_hash(), "model")?;
+    }
     let mut start = match resume {
-        Some(path) => resume_from(exec, path, config, n, &fingerprint)?,
+        Some(path) => resume_from(exec, path, config, n, &fingerprint, root)?,
         None => Start {
             epoch: 0,
             position: 0,
@@ -79,10 +91,14 @@ pub fn train_loop(
             stopped: false,
         },
     };
+    if !root {
+        // Rank 0 holds the partial epoch's sums of every rank.
+        start.partial = None;
+    }
     let mut history = std::mem::take(&mut start.history);
     // A fresh run leaves an existing log alone until its first epoch has a row to write.
     let mut log_started = resume.is_some();
-    if log_started {
+    if log_started && root {
         write_log(&metrics_path, &history)?;
         if let Some(log) = &config.log {
             write_log(log, &history)?;
@@ -101,7 +117,11 @@ pub fn train_loop(
     let mut lr_set: Option<f64> = None;
     let mut lr_last: Option<f64> = None;
     let per_step_schedule = config.schedule.as_ref().is_some_and(Schedule::per_step);
-    let mut reporter = Reporter::new(config.progress);
+    let mut reporter = Reporter::new(if root {
+        config.progress
+    } else {
+        ProgressMode::Quiet
+    });
     let mut last_test: Option<Accumulator> = None;
 
     let first_epoch = if finished {
@@ -134,7 +154,11 @@ pub fn train_loop(
             set_lr(exec, &mut lr_set, r, epoch)?;
             lr_last = Some(r);
         }
-        let whole = if first == 0 && config.checkpoint_every.is_none() && !per_step_schedule {
+        let whole = if first == 0
+            && config.checkpoint_every.is_none()
+            && !per_step_schedule
+            && dist.is_none()
+        {
             exec.train_epoch(&train.x, &train.y, &order, config.batch)
         } else {
             None
@@ -165,15 +189,38 @@ pub fn train_loop(
                 set_lr(exec, &mut lr_set, r, epoch)?;
                 lr_last = Some(r);
             }
-            train.x.gather_rows_into(idx, &mut x);
-            train.y.gather_rows_into(idx, &mut y);
-            let (x, y) = (&x, &y);
-            let out = exec.train_step(x, y).map_err(|error| TrainError::Exec {
+            let exec_error = |error| TrainError::Exec {
                 epoch,
                 batch: batch_no,
                 evaluating: false,
                 error,
-            })?;
+            };
+            let raised = config.stop.as_ref().is_some_and(StopFlag::raised);
+            // This process's rows of the batch: all of them, or its shard.
+            let mine = match dist {
+                Some(d) => {
+                    let (lo, hi) = shard(idx.len(), d.rank(), d.size());
+                    &idx[lo..hi]
+                }
+                None => idx,
+            };
+            train.x.gather_rows_into(mine, &mut x);
+            train.y.gather_rows_into(mine, &mut y);
+            let (x, y) = (&x, &y);
+            // The batch's mean loss, this process's part of the loss sum, and whether any
+            // process was asked to stop.
+            let (out, local_loss, stop_everywhere) = match dist {
+                None => {
+                    let out = exec.train_step(x, y).map_err(exec_error)?;
+                    let loss = out.loss;
+                    (out, loss, raised)
+                }
+                Some(d) => data_parallel_step(exec, d, x, y, mine.len(), idx.len(), raised)
+                    .map_err(|e| match e {
+                        StepError::Exec(error) => exec_error(error),
+                        StepError::Collective(e) => TrainError::Collective(e),
+                    })?,
+            };
             if !out.loss.is_finite() {
                 return Err(TrainError::NonFinite {
                     epoch,
@@ -182,14 +229,18 @@ pub fn train_loop(
                 });
             }
             check_params(exec, epoch, batch_no)?;
-            acc.add_loss(out.loss, idx.len());
-            if let Some(output) = &out.output {
-                acc.add_outputs(output, y)
-                    .map_err(|error| TrainError::Metric {
-                        epoch,
-                        batch: batch_no,
-                        error,
-                    })?;
+            if !mine.is_empty() {
+                // Under data parallelism this rank's share, summed over the ranks at the
+                // epoch's end.
+                acc.add_loss(local_loss, mine.len());
+                if let Some(output) = &out.output {
+                    acc.add_outputs(output, y)
+                        .map_err(|error| TrainError::Metric {
+                            epoch,
+                            batch: batch_no,
+                            error,
+                        })?;
+                }
             }
             step += 1;
             trained_now += idx.len();
@@ -198,7 +249,7 @@ pub fn train_loop(
                 acc.mean_loss(),
                 trained_now as f64 / epoch_started.elapsed().as_secs_f64(),
             );
-            let stopping = config.stop.as_ref().is_some_and(StopFlag::raised) && position < n;
+            let stopping = stop_everywhere && position < n;
             let due = config
                 .checkpoint_every
                 .is_some_and(|every| batch_no.is_multiple_of(every) && position < n);
@@ -209,6 +260,13 @@ pub fn train_loop(
                     evaluating: false,
                     error,
                 })?;
+                // The partial epoch's sums of every rank.
+                let mut partial = acc.clone();
+                if let Some(d) = dist {
+                    reduce_accumulator(&mut partial, d)?;
+                }
+                let acc = &partial;
+                if root {
                 Checkpoint {
                     model_hash: exec.model_hash(),
                     state,
@@ -229,6 +287,7 @@ pub fn train_loop(
                     ),
                 }
                 .save(&checkpoint_path)?;
+                }
                 if stopping {
                     reporter.interrupted();
                     return Err(TrainError::Interrupted {
@@ -240,9 +299,19 @@ pub fn train_loop(
             }
         }
         let train_seconds = epoch_started.elapsed().as_secs_f64();
-        let test = evaluate_split(exec, &data.test, config.batch, config.task, epoch)?;
+        if let Some(d) = dist {
+            reduce_accumulator(&mut acc, d)?;
+        }
+        let test = evaluate_shared(exec, &data.test, config.batch, config.task, epoch, dist)?;
         let val_acc = match &val {
-            Some(v) => Some(evaluate_split(exec, v, config.batch, config.task, epoch)?),
+            Some(v) => Some(evaluate_shared(
+                exec,
+                v,
+                config.batch,
+                config.task,
+                epoch,
+                dist,
+            )?),
             None => None,
         };
         let mut record = EpochRecord {
@@ -278,7 +347,9 @@ pub fn train_loop(
             }
         }
         history.push(record.clone());
-        if log_started {
+        if !root {
+            // Only rank 0 writes.
+        } else if log_started {
             append_line(&metrics_path, &record)?;
             if let Some(log) = &config.log {
                 append_line(log, &record)?;
@@ -300,15 +371,19 @@ pub fn train_loop(
             evaluating: false,
             error,
         })?;
-        write_weights(&weights_path, &state, &weights_meta)?;
-        if improved {
-            write_weights(&best_path, &state, &weights_meta)?;
+        if root {
+            write_weights(&weights_path, &state, &weights_meta)?;
+            if improved {
+                write_weights(&best_path, &state, &weights_meta)?;
+            }
         }
         let last = epoch == config.epochs || record.stopped.is_some();
-        // A raised stop flag (Ctrl-C during evaluation) ends the run after this epoch.
-        let flagged = !last && config.stop.as_ref().is_some_and(StopFlag::raised);
+        // A raised stop flag (Ctrl-C during evaluation) ends the run after this epoch
+        // (when raised on any rank).
+        let raised = config.stop.as_ref().is_some_and(StopFlag::raised);
+        let flagged = !last && any_rank(dist, raised)?;
         let due = epoch.is_multiple_of(config.checkpoint_every_epochs.max(1));
-        if last || flagged || due {
+        if root && (last || flagged || due) {
             Checkpoint {
                 model_hash: exec.model_hash(),
                 state,
@@ -343,10 +418,11 @@ pub fn train_loop(
             });
         }
     }
-    if config
-        .early_stopping
-        .as_ref()
-        .is_some_and(|s| s.restore_best)
+    if root
+        && config
+            .early_stopping
+            .as_ref()
+            .is_some_and(|s| s.restore_best)
         && best_path.is_file()
     {
         // The best epoch's weights become the final ones (the file is already complete).
@@ -369,14 +445,27 @@ pub fn train_loop(
             evaluating: false,
             error,
         })?;
-        write_weights(&files[0], &state, &weights_meta)?;
-        last_test = Some(evaluate_split(
+        if root {
+            write_weights(&files[0], &state, &weights_meta)?;
+        }
+        last_test = Some(evaluate_shared(
             exec,
             &data.test,
             config.batch,
             config.task,
             config.epochs,
+            dist,
         )?);
+    }
+    if !root {
+        return Ok(Summary {
+            history,
+            steps: step,
+            seconds: started.elapsed().as_secs_f64(),
+            confusion: last_test.as_ref().and_then(|t| t.confusion().cloned()),
+            files: Vec::new(),
+            rank: dist.map_or(0, |d| d.rank()),
+        });
     }
     let curves = config.out_dir.join(CURVES_FILE);
     plot::write_curves(&curves, &history, &config.metrics).map_err(|message| TrainError::Plot {
@@ -399,6 +488,7 @@ pub fn train_loop(
         seconds: started.elapsed().as_secs_f64(),
         confusion,
         files,
+        rank: 0,
     })
 }
 
@@ -585,4 +675,91 @@ pub(super) fn data_fingerprint(splits: &[&Dataset]) -> String {
         }
     }
     format!("{h:016x}")
+}
+
+/// Why a data-parallel step failed.
+enum StepError {
+    Exec(ExecError),
+    Collective(CollectiveError),
+}
+
+/// One data-parallel step on this rank's `shard` rows (`x`, `y`) of a global batch of
+/// `global` rows: the gradient of the shard's mean loss, scaled by the shard's share of
+/// the batch, is summed over the ranks in one all-reduce of the executor's gradient
+/// buffer (which also carries the loss sum and the stop flags in its spare slots), then
+/// every rank applies the same update. Returns the step's output with the global batch's
+/// mean loss, this rank's mean loss, and whether any rank was asked to stop.
+fn data_parallel_step(
+    exec: &mut dyn Executor,
+    dist: &dyn Collective,
+    x: &Tensor,
+    y: &Tensor,
+    shard: usize,
+    global: usize,
+    stop: bool,
+) -> Result<(StepOutput, f32, bool), StepError> {
+    let mut out = if shard > 0 {
+        exec.grad_step(x, y).map_err(StepError::Exec)?
+    } else {
+        StepOutput {
+            loss: 0.0,
+            output: None,
+        }
+    };
+    let local = out.loss;
+    let grads = exec.gradients().ok_or_else(|| {
+        StepError::Exec(ExecError::new(
+            "the executor was not built for data-parallel training",
+        ))
+    })?;
+    let g = grads.len() - GRAD_EXTRA;
+    if shard > 0 {
+        let share = shard as f32 / global as f32;
+        for v in &mut grads[..g] {
+            *v *= share;
+        }
+    } else {
+        grads[..g].fill(0.0);
+    }
+    grads[g] = local * shard as f32;
+    grads[g + 1] = f32::from(u8::from(stop));
+    grads[g + 2] = 0.0;
+    grads[g + 3] = 0.0;
+    dist.all_reduce_sum(grads).map_err(StepError::Collective)?;
+    let (loss_sum, stops) = (grads[g], grads[g + 1]);
+    exec.apply_gradients().map_err(StepError::Exec)?;
+    out.loss = loss_sum / global as f32;
+    Ok((out, local, stops > 0.0))
+}
+
+/// Whether `flag` is raised on any rank (on this one alone without data parallelism).
+fn any_rank(dist: Option<&dyn Collective>, flag: bool) -> Result<bool, TrainError> {
+    let Some(d) = dist else {
+        return Ok(flag);
+    };
+    let mut v = [f64::from(u8::from(flag))];
+    d.all_reduce_sum_f64(&mut v).map_err(TrainError::Collective)?;
+    Ok(v[0] > 0.0)
+}
+
+/// An error unless `value` (a hex fingerprint) is the same on every rank.
+fn same_on_every_rank(dist: &dyn Collective, value: &str, what: &str) -> Result<(), TrainError> {
+    let h = u64::from_str_radix(value.trim_start_matches("fnv1a64:"), 16).unwrap_or(0);
+    // 16-bit pieces: sums of up to 2^37 ranks stay exact in an f64.
+    let mine: Vec<f64> = (0..4).map(|k| ((h >> (16 * k)) & 0xffff) as f64).collect();
+    let mut sums = mine.clone();
+    sums.extend(mine.iter().map(|v| v * v));
+    dist.all_reduce_sum_f64(&mut sums)
+        .map_err(TrainError::Collective)?;
+    let n = dist.size() as f64;
+    // Equal values on every rank exactly when n·Σv² = (Σv)² for each piece.
+    let same = (0..4).all(|k| n * sums[4 + k] == sums[k] * sums[k]);
+    if same {
+        Ok(())
+    } else {
+        Err(TrainError::Config(format!(
+            "rank {}: the ranks do not have the same {what}\nhelp: launch every rank with the same program, data and options",
+            dist.rank()
+        )))
+    }
 }

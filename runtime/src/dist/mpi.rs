@@ -1,0 +1,127 @@
+//! [`Collective`] over MPI (the system's Open MPI through the `mpi` crate): the processes
+//! `mpirun -np N` (or `srun`) started, `MPI_COMM_WORLD` as the group.
+//!
+//! An all-reduce is non-blocking (`MPI_Iallreduce`) in buckets of at most
+//! [`BUCKET`] values, all in flight together, and polled against a deadline: a rank that
+//! died or hangs makes the others fail with an error after [`MpiCollective::timeout`]
+//! instead of waiting forever (launchers such as `mpirun` usually end the job sooner,
+//! naming the rank that died). Then the job is aborted (`MPI_Abort`), so no rank is left
+//! behind in a collective.
+
+use std::time::{Duration, Instant};
+
+use mpi::collective::SystemOperation;
+use mpi::environment::Universe;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::*;
+
+use super::{Collective, CollectiveError};
+
+/// The largest number of values one `MPI_Iallreduce` carries (16 MiB of `f32`).
+pub const BUCKET: usize = 1 << 22;
+
+/// MPI's world communicator, and the universe that keeps MPI initialised.
+pub struct MpiCollective {
+    world: SimpleCommunicator,
+    rank: usize,
+    size: usize,
+    /// How long a collective may wait for the other ranks.
+    pub timeout: Duration,
+    _universe: Universe,
+}
+
+impl MpiCollective {
+    /// Initialises MPI (once per process). `None` when MPI was already initialised.
+    pub fn init(timeout: Duration) -> Option<MpiCollective> {
+        let universe = mpi::initialize()?;
+        let world = universe.world();
+        let rank = usize::try_from(world.rank()).unwrap_or(0);
+        let size = usize::try_from(world.size()).unwrap_or(1);
+        Some(MpiCollective {
+            world,
+            rank,
+            size,
+            timeout,
+            _universe: universe,
+        })
+    }
+
+    /// Sums `data` over the ranks in buckets, polling until done or the deadline.
+    fn reduce<T>(&self, data: &mut [T]) -> Result<(), CollectiveError>
+    where
+        T: Copy + Equivalence,
+    {
+        let send: Vec<T> = data.to_vec();
+        let deadline = Instant::now() + self.timeout;
+        mpi::request::scope(|scope| {
+            let mut pending: Vec<_> = send
+                .chunks(BUCKET)
+                .zip(data.chunks_mut(BUCKET))
+                .map(|(s, r)| {
+                    Some(self.world.immediate_all_reduce_into(
+                        scope,
+                        s,
+                        r,
+                        SystemOperation::sum(),
+                    ))
+                })
+                .collect();
+            let mut spins = 0u32;
+            loop {
+                let mut open = 0;
+                for slot in pending.iter_mut() {
+                    if let Some(req) = slot.take() {
+                        match req.test() {
+                            Ok(_) => {}
+                            Err(req) => {
+                                *slot = Some(req);
+                                open += 1;
+                            }
+                        }
+                    }
+                }
+                if open == 0 {
+                    return;
+                }
+                if Instant::now() > deadline {
+                    // The requests can be neither completed nor cancelled: the job ends
+                    // here, every rank with it.
+                    eprintln!(
+                        "error: rank {} of {}: the all-reduce got no answer from every rank within {:.0} s: a rank has died or hangs (the launcher's message names it); aborting the job",
+                        self.rank,
+                        self.size,
+                        self.timeout.as_secs_f64()
+                    );
+                    self.world.abort(1);
+                }
+                spins += 1;
+                if spins > 1000 {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Collective for MpiCollective {
+    fn name(&self) -> &str {
+        "mpi"
+    }
+
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn all_reduce_sum(&self, data: &mut [f32]) -> Result<(), CollectiveError> {
+        self.reduce(data)
+    }
+
+    fn all_reduce_sum_f64(&self, data: &mut [f64]) -> Result<(), CollectiveError> {
+        self.reduce(data)
+    }
+}
