@@ -96,3 +96,118 @@ pub fn parallel_executor(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use nnc_runtime::checkpoint::read_weights;
+    use nnc_runtime::dist::ThreadGroup;
+
+    use super::super::train::{run_train_in, TrainOptions};
+    use super::*;
+
+    fn options(target: Target, out: PathBuf) -> TrainOptions {
+        TrainOptions {
+            model: None,
+            target,
+            data: None,
+            epochs: Some(1),
+            batch: None,
+            seed: None,
+            out: Some(out),
+            resume: None,
+            log: None,
+            quiet: true,
+            init: None,
+            checkpoint_every: None,
+            overwrite: true,
+            max_memory: None,
+            distributed: None,
+            collective_timeout: Duration::from_secs(60),
+        }
+    }
+
+    fn program(file: &Path) -> crate::sema::typed::Program {
+        let bytes = std::fs::read(file).unwrap();
+        pipeline::front_end(&bytes, file.parent().unwrap())
+            .unwrap()
+            .1
+    }
+
+    /// The largest difference between two weights files.
+    fn max_diff(a: &Path, b: &Path) -> f32 {
+        let (wa, wb) = (read_weights(a).unwrap(), read_weights(b).unwrap());
+        let mut worst = 0.0f32;
+        for (name, t) in &wa {
+            let u = &wb.iter().find(|(n, _)| n == name).unwrap().1;
+            for (x, y) in t.data.iter().zip(&u.data) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+        worst
+    }
+
+    /// Ranks as threads run the very schedule MPI runs (sharded batches, one all-reduce
+    /// of the gradient buffer per step, sharded evaluation): with the same global batch
+    /// they reach the single process's weights and test accuracy.
+    fn ranks_match_one_process(target: Target, ranks: usize, file: &str) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let file = root.join("examples").join(file);
+        let scratch = std::env::temp_dir().join(format!(
+            "nnc-dist-{}-{}-{ranks}",
+            std::process::id(),
+            target.name()
+        ));
+        let _ = std::fs::remove_dir_all(&scratch);
+        let alone = {
+            let program = program(&file);
+            run_train_in(&program, &file, &options(target, scratch.join("one")), None).unwrap()
+        };
+        let group = ThreadGroup::new(ranks, Duration::from_secs(120));
+        let threads: Vec<_> = group
+            .into_iter()
+            .map(|g| {
+                let (file, out) = (file.clone(), scratch.join("group"));
+                std::thread::spawn(move || {
+                    let program = program(&file);
+                    let d = Distributed(Arc::new(g));
+                    run_train_in(&program, &file, &options(target, out), Some(d)).unwrap()
+                })
+            })
+            .collect();
+        let summaries: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let diff = max_diff(
+            &scratch.join("one/weights.safetensors"),
+            &scratch.join("group/weights.safetensors"),
+        );
+        assert!(diff <= 1e-5, "weights differ by {diff}");
+        let accuracy = |s: &nnc_runtime::train::Summary| {
+            s.history[0].test_metric(nnc_runtime::metrics::Metric::Accuracy)
+        };
+        for s in &summaries {
+            assert_eq!(accuracy(s), accuracy(&alone), "every rank reports the same");
+            assert_eq!(s.steps, alone.steps);
+        }
+        assert!((summaries[0].history[0].train_loss - alone.history[0].train_loss).abs() < 1e-5);
+        assert_eq!(summaries.iter().filter(|s| !s.files.is_empty()).count(), 1);
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+
+    #[test]
+    fn two_cpu_ranks_reach_the_weights_of_one_process() {
+        ranks_match_one_process(Target::Cpu, 2, "mnist_mlp.nn");
+    }
+
+    #[test]
+    fn three_interpreter_ranks_reach_the_weights_of_one_process() {
+        // 3 does not divide the batch of 16: shards of 6, 5 and 5 rows.
+        ranks_match_one_process(Target::Interp, 3, "xor.nn");
+    }
+
+    #[test]
+    fn a_rank_with_no_rows_of_the_last_batch_still_takes_part() {
+        // xor's last batch has fewer than four rows: some rank's shard of it is empty.
+        ranks_match_one_process(Target::Interp, 4, "xor.nn");
+    }
+}

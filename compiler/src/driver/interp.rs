@@ -197,8 +197,8 @@ impl Executor for InterpExecutor {
         let batch = x.shape.first().copied().unwrap_or(0);
         let inputs = self.inputs(x, y)?;
         let (graphs, buffer) = self.parallel.as_mut().ok_or_else(not_parallel)?;
-        let mut outputs = interp::run(&graphs.grad, &inputs, batch)
-            .map_err(|e| ExecError::new(e.to_string()))?;
+        let mut outputs =
+            interp::run(&graphs.grad, &inputs, batch).map_err(|e| ExecError::new(e.to_string()))?;
         let loss = scalar(&take(&mut outputs, LOSS)?);
         let output = to_rt(&take(&mut outputs, OUTPUT)?);
         let mut at = 0;
@@ -232,8 +232,8 @@ impl Executor for InterpExecutor {
             inputs.insert(name.clone(), t);
             at += len;
         }
-        let outputs = interp::run(&graphs.apply, &inputs, 0)
-            .map_err(|e| ExecError::new(e.to_string()))?;
+        let outputs =
+            interp::run(&graphs.apply, &inputs, 0).map_err(|e| ExecError::new(e.to_string()))?;
         for (name, v) in outputs {
             self.values.insert(name, v);
         }

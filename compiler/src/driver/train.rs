@@ -95,15 +95,29 @@ pub fn run_train(
     path: &Path,
     opts: &TrainOptions,
 ) -> Result<Summary, DriverError> {
+    let distributed = match opts.distributed {
+        Some(t) => Some(super::distributed::join(
+            t,
+            opts.target,
+            opts.collective_timeout,
+        )?),
+        None => None,
+    };
+    run_train_in(program, path, opts, distributed)
+}
+
+/// [`run_train`] as one rank of `distributed` (a group already joined), or alone.
+pub(super) fn run_train_in(
+    program: &Program,
+    path: &Path,
+    opts: &TrainOptions,
+    distributed: Option<nnc_runtime::dist::Distributed>,
+) -> Result<Summary, DriverError> {
     let train = select_train(program, opts.model.as_deref())?;
     let model = &program.models[train.model];
     let seed = opts.seed.unwrap_or(train.seed);
     let batch = opts.batch.unwrap_or(train.batch);
     super::resources::check(model, Some(train), batch, opts.max_memory)?;
-    let distributed = match opts.distributed {
-        Some(t) => Some(super::distributed::join(t, opts.target, opts.collective_timeout)?),
-        None => None,
-    };
     let mut exec = match &distributed {
         Some(d) => {
             let shard = batch.div_ceil(d.0.size());

@@ -167,13 +167,18 @@ impl CpuExecutor {
         let n = x.shape.first().copied().unwrap_or(0);
         let _ftz = denormals::FlushToZero::enable();
         let train = which == Which::Train;
-        let no_parallel = || ExecError::new("the executor was not built for data-parallel training");
+        let no_parallel =
+            || ExecError::new("the executor was not built for data-parallel training");
         let (prog, mut grads) = match which {
             Which::Train => (&self.train, None),
             Which::Eval => (&self.eval, None),
             Which::Grad | Which::Apply => {
                 let p = self.parallel.as_mut().ok_or_else(no_parallel)?;
-                let prog = if which == Which::Grad { &p.grad } else { &p.apply };
+                let prog = if which == Which::Grad {
+                    &p.grad
+                } else {
+                    &p.apply
+                };
                 (prog, Some((&mut p.buffer, &p.at)))
             }
         };

@@ -58,12 +58,10 @@ impl MpiCollective {
                 .chunks(BUCKET)
                 .zip(data.chunks_mut(BUCKET))
                 .map(|(s, r)| {
-                    Some(self.world.immediate_all_reduce_into(
-                        scope,
-                        s,
-                        r,
-                        SystemOperation::sum(),
-                    ))
+                    Some(
+                        self.world
+                            .immediate_all_reduce_into(scope, s, r, SystemOperation::sum()),
+                    )
                 })
                 .collect();
             let mut spins = 0u32;

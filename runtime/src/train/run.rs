@@ -267,26 +267,26 @@ pub fn train_loop(
                 }
                 let acc = &partial;
                 if root {
-                Checkpoint {
-                    model_hash: exec.model_hash(),
-                    state,
-                    step,
-                    epoch: epoch - 1,
-                    position,
-                    rng: epoch_rng,
-                    batch: config.batch,
-                    seed: config.seed,
-                    shuffle: config.shuffle,
-                    progress: progress_json(
-                        Some(&acc),
-                        false,
-                        &watch,
-                        &plateau,
-                        config,
-                        &fingerprint,
-                    ),
-                }
-                .save(&checkpoint_path)?;
+                    Checkpoint {
+                        model_hash: exec.model_hash(),
+                        state,
+                        step,
+                        epoch: epoch - 1,
+                        position,
+                        rng: epoch_rng,
+                        batch: config.batch,
+                        seed: config.seed,
+                        shuffle: config.shuffle,
+                        progress: progress_json(
+                            Some(&acc),
+                            false,
+                            &watch,
+                            &plateau,
+                            config,
+                            &fingerprint,
+                        ),
+                    }
+                    .save(&checkpoint_path)?;
                 }
                 if stopping {
                     reporter.interrupted();
@@ -738,7 +738,8 @@ fn any_rank(dist: Option<&dyn Collective>, flag: bool) -> Result<bool, TrainErro
         return Ok(flag);
     };
     let mut v = [f64::from(u8::from(flag))];
-    d.all_reduce_sum_f64(&mut v).map_err(TrainError::Collective)?;
+    d.all_reduce_sum_f64(&mut v)
+        .map_err(TrainError::Collective)?;
     Ok(v[0] > 0.0)
 }
 

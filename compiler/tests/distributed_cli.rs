@@ -1,0 +1,174 @@
+//! `mpirun -np 2 nnc train FILE --distributed mpi` end to end (feature `mpi`; skipped
+//! with a printed reason where `mpirun` is missing): the same weights as one process with
+//! the same global batch, rank 0 alone writing, and a rank that dies or hangs ending the
+//! run within seconds with a message.
+#![cfg(feature = "mpi")]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nnc_runtime::checkpoint::read_weights;
+
+mod common;
+use common::*;
+
+fn mpirun() -> Option<Command> {
+    let found = Command::new("mpirun")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        println!("skipped: no `mpirun` on PATH (apt-get install openmpi-bin libopenmpi-dev)");
+        return None;
+    }
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "-np", "2"]);
+    Some(c)
+}
+
+fn max_diff(a: &Path, b: &Path) -> f32 {
+    let (wa, wb) = (read_weights(a).unwrap(), read_weights(b).unwrap());
+    let mut worst = 0.0f32;
+    for (name, t) in &wa {
+        let u = &wb.iter().find(|(n, _)| n == name).unwrap().1;
+        for (x, y) in t.data.iter().zip(&u.data) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    worst
+}
+
+fn accuracy(out: &Path) -> f64 {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let row: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    row["test_accuracy"].as_f64().unwrap()
+}
+
+#[test]
+fn two_mpi_ranks_reach_the_weights_and_accuracy_of_one_process() {
+    let Some(mut mpi) = mpirun() else { return };
+    let dir = scratch("mpi", "same");
+    let file = example("mnist_mlp.nn");
+    let one = dir.join("one");
+    let two = dir.join("two");
+    ok(&nnc(&[
+        "train",
+        &file,
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        &s(&one),
+    ]));
+    let o = mpi
+        .args([
+            env!("CARGO_BIN_EXE_nnc"),
+            "train",
+            &file,
+            "--epochs",
+            "1",
+            "--quiet",
+        ])
+        .args(["--distributed", "mpi", "--out", &s(&two)])
+        .output()
+        .unwrap();
+    let stdout = ok(&o);
+    assert_eq!(
+        stdout.matches("trained 1 epochs").count(),
+        1,
+        "rank 0 alone reports: {stdout}"
+    );
+    let diff = max_diff(
+        &one.join("weights.safetensors"),
+        &two.join("weights.safetensors"),
+    );
+    assert!(diff <= 1e-5, "weights differ by {diff}");
+    assert_eq!(accuracy(&one), accuracy(&two));
+}
+
+/// Starts a long two-rank run and returns it with the PIDs of its two ranks.
+fn long_run(dir: &Path, extra: &[&str]) -> Option<(std::process::Child, Vec<u32>)> {
+    let mut mpi = mpirun()?;
+    let child = mpi
+        .args([env!("CARGO_BIN_EXE_nnc"), "train", &example("mnist_mlp.nn")])
+        .args(["--epochs", "100000", "--quiet", "--distributed", "mpi"])
+        .args(["--out", &s(&dir.join("run"))])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until both ranks train (the first epoch is logged).
+    let log = dir.join("run/metrics.jsonl");
+    let started = Instant::now();
+    while !std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no epoch finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ranks: Vec<u32> = String::from_utf8(
+        Command::new("pgrep")
+            .args(["-f", "--", &format!("--out {}", s(&dir.join("run")))])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .lines()
+    .filter_map(|l| l.trim().parse().ok())
+    .filter(|&pid| pid != child.id())
+    .collect();
+    Some((child, ranks))
+}
+
+fn ends_within(child: std::process::Child, limit: Duration) -> (Duration, String) {
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    assert!(!out.status.success());
+    assert!(took < limit, "the run took {took:?} to end");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (took, text)
+}
+
+#[test]
+fn a_rank_that_dies_ends_the_run_within_seconds_naming_it() {
+    let dir = scratch("mpi", "die");
+    let Some((child, ranks)) = long_run(&dir, &[]) else {
+        return;
+    };
+    let victim = *ranks.iter().max().expect("two rank processes");
+    Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap();
+    let (_, text) = ends_within(child, Duration::from_secs(20));
+    assert!(text.contains("rank"), "{text}");
+}
+
+#[test]
+fn a_rank_that_hangs_ends_the_run_after_the_collective_timeout() {
+    let dir = scratch("mpi", "hang");
+    let Some((child, ranks)) = long_run(&dir, &["--collective-timeout", "3"]) else {
+        return;
+    };
+    let victim = *ranks.iter().max().expect("two rank processes");
+    Command::new("kill")
+        .args(["-STOP", &victim.to_string()])
+        .status()
+        .unwrap();
+    let (_, text) = ends_within(child, Duration::from_secs(30));
+    let _ = Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status();
+    assert!(
+        text.contains("got no answer from every rank within 3 s"),
+        "{text}"
+    );
+}
