@@ -90,7 +90,7 @@ fn two_mpi_ranks_reach_the_weights_and_accuracy_of_one_process() {
 }
 
 /// Starts a long two-rank run and returns it with the PIDs of its two ranks.
-fn long_run(dir: &Path, extra: &[&str]) -> Option<(std::process::Child, Vec<u32>)> {
+fn long_run(dir: &Path, extra: &[&str]) -> Option<(Guard, Vec<u32>)> {
     let mut mpi = mpirun()?;
     let child = mpi
         .args([env!("CARGO_BIN_EXE_nnc"), "train", &example("mnist_mlp.nn")])
@@ -101,6 +101,7 @@ fn long_run(dir: &Path, extra: &[&str]) -> Option<(std::process::Child, Vec<u32>
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let child = Guard(Some(child));
     // Wait until both ranks train (the first epoch is logged).
     let log = dir.join("run/metrics.jsonl");
     let started = Instant::now();
@@ -121,14 +122,26 @@ fn long_run(dir: &Path, extra: &[&str]) -> Option<(std::process::Child, Vec<u32>
     .unwrap()
     .lines()
     .filter_map(|l| l.trim().parse().ok())
-    .filter(|&pid| pid != child.id())
+    .filter(|&pid| child.0.as_ref().is_some_and(|c| pid != c.id()))
     .collect();
     Some((child, ranks))
 }
 
-fn ends_within(child: std::process::Child, limit: Duration) -> (Duration, String) {
+/// Kills the launcher (and so its ranks) when a test fails before it ends.
+struct Guard(Option<std::process::Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn ends_within(mut child: Guard, limit: Duration) -> (Duration, String) {
     let started = Instant::now();
-    let out = child.wait_with_output().unwrap();
+    let out = child.0.take().unwrap().wait_with_output().unwrap();
     let took = started.elapsed();
     assert!(!out.status.success());
     assert!(took < limit, "the run took {took:?} to end");

@@ -92,9 +92,14 @@ impl MpiCollective {
                     );
                     self.world.abort(1);
                 }
+                // MPI progresses a non-blocking collective inside `MPI_Test`: poll hard
+                // at first (the other ranks are usually about to arrive), then leave the
+                // core to others.
                 spins += 1;
-                if spins > 1000 {
-                    std::thread::sleep(Duration::from_micros(50));
+                if spins < 20_000 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::sleep(Duration::from_micros(20));
                 }
             }
         });

@@ -278,6 +278,8 @@ pub struct EpochRecord {
     pub stopped: Option<String>,
     /// The learning rate of the epoch's last step (under a schedule).
     pub lr: Option<f64>,
+    /// Under data parallelism: seconds this rank spent in the gradient all-reduce.
+    pub allreduce_seconds: Option<f64>,
     /// Training samples per second of training time (evaluation excluded).
     pub samples_per_s: f64,
     /// Wall time of the epoch, evaluation included.
@@ -315,6 +317,9 @@ impl EpochRecord {
         if let Some(lr) = self.lr {
             fields.push(("lr".to_string(), json_number(lr)));
         }
+        if let Some(s) = self.allreduce_seconds {
+            fields.push(("allreduce_seconds".to_string(), json_number(s)));
+        }
         if let Some(why) = &self.stopped {
             fields.push(("stopped".to_string(), serde_json::Value::from(why.as_str())));
         }
@@ -345,6 +350,7 @@ impl EpochRecord {
             samples_per_s: num("samples_per_s")?,
             seconds: num("seconds")?,
             lr: num("lr"),
+            allreduce_seconds: num("allreduce_seconds"),
             stopped: value
                 .get("stopped")
                 .and_then(|v| v.as_str())

@@ -146,6 +146,7 @@ pub fn train_loop(
         let first_batch = first / config.batch;
         reporter.start_epoch(epoch, config.epochs, batches as u64, first_batch as u64);
         let mut trained_now = 0usize;
+        let mut allreduce_seconds = 0.0;
         // A backend that can run the whole epoch itself (data resident on a GPU) does,
         // unless the epoch starts mid-way or checkpoints are due inside it.
         if let Some(sched) = &config.schedule {
@@ -215,11 +216,17 @@ pub fn train_loop(
                     let loss = out.loss;
                     (out, loss, raised)
                 }
-                Some(d) => data_parallel_step(exec, d, x, y, mine.len(), idx.len(), raised)
-                    .map_err(|e| match e {
-                        StepError::Exec(error) => exec_error(error),
-                        StepError::Collective(e) => TrainError::Collective(e),
-                    })?,
+                Some(d) => {
+                    let (out, local, stop, comm) =
+                        data_parallel_step(exec, d, x, y, mine.len(), idx.len(), raised).map_err(
+                            |e| match e {
+                                StepError::Exec(error) => exec_error(error),
+                                StepError::Collective(e) => TrainError::Collective(e),
+                            },
+                        )?;
+                    allreduce_seconds += comm;
+                    (out, local, stop)
+                }
             };
             if !out.loss.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -329,6 +336,7 @@ pub fn train_loop(
             seconds: epoch_started.elapsed().as_secs_f64(),
             stopped: None,
             lr: lr_last,
+            allreduce_seconds: dist.map(|_| allreduce_seconds),
         };
         plateau.update(config.schedule.as_ref(), &record);
         let mut improved = false;
@@ -688,7 +696,8 @@ enum StepError {
 /// the batch, is summed over the ranks in one all-reduce of the executor's gradient
 /// buffer (which also carries the loss sum and the stop flags in its spare slots), then
 /// every rank applies the same update. Returns the step's output with the global batch's
-/// mean loss, this rank's mean loss, and whether any rank was asked to stop.
+/// mean loss, this rank's mean loss, whether any rank was asked to stop, and the seconds
+/// the all-reduce took.
 fn data_parallel_step(
     exec: &mut dyn Executor,
     dist: &dyn Collective,
@@ -697,7 +706,7 @@ fn data_parallel_step(
     shard: usize,
     global: usize,
     stop: bool,
-) -> Result<(StepOutput, f32, bool), StepError> {
+) -> Result<(StepOutput, f32, bool, f64), StepError> {
     let mut out = if shard > 0 {
         exec.grad_step(x, y).map_err(StepError::Exec)?
     } else {
@@ -725,11 +734,13 @@ fn data_parallel_step(
     grads[g + 1] = f32::from(u8::from(stop));
     grads[g + 2] = 0.0;
     grads[g + 3] = 0.0;
+    let reducing = Instant::now();
     dist.all_reduce_sum(grads).map_err(StepError::Collective)?;
+    let comm = reducing.elapsed().as_secs_f64();
     let (loss_sum, stops) = (grads[g], grads[g + 1]);
     exec.apply_gradients().map_err(StepError::Exec)?;
     out.loss = loss_sum / global as f32;
-    Ok((out, local, stops > 0.0))
+    Ok((out, local, stops > 0.0, comm))
 }
 
 /// Whether `flag` is raised on any rank (on this one alone without data parallelism).
