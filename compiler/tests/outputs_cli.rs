@@ -261,8 +261,7 @@ fn a_nan_in_evaluation_is_blamed_on_the_data_not_the_rate() {
         "a,b,label\n3e38,3e38,1\n-3e38,3e38,0\n",
     )
     .unwrap();
-    let file =
-        xor(&dir, "x.nn", "0.05", "\"test.csv\", standardize = false").replace("x.nn", "x.nn");
+    let file = xor(&dir, "x.nn", "0.05", "\"test.csv\", standardize = false");
     let text = std::fs::read_to_string(&file)
         .unwrap()
         .replace("|> tanh", "|> relu");

@@ -36,6 +36,8 @@ pub struct ModelInfo {
     /// The gradients the data-parallel steps hand over (name, shape), in the order of
     /// the one buffer that holds them; empty without those steps.
     pub grads: Vec<(String, Vec<usize>)>,
+    /// The model's buffers among the state (batch-norm running statistics).
+    pub buffers: Vec<String>,
 }
 
 /// Where a compiled executor finds a step buffer.

@@ -199,6 +199,45 @@ pub trait Executor {
         None
     }
 
+    /// The names of the model's buffers among [`Executor::state`] (batch-norm running
+    /// statistics): state the step updates without gradients.
+    fn buffer_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Sums the gradients of the last [`Executor::grad_step`] over the ranks of `dist`,
+    /// each rank's weighted by its `share` (its rows over the global batch's; 0 for a rank
+    /// without rows, whose gradients count as zero), and `extra` (unweighted) alongside
+    /// in the same operation; returns the summed `extra`. The default works on
+    /// [`Executor::gradients`] in host memory; a device backend reduces where the
+    /// gradients are.
+    fn reduce_gradients(
+        &mut self,
+        dist: &dyn crate::dist::Collective,
+        share: f32,
+        extra: [f32; GRAD_EXTRA],
+    ) -> Result<[f32; GRAD_EXTRA], crate::dist::ReduceError> {
+        let grads = self.gradients().ok_or_else(|| {
+            crate::dist::ReduceError::Exec(ExecError::new(
+                "the executor was not built for data-parallel training",
+            ))
+        })?;
+        let g = grads.len() - GRAD_EXTRA;
+        if share > 0.0 {
+            for v in &mut grads[..g] {
+                *v *= share;
+            }
+        } else {
+            grads[..g].fill(0.0);
+        }
+        grads[g..].copy_from_slice(&extra);
+        dist.all_reduce_sum(grads)
+            .map_err(crate::dist::ReduceError::Collective)?;
+        let mut out = [0.0; GRAD_EXTRA];
+        out.copy_from_slice(&grads[g..]);
+        Ok(out)
+    }
+
     /// Second half of a data-parallel step: the optimizer update with the gradients in
     /// [`Executor::gradients`], advancing `step`.
     fn apply_gradients(&mut self) -> Result<(), ExecError> {

@@ -46,6 +46,7 @@ pub fn model_info(graphs: &StepGraphs, model: &TypedModel, seed: u64) -> ModelIn
         state,
         hash: model_hash(graphs),
         grads: Vec::new(),
+        buffers: graphs.buffers.iter().map(|b| b.name.clone()).collect(),
     }
 }
 

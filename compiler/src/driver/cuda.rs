@@ -24,11 +24,23 @@ pub fn cuda_executor(
     model: &TypedModel,
     seed: u64,
 ) -> Result<Box<dyn Executor>, DriverError> {
+    cuda_executor_on(compiled, model, seed, 0)
+}
+
+/// [`cuda_executor`] on GPU `ordinal` of this machine, with the data-parallel halves of
+/// the step when `compiled` has them.
+#[cfg(feature = "cuda")]
+pub fn cuda_executor_on(
+    compiled: &CompiledTrain,
+    model: &TypedModel,
+    seed: u64,
+    ordinal: usize,
+) -> Result<Box<dyn Executor>, DriverError> {
     use crate::codegen::ptx::GpuArch;
     use crate::pipeline::artifact::gpu_modules;
     use nnc_runtime::cuda::{open_device, CudaExecutor, GpuProgram};
 
-    let device = open_device(0).map_err(|e| {
+    let device = open_device(ordinal).map_err(|e| {
         DriverError::Message(format!(
             "{}\nhelp: use `--target cpu` on machines without an NVIDIA GPU",
             e.message
@@ -47,7 +59,10 @@ pub fn cuda_executor(
     };
     let [(train, train_ptx), (eval, eval_ptx)] =
         gpu_modules(compiled, arch).map_err(DriverError::Message)?;
-    let info = super::cpu::model_info(&compiled.graphs, model, seed);
+    let mut info = super::cpu::model_info(&compiled.graphs, model, seed);
+    if let Some(p) = &compiled.parallel {
+        info.grads = p.grads.clone();
+    }
     let exec = CudaExecutor::new(
         device,
         GpuProgram {
@@ -61,6 +76,19 @@ pub fn cuda_executor(
         info,
     )
     .map_err(|e| DriverError::Message(e.message))?;
+    let exec = match &compiled.parallel {
+        Some(p) => {
+            let render = |step: &crate::pipeline::CompiledStep| -> Result<GpuProgram, DriverError> {
+                let program = crate::pipeline::gpu_program(step).map_err(DriverError::Message)?;
+                let ptx = crate::codegen::ptx::render_program(&program, arch)
+                    .map_err(|e| DriverError::Message(format!("cannot generate PTX: {e}")))?;
+                Ok(GpuProgram { program, ptx })
+            };
+            exec.with_parallel(render(&p.grad)?, render(&p.apply)?)
+                .map_err(|e| DriverError::Message(e.message))?
+        }
+        None => exec,
+    };
     Ok(Box::new(exec))
 }
 
@@ -73,4 +101,15 @@ pub fn cuda_executor(
     _seed: u64,
 ) -> Result<Box<dyn Executor>, DriverError> {
     Err(DriverError::Message(CUDA_UNAVAILABLE.into()))
+}
+
+/// [`cuda_executor`] on another GPU, in a build without the `cuda` feature: the same error.
+#[cfg(not(feature = "cuda"))]
+pub fn cuda_executor_on(
+    compiled: &CompiledTrain,
+    model: &TypedModel,
+    seed: u64,
+    _ordinal: usize,
+) -> Result<Box<dyn Executor>, DriverError> {
+    cuda_executor(compiled, model, seed)
 }

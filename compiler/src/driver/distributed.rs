@@ -2,7 +2,7 @@
 //! started, and the executor with the data-parallel halves of the training step (the
 //! runtime's loop runs the schedule; see `nnc_runtime::dist`).
 
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::Duration;
 
 use nnc_runtime::dist::Distributed;
@@ -36,7 +36,7 @@ pub fn join(
 fn mpi(timeout: Duration) -> Result<Distributed, DriverError> {
     let c = nnc_runtime::dist::mpi::MpiCollective::init(timeout)
         .ok_or_else(|| DriverError::Message("MPI is already initialised in this process".into()))?;
-    Ok(Distributed(Arc::new(c)))
+    Ok(Distributed(Rc::new(c)))
 }
 
 #[cfg(not(feature = "mpi"))]
@@ -50,7 +50,7 @@ fn mpi(_timeout: Duration) -> Result<Distributed, DriverError> {
 fn nccl(timeout: Duration) -> Result<Distributed, DriverError> {
     let c = nnc_runtime::dist::nccl::NcclCollective::init(timeout)
         .map_err(|e| DriverError::Message(format!("cannot join the NCCL group: {e}")))?;
-    Ok(Distributed(Arc::new(c)))
+    Ok(Distributed(Rc::new(c)))
 }
 
 #[cfg(not(feature = "nccl"))]
@@ -58,6 +58,17 @@ fn nccl(_timeout: Duration) -> Result<Distributed, DriverError> {
     Err(DriverError::Message(
         "this nnc was built without NCCL\nhelp: build it with `cargo build --release -p nnc --features nccl` (needs the CUDA driver and NCCL at run time)".into(),
     ))
+}
+
+/// The GPU this rank uses on its node.
+#[cfg(feature = "cuda")]
+fn gpu_of(dist: &Distributed) -> usize {
+    dist.0.device().map_or(0, |d| d.ordinal())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_of(_dist: &Distributed) -> usize {
+    0
 }
 
 /// An executor of the training step split for data parallelism, compiled for a shard of
@@ -68,6 +79,7 @@ pub fn parallel_executor(
     train: &TypedTrain,
     seed: u64,
     shard: usize,
+    dist: &Distributed,
 ) -> Result<Box<dyn Executor>, DriverError> {
     let halves = |e: crate::ir::IrError| {
         DriverError::Message(format!(
@@ -91,7 +103,7 @@ pub fn parallel_executor(
             if target == Target::Cpu {
                 super::cpu::cpu_executor(&compiled, model, seed)
             } else {
-                super::cuda::cuda_executor(&compiled, model, seed)
+                super::cuda::cuda_executor_on(&compiled, model, seed, gpu_of(dist))
             }
         }
     }
@@ -171,7 +183,7 @@ mod tests {
                 let (file, out) = (file.clone(), scratch.join("group"));
                 std::thread::spawn(move || {
                     let program = program(&file);
-                    let d = Distributed(Arc::new(g));
+                    let d = Distributed(Rc::new(g));
                     run_train_in(&program, &file, &options(target, out), Some(d)).unwrap()
                 })
             })

@@ -193,6 +193,10 @@ impl Executor for InterpExecutor {
         })
     }
 
+    fn buffer_names(&self) -> Vec<String> {
+        self.graphs.buffers.iter().map(|b| b.name.clone()).collect()
+    }
+
     fn grad_step(&mut self, x: &RtTensor, y: &RtTensor) -> Result<StepOutput, ExecError> {
         let batch = x.shape.first().copied().unwrap_or(0);
         let inputs = self.inputs(x, y)?;

@@ -92,7 +92,7 @@ pub fn estimate(model: &TypedModel, train: Option<&TypedTrain>, batch: usize) ->
         // Each forward value has a gradient in the backward pass.
         activations = activations.saturating_mul(2);
     }
-    tensors.sort_by(|a, b| b.1.cmp(&a.1));
+    tensors.sort_by_key(|t| std::cmp::Reverse(t.1));
     tensors.truncate(3);
     Estimate {
         params,

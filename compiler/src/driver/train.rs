@@ -121,7 +121,7 @@ pub(super) fn run_train_in(
     let mut exec = match &distributed {
         Some(d) => {
             let shard = batch.div_ceil(d.0.size());
-            super::distributed::parallel_executor(opts.target, model, train, seed, shard)?
+            super::distributed::parallel_executor(opts.target, model, train, seed, shard, d)?
         }
         None => make_executor(opts.target, model, train, seed)?,
     };

@@ -525,6 +525,10 @@ impl Executor for CpuExecutor {
         })
     }
 
+    fn buffer_names(&self) -> Vec<String> {
+        self.info.buffers.clone()
+    }
+
     fn grad_step(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput, ExecError> {
         let n = x.shape.first().copied().unwrap_or(0);
         self.run(Which::Grad, x, y)?;

@@ -45,6 +45,7 @@ use super::Device;
 use crate::artifact::{binding, check_bindings, Binding, ModelInfo, INPUT, LABELS, LOSS, OUTPUT};
 use crate::executor::{
     EpochRun, EvalOutput, ExecError, Executor, NonFiniteParam, StateKind, StateTensor, StepOutput,
+    GRAD_EXTRA,
 };
 use crate::tensor::Tensor;
 
@@ -91,12 +92,43 @@ struct Resident {
     graph: Option<(Vec<u64>, CudaGraph)>,
 }
 
+/// Which program of the executor a call runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    Train,
+    Eval,
+    /// The data-parallel halves of the training step.
+    Grad,
+    Apply,
+}
+
+impl Which {
+    /// The training or the evaluation step.
+    fn of(train: bool) -> Which {
+        if train {
+            Which::Train
+        } else {
+            Which::Eval
+        }
+    }
+}
+
+/// The data-parallel halves of the training step and the one device buffer of gradients
+/// between them (each at its offset, then [`GRAD_EXTRA`] spare values).
+struct DeviceParallel {
+    grad: LoadedProgram,
+    apply: LoadedProgram,
+    grads: CudaSlice<f32>,
+    at: HashMap<String, usize>,
+}
+
 /// The executor for `--target cuda`.
 pub struct CudaExecutor {
     device: Device,
     stream: Arc<CudaStream>,
     train: LoadedProgram,
     eval: LoadedProgram,
+    parallel: Option<DeviceParallel>,
     info: ModelInfo,
     state: HashMap<String, CudaSlice<f32>>,
     batch_bufs: HashMap<&'static str, CudaSlice<f32>>,
@@ -255,6 +287,7 @@ impl CudaExecutor {
             stream,
             train,
             eval,
+            parallel: None,
             info,
             state,
             batch_bufs: HashMap::new(),
@@ -263,6 +296,51 @@ impl CudaExecutor {
             resident: [None, None],
             graphs: std::env::var("NNC_CUDA_GRAPHS").map_or(true, |v| v != "0"),
             told_not_resident: false,
+        })
+    }
+
+    /// Adds the data-parallel halves of the training step (gradients as the info lists
+    /// them) and their gradient buffer.
+    pub fn with_parallel(
+        mut self,
+        grad: GpuProgram,
+        apply: GpuProgram,
+    ) -> Result<CudaExecutor, ExecError> {
+        let grad = load_program(&self.device, grad)?;
+        let apply = load_program(&self.device, apply)?;
+        for prog in [&grad, &apply] {
+            check_bindings(&prog.program.buffers, &self.info)?;
+        }
+        let mut at = HashMap::new();
+        let mut len = 0;
+        for (name, shape) in &self.info.grads {
+            at.insert(name.clone(), len);
+            len += shape.iter().product::<usize>();
+        }
+        let grads = self
+            .stream
+            .alloc_zeros::<f32>(len + GRAD_EXTRA)
+            .map_err(driver_error("cannot allocate the GPU gradient buffer"))?;
+        self.parallel = Some(DeviceParallel {
+            grad,
+            apply,
+            grads,
+            at,
+        });
+        Ok(self)
+    }
+
+    fn program(&self, which: Which) -> Result<&LoadedProgram, ExecError> {
+        let parallel = || {
+            self.parallel.as_ref().ok_or_else(|| {
+                ExecError::new("the executor was not built for data-parallel training")
+            })
+        };
+        Ok(match which {
+            Which::Train => &self.train,
+            Which::Eval => &self.eval,
+            Which::Grad => &parallel()?.grad,
+            Which::Apply => &parallel()?.apply,
         })
     }
 
@@ -280,12 +358,12 @@ impl CudaExecutor {
     }
 
     /// Runs one program for the batch `x`, `y`; results stay on the device.
-    fn run(&mut self, train: bool, x: &Tensor, y: &Tensor) -> Result<(), ExecError> {
+    fn run(&mut self, which: Which, x: &Tensor, y: &Tensor) -> Result<(), ExecError> {
         let n = x.shape.first().copied().unwrap_or(0);
-        self.prepare(train, n, x.data.len(), y.data.len())?;
+        self.prepare(which, n, x.data.len(), y.data.len())?;
         // Upload the batch (what the program reads: a buffer another program left may be
         // too small).
-        let prog = if train { &self.train } else { &self.eval };
+        let prog = self.program(which)?;
         let declared: Vec<bool> = [INPUT, LABELS]
             .iter()
             .map(|key| prog.program.buffers.iter().any(|b| b.name == *key))
@@ -301,15 +379,15 @@ impl CudaExecutor {
                     .map_err(driver_error("cannot copy the batch to the GPU"))?;
             }
         }
-        let ptrs = self.bind(train, n, x.data.len(), y.data.len())?;
-        self.launch_program(train, n, &ptrs)
+        let ptrs = self.bind(which, n, x.data.len(), y.data.len())?;
+        self.launch_program(which, n, &ptrs)
     }
 
     /// Grows the arena and the batch buffers (`x_len`, `y_len` values of input and
     /// labels) for a batch of `n` rows of one program.
     fn prepare(
         &mut self,
-        train: bool,
+        which: Which,
         n: usize,
         x_len: usize,
         y_len: usize,
@@ -320,7 +398,7 @@ impl CudaExecutor {
             .map_err(driver_error("cannot use the GPU"))?;
         // What the program needs, without copying its declarations on every step.
         let (arena_len, needs) = {
-            let prog = if train { &self.train } else { &self.eval };
+            let prog = self.program(which)?;
             let find = |key: &str| prog.program.buffers.iter().find(|b| b.name == key);
             let needs: Vec<(&'static str, usize)> = [
                 (INPUT, find(INPUT).map(|_| x_len)),
@@ -352,12 +430,16 @@ impl CudaExecutor {
     /// step reads).
     fn bind(
         &self,
-        train: bool,
+        which: Which,
         n: usize,
         x_len: usize,
         y_len: usize,
     ) -> Result<Vec<u64>, ExecError> {
-        let prog = if train { &self.train } else { &self.eval };
+        let prog = self.program(which)?;
+        let grads = self
+            .parallel
+            .as_ref()
+            .filter(|_| matches!(which, Which::Grad | Which::Apply));
         let buffers = &prog.program.buffers;
         let arena = self
             .arena
@@ -390,6 +472,14 @@ impl CudaExecutor {
                     };
                     (address(s, &self.stream), have)
                 }
+                Binding::State(name) if grads.is_some_and(|p| p.at.contains_key(name)) => {
+                    let p = grads.ok_or_else(|| ExecError::new("no gradient buffer"))?;
+                    let offset = p.at[name];
+                    (
+                        address(&p.grads, &self.stream) + 4 * offset as u64,
+                        p.grads.len().saturating_sub(offset),
+                    )
+                }
                 Binding::State(name) => {
                     let s = self
                         .state
@@ -411,8 +501,8 @@ impl CudaExecutor {
 
     /// Launches every kernel of one program for a batch of `n` rows, with the buffer
     /// addresses [`CudaExecutor::bind`] resolved.
-    fn launch_program(&self, train: bool, n: usize, ptrs: &[u64]) -> Result<(), ExecError> {
-        let prog = if train { &self.train } else { &self.eval };
+    fn launch_program(&self, which: Which, n: usize, ptrs: &[u64]) -> Result<(), ExecError> {
+        let prog = self.program(which)?;
         for (k, &f) in prog.program.kernels.iter().zip(&prog.module.functions) {
             let (grid, threads) = launch_dims(k, n).map_err(ExecError::new)?;
             if grid.contains(&0) {
@@ -585,7 +675,7 @@ impl Executor for CudaExecutor {
 
     fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput, ExecError> {
         let n = x.shape.first().copied().unwrap_or(0);
-        self.run(true, x, y)?;
+        self.run(Which::Train, x, y)?;
         let (loss, output) = self.take_results(n)?;
         Ok(StepOutput {
             loss,
@@ -593,9 +683,76 @@ impl Executor for CudaExecutor {
         })
     }
 
+    fn buffer_names(&self) -> Vec<String> {
+        self.info.buffers.clone()
+    }
+
+    fn grad_step(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput, ExecError> {
+        let n = x.shape.first().copied().unwrap_or(0);
+        self.run(Which::Grad, x, y)?;
+        let (loss, output) = self.take_results(n)?;
+        Ok(StepOutput {
+            loss,
+            output: Some(output),
+        })
+    }
+
+    /// On the device: the gradients never leave it. The spare values carry `extra`,
+    /// divided by the weight the reduction multiplies everything with.
+    fn reduce_gradients(
+        &mut self,
+        dist: &dyn crate::dist::Collective,
+        share: f32,
+        extra: [f32; GRAD_EXTRA],
+    ) -> Result<[f32; GRAD_EXTRA], crate::dist::ReduceError> {
+        use crate::dist::ReduceError;
+        let device = dist.device().ok_or_else(|| {
+            ReduceError::Exec(ExecError::new(format!(
+                "`--target cuda` reduces gradients on the GPU: use `--distributed nccl`, not `{}`",
+                dist.name()
+            )))
+        })?;
+        let p = self.parallel.as_mut().ok_or_else(|| {
+            ReduceError::Exec(ExecError::new(
+                "the executor was not built for data-parallel training",
+            ))
+        })?;
+        let g = p.grads.len() - GRAD_EXTRA;
+        let failed = |what: &'static str| move |e| ReduceError::Exec(driver_error(what)(e));
+        let weight = if share > 0.0 {
+            share
+        } else {
+            // No rows: gradients of zero, and the spare values as they are.
+            self.stream
+                .memset_zeros(&mut p.grads)
+                .map_err(failed("cannot clear the GPU gradients"))?;
+            1.0
+        };
+        let tail: Vec<f32> = extra.iter().map(|v| v / weight).collect();
+        self.stream
+            .memcpy_htod(&tail, &mut p.grads.slice_mut(g..))
+            .map_err(failed("cannot write to the GPU gradient buffer"))?;
+        device
+            .all_reduce_weighted(&mut p.grads, &self.stream, weight)
+            .map_err(ReduceError::Collective)?;
+        let mut out = [0.0f32; GRAD_EXTRA];
+        self.stream
+            .memcpy_dtoh(&p.grads.slice(g..), &mut out)
+            .map_err(failed("cannot read the GPU gradient buffer"))?;
+        self.stream
+            .synchronize()
+            .map_err(failed("the gradient reduction failed"))?;
+        Ok(out)
+    }
+
+    fn apply_gradients(&mut self) -> Result<(), ExecError> {
+        let none = Tensor::default();
+        self.run(Which::Apply, &none, &none)
+    }
+
     fn eval_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<EvalOutput, ExecError> {
         let n = x.shape.first().copied().unwrap_or(0);
-        self.run(false, x, y)?;
+        self.run(Which::Eval, x, y)?;
         let (loss, output) = self.take_results(n)?;
         Ok(EvalOutput { loss, output })
     }

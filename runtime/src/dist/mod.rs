@@ -11,11 +11,14 @@
 //! parameters, so they stay identical without being exchanged.
 
 use std::fmt;
+use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 
 /// A collective operation that failed: a rank died or hangs, or the transport broke.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +34,13 @@ impl fmt::Display for CollectiveError {
 
 impl std::error::Error for CollectiveError {}
 
+/// Why summing gradients failed: the executor or the collective operation.
+#[derive(Debug)]
+pub enum ReduceError {
+    Exec(crate::executor::ExecError),
+    Collective(CollectiveError),
+}
+
 /// The operations data-parallel training uses; every rank calls them in the same order.
 pub trait Collective {
     /// The transport, for messages (`mpi`, `nccl`, `threads`).
@@ -42,11 +52,33 @@ pub trait Collective {
     fn all_reduce_sum(&self, data: &mut [f32]) -> Result<(), CollectiveError>;
     /// The same for 64-bit values (metric sums and counts, exact up to 2^53).
     fn all_reduce_sum_f64(&self, data: &mut [f64]) -> Result<(), CollectiveError>;
+
+    /// The collective's operations on GPU memory, when it has them (NCCL).
+    #[cfg(feature = "cuda")]
+    fn device(&self) -> Option<&dyn DeviceCollective> {
+        None
+    }
 }
 
-/// A shared handle on a [`Collective`] (the training configuration holds one).
+/// Collective operations on GPU memory, on the caller's stream.
+#[cfg(feature = "cuda")]
+pub trait DeviceCollective {
+    /// The GPU this rank uses (its ordinal on the node).
+    fn ordinal(&self) -> usize;
+    /// Replaces `buf` on every rank with the sum over ranks of `weight · buf` (each
+    /// rank's own weight), enqueued on `stream`.
+    fn all_reduce_weighted(
+        &self,
+        buf: &mut cudarc::driver::CudaSlice<f32>,
+        stream: &Arc<cudarc::driver::CudaStream>,
+        weight: f32,
+    ) -> Result<(), CollectiveError>;
+}
+
+/// A shared handle on a [`Collective`] (the training configuration holds one; it stays
+/// on the thread that joined the group).
 #[derive(Clone)]
-pub struct Distributed(pub Arc<dyn Collective>);
+pub struct Distributed(pub Rc<dyn Collective>);
 
 impl fmt::Debug for Distributed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -63,7 +95,7 @@ impl fmt::Debug for Distributed {
 impl PartialEq for Distributed {
     /// The same handle.
     fn eq(&self, other: &Distributed) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Rc::ptr_eq(&self.0, &other.0)
     }
 }
 

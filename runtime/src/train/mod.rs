@@ -27,9 +27,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::checkpoint::{write_atomically, write_weights, Checkpoint, CheckpointError};
 use crate::data::{DataError, Dataset, Splits};
-use crate::dist::{shard, Collective, CollectiveError, Distributed};
+use crate::dist::{shard, Collective, CollectiveError, Distributed, ReduceError};
 use crate::executor::{
-    EpochRun, ExecError, Executor, StateKind, StateTensor, StepOutput, TaskKind, GRAD_EXTRA,
+    EpochRun, ExecError, Executor, StateKind, StateTensor, StepOutput, TaskKind,
 };
 use crate::metrics::{Accumulator, ConfusionMatrix, Metric, MetricError};
 use crate::plot;

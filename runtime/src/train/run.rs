@@ -220,8 +220,8 @@ pub fn train_loop(
                     let (out, local, stop, comm) =
                         data_parallel_step(exec, d, x, y, mine.len(), idx.len(), raised).map_err(
                             |e| match e {
-                                StepError::Exec(error) => exec_error(error),
-                                StepError::Collective(e) => TrainError::Collective(e),
+                                ReduceError::Exec(error) => exec_error(error),
+                                ReduceError::Collective(e) => TrainError::Collective(e),
                             },
                         )?;
                     allreduce_seconds += comm;
@@ -285,7 +285,7 @@ pub fn train_loop(
                         seed: config.seed,
                         shuffle: config.shuffle,
                         progress: progress_json(
-                            Some(&acc),
+                            Some(acc),
                             false,
                             &watch,
                             &plateau,
@@ -308,6 +308,7 @@ pub fn train_loop(
         let train_seconds = epoch_started.elapsed().as_secs_f64();
         if let Some(d) = dist {
             reduce_accumulator(&mut acc, d)?;
+            average_buffers(exec, d, epoch)?;
         }
         let test = evaluate_shared(exec, &data.test, config.batch, config.task, epoch, dist)?;
         let val_acc = match &val {
@@ -685,19 +686,12 @@ pub(super) fn data_fingerprint(splits: &[&Dataset]) -> String {
     format!("{h:016x}")
 }
 
-/// Why a data-parallel step failed.
-enum StepError {
-    Exec(ExecError),
-    Collective(CollectiveError),
-}
-
 /// One data-parallel step on this rank's `shard` rows (`x`, `y`) of a global batch of
-/// `global` rows: the gradient of the shard's mean loss, scaled by the shard's share of
-/// the batch, is summed over the ranks in one all-reduce of the executor's gradient
-/// buffer (which also carries the loss sum and the stop flags in its spare slots), then
-/// every rank applies the same update. Returns the step's output with the global batch's
-/// mean loss, this rank's mean loss, whether any rank was asked to stop, and the seconds
-/// the all-reduce took.
+/// `global` rows: the gradient of the shard's mean loss, weighted by the shard's share of
+/// the batch, is summed over the ranks in one reduction of the executor's gradient buffer
+/// (which also carries the loss sum and the stop flags), then every rank applies the same
+/// update. Returns the step's output with the global batch's mean loss, this rank's mean
+/// loss, whether any rank was asked to stop, and the seconds the reduction took.
 fn data_parallel_step(
     exec: &mut dyn Executor,
     dist: &dyn Collective,
@@ -706,9 +700,9 @@ fn data_parallel_step(
     shard: usize,
     global: usize,
     stop: bool,
-) -> Result<(StepOutput, f32, bool, f64), StepError> {
+) -> Result<(StepOutput, f32, bool, f64), ReduceError> {
     let mut out = if shard > 0 {
-        exec.grad_step(x, y).map_err(StepError::Exec)?
+        exec.grad_step(x, y).map_err(ReduceError::Exec)?
     } else {
         StepOutput {
             loss: 0.0,
@@ -716,29 +710,12 @@ fn data_parallel_step(
         }
     };
     let local = out.loss;
-    let grads = exec.gradients().ok_or_else(|| {
-        StepError::Exec(ExecError::new(
-            "the executor was not built for data-parallel training",
-        ))
-    })?;
-    let g = grads.len() - GRAD_EXTRA;
-    if shard > 0 {
-        let share = shard as f32 / global as f32;
-        for v in &mut grads[..g] {
-            *v *= share;
-        }
-    } else {
-        grads[..g].fill(0.0);
-    }
-    grads[g] = local * shard as f32;
-    grads[g + 1] = f32::from(u8::from(stop));
-    grads[g + 2] = 0.0;
-    grads[g + 3] = 0.0;
+    let share = shard as f32 / global as f32;
+    let extra = [local * shard as f32, f32::from(u8::from(stop)), 0.0, 0.0];
     let reducing = Instant::now();
-    dist.all_reduce_sum(grads).map_err(StepError::Collective)?;
+    let [loss_sum, stops, ..] = exec.reduce_gradients(dist, share, extra)?;
     let comm = reducing.elapsed().as_secs_f64();
-    let (loss_sum, stops) = (grads[g], grads[g + 1]);
-    exec.apply_gradients().map_err(StepError::Exec)?;
+    exec.apply_gradients().map_err(ReduceError::Exec)?;
     out.loss = loss_sum / global as f32;
     Ok((out, local, stops > 0.0, comm))
 }
@@ -774,4 +751,44 @@ fn same_on_every_rank(dist: &dyn Collective, value: &str, what: &str) -> Result<
             dist.rank()
         )))
     }
+}
+
+/// Under data parallelism each rank's batch-norm statistics follow its own shards: at an
+/// epoch's end they are replaced by their mean over the ranks, so that every rank
+/// evaluates and saves the same model.
+fn average_buffers(
+    exec: &mut dyn Executor,
+    dist: &dyn Collective,
+    epoch: usize,
+) -> Result<(), TrainError> {
+    let names = exec.buffer_names();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let failed = |error| TrainError::Exec {
+        epoch,
+        batch: 0,
+        evaluating: false,
+        error,
+    };
+    let mut buffers: Vec<StateTensor> = exec
+        .state()
+        .map_err(failed)?
+        .into_iter()
+        .filter(|s| names.contains(&s.name))
+        .collect();
+    let mut all: Vec<f64> = buffers
+        .iter()
+        .flat_map(|b| b.tensor.data.iter().map(|&v| f64::from(v)))
+        .collect();
+    dist.all_reduce_sum_f64(&mut all)
+        .map_err(TrainError::Collective)?;
+    let n = dist.size() as f64;
+    let mut values = all.into_iter();
+    for b in &mut buffers {
+        for v in &mut b.tensor.data {
+            *v = (values.next().unwrap_or(0.0) / n) as f32;
+        }
+    }
+    exec.set_state(&buffers).map_err(failed)
 }

@@ -71,3 +71,38 @@ fn every_compiled_step_of_every_example_becomes_ptx_that_ptxas_accepts() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The data-parallel halves of the training step (`--distributed nccl`) of the examples
+/// become PTX that ptxas assembles for both architectures, as the CUDA executor loads
+/// them.
+#[test]
+fn the_data_parallel_steps_of_the_examples_become_ptx_that_ptxas_accepts() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let ptxas = ptxas();
+    let dir = scratch("parallel");
+    for name in ["mnist_mlp.nn", "lenet.nn", "residual.nn"] {
+        let path = root.join(name);
+        let src = std::fs::read_to_string(&path).expect("readable");
+        let program = crate::check_source(&src, &root).expect("checks");
+        let train = &program.trains[0];
+        let model = &program.models[train.model];
+        let mut c = crate::pipeline::compile_train(model, train, 32, None).expect("compiles");
+        crate::pipeline::compile_parallel(&mut c, model, train, 16).expect("splits");
+        let p = c.parallel.as_ref().expect("parallel steps");
+        assert_eq!(
+            p.grads.len(),
+            model.params.len(),
+            "{name}: one gradient per parameter"
+        );
+        for (half, step) in [("grad", &p.grad), ("apply", &p.apply)] {
+            let program = crate::pipeline::gpu_program(step).expect("GPU schedule");
+            for arch in GpuArch::ALL {
+                let ptx = render_program(&program, arch).expect("renders");
+                if let Some(ptxas) = &ptxas {
+                    assemble(ptxas, &dir, &format!("{name} {half}"), arch, &ptx);
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

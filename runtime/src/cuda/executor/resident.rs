@@ -178,7 +178,7 @@ impl CudaExecutor {
             }
             .map_err(launch_err("nnc_gather_rows"))?;
         }
-        self.launch_program(slot == TRAIN, n, ptrs)?;
+        self.launch_program(Which::of(slot == TRAIN), n, ptrs)?;
         let mut args = [
             addr(LOSS)?,
             if has(OUTPUT) { addr(OUTPUT)? } else { 0 },
@@ -248,9 +248,10 @@ impl CudaExecutor {
         if full > 0 {
             // The arena serves both programs: sized for both now, so that evaluation does
             // not move it (and force a new graph) after the capture.
-            self.prepare(!train, batch, batch * widths[0], batch * widths[1])?;
-            self.prepare(train, batch, batch * widths[0], batch * widths[1])?;
-            let ptrs = self.bind(train, batch, batch * widths[0], batch * widths[1])?;
+            let (this, other) = (Which::of(train), Which::of(!train));
+            self.prepare(other, batch, batch * widths[0], batch * widths[1])?;
+            self.prepare(this, batch, batch * widths[0], batch * widths[1])?;
+            let ptrs = self.bind(this, batch, batch * widths[0], batch * widths[1])?;
             // Evaluation runs once per epoch: its steps are launched directly.
             if self.graphs && train {
                 self.replay_graph(batch, widths, &ptrs, full)?;
@@ -261,8 +262,8 @@ impl CudaExecutor {
             }
         }
         if rest > 0 {
-            self.prepare(train, rest, rest * widths[0], rest * widths[1])?;
-            let ptrs = self.bind(train, rest, rest * widths[0], rest * widths[1])?;
+            self.prepare(Which::of(train), rest, rest * widths[0], rest * widths[1])?;
+            let ptrs = self.bind(Which::of(train), rest, rest * widths[0], rest * widths[1])?;
             self.enqueue_resident_step(slot, rest, batch, widths, &ptrs)?;
         }
         let out_w = self.info.output_shape.iter().product::<usize>();
