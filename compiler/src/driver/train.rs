@@ -179,12 +179,15 @@ pub(super) fn run_train_in(
         .resume
         .as_ref()
         .map(|dir| dir.join(nnc_runtime::train::CHECKPOINT_FILE));
-    // Ctrl-C or SIGTERM: finish the step in flight, write the checkpoint, stop (a second
-    // signal while stopping exits at once).
+    // Ctrl-C or SIGTERM: finish the step in flight, write the checkpoint, stop. The same
+    // signal a second time while stopping exits at once; one of each (a launcher that
+    // passes Ctrl-C on and then terminates its processes) does not.
     let stop = StopFlag::default();
     #[cfg(unix)]
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, stop.0.clone());
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, seen.clone());
+        let _ = signal_hook::flag::register(signal, seen);
         let _ = signal_hook::flag::register(signal, stop.0.clone());
     }
     config.stop = Some(stop);
