@@ -813,9 +813,9 @@ fn report(e: DriverError, source: &Source, color: ColorChoice) {
             "{}",
             diag::render_all(&diags, &source.path, &source.text, color)
         ),
-        DriverError::Message(m) => eprintln!("error: {m}"),
+        DriverError::Message(m) => eprintln!("error: {}", diag::escape::printable_text(&m)),
         DriverError::Interrupted(m) => {
-            eprintln!("{m}");
+            eprintln!("{}", diag::escape::printable_text(&m));
             // 128 + SIGINT, as a shell reports a process stopped by Ctrl-C.
             std::process::exit(130);
         }

@@ -368,3 +368,69 @@ fn a_model_past_the_memory_limit_is_an_error_with_the_numbers_not_an_abort() {
     );
     assert!(!dir.join("o").exists(), "nothing was written");
 }
+
+#[test]
+fn a_huge_csv_cell_is_cut_in_the_error_and_control_bytes_are_escaped() {
+    let dir = scratch("outputs", "cell");
+    let huge = "\u{1b}[31m".to_string() + &"9".repeat(1000) + &"z".repeat(10_000_000);
+    std::fs::write(dir.join("bad.csv"), format!("a,b,label\n1,{huge},0\n")).unwrap();
+    let file = dir.join("m.nn");
+    std::fs::write(
+        &file,
+        "model M {\n    input ab: [2]\n    output p = ab |> dense(2) |> softmax\n}\n\ntrain M {\n    data = csv(\"bad.csv\", target = \"label\")\n    loss = cross_entropy\n    optimizer = sgd(lr = 0.1)\n}\n",
+    )
+    .unwrap();
+    let err = fails(&nnc(&[
+        "train",
+        &s(&file),
+        "--quiet",
+        "--out",
+        &s(&dir.join("o")),
+    ]));
+    assert!(err.len() < 2000, "the message is {} bytes long", err.len());
+    assert!(err.contains("bytes in all"), "{err}");
+    assert!(!err.contains('\u{1b}') && err.contains("\\u{1b}"), "{err}");
+}
+
+#[test]
+fn a_plain_and_a_gzip_copy_of_an_idx_file_is_a_warning_naming_the_one_read() {
+    let dir = scratch("outputs", "gz");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for entry in std::fs::read_dir(root().join("examples/data/mnist-10k")).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, data.join(p.file_name().unwrap())).unwrap();
+    }
+    let gz = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("train-labels-idx1-ubyte.gz"))
+        .expect("the bundled labels are gzip files");
+    let plain = gz.with_extension("");
+    let unzipped = std::process::Command::new("gzip")
+        .arg("-dc")
+        .arg(&gz)
+        .output()
+        .expect("gzip runs");
+    std::fs::write(&plain, unzipped.stdout).unwrap();
+    let file = dir.join("m.nn");
+    std::fs::write(
+        &file,
+        format!(
+            "model M {{\n    input x: [28, 28]\n    output p = x |> flatten |> dense(10) |> softmax\n}}\n\ntrain M {{\n    data = idx(\"{}\", scale = 1 / 255)\n    loss = cross_entropy\n    optimizer = sgd(lr = 0.1)\n    epochs = 1\n}}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let err = ok_stderr(&nnc(&[
+        "train",
+        &s(&file),
+        "--quiet",
+        "--out",
+        &s(&dir.join("o")),
+    ]));
+    assert!(
+        err.contains("warning: both") && err.contains("reading `train-labels-idx1-ubyte`"),
+        "{err}"
+    );
+}
