@@ -434,3 +434,38 @@ fn a_plain_and_a_gzip_copy_of_an_idx_file_is_a_warning_naming_the_one_read() {
         "{err}"
     );
 }
+
+#[test]
+fn a_second_run_into_a_folder_in_use_is_refused_naming_the_first() {
+    let dir = scratch("outputs", "lock");
+    let file = xor(&dir, "x.nn", "0.05", "0.25");
+    let out = s(&dir.join("run"));
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args([
+            "train", &file, "--quiet", "--epochs", "1000000", "--out", &out,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = dir.join("run/metrics.jsonl");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty()) {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the first run never logged"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let second = nnc(&["train", &file, "--quiet", "--out", &out, "--overwrite"]);
+    let _ = first.kill();
+    let _ = first.wait();
+    let err = fails(&second);
+    assert!(
+        err.contains(&format!(
+            "is in use by another nnc run (PID {})",
+            first.id()
+        )),
+        "{err}"
+    );
+}
