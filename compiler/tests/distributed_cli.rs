@@ -181,7 +181,8 @@ fn a_rank_that_hangs_ends_the_run_after_the_collective_timeout() {
         .args(["-KILL", &victim.to_string()])
         .status();
     assert!(
-        text.contains("got no answer from every rank within 3 s"),
+        text.contains("got no answer from every rank within 3 s")
+            && text.contains(&format!("(PID {victim}) is stopped")),
         "{text}"
     );
 }

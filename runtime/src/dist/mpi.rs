@@ -27,6 +27,9 @@ pub struct MpiCollective {
     size: usize,
     /// How long a collective may wait for the other ranks.
     pub timeout: Duration,
+    /// Each rank's process id and a hash of its host name, to say which rank died or
+    /// stopped when a collective times out.
+    peers: Vec<(u64, u64)>,
     _universe: Universe,
 }
 
@@ -37,13 +40,53 @@ impl MpiCollective {
         let world = universe.world();
         let rank = usize::try_from(world.rank()).unwrap_or(0);
         let size = usize::try_from(world.size()).unwrap_or(1);
+        let me = [u64::from(std::process::id()), host_hash()];
+        let mut all = vec![0u64; 2 * size];
+        world.all_gather_into(&me[..], &mut all[..]);
+        let peers = all.chunks(2).map(|p| (p[0], p[1])).collect();
         Some(MpiCollective {
             world,
             rank,
             size,
             timeout,
+            peers,
             _universe: universe,
         })
+    }
+
+    /// What can be seen of the other ranks on this machine: which exited, which are
+    /// stopped (`/proc/<pid>/stat`).
+    fn diagnose(&self) -> String {
+        let here = host_hash();
+        let mut found = Vec::new();
+        for (r, &(pid, host)) in self.peers.iter().enumerate() {
+            if r == self.rank || host != here {
+                continue;
+            }
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => found.push(format!("rank {r} (PID {pid}) has exited")),
+                Ok(stat) => {
+                    // The state follows the parenthesised command name.
+                    let state = stat
+                        .rsplit_once(')')
+                        .and_then(|(_, s)| s.trim().chars().next());
+                    match state {
+                        Some('Z') | Some('X') => {
+                            found.push(format!("rank {r} (PID {pid}) has exited"))
+                        }
+                        Some('T') | Some('t') => {
+                            found.push(format!("rank {r} (PID {pid}) is stopped"))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if found.is_empty() {
+            "a rank has died or hangs (on another machine, or busy; the launcher's message may name it)".into()
+        } else {
+            found.join(", ")
+        }
     }
 
     /// Sums `data` over the ranks in buckets, polling until done or the deadline.
@@ -85,10 +128,11 @@ impl MpiCollective {
                     // The requests can be neither completed nor cancelled: the job ends
                     // here, every rank with it.
                     eprintln!(
-                        "error: rank {} of {}: the all-reduce got no answer from every rank within {:.0} s: a rank has died or hangs (the launcher's message names it); aborting the job",
+                        "error: rank {} of {}: the all-reduce got no answer from every rank within {:.0} s: {}; aborting the job",
                         self.rank,
                         self.size,
-                        self.timeout.as_secs_f64()
+                        self.timeout.as_secs_f64(),
+                        self.diagnose()
                     );
                     self.world.abort(1);
                 }
@@ -127,4 +171,14 @@ impl Collective for MpiCollective {
     fn all_reduce_sum_f64(&self, data: &mut [f64]) -> Result<(), CollectiveError> {
         self.reduce(data)
     }
+}
+
+/// A hash of this machine's host name (to tell ranks on this machine from the others).
+fn host_hash() -> u64 {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let mut h = crate::checkpoint::Fnv64::default();
+    h.update(name.trim().as_bytes());
+    h.finish()
 }
