@@ -186,3 +186,30 @@ fn a_rank_that_hangs_ends_the_run_after_the_collective_timeout() {
         "{text}"
     );
 }
+
+#[test]
+fn an_empty_shard_of_a_short_last_batch_takes_part_in_the_overlapped_reduction() {
+    let Some(mut mpi) = mpirun() else { return };
+    let dir = scratch("mpi", "empty");
+    let file = example("xor.nn");
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    // 51 training rows in batches of 5: the last batch has one row, rank 1 none of it.
+    let args = ["--epochs", "3", "--batch", "5", "--quiet"];
+    ok(&nnc(&[
+        &["train", file.as_str(), "--out", &s(&one)][..],
+        &args[..],
+    ]
+    .concat()));
+    let o = mpi
+        .args([env!("CARGO_BIN_EXE_nnc"), "train", &file])
+        .args(args)
+        .args(["--distributed", "mpi", "--out", &s(&two)])
+        .output()
+        .unwrap();
+    ok(&o);
+    let diff = max_diff(
+        &one.join("weights.safetensors"),
+        &two.join("weights.safetensors"),
+    );
+    assert!(diff <= 1e-5, "weights differ by {diff}");
+}

@@ -238,6 +238,23 @@ pub trait Executor {
         Ok(out)
     }
 
+    /// A data-parallel gradient step whose gradients are summed over `dist` while it
+    /// runs: each bucket of gradients starts its reduction (weighted by `share`) as soon
+    /// as the kernels that write it are done, overlapping the rest of the backward pass.
+    /// The spare values are left to the caller. Returns the step's output and the seconds
+    /// spent waiting for reductions after the gradient kernels were done. `None` when the
+    /// executor or the collective cannot overlap; the caller then runs
+    /// [`Executor::grad_step`] and [`Executor::reduce_gradients`].
+    fn grad_step_overlapped(
+        &mut self,
+        _x: &Tensor,
+        _y: &Tensor,
+        _dist: &dyn crate::dist::Collective,
+        _share: f32,
+    ) -> Option<Result<(StepOutput, f64), crate::dist::ReduceError>> {
+        None
+    }
+
     /// Second half of a data-parallel step: the optimizer update with the gradients in
     /// [`Executor::gradients`], advancing `step`.
     fn apply_gradients(&mut self) -> Result<(), ExecError> {

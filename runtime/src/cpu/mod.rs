@@ -63,6 +63,59 @@ struct Parallel {
     apply: LoadedProgram,
     buffer: Vec<f32>,
     at: HashMap<String, usize>,
+    /// The buffer's gradients in buckets, in the order the gradient step finishes them.
+    buckets: Vec<Bucket>,
+}
+
+/// Consecutive gradients of the buffer reduced together, and the gradient-step kernel
+/// after which all of them are written (`None`: no kernel writes them).
+struct Bucket {
+    offset: usize,
+    len: usize,
+    ready: Option<usize>,
+}
+
+/// Gradients are grouped into buckets of at least this many values (32 KiB), so that a
+/// model with many small parameters does not start many tiny reductions.
+const BUCKET_VALUES: usize = 1 << 13;
+
+/// The buckets of the gradient step `grad` over the gradients `grads` (in buffer order):
+/// from the last gradient back (backward passes finish the last layers first), runs of
+/// consecutive gradients of at least [`BUCKET_VALUES`] values, each ready after the last
+/// kernel that touches any of them; ordered by that kernel.
+fn buckets(grad: &Manifest, grads: &[(String, Vec<usize>)]) -> Vec<Bucket> {
+    let last_use = |name: &str| {
+        let index = grad.buffers.iter().position(|b| b.name == name)?;
+        grad.kernels.iter().rposition(|k| k.params.contains(&index))
+    };
+    let mut spans = Vec::with_capacity(grads.len());
+    let mut offset = 0;
+    for (name, shape) in grads {
+        let len: usize = shape.iter().product();
+        spans.push((offset, len, last_use(name)));
+        offset += len;
+    }
+    let mut out: Vec<Bucket> = Vec::new();
+    let mut open: Option<Bucket> = None;
+    for &(offset, len, ready) in spans.iter().rev() {
+        let b = open.get_or_insert(Bucket {
+            offset: offset + len,
+            len: 0,
+            ready: None,
+        });
+        b.offset = offset;
+        b.len += len;
+        b.ready = match (b.ready, ready) {
+            (Some(a), Some(c)) => Some(a.max(c)),
+            (a, c) => a.or(c),
+        };
+        if b.len >= BUCKET_VALUES {
+            out.extend(open.take());
+        }
+    }
+    out.extend(open);
+    out.sort_by_key(|b| b.ready.map_or(usize::MAX, |k| k));
+    out
 }
 
 /// The compiled executor.
@@ -129,11 +182,13 @@ impl CpuExecutor {
                 at.insert(name.clone(), len);
                 len += shape.iter().product::<usize>();
             }
+            let buckets = buckets(&grad.manifest, &info.grads);
             Some(Parallel {
                 grad,
                 apply,
                 buffer: vec![0.0; len + GRAD_EXTRA],
                 at,
+                buckets,
             })
         } else {
             None
@@ -164,6 +219,17 @@ impl CpuExecutor {
     /// Runs one program for a batch of `n` with `x`, `y` bound; results stay in
     /// `batch_bufs` (`loss`, `output`) and in the state.
     fn run(&mut self, which: Which, x: &Tensor, y: &Tensor) -> Result<(), ExecError> {
+        self.run_with(which, x, y, &mut |_| Ok(()))
+    }
+
+    /// [`CpuExecutor::run`], calling `after(k)` once kernel `k` has finished.
+    fn run_with(
+        &mut self,
+        which: Which,
+        x: &Tensor,
+        y: &Tensor,
+        after: &mut dyn FnMut(usize) -> Result<(), ExecError>,
+    ) -> Result<(), ExecError> {
         let n = x.shape.first().copied().unwrap_or(0);
         let _ftz = denormals::FlushToZero::enable();
         let train = which == Which::Train;
@@ -281,6 +347,7 @@ impl CpuExecutor {
                     slot.1 += t.elapsed().as_secs_f64();
                 }
             }
+            after(i)?;
         }
         Ok(())
     }
@@ -543,6 +610,102 @@ impl Executor for CpuExecutor {
         self.parallel.as_mut().map(|p| p.buffer.as_mut_slice())
     }
 
+    fn grad_step_overlapped(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        dist: &dyn crate::dist::Collective,
+        share: f32,
+    ) -> Option<Result<(StepOutput, f64), crate::dist::ReduceError>> {
+        use crate::dist::{Pending, ReduceError};
+        let p = self.parallel.as_mut()?;
+        // Only a collective that can start a reduction and return overlaps
+        // (`NNC_OVERLAP=0` turns it off, to measure what it brings).
+        if p.buckets.is_empty() || !dist.overlaps() || !overlap_enabled() {
+            return None;
+        }
+        let base = p.buffer.as_mut_ptr();
+        let spans: Vec<(usize, usize, Option<usize>)> = p
+            .buckets
+            .iter()
+            .map(|b| (b.offset, b.len, b.ready))
+            .collect();
+        let n = x.shape.first().copied().unwrap_or(0);
+        let mut pending: Vec<Box<dyn Pending + '_>> = Vec::with_capacity(spans.len());
+        let mut next = 0;
+        let mut failure = None;
+        if n == 0 {
+            // No rows for this rank: gradients of zero, reduced in the same buckets and
+            // order as the other ranks'.
+            p.buffer.fill(0.0);
+        }
+        let ran = if n == 0 {
+            Ok(())
+        } else {
+            self.run_with(Which::Grad, x, y, &mut |k| {
+                while next < spans.len() && spans[next].2.is_some_and(|r| r <= k) {
+                    let (offset, len, _) = spans[next];
+                    // SAFETY: no kernel after `ready` touches the bucket; the buffer outlives
+                    // the reductions, which complete before this function returns.
+                    match unsafe { start_bucket(dist, base, offset, len, share) } {
+                        Ok(op) => pending.push(op),
+                        Err(e) => {
+                            failure = Some(e);
+                            return Err(ExecError::new("cannot start a gradient reduction"));
+                        }
+                    }
+                    next += 1;
+                }
+                // Let the transport progress the reductions in flight.
+                for op in pending.iter_mut() {
+                    let _ = op.test();
+                }
+                Ok(())
+            })
+        };
+        let mut result = ran.map_err(|e| match failure.take() {
+            Some(c) => ReduceError::Collective(c),
+            None => ReduceError::Exec(e),
+        });
+        let waiting = std::time::Instant::now();
+        if result.is_ok() {
+            for &(offset, len, _) in &spans[next..] {
+                // SAFETY: the step is over; nothing else touches the buffer.
+                match unsafe { start_bucket(dist, base, offset, len, share) } {
+                    Ok(op) => pending.push(op),
+                    Err(e) => {
+                        result = Err(ReduceError::Collective(e));
+                        break;
+                    }
+                }
+            }
+        }
+        // Every reduction completes (or the job is aborted) before the buffer is used.
+        for op in pending {
+            if let Err(e) = op.wait() {
+                if result.is_ok() {
+                    result = Err(ReduceError::Collective(e));
+                }
+            }
+        }
+        let waited = waiting.elapsed().as_secs_f64();
+        Some(result.map(|()| {
+            if n == 0 {
+                let none = StepOutput {
+                    loss: 0.0,
+                    output: None,
+                };
+                return (none, waited);
+            }
+            let (loss, output) = self.take_results(n);
+            let out = StepOutput {
+                loss,
+                output: Some(output),
+            };
+            (out, waited)
+        }))
+    }
+
     fn apply_gradients(&mut self) -> Result<(), ExecError> {
         let none = Tensor::default();
         self.run(Which::Apply, &none, &none)
@@ -593,6 +756,39 @@ pub fn gemm_peak_gflops(threads: usize) -> f64 {
     }
     std::hint::black_box(&c);
     2.0 * (S * S * S) as f64 / best / 1e9
+}
+
+/// Whether data-parallel steps overlap reductions with the backward pass (`NNC_OVERLAP=0`
+/// turns it off).
+fn overlap_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("NNC_OVERLAP").map_or(true, |v| v != "0"))
+}
+
+/// Scales the `len` gradients at `offset` of the buffer at `base` by `share` and starts
+/// their reduction.
+///
+/// # Safety
+/// The range must lie in a live buffer that nothing else touches until the returned
+/// reduction completes.
+unsafe fn start_bucket<'d>(
+    dist: &'d dyn crate::dist::Collective,
+    base: *mut f32,
+    offset: usize,
+    len: usize,
+    share: f32,
+) -> Result<Box<dyn crate::dist::Pending + 'd>, crate::dist::CollectiveError> {
+    // SAFETY: the caller's contract.
+    let values = unsafe { std::slice::from_raw_parts_mut(base.add(offset), len) };
+    for v in values.iter_mut() {
+        *v *= share;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { dist.start_all_reduce(values.as_mut_ptr(), len) }.unwrap_or_else(|| {
+        Err(crate::dist::CollectiveError {
+            message: "the collective cannot start a reduction".into(),
+        })
+    })
 }
 
 /// Grows `v` to `len` zeros, or says how much memory could not be had (an error, not an

@@ -53,6 +53,27 @@ pub trait Collective {
     /// The same for 64-bit values (metric sums and counts, exact up to 2^53).
     fn all_reduce_sum_f64(&self, data: &mut [f64]) -> Result<(), CollectiveError>;
 
+    /// Whether [`Collective::start_all_reduce`] starts reductions that complete while
+    /// the caller computes.
+    fn overlaps(&self) -> bool {
+        false
+    }
+
+    /// Starts summing the `len` values at `data` over the ranks, in place, and returns
+    /// without waiting (to overlap the reduction with computation); `None` when the
+    /// collective has no such operation, and the caller reduces once it is done.
+    ///
+    /// # Safety
+    /// `data..data + len` must stay allocated, and be neither read nor written by anyone
+    /// else, until the returned operation has completed.
+    unsafe fn start_all_reduce(
+        &self,
+        _data: *mut f32,
+        _len: usize,
+    ) -> Option<Result<Box<dyn Pending + '_>, CollectiveError>> {
+        None
+    }
+
     /// The collective's operations on GPU memory, when it has them (NCCL).
     #[cfg(feature = "cuda")]
     fn device(&self) -> Option<&dyn DeviceCollective> {
@@ -73,6 +94,14 @@ pub trait DeviceCollective {
         stream: &Arc<cudarc::driver::CudaStream>,
         weight: f32,
     ) -> Result<(), CollectiveError>;
+}
+
+/// A reduction in flight ([`Collective::start_all_reduce`]).
+pub trait Pending {
+    /// Lets the transport progress; whether the reduction is complete.
+    fn test(&mut self) -> Result<bool, CollectiveError>;
+    /// Waits until the reduction is complete (or the collective's deadline passes).
+    fn wait(self: Box<Self>) -> Result<(), CollectiveError>;
 }
 
 /// A shared handle on a [`Collective`] (the training configuration holds one; it stays

@@ -15,7 +15,12 @@ use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 
-use super::{Collective, CollectiveError};
+use std::mem::MaybeUninit;
+
+use mpi::ffi;
+use mpi::raw::AsRaw;
+
+use super::{Collective, CollectiveError, Pending};
 
 /// The largest number of values one `MPI_Iallreduce` carries (16 MiB of `f32`).
 pub const BUCKET: usize = 1 << 22;
@@ -89,6 +94,18 @@ impl MpiCollective {
         }
     }
 
+    /// Past the deadline: says what is known and ends the job.
+    fn abort(&self) -> ! {
+        eprintln!(
+            "error: rank {} of {}: the all-reduce got no answer from every rank within {:.0} s: {}; aborting the job",
+            self.rank,
+            self.size,
+            self.timeout.as_secs_f64(),
+            self.diagnose()
+        );
+        self.world.abort(1)
+    }
+
     /// Sums `data` over the ranks in buckets, polling until done or the deadline.
     fn reduce<T>(&self, data: &mut [T]) -> Result<(), CollectiveError>
     where
@@ -127,14 +144,7 @@ impl MpiCollective {
                 if Instant::now() > deadline {
                     // The requests can be neither completed nor cancelled: the job ends
                     // here, every rank with it.
-                    eprintln!(
-                        "error: rank {} of {}: the all-reduce got no answer from every rank within {:.0} s: {}; aborting the job",
-                        self.rank,
-                        self.size,
-                        self.timeout.as_secs_f64(),
-                        self.diagnose()
-                    );
-                    self.world.abort(1);
+                    self.abort();
                 }
                 // MPI progresses a non-blocking collective inside `MPI_Test`: poll hard
                 // at first (the other ranks are usually about to arrive), then leave the
@@ -170,6 +180,112 @@ impl Collective for MpiCollective {
 
     fn all_reduce_sum_f64(&self, data: &mut [f64]) -> Result<(), CollectiveError> {
         self.reduce(data)
+    }
+
+    fn overlaps(&self) -> bool {
+        true
+    }
+
+    unsafe fn start_all_reduce(
+        &self,
+        data: *mut f32,
+        len: usize,
+    ) -> Option<Result<Box<dyn Pending + '_>, CollectiveError>> {
+        let Ok(count) = i32::try_from(len) else {
+            return Some(Err(CollectiveError {
+                message: format!("a gradient bucket of {len} values is too large for MPI"),
+            }));
+        };
+        // SAFETY: the caller keeps `data..data + len` alive and untouched until the
+        // request completes; the values to send are copied first (no `MPI_IN_PLACE`,
+        // whose value differs between MPI implementations).
+        let send: Vec<f32> = unsafe { std::slice::from_raw_parts(data, len) }.to_vec();
+        let mut request = MaybeUninit::<ffi::MPI_Request>::uninit();
+        // SAFETY: both buffers hold `count` floats; the request is written by MPI.
+        let rc = unsafe {
+            ffi::MPI_Iallreduce(
+                send.as_ptr().cast(),
+                data.cast(),
+                count,
+                ffi::RSMPI_FLOAT,
+                ffi::RSMPI_SUM,
+                self.world.as_raw(),
+                request.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Some(Err(CollectiveError {
+                message: format!("rank {}: MPI_Iallreduce failed ({rc})", self.rank),
+            }));
+        }
+        Some(Ok(Box::new(MpiPending {
+            // SAFETY: written by the successful call above.
+            request: unsafe { request.assume_init() },
+            _send: send,
+            deadline: Instant::now() + self.timeout,
+            owner: self,
+            done: false,
+        })))
+    }
+}
+
+/// An `MPI_Iallreduce` in flight; its send buffer lives as long as it does.
+struct MpiPending<'a> {
+    request: ffi::MPI_Request,
+    _send: Vec<f32>,
+    deadline: Instant,
+    owner: &'a MpiCollective,
+    done: bool,
+}
+
+impl Pending for MpiPending<'_> {
+    fn test(&mut self) -> Result<bool, CollectiveError> {
+        if self.done {
+            return Ok(true);
+        }
+        let mut flag = 0;
+        // SAFETY: the request is live until MPI reports it complete (then it is set to
+        // MPI_REQUEST_NULL and `done` keeps us from testing it again).
+        let rc = unsafe { ffi::MPI_Test(&mut self.request, &mut flag, ffi::RSMPI_STATUS_IGNORE) };
+        if rc != 0 {
+            return Err(CollectiveError {
+                message: format!("rank {}: MPI_Test failed ({rc})", self.owner.rank),
+            });
+        }
+        self.done = flag != 0;
+        Ok(self.done)
+    }
+
+    fn wait(mut self: Box<Self>) -> Result<(), CollectiveError> {
+        let mut spins = 0u32;
+        while !self.test()? {
+            if Instant::now() > self.deadline {
+                self.owner.abort();
+            }
+            spins += 1;
+            if spins < 20_000 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MpiPending<'_> {
+    fn drop(&mut self) {
+        // A request dropped in flight (an error elsewhere) must not outlive its buffers:
+        // the job ends rather than let MPI write into freed memory.
+        if !self.done && !matches!(self.test(), Ok(true)) {
+            let start = Instant::now();
+            while !matches!(self.test(), Ok(true)) {
+                if start.elapsed() > self.owner.timeout {
+                    self.owner.abort();
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
     }
 }
 

@@ -701,6 +701,24 @@ fn data_parallel_step(
     global: usize,
     stop: bool,
 ) -> Result<(StepOutput, f32, bool, f64), ReduceError> {
+    let share = shard as f32 / global as f32;
+    // Overlapped: the gradients are reduced bucket by bucket while the backward pass
+    // runs, then the loss sum and stop flags in a small reduction of their own.
+    // (Every rank takes the same path: a rank without rows reduces zeros the same way.)
+    let overlapped = exec.grad_step_overlapped(x, y, dist, share).transpose()?;
+    if let Some((mut out, waited)) = overlapped {
+        let local = out.loss;
+        let mut extra = [local * shard as f32, f32::from(u8::from(stop))];
+        let reducing = Instant::now();
+        dist.all_reduce_sum(&mut extra)
+            .map_err(ReduceError::Collective)?;
+        // The reductions' cost to the step: the wait after the last gradient kernel and
+        // the small reduction (the overlapped part is hidden behind computing).
+        let comm = waited + reducing.elapsed().as_secs_f64();
+        exec.apply_gradients().map_err(ReduceError::Exec)?;
+        out.loss = extra[0] / global as f32;
+        return Ok((out, local, extra[1] > 0.0, comm));
+    }
     let mut out = if shard > 0 {
         exec.grad_step(x, y).map_err(ReduceError::Exec)?
     } else {
@@ -710,7 +728,6 @@ fn data_parallel_step(
         }
     };
     let local = out.loss;
-    let share = shard as f32 / global as f32;
     let extra = [local * shard as f32, f32::from(u8::from(stop)), 0.0, 0.0];
     let reducing = Instant::now();
     let [loss_sum, stops, ..] = exec.reduce_gradients(dist, share, extra)?;
