@@ -193,8 +193,8 @@ fn an_empty_shard_of_a_short_last_batch_takes_part_in_the_overlapped_reduction()
     let dir = scratch("mpi", "empty");
     let file = example("xor.nn");
     let (one, two) = (dir.join("one"), dir.join("two"));
-    // 51 training rows in batches of 5: the last batch has one row, rank 1 none of it.
-    let args = ["--epochs", "3", "--batch", "5", "--quiet"];
+    // 52 training rows in batches of 3: the last batch has one row, rank 1 none of it.
+    let args = ["--epochs", "3", "--batch", "3", "--quiet"];
     ok(&nnc(&[
         &["train", file.as_str(), "--out", &s(&one)][..],
         &args[..],
