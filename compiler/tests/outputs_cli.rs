@@ -469,3 +469,28 @@ fn a_second_run_into_a_folder_in_use_is_refused_naming_the_first() {
         "{err}"
     );
 }
+
+#[test]
+fn a_second_run_without_out_takes_the_next_free_default_folder() {
+    let dir = scratch("outputs", "default");
+    let file = xor(&dir, "x.nn", "0.05", "0.25");
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nnc"))
+            .args(["train", &file, "--epochs", "1"])
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+    };
+    ok(&run());
+    let before = std::fs::read(dir.join("runs/x/metrics.jsonl")).unwrap();
+    let err = ok_stderr(&run());
+    assert!(
+        err.contains("`runs/x` holds an earlier run; this one writes to `runs/x-2`"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("runs/x/metrics.jsonl")).unwrap(),
+        before
+    );
+    assert!(dir.join("runs/x-2/weights.safetensors").is_file());
+}

@@ -2,6 +2,7 @@
 //! started, and the executor with the data-parallel halves of the training step (the
 //! runtime's loop runs the schedule; see `nnc_runtime::dist`).
 
+#[cfg(any(feature = "mpi", feature = "nccl", test))]
 use std::rc::Rc;
 use std::time::Duration;
 

@@ -137,12 +137,12 @@ pub(super) fn run_train_in(
         None => None,
     };
     let task = task_kind(model, train.loss);
-    // Resuming writes into the folder resumed from unless told otherwise.
-    let out_dir = opts
-        .out
-        .clone()
-        .or_else(|| opts.resume.clone())
-        .unwrap_or_else(|| default_out_dir(program, path, model));
+    // Resuming writes into the folder resumed from unless told otherwise; a fresh run
+    // without `--out` takes the next free default folder rather than an earlier run's.
+    let out_dir = match opts.out.clone().or_else(|| opts.resume.clone()) {
+        Some(dir) => dir,
+        None => free_default_dir(default_out_dir(program, path, model), opts),
+    };
     let mut config = TrainConfig::new(task, out_dir);
     config.epochs = opts.epochs.unwrap_or(train.epochs);
     config.batch = opts.batch.unwrap_or(train.batch);
@@ -374,6 +374,39 @@ pub(super) fn task_kind(model: &TypedModel, loss: Loss) -> TaskKind {
 }
 
 /// `runs/<file stem>`, or `runs/<file stem>-<model>` when the file trains several models.
+/// `base` unless it holds an earlier run's results (and `--overwrite` was not given);
+/// then `base-2`, `base-3`, …, the first that does not, with a note saying so.
+fn free_default_dir(base: PathBuf, opts: &TrainOptions) -> PathBuf {
+    let holds_results = |dir: &Path| {
+        [
+            nnc_runtime::train::WEIGHTS_FILE,
+            nnc_runtime::train::CHECKPOINT_FILE,
+            nnc_runtime::train::METRICS_FILE,
+        ]
+        .iter()
+        .any(|f| dir.join(f).exists())
+    };
+    if opts.overwrite || !holds_results(&base) {
+        return base;
+    }
+    let name = base
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let free = (2..)
+        .map(|k| base.with_file_name(format!("{name}-{k}")))
+        .find(|d| !holds_results(d))
+        .unwrap_or(base.clone());
+    if !opts.quiet {
+        eprintln!(
+            "note: `{}` holds an earlier run; this one writes to `{}` (`--out DIR` chooses, `--overwrite` replaces)",
+            base.display(),
+            free.display()
+        );
+    }
+    free
+}
+
 fn default_out_dir(program: &Program, path: &Path, model: &TypedModel) -> PathBuf {
     let stem = path
         .file_stem()
