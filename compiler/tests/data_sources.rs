@@ -65,12 +65,6 @@ train Halves {
 }
 "#;
 
-fn accuracy(out_dir: &Path) -> f64 {
-    let text = std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap();
-    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-    last["test_accuracy"].as_f64().unwrap()
-}
-
 #[test]
 fn an_image_folder_trains_and_predict_prints_class_names() {
     let dir = scratch("data", "images");
@@ -79,7 +73,7 @@ fn an_image_folder_trains_and_predict_prints_class_names() {
     std::fs::write(&file, SHAPES).unwrap();
     let run = dir.join("run");
     ok(&nnc(&["train", &s(&file), "--quiet", "--out", &s(&run)]));
-    let acc = accuracy(&run);
+    let acc = test_accuracy(&run);
     assert!(acc >= 0.9, "the halves are easy: test accuracy {acc}");
     let weights = s(&run.join("weights.safetensors"));
     let out = ok(&nnc(&[
@@ -148,7 +142,7 @@ fn npy_arrays_train_with_and_without_a_test_pair() {
         .unwrap();
         let run = dir.join(format!("run-{name}"));
         ok(&nnc(&["train", &s(&file), "--quiet", "--out", &s(&run)]));
-        let acc = accuracy(&run);
+        let acc = test_accuracy(&run);
         assert!(acc >= 0.9, "{name}: test accuracy {acc}");
         let w = s(&run.join("weights.safetensors"));
         let out = ok(&nnc(&["eval", &s(&file), "--weights", &w]));

@@ -71,38 +71,17 @@ fn log_never_overwrites_a_file_that_is_not_a_metrics_log() {
     let dir = scratch("outputs", "log");
     let file = xor(&dir, "x.nn", "0.05", "0.25");
     let source = std::fs::read(&file).unwrap();
-    let err = fails(&nnc(&[
-        "train",
+    let err = fails(&train(
         &file,
-        "--quiet",
-        "--out",
-        &s(&dir.join("a")),
-        "--log",
-        &file,
-        "--overwrite",
-    ]));
+        &dir.join("a"),
+        &["--log", &file, "--overwrite"],
+    ));
     assert!(err.contains("not a metrics log"), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), source, "the source survived");
     let log = s(&dir.join("log.jsonl"));
-    ok(&nnc(&[
-        "train",
-        &file,
-        "--quiet",
-        "--out",
-        &s(&dir.join("b")),
-        "--log",
-        &log,
-    ]));
+    ok(&train(&file, &dir.join("b"), &["--log", &log]));
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2);
-    let err = fails(&nnc(&[
-        "train",
-        &file,
-        "--quiet",
-        "--out",
-        &s(&dir.join("c")),
-        "--log",
-        &log,
-    ]));
+    let err = fails(&train(&file, &dir.join("c"), &["--log", &log]));
     assert!(err.contains("metrics of an earlier run"), "{err}");
 }
 
@@ -111,7 +90,7 @@ fn resume_writes_to_its_folder_and_may_change_epochs_and_rate_but_not_data() {
     let dir = scratch("outputs", "resume");
     let file = xor(&dir, "x.nn", "0.05", "0.25");
     let run = dir.join("run");
-    ok(&nnc(&["train", &file, "--quiet", "--out", &s(&run)]));
+    ok(&train(&file, &run, &[]));
     // Another rate, more epochs, no `--out`: warnings, and the rows go on in `run`.
     let faster = xor(&dir, "y.nn", "0.01", "0.25");
     let err = ok_stderr(&nnc(&[
@@ -211,24 +190,8 @@ fn progress(path: &Path) -> String {
 fn checkpoints_hold_state_not_the_history() {
     let dir = scratch("outputs", "history");
     let file = xor(&dir, "x.nn", "0.05", "0.25");
-    ok(&nnc(&[
-        "train",
-        &file,
-        "--quiet",
-        "--out",
-        &s(&dir.join("a")),
-        "--epochs",
-        "2",
-    ]));
-    ok(&nnc(&[
-        "train",
-        &file,
-        "--quiet",
-        "--out",
-        &s(&dir.join("b")),
-        "--epochs",
-        "60",
-    ]));
+    ok(&train(&file, &dir.join("a"), &["--epochs", "2"]));
+    ok(&train(&file, &dir.join("b"), &["--epochs", "60"]));
     let short = progress(&dir.join("a/checkpoint.safetensors"));
     let long = progress(&dir.join("b/checkpoint.safetensors"));
     assert!(!long.contains("history"), "{long}");
@@ -266,13 +229,7 @@ fn a_nan_in_evaluation_is_blamed_on_the_data_not_the_rate() {
         .unwrap()
         .replace("|> tanh", "|> relu");
     std::fs::write(&file, text).unwrap();
-    let err = fails(&nnc(&[
-        "train",
-        &file,
-        "--quiet",
-        "--out",
-        &s(&dir.join("o")),
-    ]));
+    let err = fails(&train(&file, &dir.join("o"), &[]));
     assert!(err.contains("the test loss became"), "{err}");
     assert!(!err.contains("learning rate"), "{err}");
     assert!(err.contains("evaluated data"), "{err}");
@@ -295,23 +252,11 @@ fn idx_sources_name_a_file_given_for_the_folder_and_a_folder_given_for_a_file() 
         .unwrap();
         s(&file)
     };
-    let err = fails(&nnc(&[
-        "train",
-        &program(&data),
-        "--quiet",
-        "--out",
-        &s(&dir.join("o")),
-    ]));
+    let err = fails(&train(&program(&data), &dir.join("o"), &[]));
     assert!(err.contains("is a folder, not an IDX file"), "{err}");
     let plain = data.join("notes.txt");
     std::fs::write(&plain, "x").unwrap();
-    let err = fails(&nnc(&[
-        "train",
-        &program(&plain),
-        "--quiet",
-        "--out",
-        &s(&dir.join("o")),
-    ]));
+    let err = fails(&train(&program(&plain), &dir.join("o"), &[]));
     assert!(
         err.contains("this is a file; an IDX data source is the folder"),
         "{err}"
@@ -380,13 +325,7 @@ fn a_huge_csv_cell_is_cut_in_the_error_and_control_bytes_are_escaped() {
         "model M {\n    input ab: [2]\n    output p = ab |> dense(2) |> softmax\n}\n\ntrain M {\n    data = csv(\"bad.csv\", target = \"label\")\n    loss = cross_entropy\n    optimizer = sgd(lr = 0.1)\n}\n",
     )
     .unwrap();
-    let err = fails(&nnc(&[
-        "train",
-        &s(&file),
-        "--quiet",
-        "--out",
-        &s(&dir.join("o")),
-    ]));
+    let err = fails(&train(&s(&file), &dir.join("o"), &[]));
     assert!(err.len() < 2000, "the message is {} bytes long", err.len());
     assert!(err.contains("bytes in all"), "{err}");
     assert!(!err.contains('\u{1b}') && err.contains("\\u{1b}"), "{err}");
@@ -422,13 +361,7 @@ fn a_plain_and_a_gzip_copy_of_an_idx_file_is_a_warning_naming_the_one_read() {
         ),
     )
     .unwrap();
-    let err = ok_stderr(&nnc(&[
-        "train",
-        &s(&file),
-        "--quiet",
-        "--out",
-        &s(&dir.join("o")),
-    ]));
+    let err = ok_stderr(&train(&s(&file), &dir.join("o"), &[]));
     assert!(
         err.contains("warning: both") && err.contains("reading `train-labels-idx1-ubyte`"),
         "{err}"

@@ -40,6 +40,49 @@ pub struct ModelInfo {
     pub buffers: Vec<String>,
 }
 
+impl ModelInfo {
+    /// Each gradient's offset in the one gradient buffer, and the gradients' total
+    /// length ([`ModelInfo::grads`] in order).
+    pub fn grad_layout(&self) -> (std::collections::HashMap<String, usize>, usize) {
+        grad_layout(&self.grads)
+    }
+}
+
+/// See [`ModelInfo::grad_layout`].
+pub fn grad_layout(
+    grads: &[(String, Vec<usize>)],
+) -> (std::collections::HashMap<String, usize>, usize) {
+    let mut at = std::collections::HashMap::new();
+    let mut len = 0;
+    for (name, shape) in grads {
+        at.insert(name.clone(), len);
+        len += shape.iter().product::<usize>();
+    }
+    (at, len)
+}
+
+/// Which program of a compiled training block a call runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StepProgram {
+    Train,
+    Eval,
+    /// The data-parallel halves of the training step.
+    Grad,
+    Apply,
+}
+
+impl StepProgram {
+    /// The training or the evaluation step.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn of(train: bool) -> StepProgram {
+        if train {
+            StepProgram::Train
+        } else {
+            StepProgram::Eval
+        }
+    }
+}
+
 /// Where a compiled executor finds a step buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Binding<'a> {

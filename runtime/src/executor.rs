@@ -184,10 +184,7 @@ pub trait Executor {
     /// (batch-norm statistics). The gradients land in [`Executor::gradients`]. An error
     /// when the executor was not built with the data-parallel steps.
     fn grad_step(&mut self, _x: &Tensor, _y: &Tensor) -> Result<StepOutput, ExecError> {
-        Err(ExecError::new(format!(
-            "the {} executor was not built for data-parallel training",
-            self.backend()
-        )))
+        Err(not_parallel())
     }
 
     /// The one buffer holding every gradient of the last [`Executor::grad_step`], in the
@@ -217,11 +214,9 @@ pub trait Executor {
         share: f32,
         extra: [f32; GRAD_EXTRA],
     ) -> Result<[f32; GRAD_EXTRA], crate::dist::ReduceError> {
-        let grads = self.gradients().ok_or_else(|| {
-            crate::dist::ReduceError::Exec(ExecError::new(
-                "the executor was not built for data-parallel training",
-            ))
-        })?;
+        let grads = self
+            .gradients()
+            .ok_or_else(|| crate::dist::ReduceError::Exec(not_parallel()))?;
         let g = grads.len() - GRAD_EXTRA;
         if share > 0.0 {
             for v in &mut grads[..g] {
@@ -258,10 +253,7 @@ pub trait Executor {
     /// Second half of a data-parallel step: the optimizer update with the gradients in
     /// [`Executor::gradients`], advancing `step`.
     fn apply_gradients(&mut self) -> Result<(), ExecError> {
-        Err(ExecError::new(format!(
-            "the {} executor was not built for data-parallel training",
-            self.backend()
-        )))
+        Err(not_parallel())
     }
 
     /// Starts (or stops) timing each kernel of the training step; a backend without
@@ -295,8 +287,14 @@ pub trait Executor {
     }
 }
 
-/// Spare slots after the gradients in [`Executor::gradients`].
-pub const GRAD_EXTRA: usize = 4;
+/// Spare slots after the gradients in [`Executor::gradients`]: the loss sum and the
+/// stop flag of a data-parallel step.
+pub const GRAD_EXTRA: usize = 2;
+
+/// The error of a data-parallel call on an executor built without the split step.
+pub fn not_parallel() -> ExecError {
+    ExecError::new("the executor was not built for data-parallel training")
+}
 
 /// The time one kernel of the training step took while profiling.
 #[derive(Clone, Debug, PartialEq)]

@@ -120,3 +120,32 @@ fn models_golden() {
         ));
     });
 }
+
+/// The data-parallel halves of the training step (`nnc train --distributed`): the
+/// gradient graph and the update graph of every block of the model programs and of the
+/// training-controls program (clipping, decay and a schedule in the update half).
+#[test]
+fn parallel_golden() {
+    let print = |path: &Path| {
+        let src = std::fs::read(path).expect("program file is readable");
+        let base = path.parent().expect("program files live in a folder");
+        let (_, program) = nnc::pipeline::front_end(&src, base)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+        let mut out = String::new();
+        for train in &program.trains {
+            let model = &program.models[train.model];
+            let g = nnc::step::build_parallel_graphs(model, train)
+                .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.message));
+            out.push_str(&format!("# gradients handed over: {:?}\n", g.grads));
+            out.push_str(&nnc::ir::print::print_graph(&g.grad));
+            out.push_str(&nnc::ir::print::print_graph(&g.apply));
+        }
+        out
+    };
+    insta::glob!("../golden/models", "*.nn", |path| {
+        insta::assert_snapshot!(print(path));
+    });
+    insta::glob!("../golden/ir", "training_controls.nn", |path| {
+        insta::assert_snapshot!(print(path));
+    });
+}

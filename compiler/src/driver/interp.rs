@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use nnc_runtime::executor::{
-    EvalOutput, ExecError, Executor, StateKind, StateTensor, StepOutput, GRAD_EXTRA,
+    not_parallel, EvalOutput, ExecError, Executor, StateKind, StateTensor, StepOutput, GRAD_EXTRA,
 };
 use nnc_runtime::tensor::Tensor as RtTensor;
 
@@ -62,11 +62,7 @@ impl InterpExecutor {
 
     /// Adds the data-parallel halves of the training step.
     pub fn with_parallel(mut self, graphs: ParallelGraphs) -> InterpExecutor {
-        let len: usize = graphs
-            .grads
-            .iter()
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum();
+        let (_, len) = nnc_runtime::artifact::grad_layout(&graphs.grads);
         self.parallel = Some((graphs, vec![0.0; len + GRAD_EXTRA]));
         self
     }
@@ -122,10 +118,6 @@ fn take(outputs: &mut HashMap<String, Tensor>, name: &str) -> Result<Tensor, Exe
     outputs
         .remove(name)
         .ok_or_else(|| ExecError::new(format!("the step graph has no output `{name}`")))
-}
-
-fn not_parallel() -> ExecError {
-    ExecError::new("the executor was not built for data-parallel training")
 }
 
 fn scalar(t: &Tensor) -> f32 {

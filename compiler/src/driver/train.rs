@@ -377,15 +377,7 @@ pub(super) fn task_kind(model: &TypedModel, loss: Loss) -> TaskKind {
 /// `base` unless it holds an earlier run's results (and `--overwrite` was not given);
 /// then `base-2`, `base-3`, …, the first that does not, with a note saying so.
 fn free_default_dir(base: PathBuf, opts: &TrainOptions) -> PathBuf {
-    let holds_results = |dir: &Path| {
-        [
-            nnc_runtime::train::WEIGHTS_FILE,
-            nnc_runtime::train::CHECKPOINT_FILE,
-            nnc_runtime::train::METRICS_FILE,
-        ]
-        .iter()
-        .any(|f| dir.join(f).exists())
-    };
+    let holds_results = |dir: &Path| !nnc_runtime::train::outdir::results_in(dir).is_empty();
     if opts.overwrite || !holds_results(&base) {
         return base;
     }

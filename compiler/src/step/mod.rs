@@ -122,15 +122,7 @@ fn build(model: &TypedModel, train: &TypedTrain) -> IrResult<StepGraphs> {
             ir_bail!("parameter `{name}` has a name the training step reserves; rename it");
         }
     }
-    let out_node = model
-        .nodes
-        .get(model.output.0 as usize)
-        .ok_or_else(|| IrError::new("the model output refers to a missing node"))?;
-    let out_shape = full_shape(&out_node.shape);
-    let label_shape = match train.loss {
-        Loss::CrossEntropy => Shape(vec![Dim::N]),
-        _ => out_shape.clone(),
-    };
+    let label_shape = label_shape(model, train)?;
 
     // The training step.
     let mut g = Graph::new(&format!("{}_train_step", model.name));
@@ -138,92 +130,16 @@ fn build(model: &TypedModel, train: &TypedTrain) -> IrResult<StepGraphs> {
     let y = g.input(LABELS, label_shape.clone())?;
     let (params, buffers) = bind_state(&mut g, model)?;
     let step = g.input(STEP, Shape::scalar())?;
-    let slots = crate::optim::state_names(&train.optimizer);
-    let mut state_inputs = Vec::new();
-    let mut state = Vec::new();
-    for p in &model.params {
-        let mut ids = Vec::new();
-        if train.is_frozen(&p.name) {
-            // A frozen parameter has no optimizer state.
-            state_inputs.push(ids);
-            continue;
-        }
-        for slot in slots {
-            let name = format!("{}.{slot}", p.name);
-            ids.push(g.input(&name, full_shape(&p.shape))?);
-            state.push(StateSpec {
-                name,
-                shape: p.shape.dims.clone(),
-                fill: 0.0,
-            });
-        }
-        state_inputs.push(ids);
-    }
-    state.push(StateSpec {
-        name: STEP.into(),
-        shape: Vec::new(),
-        fill: 0.0,
-    });
-    // Under a schedule the rate is a scalar input the runtime sets before each step.
-    let lr = if train.schedule == Schedule::Constant {
-        None
-    } else {
-        state.push(StateSpec {
-            name: LR.into(),
-            shape: Vec::new(),
-            fill: crate::optim::base_lr(&train.optimizer) as f32,
-        });
-        Some(g.input(LR, Shape::scalar())?)
-    };
-    let fwd = lower_model(
-        &mut g,
-        model,
-        Mode::Train {
-            seed: train.seed,
-            step,
-        },
-        &Bindings {
-            inputs: &[x],
-            params: &params,
-            buffers: &buffers,
-        },
-    )?;
-    let loss = build_loss_smoothed(&mut g, &fwd, train.loss, y, train.label_smoothing)?;
-    // Gradients of the trainable parameters only: a frozen one is an input that stays.
-    let trainable: Vec<usize> = (0..model.params.len())
-        .filter(|&i| !train.is_frozen(&model.params[i].name))
-        .collect();
-    let wrt: Vec<NodeId> = trainable.iter().map(|&i| params[i]).collect();
-    let raw = crate::autodiff::grad(&mut g, loss, &wrt)?;
-    let grads = shape_gradients(&mut g, train, &wrt, raw)?;
-    let one = g.constant(1.0);
-    let t = g.add(step, one)?;
-    let mut updates = Vec::new();
-    for (k, &i) in trainable.iter().enumerate() {
-        let p = &model.params[i];
-        let (new_p, new_state) = crate::optim::update_with(
-            &mut g,
-            &train.optimizer,
-            params[i],
-            grads[k],
-            &state_inputs[i],
-            t,
-            lr,
-        )?;
-        updates.push((p.name.clone(), new_p));
-        for (slot, id) in slots.iter().zip(new_state) {
-            updates.push((format!("{}.{slot}", p.name), id));
-        }
-    }
-    for (name, id) in updates {
-        g.set_output(&name, id)?;
-    }
-    for (b, id) in &fwd.buffer_updates {
+    let update = update_inputs(&mut g, model, train)?;
+    let back = backward(&mut g, model, train, x, y, &params, &buffers, step)?;
+    let t = apply_update(&mut g, model, train, &params, step, &update, &back)?;
+    for (b, id) in &back.fwd.buffer_updates {
         g.set_output(&model.buffers[*b].name, *id)?;
     }
     g.set_output(STEP, t)?;
-    g.set_output(LOSS, loss)?;
-    g.set_output(OUTPUT, fwd.output)?;
+    g.set_output(LOSS, back.loss)?;
+    g.set_output(OUTPUT, back.fwd.output)?;
+    let state = update.state;
     let train_graph = g.compact();
 
     // The evaluation graph.
@@ -270,6 +186,154 @@ fn build(model: &TypedModel, train: &TypedTrain) -> IrResult<StepGraphs> {
 }
 
 /// The scalar loss of a forward pass against labels `y` (see the module doc).
+/// The shape of `y`: class indices `[N]` for `cross_entropy`, else the model output's.
+fn label_shape(model: &TypedModel, train: &TypedTrain) -> IrResult<Shape> {
+    let out_node = model
+        .nodes
+        .get(model.output.0 as usize)
+        .ok_or_else(|| IrError::new("the model output refers to a missing node"))?;
+    Ok(match train.loss {
+        Loss::CrossEntropy => Shape(vec![Dim::N]),
+        _ => full_shape(&out_node.shape),
+    })
+}
+
+/// The optimizer's inputs of a training step: each trainable parameter's state slots
+/// (by parameter index; none for a frozen one), the `lr` input under a schedule, and the
+/// state they and `step` make up.
+struct UpdateInputs {
+    slots: Vec<Vec<NodeId>>,
+    lr: Option<NodeId>,
+    state: Vec<StateSpec>,
+}
+
+fn update_inputs(g: &mut Graph, model: &TypedModel, train: &TypedTrain) -> IrResult<UpdateInputs> {
+    let names = crate::optim::state_names(&train.optimizer);
+    let mut slots = Vec::with_capacity(model.params.len());
+    let mut state = Vec::new();
+    for p in &model.params {
+        let mut ids = Vec::new();
+        if !train.is_frozen(&p.name) {
+            for slot in names {
+                let name = format!("{}.{slot}", p.name);
+                ids.push(g.input(&name, full_shape(&p.shape))?);
+                state.push(StateSpec {
+                    name,
+                    shape: p.shape.dims.clone(),
+                    fill: 0.0,
+                });
+            }
+        }
+        slots.push(ids);
+    }
+    state.push(StateSpec {
+        name: STEP.into(),
+        shape: Vec::new(),
+        fill: 0.0,
+    });
+    // Under a schedule the rate is a scalar input the runtime sets before each step.
+    let lr = if train.schedule == Schedule::Constant {
+        None
+    } else {
+        state.push(StateSpec {
+            name: LR.into(),
+            shape: Vec::new(),
+            fill: crate::optim::base_lr(&train.optimizer) as f32,
+        });
+        Some(g.input(LR, Shape::scalar())?)
+    };
+    Ok(UpdateInputs { slots, lr, state })
+}
+
+/// The forward pass in training mode, the loss, and the raw gradients of the trainable
+/// parameters (a frozen one is an input that stays).
+struct Backward {
+    fwd: Forward,
+    loss: NodeId,
+    /// Indices of the trainable parameters, in declaration order.
+    trainable: Vec<usize>,
+    /// The gradient of the loss for each of them.
+    grads: Vec<NodeId>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    g: &mut Graph,
+    model: &TypedModel,
+    train: &TypedTrain,
+    x: NodeId,
+    y: NodeId,
+    params: &[NodeId],
+    buffers: &[NodeId],
+    step: NodeId,
+) -> IrResult<Backward> {
+    let fwd = lower_model(
+        g,
+        model,
+        Mode::Train {
+            seed: train.seed,
+            step,
+        },
+        &Bindings {
+            inputs: &[x],
+            params,
+            buffers,
+        },
+    )?;
+    let loss = build_loss_smoothed(g, &fwd, train.loss, y, train.label_smoothing)?;
+    let trainable: Vec<usize> = (0..model.params.len())
+        .filter(|&i| !train.is_frozen(&model.params[i].name))
+        .collect();
+    let wrt: Vec<NodeId> = trainable.iter().map(|&i| params[i]).collect();
+    let grads = crate::autodiff::grad(g, loss, &wrt)?;
+    Ok(Backward {
+        fwd,
+        loss,
+        trainable,
+        grads,
+    })
+}
+
+/// Clips and decays the gradients ([`shape_gradients`]), applies the optimizer to every
+/// trainable parameter and sets the new parameters and optimizer state as outputs;
+/// returns the advanced `step` (not yet an output).
+fn apply_update(
+    g: &mut Graph,
+    model: &TypedModel,
+    train: &TypedTrain,
+    params: &[NodeId],
+    step: NodeId,
+    inputs: &UpdateInputs,
+    back: &Backward,
+) -> IrResult<NodeId> {
+    let wrt: Vec<NodeId> = back.trainable.iter().map(|&i| params[i]).collect();
+    let grads = shape_gradients(g, train, &wrt, back.grads.clone())?;
+    let one = g.constant(1.0);
+    let t = g.add(step, one)?;
+    let slots = crate::optim::state_names(&train.optimizer);
+    let mut updates = Vec::new();
+    for (k, &i) in back.trainable.iter().enumerate() {
+        let p = &model.params[i];
+        let (new_p, new_state) = crate::optim::update_with(
+            g,
+            &train.optimizer,
+            params[i],
+            grads[k],
+            &inputs.slots[i],
+            t,
+            inputs.lr,
+        )?;
+        updates.push((p.name.clone(), new_p));
+        for (slot, id) in slots.iter().zip(new_state) {
+            updates.push((format!("{}.{slot}", p.name), id));
+        }
+    }
+    for (name, id) in updates {
+        g.set_output(&name, id)?;
+    }
+    Ok(t)
+}
+
 /// The gradients as the optimizer takes them: each element clamped to `[−clip_value,
 /// clip_value]`, then all scaled by `min(1, clip_norm / (‖g‖ + 1e-6))` with `‖g‖` the
 /// global L2 norm over every trainable parameter (one scalar computed in the step), then

@@ -14,11 +14,11 @@
 //! Run one after the other on one process with the gradients untouched, the two steps
 //! compute what the fused step computes: the same ops in the same order.
 
-use super::{build_loss_smoothed, shape_gradients, LR, STEP};
-use crate::ir::graph::{Dim, Graph, NodeId, Shape};
-use crate::ir::lower::{bind_state, full_shape, lower_model, Bindings, Mode};
-use crate::ir::{IrError, IrResult};
-use crate::sema::typed::{Loss, Schedule, TypedModel, TypedTrain};
+use super::{apply_update, backward, label_shape, update_inputs, Backward, STEP};
+use crate::ir::graph::{Graph, NodeId, Shape};
+use crate::ir::lower::{bind_state, full_shape};
+use crate::ir::IrResult;
+use crate::sema::typed::{TypedModel, TypedTrain};
 
 pub use nnc_runtime::artifact::{GRAD_SUFFIX, INPUT, LABELS, LOSS, OUTPUT};
 
@@ -32,104 +32,55 @@ pub struct ParallelGraphs {
     pub grads: Vec<(String, Vec<usize>)>,
 }
 
-/// Builds both halves of the training step of `model` under `train`.
+/// Builds both halves of the training step of `model` under `train`, from the same
+/// pieces as the fused step ([`super::backward`], [`super::apply_update`]).
 pub fn build_parallel_graphs(model: &TypedModel, train: &TypedTrain) -> IrResult<ParallelGraphs> {
-    let out_node = model
-        .nodes
-        .get(model.output.0 as usize)
-        .ok_or_else(|| IrError::new("the model output refers to a missing node"))?;
-    let label_shape = match train.loss {
-        Loss::CrossEntropy => Shape(vec![Dim::N]),
-        _ => full_shape(&out_node.shape),
-    };
-    let trainable: Vec<usize> = (0..model.params.len())
-        .filter(|&i| !train.is_frozen(&model.params[i].name))
-        .collect();
     let grad_name = |i: usize| format!("{}{GRAD_SUFFIX}", model.params[i].name);
 
     // The gradient step.
     let mut g = Graph::new(&format!("{}_grad_step", model.name));
     let x = g.input(INPUT, full_shape(&model.inputs[0].shape))?;
-    let y = g.input(LABELS, label_shape)?;
+    let y = g.input(LABELS, label_shape(model, train)?)?;
     let (params, buffers) = bind_state(&mut g, model)?;
     let step = g.input(STEP, Shape::scalar())?;
-    let fwd = lower_model(
-        &mut g,
-        model,
-        Mode::Train {
-            seed: train.seed,
-            step,
-        },
-        &Bindings {
-            inputs: &[x],
-            params: &params,
-            buffers: &buffers,
-        },
-    )?;
-    let loss = build_loss_smoothed(&mut g, &fwd, train.loss, y, train.label_smoothing)?;
-    let wrt: Vec<NodeId> = trainable.iter().map(|&i| params[i]).collect();
-    let raw = crate::autodiff::grad(&mut g, loss, &wrt)?;
-    for (k, &i) in trainable.iter().enumerate() {
-        g.set_output(&grad_name(i), raw[k])?;
+    let back = backward(&mut g, model, train, x, y, &params, &buffers, step)?;
+    for (&i, &d) in back.trainable.iter().zip(&back.grads) {
+        g.set_output(&grad_name(i), d)?;
     }
-    for (b, id) in &fwd.buffer_updates {
+    for (b, id) in &back.fwd.buffer_updates {
         g.set_output(&model.buffers[*b].name, *id)?;
     }
-    g.set_output(LOSS, loss)?;
-    g.set_output(OUTPUT, fwd.output)?;
+    g.set_output(LOSS, back.loss)?;
+    g.set_output(OUTPUT, back.fwd.output)?;
     let grad = g.compact();
 
-    // The update step.
+    // The update step: the gradients come in as inputs.
     let mut a = Graph::new(&format!("{}_apply_step", model.name));
-    let mut params = Vec::with_capacity(model.params.len());
-    for p in &model.params {
-        params.push(a.input(&p.name, full_shape(&p.shape))?);
-    }
+    let params = model
+        .params
+        .iter()
+        .map(|p| a.input(&p.name, full_shape(&p.shape)))
+        .collect::<IrResult<Vec<NodeId>>>()?;
     let step = a.input(STEP, Shape::scalar())?;
-    let slots = crate::optim::state_names(&train.optimizer);
-    let mut state_inputs = Vec::with_capacity(trainable.len());
-    let mut incoming = Vec::with_capacity(trainable.len());
-    for &i in &trainable {
-        let p = &model.params[i];
-        let mut ids = Vec::new();
-        for slot in slots {
-            ids.push(a.input(&format!("{}.{slot}", p.name), full_shape(&p.shape))?);
-        }
-        state_inputs.push(ids);
-        incoming.push(a.input(&grad_name(i), full_shape(&p.shape))?);
-    }
-    let lr = if train.schedule == Schedule::Constant {
-        None
-    } else {
-        Some(a.input(LR, Shape::scalar())?)
+    let update = update_inputs(&mut a, model, train)?;
+    let incoming = back
+        .trainable
+        .iter()
+        .map(|&i| a.input(&grad_name(i), full_shape(&model.params[i].shape)))
+        .collect::<IrResult<Vec<NodeId>>>()?;
+    let handed = Backward {
+        grads: incoming,
+        ..back
     };
-    let wrt: Vec<NodeId> = trainable.iter().map(|&i| params[i]).collect();
-    let grads = shape_gradients(&mut a, train, &wrt, incoming)?;
-    let one = a.constant(1.0);
-    let t = a.add(step, one)?;
-    for (k, &i) in trainable.iter().enumerate() {
-        let name = &model.params[i].name;
-        let (new_p, new_state) = crate::optim::update_with(
-            &mut a,
-            &train.optimizer,
-            params[i],
-            grads[k],
-            &state_inputs[k],
-            t,
-            lr,
-        )?;
-        a.set_output(name, new_p)?;
-        for (slot, id) in slots.iter().zip(new_state) {
-            a.set_output(&format!("{name}.{slot}"), id)?;
-        }
-    }
+    let t = apply_update(&mut a, model, train, &params, step, &update, &handed)?;
     a.set_output(STEP, t)?;
     let apply = a.compact();
 
     Ok(ParallelGraphs {
         grad,
         apply,
-        grads: trainable
+        grads: handed
+            .trainable
             .iter()
             .map(|&i| (grad_name(i), model.params[i].shape.dims.clone()))
             .collect(),

@@ -65,3 +65,34 @@ pub fn scratch(suite: &str, name: &str) -> PathBuf {
 pub fn s(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// Runs `nnc train FILE --quiet --out OUT` with `extra` arguments.
+pub fn train(file: &str, out: &Path, extra: &[&str]) -> Output {
+    let out = s(out);
+    let mut args = vec!["train", file, "--quiet", "--out", &out];
+    args.extend_from_slice(extra);
+    nnc(&args)
+}
+
+/// `test_accuracy` of the last row of `metrics.jsonl` in the output folder `out`.
+pub fn test_accuracy(out: &Path) -> f64 {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let row: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    row["test_accuracy"].as_f64().unwrap()
+}
+
+/// The largest difference between the same-named tensors of two weights files.
+pub fn max_weight_diff(a: &Path, b: &Path) -> f32 {
+    let (wa, wb) = (
+        nnc_runtime::checkpoint::read_weights(a).unwrap(),
+        nnc_runtime::checkpoint::read_weights(b).unwrap(),
+    );
+    let mut worst = 0.0f32;
+    for (name, t) in &wa {
+        let u = &wb.iter().find(|(n, _)| n == name).unwrap().1;
+        for (x, y) in t.data.iter().zip(&u.data) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    worst
+}

@@ -35,7 +35,7 @@ pub use pool::Pool;
 
 type KernelFn = unsafe extern "C" fn(*const KernelCtx, *const *mut f32, i64, i64, i64);
 
-use crate::artifact::{binding, check_bindings, Binding};
+use crate::artifact::{binding, check_bindings, Binding, StepProgram};
 pub use crate::artifact::{
     ModelInfo, APPLY_MANIFEST, EVAL_MANIFEST, GRAD_MANIFEST, INPUT, LABELS, LIBRARY_FILE, LOSS,
     OUTPUT, TRAIN_MANIFEST,
@@ -44,16 +44,6 @@ pub use crate::artifact::{
 struct LoadedProgram {
     manifest: Manifest,
     kernels: Vec<KernelFn>,
-}
-
-/// Which program of the artifact a call runs.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Which {
-    Train,
-    Eval,
-    /// The data-parallel halves of the training step.
-    Grad,
-    Apply,
 }
 
 /// The data-parallel halves of the training step and the one buffer of gradients they
@@ -176,12 +166,7 @@ impl CpuExecutor {
             for prog in [&grad, &apply] {
                 check_bindings(&prog.manifest.buffers, &info)?;
             }
-            let mut at = HashMap::new();
-            let mut len = 0;
-            for (name, shape) in &info.grads {
-                at.insert(name.clone(), len);
-                len += shape.iter().product::<usize>();
-            }
+            let (at, len) = info.grad_layout();
             let buckets = buckets(&grad.manifest, &info.grads);
             Some(Parallel {
                 grad,
@@ -218,29 +203,28 @@ impl CpuExecutor {
 
     /// Runs one program for a batch of `n` with `x`, `y` bound; results stay in
     /// `batch_bufs` (`loss`, `output`) and in the state.
-    fn run(&mut self, which: Which, x: &Tensor, y: &Tensor) -> Result<(), ExecError> {
+    fn run(&mut self, which: StepProgram, x: &Tensor, y: &Tensor) -> Result<(), ExecError> {
         self.run_with(which, x, y, &mut |_| Ok(()))
     }
 
     /// [`CpuExecutor::run`], calling `after(k)` once kernel `k` has finished.
     fn run_with(
         &mut self,
-        which: Which,
+        which: StepProgram,
         x: &Tensor,
         y: &Tensor,
         after: &mut dyn FnMut(usize) -> Result<(), ExecError>,
     ) -> Result<(), ExecError> {
         let n = x.shape.first().copied().unwrap_or(0);
         let _ftz = denormals::FlushToZero::enable();
-        let train = which == Which::Train;
-        let no_parallel =
-            || ExecError::new("the executor was not built for data-parallel training");
+        let train = which == StepProgram::Train;
+        let no_parallel = crate::executor::not_parallel;
         let (prog, mut grads) = match which {
-            Which::Train => (&self.train, None),
-            Which::Eval => (&self.eval, None),
-            Which::Grad | Which::Apply => {
+            StepProgram::Train => (&self.train, None),
+            StepProgram::Eval => (&self.eval, None),
+            StepProgram::Grad | StepProgram::Apply => {
                 let p = self.parallel.as_mut().ok_or_else(no_parallel)?;
-                let prog = if which == Which::Grad {
+                let prog = if which == StepProgram::Grad {
                     &p.grad
                 } else {
                     &p.apply
@@ -350,6 +334,23 @@ impl CpuExecutor {
             after(i)?;
         }
         Ok(())
+    }
+
+    /// Runs a training program (the fused step or the gradient half) on a batch: its
+    /// loss and output.
+    fn step(
+        &mut self,
+        which: StepProgram,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<StepOutput, ExecError> {
+        let n = x.shape.first().copied().unwrap_or(0);
+        self.run(which, x, y)?;
+        let (loss, output) = self.take_results(n);
+        Ok(StepOutput {
+            loss,
+            output: Some(output),
+        })
     }
 
     fn take_results(&mut self, n: usize) -> (f32, Tensor) {
@@ -583,13 +584,7 @@ impl Executor for CpuExecutor {
     }
 
     fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput, ExecError> {
-        let n = x.shape.first().copied().unwrap_or(0);
-        self.run(Which::Train, x, y)?;
-        let (loss, output) = self.take_results(n);
-        Ok(StepOutput {
-            loss,
-            output: Some(output),
-        })
+        self.step(StepProgram::Train, x, y)
     }
 
     fn buffer_names(&self) -> Vec<String> {
@@ -597,13 +592,7 @@ impl Executor for CpuExecutor {
     }
 
     fn grad_step(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput, ExecError> {
-        let n = x.shape.first().copied().unwrap_or(0);
-        self.run(Which::Grad, x, y)?;
-        let (loss, output) = self.take_results(n);
-        Ok(StepOutput {
-            loss,
-            output: Some(output),
-        })
+        self.step(StepProgram::Grad, x, y)
     }
 
     fn gradients(&mut self) -> Option<&mut [f32]> {
@@ -625,29 +614,26 @@ impl Executor for CpuExecutor {
             return None;
         }
         let base = p.buffer.as_mut_ptr();
-        let spans: Vec<(usize, usize, Option<usize>)> = p
-            .buckets
-            .iter()
-            .map(|b| (b.offset, b.len, b.ready))
-            .collect();
+        // Taken for the step (its kernels run on `self`) and put back after it.
+        let buckets = std::mem::take(&mut p.buckets);
         let n = x.shape.first().copied().unwrap_or(0);
-        let mut pending: Vec<Box<dyn Pending + '_>> = Vec::with_capacity(spans.len());
-        let mut next = 0;
-        let mut failure = None;
         if n == 0 {
             // No rows for this rank: gradients of zero, reduced in the same buckets and
             // order as the other ranks'.
             p.buffer.fill(0.0);
         }
+        // SAFETY: a bucket is started once no kernel after its `ready` one touches it;
+        // the buffer outlives the reductions, which complete before this function returns.
+        let start = |b: &Bucket| unsafe { start_bucket(dist, base, b.offset, b.len, share) };
+        let mut pending: Vec<Box<dyn Pending + '_>> = Vec::with_capacity(buckets.len());
+        let mut next = 0;
+        let mut failure = None;
         let ran = if n == 0 {
             Ok(())
         } else {
-            self.run_with(Which::Grad, x, y, &mut |k| {
-                while next < spans.len() && spans[next].2.is_some_and(|r| r <= k) {
-                    let (offset, len, _) = spans[next];
-                    // SAFETY: no kernel after `ready` touches the bucket; the buffer outlives
-                    // the reductions, which complete before this function returns.
-                    match unsafe { start_bucket(dist, base, offset, len, share) } {
+            self.run_with(StepProgram::Grad, x, y, &mut |k| {
+                while next < buckets.len() && buckets[next].ready.is_some_and(|r| r <= k) {
+                    match start(&buckets[next]) {
                         Ok(op) => pending.push(op),
                         Err(e) => {
                             failure = Some(e);
@@ -669,9 +655,9 @@ impl Executor for CpuExecutor {
         });
         let waiting = std::time::Instant::now();
         if result.is_ok() {
-            for &(offset, len, _) in &spans[next..] {
-                // SAFETY: the step is over; nothing else touches the buffer.
-                match unsafe { start_bucket(dist, base, offset, len, share) } {
+            // The buckets no kernel writes, and those the last kernels finished.
+            for b in &buckets[next..] {
+                match start(b) {
                     Ok(op) => pending.push(op),
                     Err(e) => {
                         result = Err(ReduceError::Collective(e));
@@ -687,6 +673,9 @@ impl Executor for CpuExecutor {
                     result = Err(ReduceError::Collective(e));
                 }
             }
+        }
+        if let Some(p) = self.parallel.as_mut() {
+            p.buckets = buckets;
         }
         let waited = waiting.elapsed().as_secs_f64();
         Some(result.map(|()| {
@@ -708,12 +697,12 @@ impl Executor for CpuExecutor {
 
     fn apply_gradients(&mut self) -> Result<(), ExecError> {
         let none = Tensor::default();
-        self.run(Which::Apply, &none, &none)
+        self.run(StepProgram::Apply, &none, &none)
     }
 
     fn eval_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<EvalOutput, ExecError> {
         let n = x.shape.first().copied().unwrap_or(0);
-        self.run(Which::Eval, x, y)?;
+        self.run(StepProgram::Eval, x, y)?;
         let (loss, output) = self.take_results(n);
         Ok(EvalOutput { loss, output })
     }

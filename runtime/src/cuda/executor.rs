@@ -42,7 +42,9 @@ use nnc_kernels::ir::{BufferKind, Program};
 
 use super::data::{data_blocks, DATA_KERNELS, DATA_PTX, DATA_THREADS};
 use super::Device;
-use crate::artifact::{binding, check_bindings, Binding, ModelInfo, INPUT, LABELS, LOSS, OUTPUT};
+use crate::artifact::{
+    binding, check_bindings, Binding, ModelInfo, StepProgram, INPUT, LABELS, LOSS, OUTPUT,
+};
 use crate::executor::{
     EpochRun, EvalOutput, ExecError, Executor, NonFiniteParam, StateKind, StateTensor, StepOutput,
     GRAD_EXTRA,
@@ -90,27 +92,6 @@ struct Resident {
     /// A full-size step captured as a graph, with the launch arguments it was captured
     /// with (a moved buffer means a new capture).
     graph: Option<(Vec<u64>, CudaGraph)>,
-}
-
-/// Which program of the executor a call runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Which {
-    Train,
-    Eval,
-    /// The data-parallel halves of the training step.
-    Grad,
-    Apply,
-}
-
-impl Which {
-    /// The training or the evaluation step.
-    fn of(train: bool) -> Which {
-        if train {
-            Which::Train
-        } else {
-            Which::Eval
-        }
-    }
 }
 
 /// The data-parallel halves of the training step and the one device buffer of gradients
@@ -311,12 +292,7 @@ impl CudaExecutor {
         for prog in [&grad, &apply] {
             check_bindings(&prog.program.buffers, &self.info)?;
         }
-        let mut at = HashMap::new();
-        let mut len = 0;
-        for (name, shape) in &self.info.grads {
-            at.insert(name.clone(), len);
-            len += shape.iter().product::<usize>();
-        }
+        let (at, len) = self.info.grad_layout();
         let grads = self
             .stream
             .alloc_zeros::<f32>(len + GRAD_EXTRA)
@@ -330,17 +306,17 @@ impl CudaExecutor {
         Ok(self)
     }
 
-    fn program(&self, which: Which) -> Result<&LoadedProgram, ExecError> {
+    fn program(&self, which: StepProgram) -> Result<&LoadedProgram, ExecError> {
         let parallel = || {
             self.parallel.as_ref().ok_or_else(|| {
                 ExecError::new("the executor was not built for data-parallel training")
             })
         };
         Ok(match which {
-            Which::Train => &self.train,
-            Which::Eval => &self.eval,
-            Which::Grad => &parallel()?.grad,
-            Which::Apply => &parallel()?.apply,
+            StepProgram::Train => &self.train,
+            StepProgram::Eval => &self.eval,
+            StepProgram::Grad => &parallel()?.grad,
+            StepProgram::Apply => &parallel()?.apply,
         })
     }
 
@@ -358,7 +334,7 @@ impl CudaExecutor {
     }
 
     /// Runs one program for the batch `x`, `y`; results stay on the device.
-    fn run(&mut self, which: Which, x: &Tensor, y: &Tensor) -> Result<(), ExecError> {
+    fn run(&mut self, which: StepProgram, x: &Tensor, y: &Tensor) -> Result<(), ExecError> {
         let n = x.shape.first().copied().unwrap_or(0);
         self.prepare(which, n, x.data.len(), y.data.len())?;
         // Upload the batch (what the program reads: a buffer another program left may be
@@ -387,7 +363,7 @@ impl CudaExecutor {
     /// labels) for a batch of `n` rows of one program.
     fn prepare(
         &mut self,
-        which: Which,
+        which: StepProgram,
         n: usize,
         x_len: usize,
         y_len: usize,
@@ -430,7 +406,7 @@ impl CudaExecutor {
     /// step reads).
     fn bind(
         &self,
-        which: Which,
+        which: StepProgram,
         n: usize,
         x_len: usize,
         y_len: usize,
@@ -439,7 +415,7 @@ impl CudaExecutor {
         let grads = self
             .parallel
             .as_ref()
-            .filter(|_| matches!(which, Which::Grad | Which::Apply));
+            .filter(|_| matches!(which, StepProgram::Grad | StepProgram::Apply));
         let buffers = &prog.program.buffers;
         let arena = self
             .arena
@@ -501,7 +477,7 @@ impl CudaExecutor {
 
     /// Launches every kernel of one program for a batch of `n` rows, with the buffer
     /// addresses [`CudaExecutor::bind`] resolved.
-    fn launch_program(&self, which: Which, n: usize, ptrs: &[u64]) -> Result<(), ExecError> {
+    fn launch_program(&self, which: StepProgram, n: usize, ptrs: &[u64]) -> Result<(), ExecError> {
         let prog = self.program(which)?;
         for (k, &f) in prog.program.kernels.iter().zip(&prog.module.functions) {
             let (grid, threads) = launch_dims(k, n).map_err(ExecError::new)?;
@@ -531,6 +507,23 @@ impl CudaExecutor {
             .memcpy_dtoh(&s.slice(0..len), &mut out)
             .map_err(driver_error(&format!("cannot read `{key}` from the GPU")))?;
         Ok(out)
+    }
+
+    /// Runs a training program (the fused step or the gradient half) on a batch: its
+    /// loss and output.
+    fn step(
+        &mut self,
+        which: StepProgram,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<StepOutput, ExecError> {
+        let n = x.shape.first().copied().unwrap_or(0);
+        self.run(which, x, y)?;
+        let (loss, output) = self.take_results(n)?;
+        Ok(StepOutput {
+            loss,
+            output: Some(output),
+        })
     }
 
     fn take_results(&self, n: usize) -> Result<(f32, Tensor), ExecError> {
@@ -674,13 +667,7 @@ impl Executor for CudaExecutor {
     }
 
     fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput, ExecError> {
-        let n = x.shape.first().copied().unwrap_or(0);
-        self.run(Which::Train, x, y)?;
-        let (loss, output) = self.take_results(n)?;
-        Ok(StepOutput {
-            loss,
-            output: Some(output),
-        })
+        self.step(StepProgram::Train, x, y)
     }
 
     fn buffer_names(&self) -> Vec<String> {
@@ -688,13 +675,7 @@ impl Executor for CudaExecutor {
     }
 
     fn grad_step(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutput, ExecError> {
-        let n = x.shape.first().copied().unwrap_or(0);
-        self.run(Which::Grad, x, y)?;
-        let (loss, output) = self.take_results(n)?;
-        Ok(StepOutput {
-            loss,
-            output: Some(output),
-        })
+        self.step(StepProgram::Grad, x, y)
     }
 
     /// On the device: the gradients never leave it. The spare values carry `extra`,
@@ -712,11 +693,10 @@ impl Executor for CudaExecutor {
                 dist.name()
             )))
         })?;
-        let p = self.parallel.as_mut().ok_or_else(|| {
-            ReduceError::Exec(ExecError::new(
-                "the executor was not built for data-parallel training",
-            ))
-        })?;
+        let p = self
+            .parallel
+            .as_mut()
+            .ok_or_else(|| ReduceError::Exec(crate::executor::not_parallel()))?;
         let g = p.grads.len() - GRAD_EXTRA;
         let failed = |what: &'static str| move |e| ReduceError::Exec(driver_error(what)(e));
         let weight = if share > 0.0 {
@@ -747,12 +727,12 @@ impl Executor for CudaExecutor {
 
     fn apply_gradients(&mut self) -> Result<(), ExecError> {
         let none = Tensor::default();
-        self.run(Which::Apply, &none, &none)
+        self.run(StepProgram::Apply, &none, &none)
     }
 
     fn eval_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<EvalOutput, ExecError> {
         let n = x.shape.first().copied().unwrap_or(0);
-        self.run(Which::Eval, x, y)?;
+        self.run(StepProgram::Eval, x, y)?;
         let (loss, output) = self.take_results(n)?;
         Ok(EvalOutput { loss, output })
     }

@@ -10,7 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
@@ -106,58 +105,64 @@ impl MpiCollective {
         self.world.abort(1)
     }
 
-    /// Sums `data` over the ranks in buckets, polling until done or the deadline.
-    fn reduce<T>(&self, data: &mut [T]) -> Result<(), CollectiveError>
-    where
-        T: Copy + Equivalence,
-    {
-        let send: Vec<T> = data.to_vec();
-        let deadline = Instant::now() + self.timeout;
-        mpi::request::scope(|scope| {
-            let mut pending: Vec<_> = send
-                .chunks(BUCKET)
-                .zip(data.chunks_mut(BUCKET))
-                .map(|(s, r)| {
-                    Some(
-                        self.world
-                            .immediate_all_reduce_into(scope, s, r, SystemOperation::sum()),
-                    )
-                })
-                .collect();
-            let mut spins = 0u32;
-            loop {
-                let mut open = 0;
-                for slot in pending.iter_mut() {
-                    if let Some(req) = slot.take() {
-                        match req.test() {
-                            Ok(_) => {}
-                            Err(req) => {
-                                *slot = Some(req);
-                                open += 1;
-                            }
-                        }
-                    }
-                }
-                if open == 0 {
-                    return;
-                }
-                if Instant::now() > deadline {
-                    // The requests can be neither completed nor cancelled: the job ends
-                    // here, every rank with it.
-                    self.abort();
-                }
-                // MPI progresses a non-blocking collective inside `MPI_Test`: poll hard
-                // at first (the other ranks are usually about to arrive), then leave the
-                // core to others.
-                spins += 1;
-                if spins < 20_000 {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::sleep(Duration::from_micros(20));
-                }
-            }
-        });
+    /// Sums `data` over the ranks: one non-blocking reduction per bucket of at most
+    /// [`BUCKET`] values, all in flight together, each waited for against the deadline.
+    fn reduce<T: Copy + Equivalence>(&self, data: &mut [T]) -> Result<(), CollectiveError> {
+        let mut pending = Vec::with_capacity(data.len().div_ceil(BUCKET));
+        for chunk in data.chunks_mut(BUCKET) {
+            // SAFETY: `data` stays borrowed, and untouched, until every reduction is
+            // waited for below (a failed wait ends the job).
+            pending.push(unsafe { self.start(chunk.as_mut_ptr(), chunk.len()) }?);
+        }
+        for op in pending {
+            Box::new(op).wait()?;
+        }
         Ok(())
+    }
+
+    /// Starts an `MPI_Iallreduce` summing the `len` values at `data` in place.
+    ///
+    /// # Safety
+    /// `data..data + len` must stay allocated and untouched until the reduction completes.
+    unsafe fn start<T: Copy + Equivalence>(
+        &self,
+        data: *mut T,
+        len: usize,
+    ) -> Result<MpiPending<'_, T>, CollectiveError> {
+        let count = i32::try_from(len).map_err(|_| CollectiveError {
+            message: format!("a bucket of {len} values is too large for MPI"),
+        })?;
+        // The values to send are copied first (no `MPI_IN_PLACE`, whose value differs
+        // between MPI implementations).
+        // SAFETY: the caller's contract.
+        let send: Vec<T> = unsafe { std::slice::from_raw_parts(data, len) }.to_vec();
+        let mut request = MaybeUninit::<ffi::MPI_Request>::uninit();
+        // SAFETY: both buffers hold `count` values of `T`'s datatype; the request is
+        // written by MPI.
+        let rc = unsafe {
+            ffi::MPI_Iallreduce(
+                send.as_ptr().cast(),
+                data.cast(),
+                count,
+                T::equivalent_datatype().as_raw(),
+                ffi::RSMPI_SUM,
+                self.world.as_raw(),
+                request.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(CollectiveError {
+                message: format!("rank {}: MPI_Iallreduce failed ({rc})", self.rank),
+            });
+        }
+        Ok(MpiPending {
+            // SAFETY: written by the successful call above.
+            request: unsafe { request.assume_init() },
+            _send: send,
+            deadline: Instant::now() + self.timeout,
+            owner: self,
+            done: false,
+        })
     }
 }
 
@@ -191,54 +196,21 @@ impl Collective for MpiCollective {
         data: *mut f32,
         len: usize,
     ) -> Option<Result<Box<dyn Pending + '_>, CollectiveError>> {
-        let Ok(count) = i32::try_from(len) else {
-            return Some(Err(CollectiveError {
-                message: format!("a gradient bucket of {len} values is too large for MPI"),
-            }));
-        };
-        // SAFETY: the caller keeps `data..data + len` alive and untouched until the
-        // request completes; the values to send are copied first (no `MPI_IN_PLACE`,
-        // whose value differs between MPI implementations).
-        let send: Vec<f32> = unsafe { std::slice::from_raw_parts(data, len) }.to_vec();
-        let mut request = MaybeUninit::<ffi::MPI_Request>::uninit();
-        // SAFETY: both buffers hold `count` floats; the request is written by MPI.
-        let rc = unsafe {
-            ffi::MPI_Iallreduce(
-                send.as_ptr().cast(),
-                data.cast(),
-                count,
-                ffi::RSMPI_FLOAT,
-                ffi::RSMPI_SUM,
-                self.world.as_raw(),
-                request.as_mut_ptr(),
-            )
-        };
-        if rc != 0 {
-            return Some(Err(CollectiveError {
-                message: format!("rank {}: MPI_Iallreduce failed ({rc})", self.rank),
-            }));
-        }
-        Some(Ok(Box::new(MpiPending {
-            // SAFETY: written by the successful call above.
-            request: unsafe { request.assume_init() },
-            _send: send,
-            deadline: Instant::now() + self.timeout,
-            owner: self,
-            done: false,
-        })))
+        // SAFETY: the caller's contract.
+        Some(unsafe { self.start(data, len) }.map(|op| Box::new(op) as Box<dyn Pending>))
     }
 }
 
 /// An `MPI_Iallreduce` in flight; its send buffer lives as long as it does.
-struct MpiPending<'a> {
+struct MpiPending<'a, T> {
     request: ffi::MPI_Request,
-    _send: Vec<f32>,
+    _send: Vec<T>,
     deadline: Instant,
     owner: &'a MpiCollective,
     done: bool,
 }
 
-impl Pending for MpiPending<'_> {
+impl<T> Pending for MpiPending<'_, T> {
     fn test(&mut self) -> Result<bool, CollectiveError> {
         if self.done {
             return Ok(true);
@@ -273,7 +245,7 @@ impl Pending for MpiPending<'_> {
     }
 }
 
-impl Drop for MpiPending<'_> {
+impl<T> Drop for MpiPending<'_, T> {
     fn drop(&mut self) {
         // A request dropped in flight (an error elsewhere) must not outlive its buffers:
         // the job ends rather than let MPI write into freed memory.

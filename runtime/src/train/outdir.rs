@@ -79,10 +79,7 @@ pub fn claim(dir: &Path, fresh: bool, overwrite: bool) -> Result<OutDirLock, Tra
     write!(file, "{}", std::process::id()).map_err(io)?;
     remove_leftovers(dir);
     if fresh && !overwrite {
-        let held: Vec<&str> = [WEIGHTS_FILE, CHECKPOINT_FILE, METRICS_FILE]
-            .into_iter()
-            .filter(|f| dir.join(f).exists())
-            .collect();
+        let held = results_in(dir);
         if !held.is_empty() {
             return Err(TrainError::Config(format!(
                 "`{}` already holds the results of a run ({})\nhelp: continue that run with `--resume {}`, replace it with `--overwrite`, or write this one elsewhere with `--out`",
@@ -93,6 +90,14 @@ pub fn claim(dir: &Path, fresh: bool, overwrite: bool) -> Result<OutDirLock, Tra
         }
     }
     Ok(OutDirLock { file, path })
+}
+
+/// The results of a run that `dir` holds (weights, checkpoint, metrics log), by file name.
+pub fn results_in(dir: &Path) -> Vec<&'static str> {
+    [WEIGHTS_FILE, CHECKPOINT_FILE, METRICS_FILE]
+        .into_iter()
+        .filter(|f| dir.join(f).exists())
+        .collect()
 }
 
 /// Removes `.<name>.tmp-<pid>` files (what an atomic write leaves when killed mid-way).

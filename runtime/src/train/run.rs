@@ -728,9 +728,9 @@ fn data_parallel_step(
         }
     };
     let local = out.loss;
-    let extra = [local * shard as f32, f32::from(u8::from(stop)), 0.0, 0.0];
+    let extra = [local * shard as f32, f32::from(u8::from(stop))];
     let reducing = Instant::now();
-    let [loss_sum, stops, ..] = exec.reduce_gradients(dist, share, extra)?;
+    let [loss_sum, stops] = exec.reduce_gradients(dist, share, extra)?;
     let comm = reducing.elapsed().as_secs_f64();
     exec.apply_gradients().map_err(ReduceError::Exec)?;
     out.loss = loss_sum / global as f32;

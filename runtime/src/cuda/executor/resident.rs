@@ -178,7 +178,7 @@ impl CudaExecutor {
             }
             .map_err(launch_err("nnc_gather_rows"))?;
         }
-        self.launch_program(Which::of(slot == TRAIN), n, ptrs)?;
+        self.launch_program(StepProgram::of(slot == TRAIN), n, ptrs)?;
         let mut args = [
             addr(LOSS)?,
             if has(OUTPUT) { addr(OUTPUT)? } else { 0 },
@@ -248,7 +248,7 @@ impl CudaExecutor {
         if full > 0 {
             // The arena serves both programs: sized for both now, so that evaluation does
             // not move it (and force a new graph) after the capture.
-            let (this, other) = (Which::of(train), Which::of(!train));
+            let (this, other) = (StepProgram::of(train), StepProgram::of(!train));
             self.prepare(other, batch, batch * widths[0], batch * widths[1])?;
             self.prepare(this, batch, batch * widths[0], batch * widths[1])?;
             let ptrs = self.bind(this, batch, batch * widths[0], batch * widths[1])?;
@@ -262,8 +262,18 @@ impl CudaExecutor {
             }
         }
         if rest > 0 {
-            self.prepare(Which::of(train), rest, rest * widths[0], rest * widths[1])?;
-            let ptrs = self.bind(Which::of(train), rest, rest * widths[0], rest * widths[1])?;
+            self.prepare(
+                StepProgram::of(train),
+                rest,
+                rest * widths[0],
+                rest * widths[1],
+            )?;
+            let ptrs = self.bind(
+                StepProgram::of(train),
+                rest,
+                rest * widths[0],
+                rest * widths[1],
+            )?;
             self.enqueue_resident_step(slot, rest, batch, widths, &ptrs)?;
         }
         let out_w = self.info.output_shape.iter().product::<usize>();
