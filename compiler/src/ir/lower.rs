@@ -12,7 +12,7 @@
 //! | `softplus` | `max(x, 0) + log(1 + exp(−|x|))` (stable) |
 //! | `gelu` | tanh approximation `½x(1 + tanh(√(2/π)(x + 0.044715x³)))` |
 //! | `dropout` | train: `x · (rand ≥ rate) · 1/(1−rate)`, `rand` keyed by (seed, node, step); eval: `x` |
-//! | `batch_norm` | train: batch mean / biased variance over all but the channel axis, running averages updated as `m·old + (1−m)·batch`; eval: the running statistics |
+//! | `batch_norm` | `(x − mean)·scale + β`, per-channel `scale = γ/√(var + ε)`; train: batch mean and biased variance `E[(x − stop_grad(mean))²]` over all but the channel axis (the cut is exact: the variance's derivative in the mean is zero), running averages updated as `m·old + (1−m)·batch`; eval: the running statistics |
 //!
 //! Typed shapes leave the batch implicit; graph shapes carry it as a leading `N`, so a
 //! per-sample axis `a` of a batched value is graph axis `a + 1`. After each node the
@@ -384,16 +384,32 @@ impl Cx<'_> {
                 let rm = get(bind.buffers, *running_mean, "buffer")?;
                 let rv = get(bind.buffers, *running_var, "buffer")?;
                 let eps_c = g.constant(*eps as f32);
-                let (centered, var) = match mode {
-                    Mode::Eval => (g.sub(x, rm)?, rv),
+                let one = g.constant(1.0);
+                // `y = (x − mean)·scale + β` with a per-channel `scale = γ/√(var + ε)`: one
+                // pointwise pass, and a gradient of one sweep of two reductions (Σdy,
+                // Σdy·(x − mean)) and one pointwise pass.
+                let (centered, scale) = match mode {
+                    Mode::Eval => {
+                        let ve = g.add(rv, eps_c)?;
+                        let sd = g.unary(UnaryOp::Sqrt, ve)?;
+                        let rstd = g.div(one, sd)?;
+                        let scale = g.mul(gamma, rstd)?;
+                        (g.sub(x, rm)?, scale)
+                    }
                     Mode::Train { .. } => {
+                        // Two sweeps for the statistics (the mean, then the variance of
+                        // `x − mean`, as exact as the data allows). The variance reads the
+                        // mean through `stop_grad`: its derivative in the mean,
+                        // `−2·E[x − mean]`, is zero, and without the cut the gradient would
+                        // hold a reduction of a reduction (three dependent sweeps).
                         let xs = g.shape(x).clone();
                         let axes: Vec<usize> = (0..xs.rank().saturating_sub(1)).collect();
                         let count = element_count(g, &xs, &axes)?;
                         let sum = g.reduce(ReduceOp::Sum, x, &axes)?;
                         let mean = g.div(sum, count)?;
-                        let centered = g.sub(x, mean)?;
-                        let sq = g.mul(centered, centered)?;
+                        let fixed = g.unary(UnaryOp::StopGrad, mean)?;
+                        let dev = g.sub(x, fixed)?;
+                        let sq = g.mul(dev, dev)?;
                         let sq_sum = g.reduce(ReduceOp::Sum, sq, &axes)?;
                         let var = g.div(sq_sum, count)?;
                         let channel = g.shape(rm).clone();
@@ -406,13 +422,14 @@ impl Cx<'_> {
                             let new = g.scale(batch, (1.0 - momentum) as f32)?;
                             buffer_updates.push((buffer, g.add(keep, new)?));
                         }
-                        (centered, var)
+                        let ve = g.add(var, eps_c)?;
+                        let sd = g.unary(UnaryOp::Sqrt, ve)?;
+                        let rstd = g.div(one, sd)?;
+                        let scale = g.mul(gamma, rstd)?;
+                        (g.sub(x, mean)?, scale)
                     }
                 };
-                let ve = g.add(var, eps_c)?;
-                let sd = g.unary(UnaryOp::Sqrt, ve)?;
-                let norm = g.div(centered, sd)?;
-                let scaled = g.mul(norm, gamma)?;
+                let scaled = g.mul(centered, scale)?;
                 g.add(scaled, beta)?
             }
         })

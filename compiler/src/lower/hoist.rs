@@ -39,15 +39,15 @@ struct Hoister {
 
 /// What a loop changes: the variables it binds, the locals it assigns and the buffers it
 /// writes.
-#[derive(Default)]
-struct Variant {
-    vars: HashSet<VarId>,
-    locals: HashSet<LocalId>,
+#[derive(Clone, Default)]
+pub(super) struct Variant {
+    pub(super) vars: HashSet<VarId>,
+    pub(super) locals: HashSet<LocalId>,
     bufs: HashSet<BufId>,
 }
 
 impl Variant {
-    fn collect(&mut self, s: &Stmt) {
+    pub(super) fn collect(&mut self, s: &Stmt) {
         s.visit(&mut |s| match s {
             Stmt::Loop { var, .. } => {
                 self.vars.insert(*var);
@@ -77,7 +77,7 @@ impl Variant {
         }
     }
 
-    fn invariant(&self, e: &Expr) -> bool {
+    pub(super) fn invariant(&self, e: &Expr) -> bool {
         match e {
             Expr::Const(_) => true,
             Expr::Local(l) => !self.locals.contains(l),

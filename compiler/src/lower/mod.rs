@@ -19,6 +19,7 @@ pub mod expr;
 pub mod gpu;
 pub mod hoist;
 pub mod kernel;
+pub mod lanes;
 pub mod memory;
 pub mod split;
 

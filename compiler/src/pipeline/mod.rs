@@ -293,6 +293,7 @@ fn cpu_program_prefixed(
 ) -> Result<KernelProgram, String> {
     let mut program = step.lowered.program.clone();
     crate::lower::split::split_gemm_rows(&mut program.kernels, batch);
+    crate::lower::lanes::hoist_lane_invariants(&mut program);
     for k in &mut program.kernels {
         k.name = format!("{prefix}{}", k.name);
     }

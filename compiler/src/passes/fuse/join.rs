@@ -93,10 +93,7 @@ pub(super) fn merge_rows(
     // elementwise chains, and only where each pass walks contiguous rows (reductions over
     // the trailing axes); a column reduction would walk them strided, on fewer threads.
     let cheap = |m: &NodeId| cheap(g.op(*m)) || matches!(g.op(*m), Op::Reduce { .. });
-    let rows = axes
-        .iter()
-        .enumerate()
-        .all(|(i, &a)| a + axes.len() == full.rank() + i);
+    let rows = trailing(&axes, full.rank());
     if !cheap(&id) {
         return Err(Some(format!(
             "`{}` would be recomputed by every pass",
@@ -256,6 +253,17 @@ pub(super) fn can_join(
                 GroupKind::Reduce { axes: a2, full: f2 } if a2 != axes || f2 != full => {
                     Err("its consumer kernel reduces other axes".into())
                 }
+                GroupKind::Pointwise
+                    if !trailing(axes, full.rank())
+                        && axes.iter().any(|&a| full.0[a] == Dim::N)
+                        && same_modulo_ones(g.shape(grp.root), full) =>
+                {
+                    // A reduction over the batch (a batch norm's statistics): the consumer
+                    // would sweep the whole batch a block of channels at a time, strided,
+                    // after the reduction's own sweep (nothing of it left in cache); as a
+                    // pointwise kernel of its own it walks memory in order.
+                    Err("it reduces over the batch, and its consumer would sweep the whole batch strided".into())
+                }
                 _ => {
                     if !stored_fit(&[full, shape]) {
                         return Err("the consumer kernel stores values of another shape".into());
@@ -287,6 +295,13 @@ pub(super) fn can_join(
         }
         _ => Err(format!("`{}` is not fusible", op.mnemonic())),
     }
+}
+
+/// Whether `axes` are the trailing axes of a rank-`rank` shape (a row reduction).
+pub(super) fn trailing(axes: &[usize], rank: usize) -> bool {
+    axes.iter()
+        .enumerate()
+        .all(|(i, &a)| a + axes.len() == rank + i)
 }
 
 /// Whether a node is a graph output (so a group that takes it must store it).
