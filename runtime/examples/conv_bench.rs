@@ -78,7 +78,7 @@ impl Shape {
     }
 }
 
-/// LeNet's convolution products at batch `bs`.
+/// LeNet's convolution products at batch `bs`, and the VGG benchmark's first two layers.
 fn shapes(bs: i64) -> Vec<Shape> {
     let s = |name, image, grid, taps, tap, pad, n, transposed| Shape {
         name,
@@ -110,6 +110,12 @@ fn shapes(bs: i64) -> Vec<Shape> {
         // Not LeNet: a first layer over RGB images (CIFAR's 32×32×3, 5×5 pad 2, 16
         // filters), for the packing of a few channels.
         s("rgb fwd", [32, 32, 3], [32, 32], [5, 5], 1, 2, 16, false),
+        // The VGG-style network of `bench/fashion_vgg.nn`: 3×3 pad 1 convolutions of
+        // 28×28×1 and 28×28×32 images into 32 filters (forward and weight gradient).
+        s("vgg1 fwd", [28, 28, 1], [28, 28], [3, 3], 1, 1, 32, false),
+        s("vgg1 wgrad", [28, 28, 1], [28, 28], [3, 3], 1, 1, 32, true),
+        s("vgg2 fwd", [28, 28, 32], [28, 28], [3, 3], 1, 1, 32, false),
+        s("vgg2 wgrad", [28, 28, 32], [28, 28], [3, 3], 1, 1, 32, true),
     ]
 }
 

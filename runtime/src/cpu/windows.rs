@@ -786,7 +786,7 @@ unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
                     let run_end = stop.min(wi - q + q_n);
                     let i0 = ((p - p0) * pw + q) as usize;
                     let c0 = g.c.wrapping_offset(((wi - g.first) * g.rsc) as isize);
-                    if g.csc == 1 && g.rsc == g.n {
+                    if g.csc == 1 && g.rsc >= g.n {
                         // SAFETY: rows `i0..` of the temporary's `n` columns (`rows`
                         // floats each, 16K in all); C's rows `wi - first ..` are the
                         // caller's, contiguous.
@@ -796,7 +796,7 @@ unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
                                 &to_rows,
                                 (temp.as_ptr().add(i0), rows),
                                 (run_end - wi) as usize,
-                                c0,
+                                (c0, g.rsc as usize),
                                 (g.alpha, g.beta),
                             )
                         };
@@ -1065,7 +1065,7 @@ unsafe fn direct_reduce(
                     let run_end = stop.min(wi - q + q_n);
                     let i0 = ((p - p0) * pw + q) as usize;
                     let b0 = g.b.wrapping_offset(((wi - g.first) * g.rsb) as isize);
-                    if g.csb == 1 && g.rsb == g.n {
+                    if g.csb == 1 && g.rsb >= g.n {
                         // SAFETY: rows `wi - first ..` of B (the caller's contract,
                         // contiguous); the columns from `i0` of Bᵀ's `n` rows of `len`
                         // floats.
@@ -1073,7 +1073,7 @@ unsafe fn direct_reduce(
                             skinny::deinterleave(
                                 isa,
                                 &to_cols,
-                                b0,
+                                (b0, g.rsb as usize),
                                 (run_end - wi) as usize,
                                 (bt.as_mut_ptr().add(i0), len),
                             )

@@ -655,28 +655,28 @@ fn lanes(len: usize) -> u16 {
     }
 }
 
-/// `out[t·n + j] = alpha·src[j·ld + t] + beta·out[t·n + j]` for `t < count`, `j < n`
-/// (`out` not read when `beta == 0`): a column-major block (an [`axpy`] product)
-/// written into contiguous row-major rows; with AVX-512, 16 rows at a time through
-/// `tr` (`to_rows`, `n` columns) instead of one scalar store per element.
+/// `out[t·ldo + j] = alpha·src[j·ld + t] + beta·out[t·ldo + j]` for `t < count`,
+/// `j < n` (`out` not read when `beta == 0`; `ldo ≥ n`): a column-major block (an
+/// [`axpy`] product) written into row-major rows; with AVX-512, 16 rows at a time
+/// through `tr` (`to_rows`, `n` columns) instead of one scalar store per element.
 ///
 /// # Safety
 /// `src` is readable at `j·ld + t`, `out` writable (and readable when `beta != 0`)
-/// at `t·n + j`, for those `t`, `j`.
+/// at `t·ldo + j`, for those `t`, `j`.
 pub(crate) unsafe fn interleave(
     isa: Isa,
     tr: &Transpose,
     (src, ld): (*const f32, usize),
     count: usize,
-    out: *mut f32,
+    (out, ldo): (*mut f32, usize),
     (alpha, beta): (f32, f32),
 ) {
     let n = tr.n;
-    debug_assert!(tr.to_rows);
+    debug_assert!(tr.to_rows && ldo >= n);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
         // SAFETY: the caller's contract; `isa()` found AVX-512.
-        unsafe { interleave_avx512(tr, (src, ld), count, out, (alpha, beta)) };
+        unsafe { interleave_avx512(tr, (src, ld), count, (out, ldo), (alpha, beta)) };
         return;
     }
     let _ = isa;
@@ -684,7 +684,7 @@ pub(crate) unsafe fn interleave(
         for j in 0..n {
             // SAFETY: the caller's contract.
             unsafe {
-                let o = out.add(t * n + j);
+                let o = out.add(t * ldo + j);
                 let v = alpha * *src.add(j * ld + t);
                 *o = if beta == 0.0 { v } else { v + beta * *o };
             }
@@ -698,7 +698,7 @@ unsafe fn interleave_avx512(
     tr: &Transpose,
     (src, ld): (*const f32, usize),
     count: usize,
-    out: *mut f32,
+    (out, ldo): (*mut f32, usize),
     (alpha, beta): (f32, f32),
 ) {
     let n = tr.n;
@@ -715,6 +715,24 @@ unsafe fn interleave_avx512(
                 *xj = _mm512_maskz_loadu_ps(m, src.add(j * ld + t));
             }
             permute(tr, &x, &mut y);
+            if ldo != n {
+                // Rows apart: the 16 rows through a stack block, one masked row each.
+                let mut block = [0f32; 16 * MAX_N];
+                for (k, yk) in y.iter().enumerate().take(n) {
+                    _mm512_storeu_ps(block.as_mut_ptr().add(16 * k), _mm512_mul_ps(*yk, av));
+                }
+                let mn = lanes(n);
+                for r in 0..rows {
+                    let o = out.add((t + r) * ldo);
+                    let mut v = _mm512_maskz_loadu_ps(mn, block.as_ptr().add(r * n));
+                    if beta != 0.0 {
+                        v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mn, o), bv, v);
+                    }
+                    _mm512_mask_storeu_ps(o, mn, v);
+                }
+                t += 16;
+                continue;
+            }
             let o = out.add(t * n);
             for (k, yk) in y.iter().enumerate().take(n) {
                 let m = lanes((rows * n).saturating_sub(16 * k));
@@ -732,32 +750,32 @@ unsafe fn interleave_avx512(
     }
 }
 
-/// `dst[j·ld + t] = src[t·n + j]` for `t < count`, `j < n`: contiguous row-major
+/// `dst[j·ld + t] = src[t·lds + j]` for `t < count`, `j < n` (`lds ≥ n`): row-major
 /// rows of `B` copied into columns (`Bᵀ` for [`dot`]); with AVX-512, 16 rows at a
 /// time through `tr` (not `to_rows`).
 ///
 /// # Safety
-/// `src` is readable at `t·n + j`, `dst` writable at `j·ld + t`, for those `t`, `j`.
+/// `src` is readable at `t·lds + j`, `dst` writable at `j·ld + t`, for those `t`, `j`.
 pub(crate) unsafe fn deinterleave(
     isa: Isa,
     tr: &Transpose,
-    src: *const f32,
+    (src, lds): (*const f32, usize),
     count: usize,
     (dst, ld): (*mut f32, usize),
 ) {
     let n = tr.n;
-    debug_assert!(!tr.to_rows);
+    debug_assert!(!tr.to_rows && lds >= n);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
         // SAFETY: the caller's contract; `isa()` found AVX-512.
-        unsafe { deinterleave_avx512(tr, src, count, (dst, ld)) };
+        unsafe { deinterleave_avx512(tr, (src, lds), count, (dst, ld)) };
         return;
     }
     let _ = isa;
     for t in 0..count {
         for j in 0..n {
             // SAFETY: the caller's contract.
-            unsafe { *dst.add(j * ld + t) = *src.add(t * n + j) };
+            unsafe { *dst.add(j * ld + t) = *src.add(t * lds + j) };
         }
     }
 }
@@ -766,19 +784,29 @@ pub(crate) unsafe fn deinterleave(
 #[target_feature(enable = "avx512f")]
 unsafe fn deinterleave_avx512(
     tr: &Transpose,
-    src: *const f32,
+    (src, lds): (*const f32, usize),
     count: usize,
     (dst, ld): (*mut f32, usize),
 ) {
     let n = tr.n;
     let mut x = [_mm512_setzero_ps(); MAX_N];
     let mut y = [_mm512_setzero_ps(); MAX_N];
+    let mut block = [0f32; 16 * MAX_N];
     let mut t = 0;
     // SAFETY: rows `t .. t + 16` (the tail masked) of the caller's contract.
     unsafe {
         while t < count {
             let rows = (count - t).min(16);
-            let s = src.add(t * n);
+            let mut s = src.add(t * lds);
+            if lds != n {
+                // Rows apart: gathered into a stack block of contiguous rows first.
+                let mn = lanes(n);
+                for r in 0..rows {
+                    let v = _mm512_maskz_loadu_ps(mn, src.add((t + r) * lds));
+                    _mm512_mask_storeu_ps(block.as_mut_ptr().add(r * n), mn, v);
+                }
+                s = block.as_ptr();
+            }
             for (k, xk) in x.iter_mut().enumerate().take(n) {
                 let m = lanes((rows * n).saturating_sub(16 * k));
                 *xk = _mm512_maskz_loadu_ps(m, s.add(16 * k));
@@ -893,52 +921,75 @@ mod tests {
     }
 
     /// [`interleave`] and [`deinterleave`] against naive loops: every `n` up to
-    /// `MAX_N`, counts with tails of every length, alpha and beta, every ISA here.
+    /// `MAX_N`, counts with tails of every length, rows contiguous (`n` apart) or
+    /// further apart (a column chunk of wider rows), alpha and beta, every ISA here.
     #[test]
     fn transposes_match_naive_loops() {
         for isa in all_isas() {
             for n in 0..=MAX_N {
                 let (to_rows, to_cols) = (Transpose::new(n, true), Transpose::new(n, false));
                 for count in [1, 7, 15, 16, 17, 28, 33, 48] {
-                    let ld = count + 5;
-                    let src = values(n * ld, 5);
-                    for (alpha, beta) in [(1.0, 0.0), (0.5, 2.0)] {
-                        let out0 = values(count * n + 3, 6);
-                        let mut out = out0.clone();
-                        // SAFETY: `src` holds n columns of `ld`, `out` count × n rows.
-                        unsafe {
-                            interleave(
-                                isa,
-                                &to_rows,
-                                (src.as_ptr(), ld),
-                                count,
-                                out.as_mut_ptr(),
-                                (alpha, beta),
-                            )
-                        };
-                        for (e, &o) in out.iter().enumerate() {
-                            let want = if e < count * n {
-                                let (t, j) = (e / n, e % n);
-                                alpha * src[j * ld + t] + beta * out0[e]
-                            } else {
-                                out0[e]
-                            };
-                            close(f64::from(want), o, &format!("{isa:?} n={n} e={e}"));
-                        }
-                    }
-                    let rows = values(count * n, 7);
-                    let mut cols = vec![9.0; n * ld];
-                    // SAFETY: `rows` holds count × n, `cols` n columns of `ld`.
-                    unsafe {
-                        deinterleave(isa, &to_cols, rows.as_ptr(), count, (cols.as_mut_ptr(), ld))
-                    };
-                    for j in 0..n {
-                        for t in 0..ld {
-                            let want = if t < count { rows[t * n + j] } else { 9.0 };
-                            assert_eq!(cols[j * ld + t], want, "{isa:?} n={n} t={t} j={j}");
-                        }
+                    for row in [n, n + 3, 2 * n + 1] {
+                        check_transposes(isa, (&to_rows, &to_cols), n, count, row);
                     }
                 }
+            }
+        }
+    }
+
+    fn check_transposes(
+        isa: Isa,
+        (to_rows, to_cols): (&Transpose, &Transpose),
+        n: usize,
+        count: usize,
+        row: usize,
+    ) {
+        let ld = count + 5;
+        let src = values(n * ld, 5);
+        for (alpha, beta) in [(1.0, 0.0), (0.5, 2.0)] {
+            let out0 = values(count * row + 3, 6);
+            let mut out = out0.clone();
+            // SAFETY: `src` holds n columns of `ld`, `out` count rows of `row`.
+            unsafe {
+                interleave(
+                    isa,
+                    to_rows,
+                    (src.as_ptr(), ld),
+                    count,
+                    (out.as_mut_ptr(), row),
+                    (alpha, beta),
+                )
+            };
+            for (e, &o) in out.iter().enumerate() {
+                let (t, j) = (e / row.max(1), e % row.max(1));
+                let want = if t < count && j < n {
+                    alpha * src[j * ld + t] + beta * out0[e]
+                } else {
+                    out0[e]
+                };
+                close(
+                    f64::from(want),
+                    o,
+                    &format!("{isa:?} n={n} row={row} e={e}"),
+                );
+            }
+        }
+        let rows = values(count * row, 7);
+        let mut cols = vec![9.0; n * ld];
+        // SAFETY: `rows` holds count rows of `row`, `cols` n columns of `ld`.
+        unsafe {
+            deinterleave(
+                isa,
+                to_cols,
+                (rows.as_ptr(), row),
+                count,
+                (cols.as_mut_ptr(), ld),
+            )
+        };
+        for j in 0..n {
+            for t in 0..ld {
+                let want = if t < count { rows[t * row + j] } else { 9.0 };
+                assert_eq!(cols[j * ld + t], want, "{isa:?} n={n} t={t} j={j}");
             }
         }
     }

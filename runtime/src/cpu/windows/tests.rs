@@ -364,3 +364,61 @@ fn split_products_match_one_lane() {
         }
     }
 }
+
+/// A part of a wider product's columns (the CPU schedule cuts a weight gradient between
+/// the lanes by columns): B and C rows further apart than `n`, every path, one lane and
+/// two; the columns outside the part stay as they were.
+#[test]
+fn column_parts_of_wider_products_match_a_naive_loop() {
+    let pool = Pool::new(2);
+    for (n, mut w) in [3, 8, 16]
+        .into_iter()
+        .flat_map(|n| geometries().into_iter().map(move |w| (n, w)))
+    {
+        for transposed in [false, true] {
+            w.transposed = transposed;
+            let image = values((w.image_len() * 2) as usize, 8);
+            let windows = 2 * w.rows_per_sample();
+            let (m, k) = if transposed {
+                (w.cols(), windows)
+            } else {
+                (windows, w.cols())
+            };
+            // The part is columns `n .. 2n` of rows `3n` wide.
+            let wide = 3 * n;
+            let b = values((k * wide) as usize, 9);
+            let c0 = values((m * wide) as usize, 10);
+            let part = |x: &[f32], rows: i64| -> Vec<f32> {
+                (0..rows * n)
+                    .map(|e| x[((e / n) * wide + n + e % n) as usize])
+                    .collect()
+            };
+            let mut want = part(&c0, m);
+            naive(&w, 0, (m, n, k), &image, &part(&b, k), &mut want, 0.5, 1.0);
+            for (lanes, tuning) in [(None, TUNING), (Some(&pool), TUNING)] {
+                let mut got = c0.clone();
+                let g = descriptor(
+                    &w,
+                    0,
+                    m,
+                    n,
+                    k,
+                    &image,
+                    (&b[n as usize..], wide, 1),
+                    (&mut got[n as usize..], wide, 1),
+                    0.5,
+                    1.0,
+                );
+                // SAFETY: B and C hold `k` and `m` rows of `wide` from column `n`.
+                unsafe { run_tuned(&g, lanes, tuning) };
+                assert_close(&want, &part(&got, m), &format!("{w:?} n {n}"));
+                for (e, (x, y)) in c0.iter().zip(&got).enumerate() {
+                    let col = e as i64 % wide;
+                    if !(n..2 * n).contains(&col) {
+                        assert_eq!(x.to_bits(), y.to_bits(), "{w:?} n {n}: column {col} moved");
+                    }
+                }
+            }
+        }
+    }
+}
