@@ -390,7 +390,10 @@ mod tests {
         let whole = conv(true, 1, 64);
         let mut split = whole.clone();
         super::split_gemm_rows(&mut split.kernels, 128);
-        assert!(part_gemm(&split).is_none(), "the runtime splits it by windows");
+        assert!(
+            part_gemm(&split).is_none(),
+            "the runtime splits it by windows"
+        );
         assert!(matches!(split.kernels[0].body[..], [Stmt::Gemm(_)]));
         same_results(&whole, &split);
     }

@@ -584,6 +584,19 @@ unsafe fn product_rows(g: &WindowsGemm, range: Range<i64>, t: Tuning) {
     // The gemm crate turns a row-major C around (see the module doc).
     let via_temp = (tap_major || t.window_major_temp) && g.csc.abs() < g.rsc.abs();
     let out_len = if via_temp { (block * n) as usize } else { 0 };
+    let isa = skinny::isa();
+    // The temporary's columns in chunks of at most `MAX_N`, each with its transpose.
+    let transposes: Vec<(usize, skinny::Transpose)> = if via_temp {
+        (0..n as usize)
+            .step_by(skinny::MAX_N)
+            .map(|j0| {
+                let w = (n as usize - j0).min(skinny::MAX_N);
+                (j0, skinny::Transpose::new(w, true))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     with_scratch(&PACKED, (block * cols) as usize, |packed| {
         with_scratch(&BLOCK_OUT, out_len, |temp| {
             let mut r = range.start;
@@ -623,7 +636,24 @@ unsafe fn product_rows(g: &WindowsGemm, range: Range<i64>, t: Tuning) {
                 // SAFETY: the packed block is rows × cols floats, the temporary rows × n;
                 // B and C are the caller's.
                 unsafe { product.run() };
-                if via_temp {
+                if via_temp && g.csc == 1 && g.rsc >= n {
+                    // Row-major C: the column-major block goes in 16 columns at a time
+                    // through the narrow kernels' transposes.
+                    for (j0, tr) in &transposes {
+                        // SAFETY: columns `j0 ..` of the temporary (rows × n) into rows
+                        // `r ..` of C (the caller's contract).
+                        unsafe {
+                            skinny::interleave(
+                                isa,
+                                tr,
+                                (temp.as_ptr().add(*j0 * rows as usize), rows as usize),
+                                rows as usize,
+                                (c.add(*j0), g.rsc as usize),
+                                (1.0, g.beta),
+                            )
+                        };
+                    }
+                } else if via_temp {
                     for i in 0..rows {
                         for j in 0..n {
                             let v = temp[(j * rows + i) as usize];

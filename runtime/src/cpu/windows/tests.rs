@@ -203,8 +203,11 @@ fn assert_close(want: &[f32], got: &[f32], what: &str) {
 fn products_match_a_naive_loop() {
     let pool = Pool::new(2);
     // Every width up to the skinny kernels' widest (each chunk width, the dot paths'
-    // limit).
-    for (n, mut w) in (1..=16).flat_map(|n| geometries().into_iter().map(move |w| (n, w))) {
+    // limit), and two wider (a temporary copied into C in chunks of 16 columns).
+    for (n, mut w) in (1..=16)
+        .chain([20, 33])
+        .flat_map(|n| geometries().into_iter().map(move |w| (n, w)))
+    {
         for transposed in [false, true] {
             w.transposed = transposed;
             let samples = 3;
