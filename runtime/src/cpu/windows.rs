@@ -566,6 +566,12 @@ unsafe fn product_rows(g: &WindowsGemm, range: Range<i64>, t: Tuning) {
     let block = (t.block_floats / cols / tile * tile).max(tile);
     let block = block.min(range.end - range.start);
     let tap_major = g.image[2] <= t.tap_major_max_c;
+    #[cfg(target_arch = "x86_64")]
+    if t.direct && tiles::applies(g) && skinny::isa() == skinny::Isa::Avx512 {
+        // SAFETY: forwarded from this function's contract; the machine has AVX-512.
+        unsafe { tiles::rows(g, range) };
+        return;
+    }
     if uses_skinny(g, t) && tap_major && t.direct && direct(g) {
         // SAFETY: forwarded from this function's contract.
         unsafe { direct_rows(g, range) };
@@ -690,6 +696,12 @@ unsafe fn reduce_windows(
     let block = (t.block_floats / cols).max(MIN_REDUCTION_BLOCK);
     let block = block.min(range.end - range.start);
     let tap_major = g.image[2] <= t.tap_major_max_c;
+    #[cfg(target_arch = "x86_64")]
+    if t.direct && tiles::applies(g) && skinny::isa() == skinny::Isa::Avx512 {
+        // SAFETY: forwarded from this function's contract; the machine has AVX-512.
+        unsafe { tiles::rows(g, range) };
+        return;
+    }
     if uses_skinny(g, t) && tap_major && t.direct && direct(g) {
         // SAFETY: forwarded from this function's contract.
         unsafe { direct_reduce(g, range, (out, rso, cso)) };
@@ -1302,6 +1314,7 @@ unsafe fn skinny_reduce(
 }
 
 pub(crate) mod skinny;
+mod tiles;
 
 #[cfg(test)]
 mod tests;

@@ -203,9 +203,10 @@ fn assert_close(want: &[f32], got: &[f32], what: &str) {
 fn products_match_a_naive_loop() {
     let pool = Pool::new(2);
     // Every width up to the skinny kernels' widest (each chunk width, the dot paths'
-    // limit), and two wider (a temporary copied into C in chunks of 16 columns).
+    // limit), and wider: a temporary copied into C in chunks of 16 columns, the direct
+    // tiles of one and two vectors.
     for (n, mut w) in (1..=16)
-        .chain([20, 33])
+        .chain([20, 32, 33, 48, 64])
         .flat_map(|n| geometries().into_iter().map(move |w| (n, w)))
     {
         for transposed in [false, true] {
