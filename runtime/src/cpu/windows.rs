@@ -54,11 +54,12 @@
 //!   (untransposed, `n ≤ 8`) or [`skinny::axpy`] into a column-major partial product
 //!   (transposed: conv2 wgrad).
 //!
-//! Untransposed window-major products of 9–16 columns (conv2 fwd, rgb fwd) stay on the
-//! `gemm` crate: the dot kernels were 1.5× (in place) to 1.8× (packed) slower there (in
-//! place again after the grouped sums of the dot tiles: 2–2.3× slower, conv2 fwd 1.25–1.6
-//! → 2.6–3.3 ms and rgb fwd 8.9–10.2 → 16.7–16.8 on one lane; the 16 columns run as two
-//! chunks of 8, each reading `A` again).
+//! Untransposed products of 9–64 columns with unit steps and taps of ±1 (forward passes
+//! and input gradients of stride-1 convolutions; with one channel, more than 16 columns)
+//! run on the direct tiles of [`tiles`] where the machine has AVX-512: windows read in
+//! place from a padded sample, a tile of windows × all columns in registers. (Before
+//! them, those of 9–16 columns stayed on the `gemm` crate: the dot kernels were 1.5× to
+//! 2.3× slower there.)
 //!
 //! Called from a kernel without a parallel loop (the executor's `SERIAL_POOL` is set) a
 //! product big enough to pay for a hand-off ([`SPLIT_MIN_MACS`]) runs on both lanes:
@@ -697,9 +698,9 @@ unsafe fn reduce_windows(
     let block = block.min(range.end - range.start);
     let tap_major = g.image[2] <= t.tap_major_max_c;
     #[cfg(target_arch = "x86_64")]
-    if t.direct && tiles::applies(g) && skinny::isa() == skinny::Isa::Avx512 {
+    if t.direct && tiles::applies_transposed(g) && skinny::isa() == skinny::Isa::Avx512 {
         // SAFETY: forwarded from this function's contract; the machine has AVX-512.
-        unsafe { tiles::rows(g, range) };
+        unsafe { tiles::reduce(g, range, (out, rso, cso)) };
         return;
     }
     if uses_skinny(g, t) && tap_major && t.direct && direct(g) {
