@@ -13,8 +13,6 @@
 mod expr;
 mod vector;
 
-use vector::Spread;
-
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
     types, AbiParam, Function, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind,
@@ -116,7 +114,6 @@ pub(super) fn lower_kernel(
         vwidth: 4,
         vmoving: false,
         promoted: std::collections::HashMap::new(),
-        spread: None,
         locals,
         ctx,
         n,
@@ -169,10 +166,6 @@ struct Lower<'f, 'k> {
     /// The vector variables holding lanes `lane .. lane + 4` of an accumulator
     /// `buf[index]` while its accumulation nest is lowered, by (buf, index, lane).
     promoted: std::collections::HashMap<(u32, Idx, i32), Variable>,
-    /// While an accumulation nest with few accumulators is lowered: the loop just
-    /// outside its lane loop and the extra sets of accumulators its unrolled copies
-    /// add into (see [`Lower::spread_loop`]).
-    spread: Option<Spread>,
     ctx: Value,
     n: Value,
     sgemm_sig: cranelift_codegen::ir::SigRef,

@@ -26,9 +26,6 @@ impl Lower<'_, '_> {
                 return self.promoting(nest, |l| l.counted_loop(v, lo, hi, |l| l.stmts(body)));
             }
         }
-        if self.spread.as_ref().is_some_and(|s| s.var == var) {
-            return self.spread_loop(var, lo, hi, body);
-        }
         if !vectorisable(var, body) || self.locals_escape(body) {
             return self.counted_loop(v, lo, hi, |l| l.stmts(body));
         }
@@ -66,58 +63,6 @@ impl Lower<'_, '_> {
         self.vmoving = false;
         let rest = self.b.use_var(v);
         self.counted_loop(v, rest, hi, |l| l.stmts(body))
-    }
-
-    /// The loop over `var` of a spread accumulation nest (see [`Spread`]): iterations
-    /// `k` copies at a time, copy `j` with the `j`-th set of accumulators, then the rest
-    /// one at a time with the first set.
-    fn spread_loop(
-        &mut self,
-        var: VarId,
-        lo: Value,
-        hi: Value,
-        body: &[Stmt],
-    ) -> Result<(), CodegenError> {
-        let Some(spread) = self.spread.take() else {
-            return self.fail("no spread accumulation nest".into());
-        };
-        let v = self.vars[var.0 as usize];
-        let copies = 1 + spread.sets.len() as i64;
-        let first = self.promoted.clone();
-        let header = self.b.create_block();
-        let body_block = self.b.create_block();
-        let exit = self.b.create_block();
-        self.b.def_var(v, lo);
-        self.b.ins().jump(header, &[]);
-        self.b.switch_to_block(header);
-        let i = self.b.use_var(v);
-        let end = self.b.ins().iadd_imm_s(i, copies);
-        let more = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, end, hi);
-        self.b.ins().brif(more, body_block, &[], exit, &[]);
-        self.b.switch_to_block(body_block);
-        let start = self.b.use_var(v);
-        for copy in 0..copies {
-            if copy > 0 {
-                self.promoted = spread.sets[copy as usize - 1].clone();
-                let at = self.b.ins().iadd_imm_s(start, copy);
-                self.b.def_var(v, at);
-            }
-            let result = self.stmts(body);
-            if result.is_err() {
-                self.promoted = first;
-                self.spread = Some(spread);
-                return result;
-            }
-        }
-        self.promoted = first;
-        let next = self.b.ins().iadd_imm_s(start, copies);
-        self.b.def_var(v, next);
-        self.b.ins().jump(header, &[]);
-        self.b.switch_to_block(exit);
-        let rest = self.b.use_var(v);
-        let result = self.counted_loop(v, rest, hi, |l| l.stmts(body));
-        self.spread = Some(spread);
-        result
     }
 
     /// `for var in 0..extent { body }` with a constant `extent` of at most
@@ -237,7 +182,6 @@ impl Lower<'_, '_> {
         };
         let extent = self.unrollable(lane, extent, inner)?;
         let mut accs: Vec<(u32, Idx)> = Vec::new();
-        let mut sums = true;
         for s in inner {
             if let Stmt::Store { buf, index, value } = s {
                 let mut reads = false;
@@ -247,18 +191,10 @@ impl Lower<'_, '_> {
                     && !accs.iter().any(|(b, i)| *b == buf.0 && i == index)
                 {
                     accs.push((buf.0, index.clone()));
-                    sums &= is_sum_into(value, buf.0, index);
                 }
             }
         }
-        let last = *outer.last()?;
-        (!accs.is_empty()).then_some(Nest {
-            lane,
-            extent,
-            accs,
-            last,
-            sums,
-        })
+        (!accs.is_empty()).then_some(Nest { lane, extent, accs })
     }
 
     /// Runs `f` (which lowers the nest) with the nest's accumulators loaded into vector
@@ -281,42 +217,7 @@ impl Lower<'_, '_> {
                 homes.push((p, lane, width, v));
             }
         }
-        // Few accumulators: each is one chain of dependent adds, one per iteration, so
-        // the nest runs at the adds' latency. Copies of the innermost outer loop's body
-        // add into their own zeroed sets, summed into the first at the end.
-        let sets = if nest.sums {
-            SPREAD_REGISTERS / homes.len()
-        } else {
-            1
-        };
-        if sets > 1 {
-            let zero = self.b.ins().f32const(0.0);
-            let zero = self.b.ins().splat(F32X4, zero);
-            let mut extra = Vec::new();
-            for _ in 1..sets {
-                let mut set = self.promoted.clone();
-                for v in set.values_mut() {
-                    *v = self.b.declare_var(F32X4);
-                    self.b.def_var(*v, zero);
-                }
-                extra.push(set);
-            }
-            self.spread = Some(Spread {
-                var: nest.last,
-                sets: extra,
-            });
-        }
-        let result = f(self);
-        if let Some(spread) = self.spread.take() {
-            for set in &spread.sets {
-                for (key, &v0) in &self.promoted {
-                    let (a, b) = (self.b.use_var(v0), self.b.use_var(set[key]));
-                    let sum = self.b.ins().fadd(a, b);
-                    self.b.def_var(v0, sum);
-                }
-            }
-        }
-        result?;
+        f(self)?;
         self.promoted.clear();
         for (p, lane, width, v) in homes {
             let x = self.b.use_var(v);
@@ -506,41 +407,6 @@ pub(super) struct Nest {
     lane: VarId,
     extent: i64,
     accs: Vec<(u32, Idx)>,
-    /// The loop just outside the lane loop.
-    last: VarId,
-    /// Whether every accumulator is updated as `acc = acc + x` (so partial sums over
-    /// interleaved iterations add up to it).
-    sums: bool,
-}
-
-/// An accumulation nest spread over several sets of accumulators: the loop over `var`
-/// runs `1 + sets.len()` copies of its body per iteration, copy `k > 0` adding into
-/// `sets[k - 1]` (the promoted variables of each accumulator lane), copy 0 into the
-/// promoted ones.
-pub(super) struct Spread {
-    var: VarId,
-    sets: Vec<std::collections::HashMap<(u32, Idx, i32), cranelift_frontend::Variable>>,
-}
-
-/// How many f32x4 registers an accumulation nest may fill with its sets of
-/// accumulators (one vector: four independent chains; four or more: no spreading).
-const SPREAD_REGISTERS: usize = 4;
-
-/// Whether `value` is `buf[index] + x` or `x + buf[index]` with `x` not reading it.
-fn is_sum_into(value: &Expr, buf: u32, index: &Idx) -> bool {
-    let is_acc =
-        |e: &Expr| matches!(e, Expr::Load { buf: b, index: i } if b.0 == buf && i == index);
-    let reads_acc = |e: &Expr| {
-        let mut hit = false;
-        e.for_each_load(&mut |b, i| hit |= b.0 == buf && i == index);
-        hit
-    };
-    match value {
-        Expr::Binary(BinOp::Add, a, b) => {
-            (is_acc(a) && !reads_acc(b)) || (is_acc(b) && !reads_acc(a))
-        }
-        _ => false,
-    }
 }
 
 /// The (first lane, width) pieces of a straight-line vector loop over `extent` lanes:
