@@ -25,7 +25,7 @@ use std::ops::Range;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::{pad_sample, with_scratch, WindowsGemm, PACKED};
+use super::{ceil_div, pad_sample, with_scratch, WindowsGemm, PACKED};
 
 /// The most windows per tile (one vector of columns: 12 accumulators). With two vectors
 /// a tile holds 8 windows, with three or four 6: at most 24 accumulators beside the rows
@@ -88,7 +88,11 @@ pub(super) unsafe fn rows(g: &WindowsGemm, range: Range<i64>) {
         c: c as usize,
     };
     let vectors = (g.n as usize).div_ceil(16);
-    let per_tile = [R, 8, 6, 6][vectors - 1];
+    // Tiles of a window row balanced: as few as the widest tile allows, of equal size
+    // (a row of 10 windows is one tile of 10, not 12 with 2 junk windows; 28 is 10 + 10
+    // + 8), at least 4.
+    let widest = [R, 8, 6, 6][vectors - 1] as i64;
+    let per_tile = ceil_div(q_n, ceil_div(q_n, widest)).clamp(4, widest) as usize;
     // A tail tile's junk windows read up to `R` windows past a row's last.
     let slack = R * c as usize + (kw * c) as usize;
     with_scratch(&PACKED, image_len + slack, |pimg| {
@@ -116,12 +120,29 @@ pub(super) unsafe fn rows(g: &WindowsGemm, range: Range<i64>) {
                 // SAFETY: the tile reads tap rows `lo..hi` of `R` windows inside the
                 // padded sample and its slack, B's rows of those tap rows and C's `count`
                 // rows (the caller's contract).
+                let args = (g, (a, &layout), lo..hi, out, count);
                 unsafe {
-                    match vectors {
-                        1 => tile::<1, R>(g, (a, &layout), lo..hi, out, count),
-                        2 => tile::<2, 8>(g, (a, &layout), lo..hi, out, count),
-                        3 => tile::<3, 6>(g, (a, &layout), lo..hi, out, count),
-                        _ => tile::<4, 6>(g, (a, &layout), lo..hi, out, count),
+                    match (vectors, per_tile) {
+                        (1, 4) => tile::<1, 4>(args),
+                        (1, 5) => tile::<1, 5>(args),
+                        (1, 6) => tile::<1, 6>(args),
+                        (1, 7) => tile::<1, 7>(args),
+                        (1, 8) => tile::<1, 8>(args),
+                        (1, 9) => tile::<1, 9>(args),
+                        (1, 10) => tile::<1, 10>(args),
+                        (1, 11) => tile::<1, 11>(args),
+                        (1, _) => tile::<1, R>(args),
+                        (2, 4) => tile::<2, 4>(args),
+                        (2, 5) => tile::<2, 5>(args),
+                        (2, 6) => tile::<2, 6>(args),
+                        (2, 7) => tile::<2, 7>(args),
+                        (2, _) => tile::<2, 8>(args),
+                        (3, 4) => tile::<3, 4>(args),
+                        (3, 5) => tile::<3, 5>(args),
+                        (3, _) => tile::<3, 6>(args),
+                        (_, 4) => tile::<4, 4>(args),
+                        (_, 5) => tile::<4, 5>(args),
+                        _ => tile::<4, 6>(args),
                     }
                 };
                 win += count as i64;
@@ -147,11 +168,13 @@ struct Layout {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<const V: usize, const T: usize>(
-    g: &WindowsGemm,
-    (a, layout): (*const f32, &Layout),
-    ty: Range<usize>,
-    out: *mut f32,
-    count: usize,
+    (g, (a, layout), ty, out, count): (
+        &WindowsGemm,
+        (*const f32, &Layout),
+        Range<usize>,
+        *mut f32,
+        usize,
+    ),
 ) {
     let run = layout.taps.len();
     let c = layout.c;
