@@ -175,19 +175,7 @@ impl Hoister {
     fn expr(&mut self, e: &mut Expr, v: &Variant, found: &mut Vec<(Expr, LocalId)>) {
         // `x / c` with an invariant `c` becomes `x · (1/c)`: one division per loop instead
         // of one per iteration (a multiply is several times cheaper than a divide).
-        if let Expr::Binary(BinOp::Div, a, b) = e {
-            if v.invariant(b) && !v.invariant(a) {
-                let (a, b) = (
-                    std::mem::replace(a.as_mut(), Expr::Const(0.0)),
-                    b.as_ref().clone(),
-                );
-                *e = Expr::Binary(
-                    BinOp::Mul,
-                    Box::new(a),
-                    Box::new(Expr::Unary(UnOp::Recip, Box::new(b))),
-                );
-            }
-        }
+        divide_by_reciprocal(e, |x| v.invariant(x), |x| v.invariant(x));
         if worth_hoisting(e) && v.invariant(e) {
             let local = match found.iter().find(|(x, _)| x == e) {
                 Some((_, l)) => *l,
@@ -201,35 +189,31 @@ impl Hoister {
             *e = Expr::Local(local);
             return;
         }
-        match e {
-            Expr::Unary(_, a) => self.expr(a, v, found),
-            Expr::Binary(_, a, b) => {
-                self.expr(a, v, found);
-                self.expr(b, v, found);
-            }
-            Expr::Fma(a, b, c) => {
-                self.expr(a, v, found);
-                self.expr(b, v, found);
-                self.expr(c, v, found);
-            }
-            Expr::Select {
-                a,
-                b,
-                then,
-                otherwise,
-                ..
-            } => {
-                for x in [a, b, then, otherwise] {
-                    self.expr(x, v, found);
-                }
-            }
-            Expr::Rand { step, .. } => self.expr(step, v, found),
-            Expr::Const(_)
-            | Expr::Local(_)
-            | Expr::Load { .. }
-            | Expr::FromIdx(_)
-            | Expr::SharedLoad { .. }
-            | Expr::ShuffleXor { .. } => {}
+        for x in e.children_mut() {
+            self.expr(x, v, found);
+        }
+    }
+}
+
+/// Rewrites `e = x / c` into `x · recip(c)` when the divisor `c` may move (`movable`)
+/// and `x` is not `invariant` (else the whole quotient moves, divided exactly), so that
+/// the reciprocal can leave the loop.
+pub(super) fn divide_by_reciprocal(
+    e: &mut Expr,
+    movable: impl Fn(&Expr) -> bool,
+    invariant: impl Fn(&Expr) -> bool,
+) {
+    if let Expr::Binary(BinOp::Div, a, b) = e {
+        if movable(b) && !invariant(a) {
+            let (a, b) = (
+                std::mem::replace(a.as_mut(), Expr::Const(0.0)),
+                b.as_ref().clone(),
+            );
+            *e = Expr::Binary(
+                BinOp::Mul,
+                Box::new(a),
+                Box::new(Expr::Unary(UnOp::Recip, Box::new(b))),
+            );
         }
     }
 }

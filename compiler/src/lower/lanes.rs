@@ -35,7 +35,7 @@ use nnc_kernels::ir::{
     VarId,
 };
 
-use super::hoist::Variant;
+use super::hoist::{divide_by_reciprocal, Variant};
 use super::memory;
 
 /// Lane loops longer than this are left alone (their rows would not stay in registers
@@ -201,21 +201,14 @@ impl Cx<'_> {
     }
 
     fn expr(&mut self, e: &mut Expr, lane: &mut LaneCx, found: &mut Vec<Found>) {
-        if let Expr::Binary(BinOp::Div, a, b) = e {
-            if lane.invariant(b) && reads_var(b, lane.u) && !lane.invariant(a) {
-                let (a, b) = (
-                    std::mem::replace(a.as_mut(), Expr::Const(0.0)),
-                    b.as_ref().clone(),
-                );
-                *e = Expr::Binary(
-                    BinOp::Mul,
-                    Box::new(a),
-                    Box::new(Expr::Unary(UnOp::Recip, Box::new(b))),
-                );
-            }
-        }
+        divide_by_reciprocal(
+            e,
+            |x| lane.invariant(x) && reads_var(x, lane.u),
+            |x| lane.invariant(x),
+        );
         if lane.invariant(e) && reads_var(e, lane.u) && cost(e) >= 2 {
-            let value = lane.resolve(e);
+            let mut value = e.clone();
+            lane.resolve(&mut value);
             let row = match found
                 .iter()
                 .find(|f| f.value == value && f.u == lane.u && f.lanes == lane.lanes)
@@ -238,35 +231,8 @@ impl Cx<'_> {
             };
             return;
         }
-        match e {
-            Expr::Unary(_, a) => self.expr(a, lane, found),
-            Expr::Binary(_, a, b) => {
-                self.expr(a, lane, found);
-                self.expr(b, lane, found);
-            }
-            Expr::Fma(a, b, c) => {
-                self.expr(a, lane, found);
-                self.expr(b, lane, found);
-                self.expr(c, lane, found);
-            }
-            Expr::Select {
-                a,
-                b,
-                then,
-                otherwise,
-                ..
-            } => {
-                for x in [a, b, then, otherwise] {
-                    self.expr(x, lane, found);
-                }
-            }
-            Expr::Const(_)
-            | Expr::Local(_)
-            | Expr::Load { .. }
-            | Expr::FromIdx(_)
-            | Expr::Rand { .. }
-            | Expr::SharedLoad { .. }
-            | Expr::ShuffleXor { .. } => {}
+        for x in e.children_mut() {
+            self.expr(x, lane, found);
         }
     }
 
@@ -307,36 +273,16 @@ impl LaneCx<'_> {
         self.variant.invariant(e)
     }
 
-    /// `e` with every copy local replaced by the value it copies.
-    fn resolve(&self, e: &Expr) -> Expr {
-        match e {
-            Expr::Local(l) => match self.copies.get(l) {
-                Some(v) => v.clone(),
-                None => e.clone(),
-            },
-            Expr::Unary(op, a) => Expr::Unary(*op, Box::new(self.resolve(a))),
-            Expr::Binary(op, a, b) => {
-                Expr::Binary(*op, Box::new(self.resolve(a)), Box::new(self.resolve(b)))
+    /// Replaces every copy local in `e` by the value it copies.
+    fn resolve(&self, e: &mut Expr) {
+        if let Expr::Local(l) = e {
+            if let Some(v) = self.copies.get(l) {
+                *e = v.clone();
             }
-            Expr::Fma(a, b, c) => Expr::Fma(
-                Box::new(self.resolve(a)),
-                Box::new(self.resolve(b)),
-                Box::new(self.resolve(c)),
-            ),
-            Expr::Select {
-                op,
-                a,
-                b,
-                then,
-                otherwise,
-            } => Expr::Select {
-                op: *op,
-                a: Box::new(self.resolve(a)),
-                b: Box::new(self.resolve(b)),
-                then: Box::new(self.resolve(then)),
-                otherwise: Box::new(self.resolve(otherwise)),
-            },
-            _ => e.clone(),
+            return;
+        }
+        for x in e.children_mut() {
+            self.resolve(x);
         }
     }
 }

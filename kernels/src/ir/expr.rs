@@ -84,6 +84,29 @@ impl Expr {
         }
     }
 
+    /// The direct subexpressions of this expression, for rewriting passes.
+    pub fn children_mut(&mut self) -> Vec<&mut Expr> {
+        match self {
+            Expr::Const(_)
+            | Expr::Local(_)
+            | Expr::Load { .. }
+            | Expr::FromIdx(_)
+            | Expr::SharedLoad { .. }
+            | Expr::ShuffleXor { .. } => Vec::new(),
+            Expr::Unary(_, a) => vec![a.as_mut()],
+            Expr::Binary(_, a, b) => vec![a.as_mut(), b.as_mut()],
+            Expr::Fma(a, b, c) => vec![a.as_mut(), b.as_mut(), c.as_mut()],
+            Expr::Select {
+                a,
+                b,
+                then,
+                otherwise,
+                ..
+            } => vec![a.as_mut(), b.as_mut(), then.as_mut(), otherwise.as_mut()],
+            Expr::Rand { step, .. } => vec![step.as_mut()],
+        }
+    }
+
     /// Calls `f` on the buffer and index of every load in this expression.
     pub fn for_each_load(&self, f: &mut impl FnMut(BufId, &Idx)) {
         self.visit(&mut |e| {

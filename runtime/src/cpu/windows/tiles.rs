@@ -40,17 +40,23 @@ const R: usize = 12;
 /// narrow kernels), and for one channel more than 16 (at most 16 have the one-channel
 /// paths).
 pub(super) fn applies(g: &WindowsGemm) -> bool {
-    let (sy, sx) = shifts(g);
     g.transposed == 0
-        && g.div == [1, 1]
+        && direct(g)
+        && g.csc == 1
+        && (9..=64).contains(&g.n)
+        && (g.image[2] > 1 || g.n > 16)
+}
+
+/// What both kernels need of the geometry: unit steps, taps of ±1, no `div`, a padded
+/// sample that holds the image, `B` with contiguous rows.
+fn direct(g: &WindowsGemm) -> bool {
+    let (sy, sx) = shifts(g);
+    g.div == [1, 1]
         && g.step == [1, 1]
         && g.tap.iter().all(|t| t.abs() == 1)
         && sy >= 0
         && sx >= 0
         && g.csb == 1
-        && g.csc == 1
-        && (9..=64).contains(&g.n)
-        && (g.image[2] > 1 || g.n > 16)
 }
 
 /// Where image pixel `(0, 0)` sits in the padded sample: the smallest row a window's taps
@@ -69,24 +75,11 @@ fn shifts(g: &WindowsGemm) -> (i64, i64) {
 /// As for `windows::run`; the machine has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 pub(super) unsafe fn rows(g: &WindowsGemm, range: Range<i64>) {
-    let [h, _, c] = g.image;
+    let c = g.image[2];
     let [p_n, q_n] = g.grid;
     let [kh, kw] = g.taps;
-    let (ph, pw) = (p_n + kh - 1, q_n + kw - 1);
-    let (sy, sx) = shifts(g);
-    let per = p_n * q_n;
-    let image_len = (ph * pw * c) as usize;
-    // Padded row of tap row `ty` (for window row 0), and each tap's offset in a window's
-    // tap row: taps in `B`'s order, `(tx, ch)`, read from image order.
-    let oy = |ty: i64| ty * g.tap[0] - ((kh - 1) * g.tap[0]).min(0);
-    let ox = |tx: i64| tx * g.tap[1] - ((kw - 1) * g.tap[1]).min(0);
-    let layout = Layout {
-        rows: (0..kh).map(|ty| (oy(ty) * pw * c) as usize).collect(),
-        taps: (0..kw * c)
-            .map(|k| (ox(k / c) * c + k % c) as usize)
-            .collect(),
-        c: c as usize,
-    };
+    let layout = Layout::new(g);
+    let (pw, per, image_len) = (layout.pw, p_n * q_n, layout.image_len);
     let vectors = (g.n as usize).div_ceil(16);
     // Tiles of a window row balanced: as few as the widest tile allows, of equal size
     // (a row of 10 windows is one tile of 10, not 12 with 2 junk windows; 28 is 10 + 10
@@ -104,12 +97,12 @@ pub(super) unsafe fn rows(g: &WindowsGemm, range: Range<i64>) {
             if s != sample {
                 sample = s;
                 // SAFETY: a window of the range reads sample `s` (the caller's contract).
-                unsafe { pad_sample(g, s, &mut pimg[..image_len], pw, (sy, sx)) };
+                unsafe { pad_sample(g, s, &mut pimg[..image_len], pw, shifts(g)) };
             }
             let p = (win - s * per) / q_n;
             let row_end = end.min(s * per + (p + 1) * q_n);
             // The tap rows inside the image: the others read only zeros.
-            let inside = |ty: &i64| (0..h).contains(&(p + ty * g.tap[0] - g.pad[0]));
+            let inside = |ty: &i64| window_rows(g, *ty).contains(&p);
             let lo = (0..kh).filter(inside).min().unwrap_or(0) as usize;
             let hi = (0..kh).filter(inside).max().map_or(lo, |t| t as usize + 1);
             while win < row_end {
@@ -151,12 +144,53 @@ pub(super) unsafe fn rows(g: &WindowsGemm, range: Range<i64>) {
     });
 }
 
-/// Offsets in the padded sample: of each tap row from the tile's first window, of each
-/// tap within a tap row, and between windows (`c`).
+/// The padded sample (`pw` pixels a row, `image_len` floats) and offsets in it: of each
+/// tap row from the tile's first window, of each tap within a tap row (taps in `B`'s
+/// order, `(tx, ch)`, read from image order), and between windows (`c`).
 struct Layout {
+    pw: i64,
+    image_len: usize,
     rows: Vec<usize>,
     taps: Vec<usize>,
     c: usize,
+}
+
+impl Layout {
+    fn new(g: &WindowsGemm) -> Layout {
+        let c = g.image[2];
+        let [p_n, q_n] = g.grid;
+        let [kh, kw] = g.taps;
+        let (ph, pw) = (p_n + kh - 1, q_n + kw - 1);
+        // Padded row of tap row `ty` (for window row 0), padded column of tap `tx`.
+        let oy = |ty: i64| ty * g.tap[0] - ((kh - 1) * g.tap[0]).min(0);
+        let ox = |tx: i64| tx * g.tap[1] - ((kw - 1) * g.tap[1]).min(0);
+        Layout {
+            pw,
+            image_len: (ph * pw * c) as usize,
+            rows: (0..kh).map(|ty| (oy(ty) * pw * c) as usize).collect(),
+            taps: (0..kw * c)
+                .map(|k| (ox(k / c) * c + k % c) as usize)
+                .collect(),
+            c: c as usize,
+        }
+    }
+}
+
+/// The window rows `p` whose tap row `ty` reads an image row, `p + ty·tap₀ − pad₀` in
+/// `0..h` (the others read only the padding's zeros).
+fn window_rows(g: &WindowsGemm, ty: i64) -> Range<i64> {
+    let from = g.pad[0] - ty * g.tap[0];
+    from.max(0)..(g.image[0] + from).min(g.grid[0])
+}
+
+/// The load and store masks of `V` vectors holding `n` columns (the last one partial).
+fn masks<const V: usize>(n: usize) -> [u16; V] {
+    let mut m = [0xffff; V];
+    let last = n - 16 * (V - 1);
+    if last < 16 {
+        m[V - 1] = ((1u32 << last) - 1) as u16;
+    }
+    m
 }
 
 /// One tile: `C[i] = alpha·Σ_k A[i, k]·B[k] + beta·C[i]` for windows `i < count` of the
@@ -179,12 +213,7 @@ unsafe fn tile<const V: usize, const T: usize>(
     let run = layout.taps.len();
     let c = layout.c;
     let n = g.n as usize;
-    let last = n - 16 * (V - 1);
-    let mask = if last >= 16 {
-        0xffff
-    } else {
-        ((1u32 << last) - 1) as u16
-    };
+    let masks = masks::<V>(n);
     let mut acc = [[_mm512_setzero_ps(); V]; T];
     // SAFETY: the caller's contract (see `rows`).
     unsafe {
@@ -195,7 +224,7 @@ unsafe fn tile<const V: usize, const T: usize>(
                 let bk = brow.offset(k as isize * g.rsb as isize);
                 let mut b = [_mm512_setzero_ps(); V];
                 for (v, bv) in b.iter_mut().enumerate() {
-                    let m = if v + 1 == V { mask } else { 0xffff };
+                    let m = masks[v];
                     *bv = _mm512_maskz_loadu_ps(m, bk.add(16 * v));
                 }
                 let x = base.add(off);
@@ -211,7 +240,7 @@ unsafe fn tile<const V: usize, const T: usize>(
         for (i, acc_i) in acc.iter().enumerate().take(count) {
             let o = out.offset(i as isize * g.rsc as isize);
             for (v, &x) in acc_i.iter().enumerate() {
-                let m = if v + 1 == V { mask } else { 0xffff };
+                let m = masks[v];
                 let mut y = _mm512_mul_ps(x, alpha);
                 if g.beta != 0.0 {
                     y = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, o.add(16 * v)), beta, y);
@@ -230,16 +259,7 @@ unsafe fn tile<const V: usize, const T: usize>(
 /// layer ran 10–30 % slower than on the `gemm` crate: their tiles of taps are short and
 /// restart for every sample.)
 pub(super) fn applies_transposed(g: &WindowsGemm) -> bool {
-    let (sy, sx) = shifts(g);
-    g.transposed == 1
-        && g.div == [1, 1]
-        && g.step == [1, 1]
-        && g.tap.iter().all(|t| t.abs() == 1)
-        && sy >= 0
-        && sx >= 0
-        && g.csb == 1
-        && (17..=64).contains(&g.n)
-        && g.image[2] > 1
+    g.transposed == 1 && direct(g) && (17..=64).contains(&g.n) && g.image[2] > 1
 }
 
 /// `out` (`m × n` at strides `rso`, `cso`) = the sum over windows `range` (counted from
@@ -257,12 +277,8 @@ pub(super) unsafe fn reduce(
     range: Range<i64>,
     (out, rso, cso): (*mut f32, usize, usize),
 ) {
-    let [h, _, c] = g.image;
     let [p_n, q_n] = g.grid;
-    let [kh, kw] = g.taps;
-    let (ph, pw) = (p_n + kh - 1, q_n + kw - 1);
-    let (sy, sx) = shifts(g);
-    let per = p_n * q_n;
+    let kh = g.taps[0];
     let (m, n) = (g.m as usize, g.n as usize);
     for i in 0..m {
         for j in 0..n {
@@ -270,16 +286,8 @@ pub(super) unsafe fn reduce(
             unsafe { *out.add(i * rso + j * cso) = 0.0 };
         }
     }
-    let image_len = (ph * pw * c) as usize;
-    let oy = |ty: i64| ty * g.tap[0] - ((kh - 1) * g.tap[0]).min(0);
-    let ox = |tx: i64| tx * g.tap[1] - ((kw - 1) * g.tap[1]).min(0);
-    let layout = Layout {
-        rows: (0..kh).map(|ty| (oy(ty) * pw * c) as usize).collect(),
-        taps: (0..kw * c)
-            .map(|k| (ox(k / c) * c + k % c) as usize)
-            .collect(),
-        c: c as usize,
-    };
+    let layout = Layout::new(g);
+    let (pw, per, image_len) = (layout.pw, p_n * q_n, layout.image_len);
     let vectors = n.div_ceil(16);
     let per_tile = [R, 8, 6, 6][vectors - 1];
     with_scratch(&PACKED, image_len, |pimg| {
@@ -288,19 +296,12 @@ pub(super) unsafe fn reduce(
             let s = win / per;
             let stop = end.min((s + 1) * per);
             // SAFETY: the range's windows of sample `s` read it (the caller's contract).
-            unsafe { pad_sample(g, s, pimg, pw, (sy, sx)) };
+            unsafe { pad_sample(g, s, pimg, pw, shifts(g)) };
             let sample = Sample {
                 pimg: pimg.as_ptr(),
                 pw,
                 windows: (win - s * per)..(stop - s * per),
                 b: g.b.wrapping_offset(((s * per - g.first) * g.rsb) as isize),
-                first_row: |ty: i64| -> i64 {
-                    // Window rows `p` whose tap row `ty` reads image row `p + ty·tap₀ − pad₀`
-                    // inside the image.
-                    let lo = g.pad[0] - ty * g.tap[0];
-                    lo.max(0)
-                },
-                last_row: |ty: i64| -> i64 { (h + g.pad[0] - ty * g.tap[0]).min(p_n) },
             };
             for ty in 0..kh as usize {
                 for k0 in (0..layout.taps.len()).step_by(per_tile) {
@@ -329,15 +330,12 @@ pub(super) unsafe fn reduce(
 }
 
 /// One sample of [`reduce`]: its padded image, the range of its windows, its first row
-/// of `B`, and the window rows each tap row reads inside the image (`first_row(ty) ..
-/// last_row(ty)`).
-struct Sample<F: Fn(i64) -> i64, G: Fn(i64) -> i64> {
+/// of `B`.
+struct Sample {
     pimg: *const f32,
     pw: i64,
     windows: Range<i64>,
     b: *const f32,
-    first_row: F,
-    last_row: G,
 }
 
 /// Taps `k0 .. k0 + T` of tap row `ty` (those inside the row) × all columns, summed over
@@ -349,7 +347,7 @@ struct Sample<F: Fn(i64) -> i64, G: Fn(i64) -> i64> {
 #[target_feature(enable = "avx512f")]
 unsafe fn reduce_tile<const V: usize, const T: usize>(
     g: &WindowsGemm,
-    sample: &Sample<impl Fn(i64) -> i64, impl Fn(i64) -> i64>,
+    sample: &Sample,
     layout: &Layout,
     (ty, k0): (usize, usize),
     (out, rso, cso): (*mut f32, usize, usize),
@@ -358,12 +356,7 @@ unsafe fn reduce_tile<const V: usize, const T: usize>(
     let c = layout.c as i64;
     let run = layout.taps.len();
     let n = g.n as usize;
-    let last = n - 16 * (V - 1);
-    let mask = if last >= 16 {
-        0xffff
-    } else {
-        ((1u32 << last) - 1) as u16
-    };
+    let masks = masks::<V>(n);
     // The tile's taps (past the row's end: its last tap again, summed and dropped).
     let mut offs = [0usize; T];
     for (i, o) in offs.iter_mut().enumerate() {
@@ -371,8 +364,8 @@ unsafe fn reduce_tile<const V: usize, const T: usize>(
     }
     let mut acc = [[_mm512_setzero_ps(); V]; T];
     let (w0, w1) = (sample.windows.start, sample.windows.end);
-    let rows = (sample.first_row)(ty as i64).max(w0 / q_n)
-        ..(sample.last_row)(ty as i64).min((w1 + q_n - 1) / q_n);
+    let inside = window_rows(g, ty as i64);
+    let rows = inside.start.max(w0 / q_n)..inside.end.min((w1 + q_n - 1) / q_n);
     // SAFETY: the caller's contract (see `reduce`).
     unsafe {
         for p in rows {
@@ -383,7 +376,7 @@ unsafe fn reduce_tile<const V: usize, const T: usize>(
                 let bw = sample.b.offset(w as isize * g.rsb as isize);
                 let mut b = [_mm512_setzero_ps(); V];
                 for (v, bv) in b.iter_mut().enumerate() {
-                    let m = if v + 1 == V { mask } else { 0xffff };
+                    let m = masks[v];
                     *bv = _mm512_maskz_loadu_ps(m, bw.add(16 * v));
                 }
                 let a = sample.pimg.offset(((p * sample.pw + q) * c) as isize);
@@ -400,7 +393,7 @@ unsafe fn reduce_tile<const V: usize, const T: usize>(
             let o = out.add((row0 + i) * rso);
             if cso == 1 {
                 for (v, &x) in acc_i.iter().enumerate() {
-                    let m = if v + 1 == V { mask } else { 0xffff };
+                    let m = masks[v];
                     let y = _mm512_add_ps(_mm512_maskz_loadu_ps(m, o.add(16 * v)), x);
                     _mm512_mask_storeu_ps(o.add(16 * v), m, y);
                 }
