@@ -627,22 +627,29 @@ impl Transpose {
     }
 }
 
-/// `n` vectors permuted by `tr`'s tables (see [`Transpose`]).
+/// `N` vectors permuted by `tr`'s tables (see [`Transpose`]; `tr.n == N`): straight-line
+/// code once `N` is a constant (with a run-time `n`, the loops over pairs and outputs
+/// and the arrays of vectors went through memory and took longer than the product they
+/// transposed on LeNet's conv1).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn permute(tr: &Transpose, x: &[__m512; MAX_N], y: &mut [__m512; MAX_N]) {
-    let (n, pairs) = (tr.n, tr.n.div_ceil(2));
-    for (o, yo) in y.iter_mut().enumerate().take(n) {
-        let mut v = _mm512_setzero_ps();
-        for q in 0..pairs {
-            let (a, b) = (x[2 * q], x[(2 * q + 1).min(n - 1)]);
-            // SAFETY: the table holds `n·pairs` entries.
-            let i = unsafe { _mm512_loadu_si512(tr.idx[o * pairs + q].as_ptr().cast()) };
-            v = _mm512_mask_mov_ps(v, tr.mask[o * pairs + q], _mm512_permutex2var_ps(a, i, b));
+#[inline(always)]
+unsafe fn permute<const N: usize>(tr: &Transpose, x: &[__m512; N]) -> [__m512; N] {
+    let pairs = N.div_ceil(2);
+    // (Loops, not `array::from_fn`: a closure does not inherit the target feature, and
+    // its intrinsics would be calls.)
+    let mut y = [_mm512_setzero_ps(); N];
+    // SAFETY: the tables hold `N·pairs` entries; AVX-512F (the callers' target feature).
+    unsafe {
+        for (o, yo) in y.iter_mut().enumerate() {
+            for q in 0..pairs {
+                let (a, b) = (x[2 * q], x[(2 * q + 1).min(N - 1)]);
+                let i = _mm512_loadu_si512(tr.idx.get_unchecked(o * pairs + q).as_ptr().cast());
+                let m = *tr.mask.get_unchecked(o * pairs + q);
+                *yo = _mm512_mask_mov_ps(*yo, m, _mm512_permutex2var_ps(a, i, b));
+            }
         }
-        *yo = v;
     }
+    y
 }
 
 /// The first `len` of 16 lanes.
@@ -692,39 +699,67 @@ pub(crate) unsafe fn interleave(
     }
 }
 
+/// Instantiates `$f::<N>` for the `n ≤ MAX_N` columns of a transpose.
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_cols {
+    ($n:expr, $f:ident($($arg:expr),*)) => {
+        match $n {
+            0 => (), 1 => $f::<1>($($arg),*), 2 => $f::<2>($($arg),*), 3 => $f::<3>($($arg),*),
+            4 => $f::<4>($($arg),*), 5 => $f::<5>($($arg),*), 6 => $f::<6>($($arg),*),
+            7 => $f::<7>($($arg),*), 8 => $f::<8>($($arg),*), 9 => $f::<9>($($arg),*),
+            10 => $f::<10>($($arg),*), 11 => $f::<11>($($arg),*), 12 => $f::<12>($($arg),*),
+            13 => $f::<13>($($arg),*), 14 => $f::<14>($($arg),*), 15 => $f::<15>($($arg),*),
+            16 => $f::<16>($($arg),*),
+            n => unreachable!("a transpose of {n} columns"),
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn interleave_avx512(
+    tr: &Transpose,
+    src: (*const f32, usize),
+    count: usize,
+    out: (*mut f32, usize),
+    scale: (f32, f32),
+) {
+    // SAFETY: forwarded.
+    unsafe { by_cols!(tr.n, interleave_n(tr, src, count, out, scale)) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn interleave_n<const N: usize>(
     tr: &Transpose,
     (src, ld): (*const f32, usize),
     count: usize,
     (out, ldo): (*mut f32, usize),
     (alpha, beta): (f32, f32),
 ) {
-    let n = tr.n;
     let (av, bv) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
-    let mut x = [_mm512_setzero_ps(); MAX_N];
-    let mut y = [_mm512_setzero_ps(); MAX_N];
     let mut t = 0;
-    // SAFETY: rows `t .. t + 16` (the tail masked) of the caller's contract.
+    // SAFETY: rows `t .. t + 16` (the tail masked) of the caller's contract; AVX-512F
+    // (the caller's target feature).
     unsafe {
         while t < count {
             let rows = (count - t).min(16);
             let m = lanes(rows);
-            for (j, xj) in x.iter_mut().enumerate().take(n) {
+            let mut x = [_mm512_setzero_ps(); N];
+            for (j, xj) in x.iter_mut().enumerate() {
                 *xj = _mm512_maskz_loadu_ps(m, src.add(j * ld + t));
             }
-            permute(tr, &x, &mut y);
-            if ldo != n {
+            let y = permute::<N>(tr, &x);
+            if ldo != N {
                 // Rows apart: the 16 rows through a stack block, one masked row each.
                 let mut block = [0f32; 16 * MAX_N];
-                for (k, yk) in y.iter().enumerate().take(n) {
+                for (k, yk) in y.iter().enumerate() {
                     _mm512_storeu_ps(block.as_mut_ptr().add(16 * k), _mm512_mul_ps(*yk, av));
                 }
-                let mn = lanes(n);
+                let mn = lanes(N);
                 for r in 0..rows {
                     let o = out.add((t + r) * ldo);
-                    let mut v = _mm512_maskz_loadu_ps(mn, block.as_ptr().add(r * n));
+                    let mut v = _mm512_maskz_loadu_ps(mn, block.as_ptr().add(r * N));
                     if beta != 0.0 {
                         v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mn, o), bv, v);
                     }
@@ -733,13 +768,17 @@ unsafe fn interleave_avx512(
                 t += 16;
                 continue;
             }
-            let o = out.add(t * n);
-            for (k, yk) in y.iter().enumerate().take(n) {
-                let m = lanes((rows * n).saturating_sub(16 * k));
+            let o = out.add(t * N);
+            for (k, yk) in y.iter().enumerate() {
+                let m = lanes((rows * N).saturating_sub(16 * k));
                 if m == 0 {
                     break;
                 }
-                let mut v = _mm512_mul_ps(*yk, av);
+                let mut v = if alpha == 1.0 {
+                    *yk
+                } else {
+                    _mm512_mul_ps(*yk, av)
+                };
                 if beta != 0.0 {
                     v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, o.add(16 * k)), bv, v);
                 }
@@ -784,36 +823,47 @@ pub(crate) unsafe fn deinterleave(
 #[target_feature(enable = "avx512f")]
 unsafe fn deinterleave_avx512(
     tr: &Transpose,
+    src: (*const f32, usize),
+    count: usize,
+    dst: (*mut f32, usize),
+) {
+    // SAFETY: forwarded.
+    unsafe { by_cols!(tr.n, deinterleave_n(tr, src, count, dst)) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn deinterleave_n<const N: usize>(
+    tr: &Transpose,
     (src, lds): (*const f32, usize),
     count: usize,
     (dst, ld): (*mut f32, usize),
 ) {
-    let n = tr.n;
-    let mut x = [_mm512_setzero_ps(); MAX_N];
-    let mut y = [_mm512_setzero_ps(); MAX_N];
     let mut block = [0f32; 16 * MAX_N];
     let mut t = 0;
-    // SAFETY: rows `t .. t + 16` (the tail masked) of the caller's contract.
+    // SAFETY: rows `t .. t + 16` (the tail masked) of the caller's contract; AVX-512F
+    // (the caller's target feature).
     unsafe {
         while t < count {
             let rows = (count - t).min(16);
             let mut s = src.add(t * lds);
-            if lds != n {
+            if lds != N {
                 // Rows apart: gathered into a stack block of contiguous rows first.
-                let mn = lanes(n);
+                let mn = lanes(N);
                 for r in 0..rows {
                     let v = _mm512_maskz_loadu_ps(mn, src.add((t + r) * lds));
-                    _mm512_mask_storeu_ps(block.as_mut_ptr().add(r * n), mn, v);
+                    _mm512_mask_storeu_ps(block.as_mut_ptr().add(r * N), mn, v);
                 }
                 s = block.as_ptr();
             }
-            for (k, xk) in x.iter_mut().enumerate().take(n) {
-                let m = lanes((rows * n).saturating_sub(16 * k));
+            let mut x = [_mm512_setzero_ps(); N];
+            for (k, xk) in x.iter_mut().enumerate() {
+                let m = lanes((rows * N).saturating_sub(16 * k));
                 *xk = _mm512_maskz_loadu_ps(m, s.add(16 * k));
             }
-            permute(tr, &x, &mut y);
+            let y = permute::<N>(tr, &x);
             let m = lanes(rows);
-            for (j, yj) in y.iter().enumerate().take(n) {
+            for (j, yj) in y.iter().enumerate() {
                 _mm512_mask_storeu_ps(dst.add(j * ld + t), m, *yj);
             }
             t += 16;
