@@ -16,6 +16,10 @@
 //! multiplies its own rows of `A` into its own rows of `C` and runs the epilogue of those
 //! rows right away, while they are still in cache. The runtime hands one part to each
 //! lane. Epilogues are elementwise over the product, so rows never depend on each other.
+//! An epilogue may also be a nest over samples (`for s in 0..N`, `r` rows of the product
+//! per sample: an input gradient's max-pool division); then the parts split the samples,
+//! `lo(p)·r` being the part's first row. (Before, such a kernel stayed whole: the runtime
+//! split the product between the lanes, and the epilogue ran on one of them.)
 //! A product with few rows (a small batch's forward products) and many more columns is
 //! split by columns instead: each part multiplies all rows of `A` by its half of `B`'s
 //! columns and runs the epilogue on its half of each row (measured at batch 32: 5 % more
@@ -113,8 +117,10 @@ fn split(k: &Kernel, n: i64) -> Option<Vec<Stmt>> {
     if flops < MIN_FLOPS {
         return None;
     }
-    // After the product: hoisted invariants, then at most one loop over its rows.
-    let mut loops = 0;
+    // After the product: hoisted invariants, then at most one loop over its rows, or
+    // over groups of `r` of its rows (an input gradient's epilogue over samples, `m =
+    // N·r`): then the parts split that loop's extent, `r` rows of the product per step.
+    let mut per_step = None;
     for s in rest {
         match s {
             Stmt::Assign { .. } => {}
@@ -122,10 +128,11 @@ fn split(k: &Kernel, n: i64) -> Option<Vec<Stmt>> {
                 extent,
                 parallel: false,
                 ..
-            } if *extent == g.m && loops == 0 => loops += 1,
+            } if per_step.is_none() => per_step = Some(rows_per_step(&g.m, extent, n)?),
             _ => return None,
         }
     }
+    let per_step = per_step.unwrap_or(1);
     let p = VarId(k.num_vars);
     if g.windows.as_ref().is_some_and(|w| w.transposed) {
         // Rows of a transposed windows view are taps, not windows: the runtime splits
@@ -134,18 +141,34 @@ fn split(k: &Kernel, n: i64) -> Option<Vec<Stmt>> {
         // wide over all the windows: 4× slower for VGG's first layer, 9 taps × 32).
         return None;
     }
-    if let Some(body) = split_columns(g, rest, p, n) {
-        return Some(body);
+    if per_step == 1 {
+        if let Some(body) = split_columns(g, rest, p, n) {
+            return Some(body);
+        }
     }
-    let (lo, rows) = part_of(&g.m, p);
+    // The parts split the epilogue loop's steps (the product's rows when it has none or
+    // it runs over rows): rows `lo·r ..` of the product, `rows·r` of them.
+    let steps = rest
+        .iter()
+        .find_map(|s| match s {
+            Stmt::Loop { extent, .. } => Some(extent.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| g.m.clone());
+    let (lo, rows) = part_of(&steps, p);
+    let (first_row, part_rows) = if per_step == 1 {
+        (lo.clone(), rows.clone())
+    } else {
+        (lo.clone() * per_step, rows.clone() * per_step)
+    };
     let mut part = g.clone();
-    part.m = rows.clone();
+    part.m = part_rows;
     match &g.windows {
         // Rows of a windows view are windows: the part starts `lo` windows further on.
-        Some(w) => part.windows = Some(w.map_first(&|f| f.clone() + lo.clone())),
-        None => part.a.offset = g.a.offset.clone() + lo.clone() * g.a.row_stride.clone(),
+        Some(w) => part.windows = Some(w.map_first(&|f| f.clone() + first_row.clone())),
+        None => part.a.offset = g.a.offset.clone() + first_row.clone() * g.a.row_stride.clone(),
     }
-    part.c.offset = g.c.offset.clone() + lo.clone() * g.c.row_stride.clone();
+    part.c.offset = g.c.offset.clone() + first_row.clone() * g.c.row_stride.clone();
     let mut body = vec![Stmt::Gemm(Gemm { ..part })];
     for s in rest {
         body.push(match s {
@@ -228,6 +251,23 @@ fn split_columns(g: &Gemm, rest: &[Stmt], p: VarId, n: i64) -> Option<Vec<Stmt>>
         body,
         parallel: true,
     }])
+}
+
+/// `r` when the product's `m` is `extent·r` for a constant `r ≥ 1` at every batch size
+/// (checked at the hint `n` and a few others); `None` otherwise.
+fn rows_per_step(m: &Idx, extent: &Idx, n: i64) -> Option<i64> {
+    if m == extent {
+        return Some(1);
+    }
+    let mut r = None;
+    for b in [n, 1, 2, 3, 7, n + 5] {
+        let (mb, eb) = (eval_idx(m, b)?, eval_idx(extent, b)?);
+        if eb <= 0 || mb % eb != 0 || r.is_some_and(|r| r != mb / eb) {
+            return None;
+        }
+        r = Some(mb / eb);
+    }
+    r
 }
 
 /// Part `p` (0 or 1) of `0..extent`: its start `min(p·⌈extent/2⌉, extent)` and length.
@@ -368,6 +408,60 @@ mod tests {
         assert_ne!(w.first, Idx::Const(0), "each part starts at its own window");
         assert_eq!(g.a.offset, Idx::Const(0), "the image is not moved");
         same_results(&whole, &split);
+    }
+
+    #[test]
+    fn epilogue_over_samples_is_cut_by_samples() {
+        // The forward conv with its ReLU as a nest over samples, window rows and filters
+        // (`m = N·100` rows in `N` steps of 100, as an input gradient's max-pool epilogue).
+        let mut whole = conv(false, 6, 16);
+        let (s, r, j, y) = (VarId(0), VarId(1), VarId(2), BufId(2));
+        let at = (Idx::from(s) * 100 + Idx::from(r)) * 16 + Idx::from(j);
+        let relu = binary(BinOp::Max, load(y, at.clone()), constant(0.0));
+        let nest = for_(
+            s,
+            Idx::N,
+            false,
+            vec![for_(
+                r,
+                100i64,
+                false,
+                vec![for_(j, 16i64, false, vec![store(y, at, relu)])],
+            )],
+        );
+        whole.kernels[0].body[1] = nest;
+        whole.kernels[0].num_vars = 3;
+        let mut split = whole.clone();
+        super::split_gemm_rows(&mut split.kernels, 128);
+        let g = part_gemm(&split).expect("cut in two parts");
+        let first = &g.windows.as_ref().expect("still over windows").first;
+        let parts: Vec<i64> = (0..2)
+            .map(|p| {
+                let at_p = first.map_vars(&|_| Idx::Const(p));
+                nnc_kernels::gpu::eval_idx(&at_p, 128).unwrap()
+            })
+            .collect();
+        assert_eq!(
+            parts,
+            [0, 64 * 100],
+            "each part starts at its first sample's window"
+        );
+        same_results(&whole, &split);
+    }
+
+    #[test]
+    fn epilogue_over_a_non_multiple_is_not_cut() {
+        let mut whole = conv(false, 6, 16);
+        let Stmt::Loop { extent, .. } = &mut whole.kernels[0].body[1] else {
+            panic!("the epilogue loop")
+        };
+        *extent = Idx::N * 7;
+        let mut split = whole.clone();
+        super::split_gemm_rows(&mut split.kernels, 128);
+        assert!(
+            part_gemm(&split).is_none(),
+            "100·N rows are not 7·N steps of equal rows"
+        );
     }
 
     #[test]
