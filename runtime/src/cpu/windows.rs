@@ -568,10 +568,17 @@ unsafe fn product_rows(g: &WindowsGemm, range: Range<i64>, t: Tuning) {
     let block = block.min(range.end - range.start);
     let tap_major = g.image[2] <= t.tap_major_max_c;
     #[cfg(target_arch = "x86_64")]
-    if t.direct && tiles::applies(g) && skinny::isa() == skinny::Isa::Avx512 {
-        // SAFETY: forwarded from this function's contract; the machine has AVX-512.
-        unsafe { tiles::rows(g, range) };
-        return;
+    if t.direct && skinny::isa() == skinny::Isa::Avx512 {
+        if g.n <= SKINNY_DOT_MAX_N && scatter::applies(g) {
+            // SAFETY: forwarded from this function's contract; the machine has AVX-512.
+            unsafe { scatter::rows(g, range) };
+            return;
+        }
+        if tiles::applies(g) {
+            // SAFETY: as above.
+            unsafe { tiles::rows(g, range) };
+            return;
+        }
     }
     if uses_skinny(g, t) && tap_major && t.direct && direct(g) {
         // SAFETY: forwarded from this function's contract.
@@ -1314,6 +1321,7 @@ unsafe fn skinny_reduce(
     });
 }
 
+mod scatter;
 pub(crate) mod skinny;
 mod tiles;
 

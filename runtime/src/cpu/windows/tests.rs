@@ -45,6 +45,26 @@ fn geometries() -> Vec<Windows> {
             [0, 0],
             [1, 1],
         ),
+        // input gradient of a 3×3 "same" conv (a negative padding), and of a 5×5 valid
+        // conv over 20 channels (more than one pass of channels in `scatter`).
+        Windows::new(
+            [6, 5, 3],
+            [6, 5],
+            [3, 3],
+            [1, 1],
+            [-1, -1],
+            [-1, -1],
+            [1, 1],
+        ),
+        Windows::new(
+            [7, 6, 20],
+            [11, 10],
+            [5, 5],
+            [1, 1],
+            [-1, -1],
+            [0, 0],
+            [1, 1],
+        ),
         // a window wider than the image.
         Windows::new([3, 2, 2], [3, 2], [3, 5], [1, 1], [1, 1], [1, 2], [1, 1]),
         // one channel (packed tap-major): strides 2 and 3, an input gradient.
