@@ -204,7 +204,7 @@ const fn tuned(label: &'static str, t: Tuning) -> Variant {
     Variant::Tuned(label, t)
 }
 
-const VARIANTS: [Variant; 16] = [
+const VARIANTS: [Variant; 17] = [
     Variant::Implicit1,
     Variant::Implicit2,
     Variant::Explicit1,
@@ -278,6 +278,13 @@ const VARIANTS: [Variant; 16] = [
         "gemm crate",
         Tuning {
             skinny_max_n: 0,
+            ..TUNING
+        },
+    ),
+    tuned(
+        "tiles from 9",
+        Tuning {
+            tiles_transposed_min_n: 9,
             ..TUNING
         },
     ),

@@ -155,6 +155,9 @@ pub(crate) struct Tuning {
     /// One-channel untransposed products of unit steps run [`skinny::axpy`] on a
     /// zero-padded copy of each sample, read in place ([`direct_rows`]), not packed.
     pub direct: bool,
+    /// Transposed products of at least this many columns (over several channels) run on
+    /// the direct tiles of [`tiles::reduce`].
+    pub tiles_transposed_min_n: i64,
 }
 
 /// The measured choice (see the module doc).
@@ -165,6 +168,7 @@ pub(crate) const TUNING: Tuning = Tuning {
     partial_col_major_max_n: 0,
     skinny_max_n: skinny::MAX_N as i64,
     direct: true,
+    tiles_transposed_min_n: 9,
 };
 
 /// Each lane's part of a split keeps at least this many windows.
@@ -705,7 +709,10 @@ unsafe fn reduce_windows(
     let block = block.min(range.end - range.start);
     let tap_major = g.image[2] <= t.tap_major_max_c;
     #[cfg(target_arch = "x86_64")]
-    if t.direct && tiles::applies_transposed(g) && skinny::isa() == skinny::Isa::Avx512 {
+    if t.direct
+        && tiles::applies_transposed(g, t.tiles_transposed_min_n)
+        && skinny::isa() == skinny::Isa::Avx512
+    {
         // SAFETY: forwarded from this function's contract; the machine has AVX-512.
         unsafe { tiles::reduce(g, range, (out, rso, cso)) };
         return;

@@ -253,13 +253,15 @@ unsafe fn tile<const V: usize, const T: usize>(
 
 /// Whether [`reduce`] takes `g`: as [`applies`], for a transposed product (a weight
 /// gradient: the windows are the reduction, `B`'s rows the output gradient's pixels),
-/// of 17–64 columns over several channels. (Measured in the training step: VGG's 3×3
-/// weight gradients of 32 and 64 filters 9.8–12.1 → 8.4–9.2 ms, 69–83 → 88–100 % of the
-/// GEMM peak; LeNet's conv2, 16 filters over 6 channels, and VGG's one-channel first
-/// layer ran 10–30 % slower than on the `gemm` crate: their tiles of taps are short and
-/// restart for every sample.)
-pub(super) fn applies_transposed(g: &WindowsGemm) -> bool {
-    g.transposed == 1 && direct(g) && (17..=64).contains(&g.n) && g.image[2] > 1
+/// of `min_n` (`Tuning::tiles_transposed_min_n`, 9) to 64 columns over several
+/// channels. (Measured in the training step: VGG's 3×3 weight gradients of 32 and 64
+/// filters 9.8–12.1 → 8.4–9.2 ms, 69–83 → 88–100 % of the GEMM peak. LeNet's conv2, 16
+/// filters over 6 channels, ran as slowly as on the `gemm` crate or the narrow kernels,
+/// about 37 GFLOP/s on one lane, until a tile's adjacent taps were read from one
+/// pointer: 1.55 → 0.92 ms with `conv_bench`. VGG's one-channel first layer stays on the
+/// `gemm` crate: its tiles of taps are short and restart for every sample.)
+pub(super) fn applies_transposed(g: &WindowsGemm, min_n: i64) -> bool {
+    g.transposed == 1 && direct(g) && (min_n.max(1)..=64).contains(&g.n) && g.image[2] > 1
 }
 
 /// `out` (`m × n` at strides `rso`, `cso`) = the sum over windows `range` (counted from
@@ -290,13 +292,18 @@ pub(super) unsafe fn reduce(
     let (pw, per, image_len) = (layout.pw, p_n * q_n, layout.image_len);
     let vectors = n.div_ceil(16);
     let per_tile = [R, 8, 6, 6][vectors - 1];
-    with_scratch(&PACKED, image_len, |pimg| {
+    // Taps adjacent in the padded sample (`tap₁ = 1`: a tap row's `kw·c` taps are one
+    // run): a tile's taps are read at constant offsets from one pointer (the last tile's
+    // junk taps past the run, up to `R` floats past the sample's last one).
+    let adjacent = (0..layout.taps.len()).all(|k| layout.taps[k] == layout.taps[0] + k);
+    with_scratch(&PACKED, image_len + R, |pimg| {
+        pimg[image_len..].fill(0.0);
         let (mut win, end) = (g.first + range.start, g.first + range.end);
         while win < end {
             let s = win / per;
             let stop = end.min((s + 1) * per);
             // SAFETY: the range's windows of sample `s` read it (the caller's contract).
-            unsafe { pad_sample(g, s, pimg, pw, shifts(g)) };
+            unsafe { pad_sample(g, s, &mut pimg[..image_len], pw, shifts(g)) };
             let sample = Sample {
                 pimg: pimg.as_ptr(),
                 pw,
@@ -306,20 +313,17 @@ pub(super) unsafe fn reduce(
             for ty in 0..kh as usize {
                 for k0 in (0..layout.taps.len()).step_by(per_tile) {
                     // SAFETY: as above; the tile's taps and `out`'s rows `ty·kw·c + k0 ..`.
+                    let args = (g, &sample, &layout, (ty, k0), (out, rso, cso));
                     unsafe {
-                        match vectors {
-                            1 => {
-                                reduce_tile::<1, R>(g, &sample, &layout, (ty, k0), (out, rso, cso))
-                            }
-                            2 => {
-                                reduce_tile::<2, 8>(g, &sample, &layout, (ty, k0), (out, rso, cso))
-                            }
-                            3 => {
-                                reduce_tile::<3, 6>(g, &sample, &layout, (ty, k0), (out, rso, cso))
-                            }
-                            _ => {
-                                reduce_tile::<4, 6>(g, &sample, &layout, (ty, k0), (out, rso, cso))
-                            }
+                        match (vectors, adjacent) {
+                            (1, true) => reduce_tile::<1, R, true>(args),
+                            (1, false) => reduce_tile::<1, R, false>(args),
+                            (2, true) => reduce_tile::<2, 8, true>(args),
+                            (2, false) => reduce_tile::<2, 8, false>(args),
+                            (3, true) => reduce_tile::<3, 6, true>(args),
+                            (3, false) => reduce_tile::<3, 6, false>(args),
+                            (_, true) => reduce_tile::<4, 6, true>(args),
+                            (_, false) => reduce_tile::<4, 6, false>(args),
                         }
                     };
                 }
@@ -339,18 +343,24 @@ struct Sample {
 }
 
 /// Taps `k0 .. k0 + T` of tap row `ty` (those inside the row) × all columns, summed over
-/// the sample's windows, added into `out`.
+/// the sample's windows, added into `out`; `ADJACENT`: the taps are consecutive floats
+/// of the padded sample, read at constant offsets from one pointer (with twelve
+/// offsets of their own, twelve pointers did not fit the registers beside the loop's
+/// and were reloaded for every window: LeNet's conv2 weight gradient ran at a third of
+/// the peak).
 ///
 /// # Safety
 /// As for [`reduce`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn reduce_tile<const V: usize, const T: usize>(
-    g: &WindowsGemm,
-    sample: &Sample,
-    layout: &Layout,
-    (ty, k0): (usize, usize),
-    (out, rso, cso): (*mut f32, usize, usize),
+unsafe fn reduce_tile<const V: usize, const T: usize, const ADJACENT: bool>(
+    (g, sample, layout, (ty, k0), (out, rso, cso)): (
+        &WindowsGemm,
+        &Sample,
+        &Layout,
+        (usize, usize),
+        (*mut f32, usize, usize),
+    ),
 ) {
     let q_n = g.grid[1];
     let c = layout.c as i64;
@@ -380,8 +390,13 @@ unsafe fn reduce_tile<const V: usize, const T: usize>(
                     *bv = _mm512_maskz_loadu_ps(m, bw.add(16 * v));
                 }
                 let a = sample.pimg.offset(((p * sample.pw + q) * c) as isize);
+                let a0 = a.add(offs[0]);
                 for (i, acc_i) in acc.iter_mut().enumerate() {
-                    let x = _mm512_set1_ps(*a.add(offs[i]));
+                    let x = _mm512_set1_ps(if ADJACENT {
+                        *a0.add(i)
+                    } else {
+                        *a.add(offs[i])
+                    });
                     for v in 0..V {
                         acc_i[v] = _mm512_fmadd_ps(x, b[v], acc_i[v]);
                     }
