@@ -342,6 +342,16 @@ struct Sample {
     b: *const f32,
 }
 
+/// The operands of [`reduce_tile`]: the product, the sample, its layout, the tile's tap
+/// row and first tap, the partial product and its strides.
+type ReduceTile<'a> = (
+    &'a WindowsGemm,
+    &'a Sample,
+    &'a Layout,
+    (usize, usize),
+    (*mut f32, usize, usize),
+);
+
 /// Taps `k0 .. k0 + T` of tap row `ty` (those inside the row) × all columns, summed over
 /// the sample's windows, added into `out`; `ADJACENT`: the taps are consecutive floats
 /// of the padded sample, read at constant offsets from one pointer (with twelve
@@ -354,13 +364,7 @@ struct Sample {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn reduce_tile<const V: usize, const T: usize, const ADJACENT: bool>(
-    (g, sample, layout, (ty, k0), (out, rso, cso)): (
-        &WindowsGemm,
-        &Sample,
-        &Layout,
-        (usize, usize),
-        (*mut f32, usize, usize),
-    ),
+    (g, sample, layout, (ty, k0), (out, rso, cso)): ReduceTile,
 ) {
     let q_n = g.grid[1];
     let c = layout.c as i64;
