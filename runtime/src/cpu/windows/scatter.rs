@@ -71,6 +71,14 @@ pub(super) unsafe fn rows(g: &WindowsGemm, range: Range<i64>) {
     let in_place = g.pad == [0, 0] && zh == p_n && zw == q_n && g.rsc == n;
     let in_place = in_place && g.alpha == 1.0 && g.beta == 0.0;
     let zlen = (zh * zw * n) as usize;
+    // The pixels column by column, each one's offset in the sample and in the block: the
+    // next pixel adds into other window rows than this one (row by row, the next one's
+    // run overlaps this one's by all but `n` floats, and its load waited for this one's
+    // store: 2× slower).
+    let order: Vec<(usize, usize)> = (0..w)
+        .flat_map(|x| (0..h).map(move |y| (y, x)))
+        .map(|(y, x)| (((y * w + x) * c) as usize, ((y * zw + x) * n) as usize))
+        .collect();
     with_scratch(&PACKED, wlen, |wts| {
         for ty in 0..kh {
             for ch in 0..c {
@@ -98,11 +106,11 @@ pub(super) unsafe fn rows(g: &WindowsGemm, range: Range<i64>) {
                     // them in the range (the caller's contract).
                     let z = unsafe { std::slice::from_raw_parts_mut(c0, zlen) };
                     // SAFETY: forwarded; `z` holds `zh × zw` windows of `n` floats.
-                    unsafe { sample(g, s, wts, vectors, z, zw * n) };
+                    unsafe { sample(g, s, (wts, vectors), &order, (z, zw * n)) };
                 } else {
                     // SAFETY: as above, into the scratch block, then the range's rows of C.
                     unsafe {
-                        sample(g, s, wts, vectors, scratch, zw * n);
+                        sample(g, s, (wts, vectors), &order, (scratch, zw * n));
                         store(g, s, scratch, win..stop);
                     }
                 }
@@ -141,22 +149,21 @@ unsafe fn store(g: &WindowsGemm, s: i64, z: &[f32], wins: Range<i64>) {
 }
 
 /// Sample `s`'s block `z` (rows of `zrow` floats, zeroed here): every pixel times the
-/// weights `wts`, added into the windows it reaches.
+/// weights `wts` (`vectors` a tap row), added into the windows it reaches, in `order`.
 ///
 /// # Safety
 /// As for [`rows`]; `z` holds `(h + kh − 1)` rows of `zrow ≥ (w + kw − 1)·n` floats.
 #[cfg(target_arch = "x86_64")]
-unsafe fn sample(g: &WindowsGemm, s: i64, wts: &[f32], vectors: usize, z: &mut [f32], zrow: i64) {
+unsafe fn sample(
+    g: &WindowsGemm,
+    s: i64,
+    (wts, vectors): (&[f32], usize),
+    order: &[(usize, usize)],
+    (z, zrow): (&mut [f32], i64),
+) {
     let [h, w, c] = g.image;
     let [kh, kw] = g.taps;
     let run = (kw * g.n) as usize;
-    // The pixels column by column: the next pixel adds into other window rows than this
-    // one (row by row, the next one's run overlaps this one's by all but `n` floats, and
-    // its load waited for this one's store: 2× slower).
-    let order: Vec<(usize, usize)> = (0..w)
-        .flat_map(|x| (0..h).map(move |y| (y, x)))
-        .map(|(y, x)| (((y * w + x) * c) as usize, (y * zrow + x * g.n) as usize))
-        .collect();
     z.fill(0.0);
     // SAFETY: sample `s` of the image (the caller's contract).
     let img = unsafe { g.a.offset((s * h * w * c) as isize) };
@@ -169,7 +176,7 @@ unsafe fn sample(g: &WindowsGemm, s: i64, wts: &[f32], vectors: usize, z: &mut [
                 let at = |k: usize| ((ty * c + ch) as usize + k) * vectors * 16 + 16 * v;
                 let pass = Pass {
                     img: img.wrapping_offset(ch as isize),
-                    order: order.as_slice(),
+                    order,
                     wts: wts[at(0)..].as_ptr(),
                     wstride: vectors * 16,
                     z: z[(ty * zrow) as usize + 16 * v..].as_mut_ptr(),
