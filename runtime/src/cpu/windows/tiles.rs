@@ -291,11 +291,16 @@ pub(super) unsafe fn reduce(
     let layout = Layout::new(g);
     let (pw, per, image_len) = (layout.pw, p_n * q_n, layout.image_len);
     let vectors = n.div_ceil(16);
-    let per_tile = [R, 8, 6, 6][vectors - 1];
+    // Tiles of a tap row balanced, as for `rows` (LeNet's conv2: 30 taps are three tiles
+    // of 10, not 12 + 12 + 6 with 6 junk taps); only for adjacent taps.
+    let widest = [R, 8, 6, 6][vectors - 1];
+    let run = layout.taps.len();
+    let balanced = run.div_ceil(run.div_ceil(widest)).clamp(4, widest);
     // Taps adjacent in the padded sample (`tap₁ = 1`: a tap row's `kw·c` taps are one
     // run): a tile's taps are read at constant offsets from one pointer (the last tile's
     // junk taps past the run, up to `R` floats past the sample's last one).
-    let adjacent = (0..layout.taps.len()).all(|k| layout.taps[k] == layout.taps[0] + k);
+    let adjacent = (0..run).all(|k| layout.taps[k] == layout.taps[0] + k);
+    let per_tile = if adjacent { balanced } else { widest };
     with_scratch(&PACKED, image_len + R, |pimg| {
         pimg[image_len..].fill(0.0);
         let (mut win, end) = (g.first + range.start, g.first + range.end);
@@ -315,15 +320,31 @@ pub(super) unsafe fn reduce(
                     // SAFETY: as above; the tile's taps and `out`'s rows `ty·kw·c + k0 ..`.
                     let args = (g, &sample, &layout, (ty, k0), (out, rso, cso));
                     unsafe {
-                        match (vectors, adjacent) {
-                            (1, true) => reduce_tile::<1, R, true>(args),
-                            (1, false) => reduce_tile::<1, R, false>(args),
-                            (2, true) => reduce_tile::<2, 8, true>(args),
-                            (2, false) => reduce_tile::<2, 8, false>(args),
-                            (3, true) => reduce_tile::<3, 6, true>(args),
-                            (3, false) => reduce_tile::<3, 6, false>(args),
-                            (_, true) => reduce_tile::<4, 6, true>(args),
-                            (_, false) => reduce_tile::<4, 6, false>(args),
+                        match (vectors, adjacent, per_tile) {
+                            (1, true, 4) => reduce_tile::<1, 4, true>(args),
+                            (1, true, 5) => reduce_tile::<1, 5, true>(args),
+                            (1, true, 6) => reduce_tile::<1, 6, true>(args),
+                            (1, true, 7) => reduce_tile::<1, 7, true>(args),
+                            (1, true, 8) => reduce_tile::<1, 8, true>(args),
+                            (1, true, 9) => reduce_tile::<1, 9, true>(args),
+                            (1, true, 10) => reduce_tile::<1, 10, true>(args),
+                            (1, true, 11) => reduce_tile::<1, 11, true>(args),
+                            (1, true, _) => reduce_tile::<1, R, true>(args),
+                            (1, false, _) => reduce_tile::<1, R, false>(args),
+                            (2, true, 4) => reduce_tile::<2, 4, true>(args),
+                            (2, true, 5) => reduce_tile::<2, 5, true>(args),
+                            (2, true, 6) => reduce_tile::<2, 6, true>(args),
+                            (2, true, 7) => reduce_tile::<2, 7, true>(args),
+                            (2, true, _) => reduce_tile::<2, 8, true>(args),
+                            (2, false, _) => reduce_tile::<2, 8, false>(args),
+                            (3, true, 4) => reduce_tile::<3, 4, true>(args),
+                            (3, true, 5) => reduce_tile::<3, 5, true>(args),
+                            (3, true, _) => reduce_tile::<3, 6, true>(args),
+                            (3, false, _) => reduce_tile::<3, 6, false>(args),
+                            (_, true, 4) => reduce_tile::<4, 4, true>(args),
+                            (_, true, 5) => reduce_tile::<4, 5, true>(args),
+                            (_, true, _) => reduce_tile::<4, 6, true>(args),
+                            (_, false, _) => reduce_tile::<4, 6, false>(args),
                         }
                     };
                 }
