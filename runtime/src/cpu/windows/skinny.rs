@@ -839,7 +839,10 @@ unsafe fn deinterleave_n<const N: usize>(
     count: usize,
     (dst, ld): (*mut f32, usize),
 ) {
-    let mut block = [0f32; 16 * MAX_N];
+    // Not zeroed (1 KiB per call, most calls a row of windows): only its first `rows·N`
+    // floats are written, and only those are read.
+    let mut block = std::mem::MaybeUninit::<[f32; 16 * MAX_N]>::uninit();
+    let block = block.as_mut_ptr().cast::<f32>();
     let mut t = 0;
     // SAFETY: rows `t .. t + 16` (the tail masked) of the caller's contract; AVX-512F
     // (the caller's target feature).
@@ -852,9 +855,9 @@ unsafe fn deinterleave_n<const N: usize>(
                 let mn = lanes(N);
                 for r in 0..rows {
                     let v = _mm512_maskz_loadu_ps(mn, src.add((t + r) * lds));
-                    _mm512_mask_storeu_ps(block.as_mut_ptr().add(r * N), mn, v);
+                    _mm512_mask_storeu_ps(block.add(r * N), mn, v);
                 }
-                s = block.as_ptr();
+                s = block;
             }
             let mut x = [_mm512_setzero_ps(); N];
             for (k, xk) in x.iter_mut().enumerate() {
