@@ -257,7 +257,17 @@ enum Command {
     },
     /// Print each kernel of the compiled steps: the ops it fused and why (or why a
     /// fusion was refused), and its estimated FLOPs and bytes moved.
-    Explain { file: PathBuf },
+    Explain {
+        file: PathBuf,
+        /// Also run the training step on the CPU (synthetic data, as `nnc bench
+        /// --profile`) and print under each of its kernels the time per step, the
+        /// GFLOP/s reached and their share of the machine's GEMM peak.
+        #[arg(long)]
+        measure: bool,
+        /// With `--measure`: timed steps (after 10 of warm-up), and as many profiled.
+        #[arg(long, default_value_t = 50, value_parser = positive)]
+        steps: usize,
+    },
 }
 
 /// A `--max-memory` size.
@@ -450,11 +460,42 @@ fn main() -> ExitCode {
                     .map_err(|e| report(e, source, color))
             })
         }
-        Command::Explain { file } => with_program(&file, color, |program, _| {
-            match pipeline::compile_program(program, None) {
-                Ok(steps) => {
-                    for c in &steps {
-                        print!("{}", pipeline::report::explain(&c.train, c.batch));
+        Command::Explain {
+            file,
+            measure,
+            steps,
+        } => with_program(
+            &file,
+            color,
+            |program, source| match pipeline::compile_program(program, None) {
+                Ok(compiled) => {
+                    for (c, train) in compiled.iter().zip(&program.trains) {
+                        let profile = if measure {
+                            let opts = driver::BenchOptions {
+                                model: Some(program.models[train.model].name.clone()),
+                                target: driver::Target::Cpu,
+                                batch: None,
+                                steps,
+                                warmup: 10,
+                                profile: true,
+                                max_memory: None,
+                            };
+                            Some(
+                                driver::run_bench(program, &opts)
+                                    .map_err(|e| report(e, source, color))?,
+                            )
+                        } else {
+                            None
+                        };
+                        if let Some(r) = &profile {
+                            println!("{}", r.measured_header());
+                        }
+                        let measured =
+                            |name: &str| profile.as_ref().and_then(|r| r.measured_kernel(name));
+                        print!(
+                            "{}",
+                            pipeline::report::explain_measured(&c.train, c.batch, &measured)
+                        );
                         print!("{}", pipeline::report::explain(&c.eval, c.batch));
                     }
                     Ok(())
@@ -463,8 +504,8 @@ fn main() -> ExitCode {
                     eprintln!("error: {m}");
                     Err(())
                 }
-            }
-        }),
+            },
+        ),
         Command::Build {
             file,
             out_dir: Some(out_dir),

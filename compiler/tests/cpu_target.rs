@@ -269,6 +269,35 @@ fn bench_reports_kernels_throughput_and_flops_as_json() {
     assert_eq!(kernel_flops, flops);
 }
 
+/// `nnc explain --measure`: every kernel of the training step gets a line of
+/// measurements (time, GFLOP/s, share of the GEMM peak), the convolutions included; the
+/// evaluation step's kernels, which are not run, get none.
+#[test]
+fn explain_measures_each_training_kernel() {
+    let text = nnc_ok("explain", "lenet.nn", &["--measure", "--steps", "3"]);
+    assert!(text.starts_with("measured on cpu"), "{text}");
+    assert!(text.contains("GEMM peak"), "{text}");
+    let (train, eval) = text
+        .split_once("_eval:")
+        .expect("the eval step after the train step");
+    let kernels = train.lines().filter(|l| l.starts_with("  k")).count();
+    let measured: Vec<&str> = train
+        .lines()
+        .filter_map(|l| l.strip_prefix("    measured: "))
+        .collect();
+    assert_eq!(kernels, 30, "{train}");
+    assert_eq!(measured.len(), kernels, "{train}");
+    assert!(measured.iter().all(|m| m.contains("µs per step")
+        && m.contains("GFLOP/s")
+        && m.contains("% of the GEMM peak")));
+    let conv = train
+        .split("\n  k")
+        .find(|k| k.contains("implicit: windows"))
+        .expect("a convolution kernel");
+    assert!(conv.contains("measured: "), "{conv}");
+    assert!(!eval.contains("measured: "), "{eval}");
+}
+
 #[cfg(feature = "cuda")]
 #[test]
 fn build_emits_ptx_for_the_cuda_target() {

@@ -75,6 +75,42 @@ pub struct BenchReport {
     pub gemm_peak_gflops: Option<f64>,
 }
 
+impl BenchReport {
+    /// The training-step kernel `name` (as `nnc explain` names it, `k3_conv`) as
+    /// profiled: its time per step and share of the step, GFLOP/s, and their share of
+    /// the GEMM peak where measured; `None` without `--profile` or for other names.
+    pub fn measured_kernel(&self, name: &str) -> Option<String> {
+        let k = self
+            .kernels
+            .iter()
+            .find(|k| k.name.strip_prefix("train_") == Some(name))?;
+        let total: f64 = self.kernels.iter().map(|k| k.mean_us).sum();
+        let gflops = k.flops as f64 / (k.mean_us * 1e-6).max(1e-12) / 1e9;
+        let mut line = format!(
+            "{:.1} µs per step ({:.1}% of the kernels' time), {gflops:.1} GFLOP/s",
+            k.mean_us,
+            100.0 * k.mean_us / total.max(1e-12)
+        );
+        if let Some(peak) = self.gemm_peak_gflops.filter(|p| *p > 0.0) {
+            line += &format!(", {:.0}% of the GEMM peak", 100.0 * gflops / peak);
+        }
+        Some(line)
+    }
+
+    /// What `nnc explain --measure` says before the kernels: where and how the step was
+    /// measured, its median time and the GEMM peak the kernels' shares refer to.
+    pub fn measured_header(&self) -> String {
+        let peak = self
+            .gemm_peak_gflops
+            .map_or_else(|| "-".to_string(), |p| format!("{p:.1} GFLOP/s"));
+        format!(
+            "measured on {} (nnc bench --profile, batch {}, {} steps): median step {:.1} µs, \
+             GEMM peak {peak} (512³ sgemm on both lanes)",
+            self.target, self.batch, self.steps, self.median_step_us
+        )
+    }
+}
+
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let opt = |v: Option<usize>| v.map_or_else(|| "-".to_string(), |v| v.to_string());

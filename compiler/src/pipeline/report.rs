@@ -87,6 +87,16 @@ fn products(k: &nnc_kernels::ir::Kernel, batch: usize) -> Vec<String> {
 }
 
 pub fn explain(s: &CompiledStep, batch: usize) -> String {
+    explain_measured(s, batch, &|_| None)
+}
+
+/// [`explain`] with a line of measurements under each kernel that `measured` has one for
+/// (`nnc explain --measure`: its time per step, GFLOP/s and share of the GEMM peak).
+pub fn explain_measured(
+    s: &CompiledStep,
+    batch: usize,
+    measured: &dyn Fn(&str) -> Option<String>,
+) -> String {
     let mut out = String::new();
     let p = &s.lowered.program;
     let _ = writeln!(
@@ -102,6 +112,9 @@ pub fn explain(s: &CompiledStep, batch: usize) -> String {
             "  {}  ~{} FLOPs, ~{} bytes moved",
             r.name, r.flops, r.bytes
         );
+        if let Some(line) = measured(&r.name) {
+            let _ = writeln!(out, "    measured: {line}");
+        }
         let _ = writeln!(out, "    ops: {}", r.members.join(", "));
         if let Some(k) = p.kernels.get(i) {
             for line in products(k, batch) {
