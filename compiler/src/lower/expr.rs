@@ -273,10 +273,21 @@ impl ExprBuilder<'_> {
 /// emits is in range on both sides (gathers clamp their indices), so the arm can be
 /// computed unconditionally. The product differs from the select only where the arm is
 /// infinite or NaN and masked off (NaN instead of 0: a diverged step either way).
+///
+/// A condition that is already a 0/1 mask compared with 0 (`m != 0`: the ReLU gradient's
+/// `x > 0` mask selecting the incoming gradient) is its own mask, not `(m != 0 ? 1 : 0)`
+/// (two compares and two blends per vector in the pooling and ReLU gradients).
 pub(super) fn mask_select(op: CmpOp, a: Expr, b: Expr, then: Expr, otherwise: Expr) -> Expr {
     let zero = |e: &Expr| matches!(e, Expr::Const(z) if *z == 0.0);
+    let one = |e: &Expr| matches!(e, Expr::Const(o) if *o == 1.0);
+    let is_mask =
+        |e: &Expr| matches!(e, Expr::Select { then, otherwise, .. } if one(then) && zero(otherwise));
     if zero(&otherwise) && then.loads_any() {
-        let mask = select(op, a, b, constant(1.0), constant(0.0));
+        let mask = if op == CmpOp::Ne && zero(&b) && is_mask(&a) {
+            a
+        } else {
+            select(op, a, b, constant(1.0), constant(0.0))
+        };
         binary(BinOp::Mul, then, mask)
     } else if zero(&then) && otherwise.loads_any() {
         let mask = select(op, a, b, constant(0.0), constant(1.0));
