@@ -280,8 +280,7 @@ impl ExprBuilder<'_> {
 pub(super) fn mask_select(op: CmpOp, a: Expr, b: Expr, then: Expr, otherwise: Expr) -> Expr {
     let zero = |e: &Expr| matches!(e, Expr::Const(z) if *z == 0.0);
     let one = |e: &Expr| matches!(e, Expr::Const(o) if *o == 1.0);
-    let is_mask =
-        |e: &Expr| matches!(e, Expr::Select { then, otherwise, .. } if one(then) && zero(otherwise));
+    let is_mask = |e: &Expr| matches!(e, Expr::Select { then, otherwise, .. } if one(then) && zero(otherwise));
     if zero(&otherwise) && then.loads_any() {
         let mask = if op == CmpOp::Ne && zero(&b) && is_mask(&a) {
             a
