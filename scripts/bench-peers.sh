@@ -22,7 +22,7 @@ trap 'rm -rf "$OUT"' EXIT
 
 nnc_run() { # batch epochs -> samples/s
     local b=$1 e=$2
-    $NNC train examples/fashion_mlp.nn --batch "$b" --epochs "$e" --quiet --out "$OUT/nnc" >/dev/null
+    $NNC train examples/fashion_mlp.nn --batch "$b" --epochs "$e" --quiet --overwrite --out "$OUT/nnc" >/dev/null
     python3 - "$OUT/nnc/metrics.jsonl" "$e" <<'PY'
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
