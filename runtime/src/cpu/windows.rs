@@ -323,6 +323,22 @@ pub(crate) unsafe fn pack(g: &WindowsGemm, rows: Range<i64>, out: &mut [f32]) {
     }
 }
 
+/// The samples that windows `range` (counted from `g.first`) reach, in order: each
+/// sample `s` with its part of the range, as windows counted from 0 (the kernels that
+/// read a sample in place copy it once per item).
+fn samples(g: &WindowsGemm, range: Range<i64>) -> impl Iterator<Item = (i64, Range<i64>)> {
+    let per = g.grid[0] * g.grid[1];
+    let (mut win, end) = (g.first + range.start, g.first + range.end);
+    std::iter::from_fn(move || {
+        (win < end).then(|| {
+            let s = win / per;
+            let part = win..end.min((s + 1) * per);
+            win = part.end;
+            (s, part)
+        })
+    })
+}
+
 /// `⌈a / b⌉` for `b > 0` (no division for `b = 1`, a convolution of stride 1).
 #[inline]
 fn ceil_div(a: i64, b: i64) -> i64 {
@@ -814,70 +830,66 @@ unsafe fn direct_rows(g: &WindowsGemm, range: Range<i64>) {
     let pimg_len = (ph * pw) as usize + slack;
     with_scratch(&PACKED, pimg_len, |pimg| {
         with_scratch(&BLOCK_OUT, chunk as usize * pw as usize * n, |temp| {
-            let (mut win, end) = (g.first + range.start, g.first + range.end);
-            let mut sample = -1;
-            while win < end {
-                let s = win / per;
-                if s != sample {
-                    sample = s;
-                    // SAFETY: a window of the range reads sample `s` (the caller's
-                    // contract).
-                    unsafe { load_padded(g, s, pimg, (ph, pw)) };
-                }
-                let sample_end = end.min((s + 1) * per);
-                let p0 = (win - s * per) / q_n;
-                let p1 = (p0 + chunk).min(ceil_div(sample_end - s * per, q_n));
-                let rows = ((p1 - p0) * pw) as usize;
-                // SAFETY: window rows `p0..p1` read `p0·pw + i + offs[l]` for `i < rows`,
-                // inside the padded image and its slack; the temporary holds rows × n.
-                unsafe {
-                    skinny::axpy(
-                        isa,
-                        (rows, n, (kh * kw) as usize),
-                        (pimg.as_ptr().add((p0 * pw) as usize), 0, Some(&offs)),
-                        (g.b, g.rsb as isize, g.csb as isize),
-                        (temp.as_mut_ptr(), rows),
-                        false,
-                    )
-                };
-                let stop = sample_end.min(s * per + p1 * q_n);
-                // Window `wi` is row `(p - p0)·pw + q` of the temporary, a window row at
-                // a time (no division per window).
-                let mut wi = win;
-                while wi < stop {
-                    let (p, q) = ((wi - s * per) / q_n, (wi - s * per) % q_n);
-                    let run_end = stop.min(wi - q + q_n);
-                    let i0 = ((p - p0) * pw + q) as usize;
-                    let c0 = g.c.wrapping_offset(((wi - g.first) * g.rsc) as isize);
-                    if g.csc == 1 && g.rsc >= g.n {
-                        // SAFETY: rows `i0..` of the temporary's `n` columns (`rows`
-                        // floats each, 16K in all); C's rows `wi - first ..` are the
-                        // caller's, contiguous.
-                        unsafe {
-                            skinny::interleave(
-                                isa,
-                                &to_rows,
-                                (temp.as_ptr().add(i0), rows),
-                                (run_end - wi) as usize,
-                                (c0, g.rsc as usize),
-                                (g.alpha, g.beta),
-                            )
-                        };
-                        wi = run_end;
-                        continue;
-                    }
-                    for (t, i) in (i0..i0 + (run_end - wi) as usize).enumerate() {
-                        let c = c0.wrapping_offset(t as isize * g.rsc as isize);
-                        for j in 0..n {
-                            let v = g.alpha * temp[j * rows + i];
-                            // SAFETY: element (wi + t - first, j) of C (the caller's
-                            // contract).
-                            unsafe { update(c.offset(j as isize * g.csc as isize), v, g.beta) };
+            for (s, wins) in samples(g, range) {
+                // SAFETY: the range's windows of sample `s` read it (the caller's
+                // contract).
+                unsafe { load_padded(g, s, pimg, (ph, pw)) };
+                let (mut win, sample_end) = (wins.start, wins.end);
+                while win < sample_end {
+                    let p0 = (win - s * per) / q_n;
+                    let p1 = (p0 + chunk).min(ceil_div(sample_end - s * per, q_n));
+                    let rows = ((p1 - p0) * pw) as usize;
+                    // SAFETY: window rows `p0..p1` read `p0·pw + i + offs[l]` for `i < rows`,
+                    // inside the padded image and its slack; the temporary holds rows × n.
+                    unsafe {
+                        skinny::axpy(
+                            isa,
+                            (rows, n, (kh * kw) as usize),
+                            (pimg.as_ptr().add((p0 * pw) as usize), 0, Some(&offs)),
+                            (g.b, g.rsb as isize, g.csb as isize),
+                            (temp.as_mut_ptr(), rows),
+                            false,
+                        )
+                    };
+                    let stop = sample_end.min(s * per + p1 * q_n);
+                    // Window `wi` is row `(p - p0)·pw + q` of the temporary, a window row at
+                    // a time (no division per window).
+                    let mut wi = win;
+                    while wi < stop {
+                        let (p, q) = ((wi - s * per) / q_n, (wi - s * per) % q_n);
+                        let run_end = stop.min(wi - q + q_n);
+                        let i0 = ((p - p0) * pw + q) as usize;
+                        let c0 = g.c.wrapping_offset(((wi - g.first) * g.rsc) as isize);
+                        if g.csc == 1 && g.rsc >= g.n {
+                            // SAFETY: rows `i0..` of the temporary's `n` columns (`rows`
+                            // floats each, 16K in all); C's rows `wi - first ..` are the
+                            // caller's, contiguous.
+                            unsafe {
+                                skinny::interleave(
+                                    isa,
+                                    &to_rows,
+                                    (temp.as_ptr().add(i0), rows),
+                                    (run_end - wi) as usize,
+                                    (c0, g.rsc as usize),
+                                    (g.alpha, g.beta),
+                                )
+                            };
+                            wi = run_end;
+                            continue;
                         }
+                        for (t, i) in (i0..i0 + (run_end - wi) as usize).enumerate() {
+                            let c = c0.wrapping_offset(t as isize * g.rsc as isize);
+                            for j in 0..n {
+                                let v = g.alpha * temp[j * rows + i];
+                                // SAFETY: element (wi + t - first, j) of C (the caller's
+                                // contract).
+                                unsafe { update(c.offset(j as isize * g.csc as isize), v, g.beta) };
+                            }
+                        }
+                        wi = run_end;
                     }
-                    wi = run_end;
+                    win = stop;
                 }
-                win = stop;
             }
         })
     });
@@ -1001,78 +1013,75 @@ unsafe fn direct_seg_rows(g: &WindowsGemm, range: Range<i64>) {
         }
     }
     with_scratch(&PACKED, (ph * pw * c) as usize, |pimg| {
-        let (mut win, end) = (g.first + range.start, g.first + range.end);
         let mut offs = Vec::new();
-        let mut sample = -1;
-        while win < end {
-            let s = win / per;
-            if s != sample {
-                sample = s;
-                // SAFETY: a window of the range reads sample `s` (the caller's contract).
-                unsafe { pad_sample(g, s, pimg, pw, (sy, sx)) };
-            }
-            // The rest of window row `p` (in the range).
-            let p = (win - s * per) / q_n;
-            let row_end = end.min(s * per + (p + 1) * q_n);
-            // The tap rows inside the image (contiguous): the others are all zero.
-            let inside = |ty: &i64| (0..h).contains(&(p + ty * g.tap[0] - g.pad[0]));
-            let lo = (0..kh).find(inside).unwrap_or(kh) as usize;
-            let hi = (0..kh).rfind(inside).map_or(lo, |t| t as usize + 1);
-            while win < row_end {
-                // Window `q`'s in-image tap columns (image order: padded column `q + u` is
-                // image column `q + u - sx`) are the run `span(q)`, the others zeros,
-                // skipped: the windows with all `kw` inside go together, the others two
-                // by two over the union of their runs (one `Bᵀ` load for both).
-                let q = (win - s * per) % q_n;
-                let span = |q: i64| ((sx - q).clamp(0, kw), (w + sx - q).clamp(0, kw));
-                let (mut u0, mut u1) = span(q);
-                let mut stop = win + 1;
-                if (u0, u1) == (0, kw) {
-                    while stop < row_end && span((stop - s * per) % q_n) == (0, kw) {
-                        stop += 1;
-                    }
-                } else if stop < row_end {
-                    let (v0, v1) = span(q + 1);
-                    if (v0, v1) != (0, kw) {
-                        (u0, u1) = (u0.min(v0), u1.max(v1));
-                        stop += 1;
-                    }
-                }
-                offs.clear();
-                offs.extend(
-                    (win..stop).map(|wi| ((p * pw + (wi - s * per) % q_n + u0) * c) as usize),
-                );
-                let len = ((u1 - u0) * c) as usize;
-                let out = g.c.wrapping_offset(((win - g.first) * g.rsc) as isize);
-                if len == 0 || lo == hi {
-                    // All taps zero: C = beta·C.
-                    for i in 0..(stop - win) as isize {
-                        for j in 0..n as isize {
-                            // SAFETY: these windows' rows of C are the caller's.
-                            unsafe {
-                                let o = out.offset(i * g.rsc as isize + j * g.csc as isize);
-                                *o = if g.beta == 0.0 { 0.0 } else { g.beta * *o };
-                            }
+        for (s, wins) in samples(g, range) {
+            // SAFETY: the range's windows of sample `s` read it (the caller's contract).
+            unsafe { pad_sample(g, s, pimg, pw, (sy, sx)) };
+            let mut win = wins.start;
+            while win < wins.end {
+                // The rest of window row `p` (in the range).
+                let p = (win - s * per) / q_n;
+                let row_end = wins.end.min(s * per + (p + 1) * q_n);
+                // The tap rows inside the image (contiguous): the others are all zero.
+                let inside = |ty: &i64| (0..h).contains(&(p + ty * g.tap[0] - g.pad[0]));
+                let lo = (0..kh).find(inside).unwrap_or(kh) as usize;
+                let hi = (0..kh).rfind(inside).map_or(lo, |t| t as usize + 1);
+                while win < row_end {
+                    // Window `q`'s in-image tap columns (image order: padded column `q + u` is
+                    // image column `q + u - sx`) are the run `span(q)`, the others zeros,
+                    // skipped: the windows with all `kw` inside go together, the others two
+                    // by two over the union of their runs (one `Bᵀ` load for both).
+                    let q = (win - s * per) % q_n;
+                    let span = |q: i64| ((sx - q).clamp(0, kw), (w + sx - q).clamp(0, kw));
+                    let (mut u0, mut u1) = span(q);
+                    let mut stop = win + 1;
+                    if (u0, u1) == (0, kw) {
+                        while stop < row_end && span((stop - s * per) % q_n) == (0, kw) {
+                            stop += 1;
+                        }
+                    } else if stop < row_end {
+                        let (v0, v1) = span(q + 1);
+                        if (v0, v1) != (0, kw) {
+                            (u0, u1) = (u0.min(v0), u1.max(v1));
+                            stop += 1;
                         }
                     }
-                } else {
-                    // SAFETY: window `(p, q)`'s runs end by `((p + oy(kh-1))·pw + q +
-                    // kw)·c ≤ ph·pw·c`; `Bᵀ`'s rows from tap row `lo`, column `u0·c` on,
-                    // a tap row every `run` floats; these windows' rows of C are the
-                    // caller's.
-                    unsafe {
-                        skinny::dot_segments(
-                            isa,
-                            (offs.len(), n, len),
-                            (pimg.as_ptr(), 0, Some(&offs)),
-                            Some((&segs[lo..hi], run)),
-                            (bt.as_ptr().add(lo * run + (u0 * c) as usize), cols),
-                            (out, g.rsc as isize, g.csc as isize),
-                            (g.alpha, g.beta),
-                        )
-                    };
+                    offs.clear();
+                    offs.extend(
+                        (win..stop).map(|wi| ((p * pw + (wi - s * per) % q_n + u0) * c) as usize),
+                    );
+                    let len = ((u1 - u0) * c) as usize;
+                    let out = g.c.wrapping_offset(((win - g.first) * g.rsc) as isize);
+                    if len == 0 || lo == hi {
+                        // All taps zero: C = beta·C.
+                        for i in 0..(stop - win) as isize {
+                            for j in 0..n as isize {
+                                // SAFETY: these windows' rows of C are the caller's.
+                                unsafe {
+                                    let o = out.offset(i * g.rsc as isize + j * g.csc as isize);
+                                    *o = if g.beta == 0.0 { 0.0 } else { g.beta * *o };
+                                }
+                            }
+                        }
+                    } else {
+                        // SAFETY: window `(p, q)`'s runs end by `((p + oy(kh-1))·pw + q +
+                        // kw)·c ≤ ph·pw·c`; `Bᵀ`'s rows from tap row `lo`, column `u0·c` on,
+                        // a tap row every `run` floats; these windows' rows of C are the
+                        // caller's.
+                        unsafe {
+                            skinny::dot_segments(
+                                isa,
+                                (offs.len(), n, len),
+                                (pimg.as_ptr(), 0, Some(&offs)),
+                                Some((&segs[lo..hi], run)),
+                                (bt.as_ptr().add(lo * run + (u0 * c) as usize), cols),
+                                (out, g.rsc as isize, g.csc as isize),
+                                (g.alpha, g.beta),
+                            )
+                        };
+                    }
+                    win = stop;
                 }
-                win = stop;
             }
         }
     });
@@ -1105,68 +1114,65 @@ unsafe fn direct_reduce(
     let to_cols = skinny::Transpose::new(n, false);
     with_scratch(&PACKED, (ph * pw) as usize + slack, |pimg| {
         with_scratch(&BLOCK_OUT, chunk as usize * pw as usize * n, |bt| {
-            let (mut win, end) = (g.first + range.start, g.first + range.end);
-            let (mut sample, mut beta) = (-1, 0.0);
-            while win < end {
-                let s = win / per;
-                if s != sample {
-                    sample = s;
-                    // SAFETY: a window of the range reads sample `s` (the caller's
-                    // contract).
-                    unsafe { load_padded(g, s, pimg, (ph, pw)) };
-                }
-                let sample_end = end.min((s + 1) * per);
-                let p0 = (win - s * per) / q_n;
-                let p1 = (p0 + chunk).min(ceil_div(sample_end - s * per, q_n));
-                let len = ((p1 - p0) * pw) as usize;
-                let stop = sample_end.min(s * per + p1 * q_n);
-                let bt = &mut bt[..n * len];
-                bt.fill(0.0);
-                let mut wi = win;
-                while wi < stop {
-                    let (p, q) = ((wi - s * per) / q_n, (wi - s * per) % q_n);
-                    let run_end = stop.min(wi - q + q_n);
-                    let i0 = ((p - p0) * pw + q) as usize;
-                    let b0 = g.b.wrapping_offset(((wi - g.first) * g.rsb) as isize);
-                    if g.csb == 1 && g.rsb >= g.n {
-                        // SAFETY: rows `wi - first ..` of B (the caller's contract,
-                        // contiguous); the columns from `i0` of Bᵀ's `n` rows of `len`
-                        // floats.
-                        unsafe {
-                            skinny::deinterleave(
-                                isa,
-                                &to_cols,
-                                (b0, g.rsb as usize),
-                                (run_end - wi) as usize,
-                                (bt.as_mut_ptr().add(i0), len),
-                            )
-                        };
-                        wi = run_end;
-                        continue;
-                    }
-                    for (t, i) in (i0..i0 + (run_end - wi) as usize).enumerate() {
-                        let b = b0.wrapping_offset(t as isize * g.rsb as isize);
-                        for j in 0..n {
-                            // SAFETY: element (wi + t - first, j) of B (the caller's
-                            // contract).
-                            bt[j * len + i] = unsafe { *b.offset(j as isize * g.csb as isize) };
+            let mut beta = 0.0;
+            for (s, wins) in samples(g, range) {
+                // SAFETY: the range's windows of sample `s` read it (the caller's
+                // contract).
+                unsafe { load_padded(g, s, pimg, (ph, pw)) };
+                let (mut win, sample_end) = (wins.start, wins.end);
+                while win < sample_end {
+                    let p0 = (win - s * per) / q_n;
+                    let p1 = (p0 + chunk).min(ceil_div(sample_end - s * per, q_n));
+                    let len = ((p1 - p0) * pw) as usize;
+                    let stop = sample_end.min(s * per + p1 * q_n);
+                    let bt = &mut bt[..n * len];
+                    bt.fill(0.0);
+                    let mut wi = win;
+                    while wi < stop {
+                        let (p, q) = ((wi - s * per) / q_n, (wi - s * per) % q_n);
+                        let run_end = stop.min(wi - q + q_n);
+                        let i0 = ((p - p0) * pw + q) as usize;
+                        let b0 = g.b.wrapping_offset(((wi - g.first) * g.rsb) as isize);
+                        if g.csb == 1 && g.rsb >= g.n {
+                            // SAFETY: rows `wi - first ..` of B (the caller's contract,
+                            // contiguous); the columns from `i0` of Bᵀ's `n` rows of `len`
+                            // floats.
+                            unsafe {
+                                skinny::deinterleave(
+                                    isa,
+                                    &to_cols,
+                                    (b0, g.rsb as usize),
+                                    (run_end - wi) as usize,
+                                    (bt.as_mut_ptr().add(i0), len),
+                                )
+                            };
+                            wi = run_end;
+                            continue;
                         }
+                        for (t, i) in (i0..i0 + (run_end - wi) as usize).enumerate() {
+                            let b = b0.wrapping_offset(t as isize * g.rsb as isize);
+                            for j in 0..n {
+                                // SAFETY: element (wi + t - first, j) of B (the caller's
+                                // contract).
+                                bt[j * len + i] = unsafe { *b.offset(j as isize * g.csb as isize) };
+                            }
+                        }
+                        wi = run_end;
                     }
-                    wi = run_end;
+                    // SAFETY: as in `direct_rows`; Bᵀ holds n × len floats, out m × n.
+                    unsafe {
+                        skinny::dot(
+                            isa,
+                            (offs.len(), n, len),
+                            (pimg.as_ptr().add((p0 * pw) as usize), 0, Some(&offs)),
+                            (bt.as_ptr(), len),
+                            (out, rso as isize, cso as isize),
+                            (1.0, beta),
+                        )
+                    };
+                    beta = 1.0;
+                    win = stop;
                 }
-                // SAFETY: as in `direct_rows`; Bᵀ holds n × len floats, out m × n.
-                unsafe {
-                    skinny::dot(
-                        isa,
-                        (offs.len(), n, len),
-                        (pimg.as_ptr().add((p0 * pw) as usize), 0, Some(&offs)),
-                        (bt.as_ptr(), len),
-                        (out, rso as isize, cso as isize),
-                        (1.0, beta),
-                    )
-                };
-                beta = 1.0;
-                win = stop;
             }
         })
     });

@@ -28,7 +28,7 @@ use std::ops::Range;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::{update, with_scratch, WindowsGemm, BLOCK_OUT, PACKED};
+use super::{samples, update, with_scratch, WindowsGemm, BLOCK_OUT, PACKED};
 
 /// The most image channels a pass keeps in registers (one weight vector each).
 const CH: usize = 16;
@@ -96,11 +96,8 @@ pub(super) unsafe fn rows(g: &WindowsGemm, range: Range<i64>) {
             }
         }
         with_scratch(&BLOCK_OUT, zlen, |scratch| {
-            let (mut win, end) = (g.first + range.start, g.first + range.end);
-            while win < end {
-                let s = win / per;
-                let stop = end.min((s + 1) * per);
-                if in_place && win == s * per && stop == (s + 1) * per {
+            for (s, wins) in samples(g, range) {
+                if in_place && wins == (s * per..(s + 1) * per) {
                     let c0 = g.c.wrapping_offset(((s * per - g.first) * g.rsc) as isize);
                     // SAFETY: the sample's rows of C, contiguous (`rsc == n`), all of
                     // them in the range (the caller's contract).
@@ -111,10 +108,9 @@ pub(super) unsafe fn rows(g: &WindowsGemm, range: Range<i64>) {
                     // SAFETY: as above, into the scratch block, then the range's rows of C.
                     unsafe {
                         sample(g, s, (wts, vectors), &order, (scratch, zw * n));
-                        store(g, s, scratch, win..stop);
+                        store(g, s, scratch, wins);
                     }
                 }
-                win = stop;
             }
         });
     });

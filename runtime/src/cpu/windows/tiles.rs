@@ -25,7 +25,7 @@ use std::ops::Range;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::{ceil_div, pad_sample, with_scratch, WindowsGemm, PACKED};
+use super::{ceil_div, pad_sample, samples, with_scratch, WindowsGemm, PACKED};
 
 /// The most windows per tile (one vector of columns: 12 accumulators). With two vectors
 /// a tile holds 8 windows, with three or four 6: at most 24 accumulators beside the rows
@@ -90,55 +90,52 @@ pub(super) unsafe fn rows(g: &WindowsGemm, range: Range<i64>) {
     let slack = R * c as usize + (kw * c) as usize;
     with_scratch(&PACKED, image_len + slack, |pimg| {
         pimg[image_len..].fill(0.0);
-        let (mut win, end) = (g.first + range.start, g.first + range.end);
-        let mut sample = -1;
-        while win < end {
-            let s = win / per;
-            if s != sample {
-                sample = s;
-                // SAFETY: a window of the range reads sample `s` (the caller's contract).
-                unsafe { pad_sample(g, s, &mut pimg[..image_len], pw, shifts(g)) };
-            }
-            let p = (win - s * per) / q_n;
-            let row_end = end.min(s * per + (p + 1) * q_n);
-            // The tap rows inside the image: the others read only zeros.
-            let inside = |ty: &i64| window_rows(g, *ty).contains(&p);
-            let lo = (0..kh).filter(inside).min().unwrap_or(0) as usize;
-            let hi = (0..kh).filter(inside).max().map_or(lo, |t| t as usize + 1);
-            while win < row_end {
-                let q = (win - s * per) % q_n;
-                let count = ((row_end - win) as usize).min(per_tile);
-                let a = pimg[((p * pw + q) * c) as usize..].as_ptr();
-                let out = g.c.wrapping_offset(((win - g.first) * g.rsc) as isize);
-                // SAFETY: the tile reads tap rows `lo..hi` of `R` windows inside the
-                // padded sample and its slack, B's rows of those tap rows and C's `count`
-                // rows (the caller's contract).
-                let args = (g, (a, &layout), lo..hi, out, count);
-                unsafe {
-                    match (vectors, per_tile) {
-                        (1, 4) => tile::<1, 4>(args),
-                        (1, 5) => tile::<1, 5>(args),
-                        (1, 6) => tile::<1, 6>(args),
-                        (1, 7) => tile::<1, 7>(args),
-                        (1, 8) => tile::<1, 8>(args),
-                        (1, 9) => tile::<1, 9>(args),
-                        (1, 10) => tile::<1, 10>(args),
-                        (1, 11) => tile::<1, 11>(args),
-                        (1, _) => tile::<1, R>(args),
-                        (2, 4) => tile::<2, 4>(args),
-                        (2, 5) => tile::<2, 5>(args),
-                        (2, 6) => tile::<2, 6>(args),
-                        (2, 7) => tile::<2, 7>(args),
-                        (2, _) => tile::<2, 8>(args),
-                        (3, 4) => tile::<3, 4>(args),
-                        (3, 5) => tile::<3, 5>(args),
-                        (3, _) => tile::<3, 6>(args),
-                        (_, 4) => tile::<4, 4>(args),
-                        (_, 5) => tile::<4, 5>(args),
-                        _ => tile::<4, 6>(args),
-                    }
-                };
-                win += count as i64;
+        for (s, wins) in samples(g, range) {
+            // SAFETY: the range's windows of sample `s` read it (the caller's contract).
+            unsafe { pad_sample(g, s, &mut pimg[..image_len], pw, shifts(g)) };
+            let mut win = wins.start;
+            while win < wins.end {
+                let p = (win - s * per) / q_n;
+                let row_end = wins.end.min(s * per + (p + 1) * q_n);
+                // The tap rows inside the image: the others read only zeros.
+                let inside = |ty: &i64| window_rows(g, *ty).contains(&p);
+                let lo = (0..kh).filter(inside).min().unwrap_or(0) as usize;
+                let hi = (0..kh).filter(inside).max().map_or(lo, |t| t as usize + 1);
+                while win < row_end {
+                    let q = (win - s * per) % q_n;
+                    let count = ((row_end - win) as usize).min(per_tile);
+                    let a = pimg[((p * pw + q) * c) as usize..].as_ptr();
+                    let out = g.c.wrapping_offset(((win - g.first) * g.rsc) as isize);
+                    // SAFETY: the tile reads tap rows `lo..hi` of `R` windows inside the
+                    // padded sample and its slack, B's rows of those tap rows and C's `count`
+                    // rows (the caller's contract).
+                    let args = (g, (a, &layout), lo..hi, out, count);
+                    unsafe {
+                        match (vectors, per_tile) {
+                            (1, 4) => tile::<1, 4>(args),
+                            (1, 5) => tile::<1, 5>(args),
+                            (1, 6) => tile::<1, 6>(args),
+                            (1, 7) => tile::<1, 7>(args),
+                            (1, 8) => tile::<1, 8>(args),
+                            (1, 9) => tile::<1, 9>(args),
+                            (1, 10) => tile::<1, 10>(args),
+                            (1, 11) => tile::<1, 11>(args),
+                            (1, _) => tile::<1, R>(args),
+                            (2, 4) => tile::<2, 4>(args),
+                            (2, 5) => tile::<2, 5>(args),
+                            (2, 6) => tile::<2, 6>(args),
+                            (2, 7) => tile::<2, 7>(args),
+                            (2, _) => tile::<2, 8>(args),
+                            (3, 4) => tile::<3, 4>(args),
+                            (3, 5) => tile::<3, 5>(args),
+                            (3, _) => tile::<3, 6>(args),
+                            (_, 4) => tile::<4, 4>(args),
+                            (_, 5) => tile::<4, 5>(args),
+                            _ => tile::<4, 6>(args),
+                        }
+                    };
+                    win += count as i64;
+                }
             }
         }
     });
@@ -303,16 +300,13 @@ pub(super) unsafe fn reduce(
     let per_tile = if adjacent { balanced } else { widest };
     with_scratch(&PACKED, image_len + R, |pimg| {
         pimg[image_len..].fill(0.0);
-        let (mut win, end) = (g.first + range.start, g.first + range.end);
-        while win < end {
-            let s = win / per;
-            let stop = end.min((s + 1) * per);
+        for (s, wins) in samples(g, range) {
             // SAFETY: the range's windows of sample `s` read it (the caller's contract).
             unsafe { pad_sample(g, s, &mut pimg[..image_len], pw, shifts(g)) };
             let sample = Sample {
                 pimg: pimg.as_ptr(),
                 pw,
-                windows: (win - s * per)..(stop - s * per),
+                windows: (wins.start - s * per)..(wins.end - s * per),
                 b: g.b.wrapping_offset(((s * per - g.first) * g.rsb) as isize),
             };
             for ty in 0..kh as usize {
@@ -349,7 +343,6 @@ pub(super) unsafe fn reduce(
                     };
                 }
             }
-            win = stop;
         }
     });
 }
