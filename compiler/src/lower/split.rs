@@ -120,7 +120,7 @@ fn split(k: &Kernel, n: i64) -> Option<Vec<Stmt>> {
     // After the product: hoisted invariants, then at most one loop over its rows, or
     // over groups of `r` of its rows (an input gradient's epilogue over samples, `m =
     // N·r`): then the parts split that loop's extent, `r` rows of the product per step.
-    let mut per_step = None;
+    let mut epilogue = None;
     for s in rest {
         match s {
             Stmt::Assign { .. } => {}
@@ -128,11 +128,13 @@ fn split(k: &Kernel, n: i64) -> Option<Vec<Stmt>> {
                 extent,
                 parallel: false,
                 ..
-            } if per_step.is_none() => per_step = Some(rows_per_step(&g.m, extent, n)?),
+            } if epilogue.is_none() => {
+                epilogue = Some((extent.clone(), rows_per_step(&g.m, extent, n)?));
+            }
             _ => return None,
         }
     }
-    let per_step = per_step.unwrap_or(1);
+    let (steps, per_step) = epilogue.unwrap_or_else(|| (g.m.clone(), 1));
     let p = VarId(k.num_vars);
     if g.windows.as_ref().is_some_and(|w| w.transposed) {
         // Rows of a transposed windows view are taps, not windows: the runtime splits
@@ -148,21 +150,17 @@ fn split(k: &Kernel, n: i64) -> Option<Vec<Stmt>> {
     }
     // The parts split the epilogue loop's steps (the product's rows when it has none or
     // it runs over rows): rows `lo·r ..` of the product, `rows·r` of them.
-    let steps = rest
-        .iter()
-        .find_map(|s| match s {
-            Stmt::Loop { extent, .. } => Some(extent.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| g.m.clone());
     let (lo, rows) = part_of(&steps, p);
-    let (first_row, part_rows) = if per_step == 1 {
-        (lo.clone(), rows.clone())
-    } else {
-        (lo.clone() * per_step, rows.clone() * per_step)
+    let in_rows = |i: &Idx| {
+        if per_step == 1 {
+            i.clone()
+        } else {
+            i.clone() * per_step
+        }
     };
+    let first_row = in_rows(&lo);
     let mut part = g.clone();
-    part.m = part_rows;
+    part.m = in_rows(&rows);
     match &g.windows {
         // Rows of a windows view are windows: the part starts `lo` windows further on.
         Some(w) => part.windows = Some(w.map_first(&|f| f.clone() + first_row.clone())),
