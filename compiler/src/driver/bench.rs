@@ -75,7 +75,26 @@ pub struct BenchReport {
     pub gemm_peak_gflops: Option<f64>,
 }
 
+impl KernelProfile {
+    /// `v` (FLOPs or bytes per step) per second, in billions.
+    fn per_s(&self, v: u64) -> f64 {
+        v as f64 / (self.mean_us * 1e-6).max(1e-12) / 1e9
+    }
+}
+
 impl BenchReport {
+    /// The kernels' time per step, in µs.
+    fn kernels_us(&self) -> f64 {
+        self.kernels.iter().map(|k| k.mean_us).sum()
+    }
+
+    /// `gflops` as a percentage of the measured GEMM peak, where there is one.
+    fn of_peak(&self, gflops: f64) -> Option<f64> {
+        self.gemm_peak_gflops
+            .filter(|p| *p > 0.0)
+            .map(|p| 100.0 * gflops / p)
+    }
+
     /// The training-step kernel `name` (as `nnc explain` names it, `k3_conv`) as
     /// profiled: its time per step and share of the step, GFLOP/s, and their share of
     /// the GEMM peak where measured; `None` without `--profile` or for other names.
@@ -84,15 +103,14 @@ impl BenchReport {
             .kernels
             .iter()
             .find(|k| k.name.strip_prefix("train_") == Some(name))?;
-        let total: f64 = self.kernels.iter().map(|k| k.mean_us).sum();
-        let gflops = k.flops as f64 / (k.mean_us * 1e-6).max(1e-12) / 1e9;
+        let gflops = k.per_s(k.flops);
         let mut line = format!(
             "{:.1} µs per step ({:.1}% of the kernels' time), {gflops:.1} GFLOP/s",
             k.mean_us,
-            100.0 * k.mean_us / total.max(1e-12)
+            100.0 * k.mean_us / self.kernels_us().max(1e-12)
         );
-        if let Some(peak) = self.gemm_peak_gflops.filter(|p| *p > 0.0) {
-            line += &format!(", {:.0}% of the GEMM peak", 100.0 * gflops / peak);
+        if let Some(share) = self.of_peak(gflops) {
+            line += &format!(", {share:.0}% of the GEMM peak");
         }
         Some(line)
     }
@@ -146,7 +164,7 @@ impl fmt::Display for BenchReport {
             )?;
         }
         if !self.kernels.is_empty() {
-            let total: f64 = self.kernels.iter().map(|k| k.mean_us).sum();
+            let total = self.kernels_us();
             writeln!(
                 f,
                 "  per kernel (mean of the profiled steps; {total:.1} µs in kernels, the rest \
@@ -164,20 +182,18 @@ impl fmt::Display for BenchReport {
                 "kernel", "µs", "share", "GFLOP/s", "peak", "GB/s"
             )?;
             for k in &self.kernels {
-                let per_s = |v: u64| v as f64 / (k.mean_us * 1e-6).max(1e-12) / 1e9;
-                let of_peak = match self.gemm_peak_gflops {
-                    Some(p) if p > 0.0 => format!("{:.0}%", 100.0 * per_s(k.flops) / p),
-                    _ => "-".to_string(),
-                };
+                let of_peak = self
+                    .of_peak(k.per_s(k.flops))
+                    .map_or_else(|| "-".to_string(), |s| format!("{s:.0}%"));
                 writeln!(
                     f,
                     "    {:<28} {:>9.1} {:>5.1}% {:>9.1} {:>6} {:>9.1}",
                     k.name,
                     k.mean_us,
                     100.0 * k.mean_us / total.max(1e-12),
-                    per_s(k.flops),
+                    k.per_s(k.flops),
                     of_peak,
-                    per_s(k.bytes)
+                    k.per_s(k.bytes)
                 )?;
             }
         }
