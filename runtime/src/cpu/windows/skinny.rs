@@ -738,6 +738,10 @@ unsafe fn interleave_n<const N: usize>(
     (alpha, beta): (f32, f32),
 ) {
     let (av, bv) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+    // Rows apart: the 16 rows go through this block, not zeroed (all `16·N` floats
+    // are written before any is read).
+    let mut block = std::mem::MaybeUninit::<[f32; 16 * MAX_N]>::uninit();
+    let block = block.as_mut_ptr().cast::<f32>();
     let mut t = 0;
     // SAFETY: rows `t .. t + 16` (the tail masked) of the caller's contract; AVX-512F
     // (the caller's target feature).
@@ -752,14 +756,13 @@ unsafe fn interleave_n<const N: usize>(
             let y = permute::<N>(tr, &x);
             if ldo != N {
                 // Rows apart: the 16 rows through a stack block, one masked row each.
-                let mut block = [0f32; 16 * MAX_N];
                 for (k, yk) in y.iter().enumerate() {
-                    _mm512_storeu_ps(block.as_mut_ptr().add(16 * k), _mm512_mul_ps(*yk, av));
+                    _mm512_storeu_ps(block.add(16 * k), _mm512_mul_ps(*yk, av));
                 }
                 let mn = lanes(N);
                 for r in 0..rows {
                     let o = out.add((t + r) * ldo);
-                    let mut v = _mm512_maskz_loadu_ps(mn, block.as_ptr().add(r * N));
+                    let mut v = _mm512_maskz_loadu_ps(mn, block.add(r * N));
                     if beta != 0.0 {
                         v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mn, o), bv, v);
                     }
