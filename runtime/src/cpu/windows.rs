@@ -595,7 +595,7 @@ unsafe fn product_rows(g: &WindowsGemm, range: Range<i64>, t: Tuning) {
     let tap_major = g.image[2] <= t.tap_major_max_c;
     #[cfg(target_arch = "x86_64")]
     if t.direct && skinny::isa() == skinny::Isa::Avx512 {
-        if g.n <= SKINNY_DOT_MAX_N && scatter::applies(g) {
+        if scatter::applies(g) {
             // SAFETY: forwarded from this function's contract; the machine has AVX-512.
             unsafe { scatter::rows(g, range) };
             return;

@@ -33,13 +33,20 @@ use super::{samples, update, with_scratch, WindowsGemm, BLOCK_OUT, PACKED};
 /// The most image channels a pass keeps in registers (one weight vector each).
 const CH: usize = 16;
 
+/// The widest product the scatter takes: 8 columns (LeNet's 6; with 9–64 the direct
+/// tiles' vectors of columns are full enough, and their gather reads only the border's
+/// padding).
+const MAX_N: i64 = 8;
+
 /// Whether [`rows`] takes `g` (AVX-512 checked by the caller): an untransposed product
 /// over windows of unit steps and taps of −1 without `div` (the input gradient of a
 /// stride-1 convolution; its padding is negative for a `"same"` one, whose windows then
-/// reach past the grid), `B` and `C` with contiguous rows, and a tap row of at most four
-/// vectors (`kw·n ≤ 64`).
+/// reach past the grid), `B` and `C` with contiguous rows, at most [`MAX_N`] columns
+/// (wider products have the direct tiles) and a tap row of at most four vectors (`kw·n ≤
+/// 64`).
 pub(super) fn applies(g: &WindowsGemm) -> bool {
-    g.transposed == 0
+    g.n <= MAX_N
+        && g.transposed == 0
         && g.step == [1, 1]
         && g.tap == [-1, -1]
         && g.div == [1, 1]
