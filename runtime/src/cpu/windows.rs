@@ -59,7 +59,9 @@
 //! run on the direct tiles of [`tiles`] where the machine has AVX-512: windows read in
 //! place from a padded sample, a tile of windows × all columns in registers. (Before
 //! them, those of 9–16 columns stayed on the `gemm` crate: the dot kernels were 1.5× to
-//! 2.3× slower there.)
+//! 2.3× slower there.) Transposed products (weight gradients) of 9–64 columns over
+//! several channels, unit steps and taps of ±1, run on the tiles' other kernel: taps ×
+//! all columns in registers, the windows streamed through them.
 //!
 //! Before all of those, the input gradient of a stride-1 convolution with at most 8
 //! columns (taps of −1, unit steps) runs as a scatter ([`scatter`], AVX-512): each pixel

@@ -1,6 +1,8 @@
-//! A direct convolution micro-kernel for untransposed window products (forward passes
-//! and input gradients) of 9–64 columns (AVX-512): no packing of windows, no `gemm`
-//! crate.
+//! Direct convolution micro-kernels (AVX-512) for window products of 9–64 columns: no
+//! packing of windows, no `gemm` crate. [`rows`] takes untransposed products (forward
+//! passes and input gradients), [`reduce`] transposed ones (weight gradients over
+//! several channels: tiles of a tap row's taps × all columns, the windows streamed
+//! through them, adjacent taps read from one pointer; see [`applies_transposed`]).
 //!
 //! With unit steps, taps of ±1 and no `div`, window `(p, q)`'s tap row `ty` is one run
 //! of `kw·c` floats of a zero-padded sample, at `((p + oy(ty))·pw + q)·c` (taps in image
